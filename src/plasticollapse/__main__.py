@@ -1,0 +1,3 @@
+from plasticollapse.cli import main
+
+raise SystemExit(main())

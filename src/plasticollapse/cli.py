@@ -1,0 +1,205 @@
+"""The ``plasticollapse`` command. It only parses arguments and dispatches to the library.
+
+plasticollapse demo                          the quick Permuted-digits study
+plasticollapse permuted  [--config F] [--field value ...]
+plasticollapse warmstart [--config F] [--field value ...]
+plasticollapse sweep CONFIG.toml [--grid f=a,b ...] [--seeds 0-4] [--backend ...]
+plasticollapse report RUNS_DIR ... [--out DIR]
+plasticollapse plot RUNS_DIR ... --metric nc1 [--x step] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from plasticollapse import __version__
+from plasticollapse.config import ConfigError
+
+BACKENDS = ("serial", "process", "ray", "slurm")
+#: The demo's preset, in the checkout this package runs from (``make demo``).
+QUICK_PERMUTED = Path(__file__).resolve().parents[2] / "configs" / "quick" / "permuted_digits.toml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if rest and not getattr(args, "takes_fields", False):
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    try:
+        return args.handler(args, rest)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"plasticollapse: error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plasticollapse",
+        description="Measure neural collapse and loss of plasticity; run the paper's studies.",
+    )
+    parser.add_argument("--version", action="version", version=f"plasticollapse {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    demo = sub.add_parser("demo", help="run the quick Permuted-digits study (about a minute)")
+    demo.add_argument("--out", default="runs/demo", help="where the run folders go")
+    demo.set_defaults(handler=cmd_demo)
+
+    for name, text in (
+        ("permuted", "online Permuted MNIST (Setup A)"),
+        ("warmstart", "warm-starting CIFAR-10 (Setup B)"),
+    ):
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=f"{text}. Any config field can be set as --field value; several "
+            "values (--seeds 0 1 2) make one run per value. `--fields` lists them.",
+        )
+        p.add_argument("--config", help="a TOML preset (configs/paper, configs/quick)")
+        add_execution_flags(p)
+        p.add_argument("--fields", action="store_true", help="list the config fields and exit")
+        p.set_defaults(handler=cmd_experiment, experiment=name, takes_fields=True)
+
+    sweep = sub.add_parser("sweep", help="a grid of settings x seeds, resumable, on any backend")
+    sweep.add_argument("config", help="TOML preset whose `experiment` key names the experiment")
+    sweep.add_argument("--grid", nargs="+", default=[], metavar="FIELD=V1,V2")
+    sweep.add_argument("--seeds", help="seeds as a range 0-4 or a list 0,1,2")
+    sweep.add_argument("--out", help="parent folder of the run folders")
+    add_execution_flags(sweep)
+    sweep.add_argument("--partition", help="slurm: partition")
+    sweep.add_argument("--time", type=int, default=240, help="slurm: minutes per run")
+    sweep.add_argument("--gpus", type=float, default=0, help="ray/slurm: GPUs per run")
+    sweep.add_argument("--cpus", type=float, default=1, help="ray/slurm: CPUs per run")
+    sweep.add_argument("--array-parallelism", type=int, default=64, help="slurm: max at once")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    sweep.set_defaults(handler=cmd_sweep, takes_fields=True)
+
+    report = sub.add_parser("report", help="tidy table, the paper's figures and a report")
+    report.add_argument("runs", nargs="+", help="run folders, or folders containing them")
+    report.add_argument("--out", default="report", help="output folder (default: report)")
+    report.add_argument("--window", type=int, default=100, help="sliding window, in epochs")
+    report.add_argument("--stride", type=int, default=5, help="sliding window stride, in epochs")
+    report.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    report.set_defaults(handler=cmd_report)
+
+    plot = sub.add_parser("plot", help="one figure, quickly")
+    plot.add_argument("runs", nargs="+", help="run folders, or folders containing them")
+    plot.add_argument("--metric", default="nc1", help="metric on the y axis (default nc1)")
+    plot.add_argument("--x", default="step", help="x axis: step, or another metric")
+    plot.add_argument("--experiment", choices=("permuted", "warmstart"))
+    plot.add_argument("--group-by", nargs="*", help="setting keys that make separate lines")
+    plot.add_argument("--out", help="output file (.png or .pdf)")
+    plot.set_defaults(handler=cmd_plot)
+    return parser
+
+
+def add_execution_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="serial", help="how runs execute (default serial)"
+    )
+    p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
+    from plasticollapse.config import describe_fields
+    from plasticollapse.experiments import get_experiment, plan_from_file
+
+    experiment = get_experiment(args.experiment)
+    if args.fields:
+        print(describe_fields(experiment.Config))
+        return 0
+    specs = plan_from_file(args.experiment, args.config, fields)
+    return execute_and_summarise(args.experiment, specs, args.backend, args.workers, {})
+
+
+def cmd_demo(args: argparse.Namespace, _: list[str]) -> int:
+    from plasticollapse.experiments import plan_from_file
+
+    print(f"plasticollapse demo: the quick Permuted-digits study ({QUICK_PERMUTED.name})")
+    specs = plan_from_file("permuted", str(QUICK_PERMUTED), ["--out", args.out])
+    return execute_and_summarise("permuted", specs, "process", None, {})
+
+
+def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
+    from plasticollapse.config import load_toml
+    from plasticollapse.experiments import plan_from_file
+    from plasticollapse.sweep import parse_seeds
+
+    experiment = load_toml(args.config).get("experiment")
+    if experiment is None:
+        raise ConfigError(f"{args.config} has no `experiment` key (permuted or warmstart)")
+    overrides = list(fields)
+    for spec in args.grid:
+        overrides += ["--grid", spec]
+    if args.seeds:
+        overrides += ["--seeds", *map(str, parse_seeds(args.seeds))]
+    if args.out:
+        overrides += ["--out", args.out]
+    specs = plan_from_file(experiment, args.config, overrides)
+    if args.dry_run:
+        for spec in specs:
+            print(spec.folder)
+        print(f"{len(specs)} runs")
+        return 0
+    options = {
+        "partition": args.partition,
+        "time_min": args.time,
+        "gpus": args.gpus,
+        "cpus": args.cpus,
+        "array_parallelism": args.array_parallelism,
+    }
+    return execute_and_summarise(experiment, specs, args.backend, args.workers, options)
+
+
+def execute_and_summarise(
+    experiment: str, specs: list, backend: str, workers: int | None, options: dict
+) -> int:
+    from plasticollapse.experiments import get_experiment
+    from plasticollapse.sweep import run_sweep
+
+    result = run_sweep(specs, backend=backend, workers=workers, options=options)
+    summarise = getattr(get_experiment(experiment), "summarise_study", None)
+    if summarise is not None:
+        print(summarise(specs))
+    return 0 if result.ok else 1
+
+
+def cmd_report(args: argparse.Namespace, _: list[str]) -> int:
+    from plasticollapse.report import main_report
+
+    main_report(
+        args.runs,
+        Path(args.out),
+        window=args.window,
+        stride=args.stride,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace, _: list[str]) -> int:
+    from plasticollapse.plots import main_plot
+
+    path = main_plot(
+        args.runs,
+        metric=args.metric,
+        x=args.x,
+        out=Path(args.out) if args.out else None,
+        experiment=args.experiment,
+        group_by=args.group_by,
+    )
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

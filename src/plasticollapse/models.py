@@ -1,0 +1,118 @@
+"""The paper's two networks, each exposing ``features(x)`` and a final ``classifier``.
+
+Every model here ends in one ``nn.Linear`` named ``classifier`` whose input is the
+penultimate feature vector h(x) that neural-collapse metrics are computed on, so
+:func:`plasticollapse.measure.measure_model` finds it without configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """ReLU MLP ``input -> hidden... -> classes`` (Setup A: 784-100-100-100-10).
+
+    Initialisation follows the authors' code (Dohare et al.'s DeepFFNN): Kaiming-uniform
+    weights (ReLU gain for hidden layers, linear gain for the classifier) and zero biases.
+    Inputs of any shape are flattened, so images (N, 1, 28, 28) and vectors (N, 784) both work.
+    """
+
+    def __init__(self, input_dim: int, hidden: Sequence[int], num_classes: int):
+        super().__init__()
+        if not hidden:
+            raise ValueError("MLP needs at least one hidden layer (hidden=(100, 100, 100), ...)")
+        layers: list[nn.Module] = []
+        width = input_dim
+        for h in hidden:
+            linear = nn.Linear(width, h)
+            nn.init.kaiming_uniform_(linear.weight, nonlinearity="relu")
+            nn.init.zeros_(linear.bias)
+            layers += [linear, nn.ReLU()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+        nn.init.kaiming_uniform_(self.classifier.weight, nonlinearity="linear")
+        nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def hidden_linears(self) -> list[nn.Linear]:
+        return [m for m in self.body if isinstance(m, nn.Linear)]
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """All linear layers in forward order, the classifier last."""
+        return [*self.hidden_linears, self.classifier]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convolutions with BatchNorm and an identity/1x1 shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18, CIFAR variant (Setup B): a 3x3 stride-1 stem instead of ImageNet's 7x7/2.
+
+    ``maxpool=True`` keeps the 3x3/2 max-pool after the stem, as the authors did;
+    ``width`` is the stem's channel count (64 in the paper; stages use width x 1, 2, 4, 8),
+    so features are ``8 * width``-dimensional (512 for the paper). Kaiming-normal
+    convolutions (fan-out, ReLU), BatchNorm weight 1 and bias 0.
+    """
+
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 3, width: int = 64, maxpool: bool = True
+    ):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1) if maxpool else nn.Identity(),
+        )
+        stages = []
+        in_planes = width
+        for i, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            stride = 1 if i == 0 else 2
+            stages += [BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)]
+            in_planes = planes
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.stages(self.stem(x))).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))

@@ -1,0 +1,242 @@
+"""Run folders: what a run measured, in plain files that survive kills and resume.
+
+A run folder holds::
+
+    config.json     the resolved config, package version, git commit, torch version, device
+    metrics.jsonl   one JSON object per task / checkpoint, appended and fsync'ed as it ends
+    checkpoint.pt   the latest training state (atomic replace), with the number of metric
+                    rows it corresponds to
+    summary.json    written once, when the run completes (its presence means "complete")
+    error.txt       the traceback of a failed run (cleared when the run later succeeds)
+
+Resume protocol: the checkpoint records how many metrics rows existed when it was saved.
+On resume, rows after that count (written after the last checkpoint by a run killed before
+its next checkpoint) are dropped and recomputed, so a resumed run writes exactly the rows an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from plasticollapse import __version__
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+ERROR = "error.txt"
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite or exploding value; the run stops cleanly."""
+
+    def __init__(self, step: int | float, metric: str, value: float):
+        self.step, self.metric, self.value = step, metric, value
+        super().__init__(f"training diverged at step {step}: {metric} = {value}")
+
+
+def check_finite(step: int | float, limit: float | None = None, **values: float) -> None:
+    """Raise :class:`DivergenceError` naming the first value that is NaN/inf (or > limit)."""
+    for name, value in values.items():
+        v = float(value)
+        if not math.isfinite(v) or (limit is not None and abs(v) > limit):
+            raise DivergenceError(step, name, v)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types: tensors/numpy scalars -> float/int, NaN and inf -> null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else value.tolist()
+        return jsonable(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def environment_info(device: str) -> dict[str, Any]:
+    """Facts that make a result reproducible: versions, commit, device, host, time."""
+    return {
+        "plasticollapse_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from, or None when not in git."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunFolder:
+    """One run's folder. Create with :meth:`open`, which checks it holds the same run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ----------------------------------------------------------------- identity
+    @classmethod
+    def open(
+        cls, path: str | Path, experiment: str, config: dict[str, Any], device: str, run_id: str
+    ) -> RunFolder:
+        """Create the folder (or reopen it), refusing to mix two different runs in one."""
+        folder = cls(path)
+        folder.path.mkdir(parents=True, exist_ok=True)
+        if folder.config_path.exists():
+            stored = folder.read_config()
+            if stored.get("experiment") != experiment or _identity(stored["config"]) != _identity(
+                config
+            ):
+                raise ValueError(
+                    f"{folder.path} already holds a different run (its config.json differs); "
+                    "choose another --out, or delete that folder to start over"
+                )
+        else:
+            record = {"experiment": experiment, "run_id": run_id, "config": config}
+            record.update(environment_info(device))
+            atomic_write_text(folder.config_path, json.dumps(jsonable(record), indent=2) + "\n")
+        return folder
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def error_path(self) -> Path:
+        return self.path / ERROR
+
+    def read_config(self) -> dict[str, Any]:
+        return json.loads(self.config_path.read_text())
+
+    @property
+    def is_complete(self) -> bool:
+        return self.summary_path.exists()
+
+    # ----------------------------------------------------------------- metrics
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """Append one row and make it durable before returning."""
+        line = json.dumps(jsonable(row), allow_nan=False)
+        with self.metrics_path.open("a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """All complete rows; a final line cut by a kill is ignored."""
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return rows
+
+    def truncate_metrics(self, keep: int) -> None:
+        rows = self.read_metrics()[:keep]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    # ----------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Atomically save ``state`` tagged with the current number of metrics rows."""
+        state = {**state, "metrics_rows": len(self.read_metrics())}
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".checkpoint.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.checkpoint_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last checkpoint (metrics rows after it are dropped), or None for a fresh start."""
+        if not self.checkpoint_path.exists():
+            if self.metrics_path.exists():
+                self.truncate_metrics(0)
+            return None
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        self.truncate_metrics(state["metrics_rows"])
+        return state
+
+    # ----------------------------------------------------------------- ending
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self.error_path.unlink(missing_ok=True)
+        atomic_write_text(self.summary_path, json.dumps(jsonable(summary), indent=2) + "\n")
+
+    def read_summary(self) -> dict[str, Any] | None:
+        return json.loads(self.summary_path.read_text()) if self.is_complete else None
+
+    def write_error(self, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        atomic_write_text(self.error_path, text)
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    from plasticollapse.config import EXECUTION_FIELDS
+
+    return {k: v for k, v in config.items() if k not in EXECUTION_FIELDS}
+
+
+def progress_bar(**kwargs: Any):
+    """A tqdm bar that is quiet when stderr is not a terminal (``disable=None``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=None, dynamic_ncols=True, **kwargs)
