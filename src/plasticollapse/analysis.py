@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from plasticollapse.config import EXECUTION_FIELDS
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -51,9 +53,6 @@ SUMMARY = "summary.json"
 STEP_KEY = {"permuted": "task", "warmstart": "epoch"}
 #: Setting keys shown even when only one value was run: the paper's figures group by them.
 ALWAYS_SETTING = {"permuted": ("first_task_epochs",), "warmstart": ("scheme",)}
-#: Config fields that say where/how a run executed, not what it computed (mirrors
-#: ``plasticollapse.config.EXECUTION_FIELDS``; kept here so analysis needs no torch).
-EXECUTION_FIELDS = frozenset({"out", "device", "threads", "data_root", "download", "progress"})
 #: Never setting keys: the seed is its own column.
 NOT_SETTINGS = EXECUTION_FIELDS | {"seed", "run_id"}
 
