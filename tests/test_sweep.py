@@ -1,0 +1,331 @@
+"""Sweeps: seeds, skip/resume, failure isolation, locks, and each backend on a toy experiment.
+
+The toy experiment (tests/toy_experiment.py) runs in milliseconds, logs each call of its
+``run`` to ``calls.log`` in the run folder, and fails (``fail``) or kills its own process
+(``die``) on request. Workers in other processes import it from ``tests/`` (on ``sys.path``
+for spawned processes, on PYTHONPATH for Ray workers and submitit jobs).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import toy_experiment
+
+from plasticollapse import cli, experiments
+from plasticollapse.config import ConfigError, Study
+from plasticollapse.sweep import LOCK, STALE_AFTER_S, RunLock, parse_seeds, run_sweep
+
+TESTS = Path(__file__).resolve().parent
+SRC = TESTS.parent / "src"
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """Register the toy experiment under the name ``toy``; return its module."""
+    monkeypatch.setitem(experiments.EXPERIMENTS, "toy", "toy_experiment")
+    return toy_experiment
+
+
+@pytest.fixture
+def pythonpath(monkeypatch):
+    """Let processes that do not inherit our sys.path (Ray, submitit) import the toy."""
+    paths = [str(TESTS), str(SRC), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+
+
+def specs_for(out, *settings):
+    """One RunSpec per settings dict (each a toy config, all under ``out``)."""
+    return [
+        spec
+        for fields in settings
+        for spec in experiments.plan(
+            "toy", Study(toy_experiment.Config, {"out": str(out), **fields}, {})
+        )
+    ]
+
+
+def calls(spec):
+    path = Path(spec.folder) / "calls.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def statuses(result):
+    return [o.status for o in result.outcomes]
+
+
+def quiet(_line):
+    pass
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+@pytest.mark.parametrize(
+    ("text", "seeds"),
+    [("0-4", [0, 1, 2, 3, 4]), ("0,2,5", [0, 2, 5]), ("3", [3]), ("0-1,7", [0, 1, 7])],
+)
+def test_parse_seeds(text, seeds):
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a", "not a seed"),
+        ("4-1", "goes down"),
+        ("1,1", "repeats"),
+        ("", "not a seed"),
+        ("-1", "not a seed"),
+    ],
+)
+def test_parse_seeds_rejects_bad_text(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_seeds(text)
+
+
+# --------------------------------------------------------------------------- serial
+
+
+def test_serial_sweep_skips_complete_runs_and_resumes_partial_ones(toy, tmp_path):
+    specs = specs_for(tmp_path, {"seed": 0}, {"seed": 1}, {"seed": 2})
+    first = run_sweep(specs, echo=quiet)
+    assert first.ok and statuses(first) == ["done"] * 3
+    assert first.counts == {"done": 3, "resumed": 0, "skipped": 0, "failed": 0}
+
+    # Make seed 1 look killed after its first checkpoint: no summary, one row.
+    folder = Path(specs[1].folder)
+    (folder / "summary.json").unlink()
+    again = run_sweep(specs, echo=quiet)
+    assert statuses(again) == ["skipped", "resumed", "skipped"]
+    assert [o.note for o in again.outcomes] == ["complete", "", "complete"]
+    assert [len(calls(s)) for s in specs] == [1, 2, 1]  # nothing complete was recomputed
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+
+
+def test_a_failing_run_is_reported_while_the_others_finish(toy, tmp_path):
+    specs = specs_for(tmp_path, {"seed": 0}, {"seed": 1, "fail": True}, {"seed": 2})
+    lines = []
+    result = run_sweep(specs, echo=lines.append)
+    assert not result.ok
+    assert statuses(result) == ["done", "failed", "done"]
+    failed = result.failed[0]
+    assert failed.error == "RuntimeError: toy failure on request"
+    assert "toy failure on request" in (Path(failed.folder) / "error.txt").read_text()
+    table = lines[-1]
+    assert failed.folder in table and "error.txt" in table
+    assert "2 done, 0 resumed, 0 skipped, 1 failed of 3 runs" in table
+
+
+def test_a_run_that_cannot_even_start_keeps_its_traceback(tmp_path, monkeypatch):
+    monkeypatch.setitem(experiments.EXPERIMENTS, "toy", "toy_experiment")
+    (spec,) = specs_for(tmp_path, {"seed": 0})
+    monkeypatch.setitem(experiments.EXPERIMENTS, "toy", "no_such_module_here")
+    result = run_sweep([spec], echo=quiet)
+    assert statuses(result) == ["failed"]
+    assert "ModuleNotFoundError" in (Path(spec.folder) / "error.txt").read_text()
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def write_lock(spec, host, pid, age_s=0.0):
+    path = Path(spec.folder) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"host": host, "pid": pid, "since": time.time()}))
+    if age_s:
+        stamp = time.time() - age_s
+        os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_a_run_locked_by_a_live_process_is_skipped_not_run_twice(toy, tmp_path):
+    here, remote = specs_for(tmp_path, {"seed": 0}, {"seed": 1})
+    write_lock(here, socket.gethostname(), os.getpid())  # a live pid on this host
+    write_lock(remote, "another-host", 1)  # fresh heartbeat on another host
+    result = run_sweep([here, remote], echo=quiet)
+    assert statuses(result) == ["skipped", "skipped"]
+    assert {o.note for o in result.outcomes} == {"running elsewhere"}
+    assert result.ok  # nothing failed; rerun later to collect them
+    assert calls(here) == calls(remote) == []
+
+
+def test_stale_locks_are_broken(toy, tmp_path):
+    dead, silent = specs_for(tmp_path, {"seed": 0}, {"seed": 1})
+    write_lock(dead, socket.gethostname(), dead_pid())
+    write_lock(silent, "another-host", 1, age_s=STALE_AFTER_S + 60)  # heartbeat stopped
+    result = run_sweep([dead, silent], echo=quiet)
+    assert statuses(result) == ["done", "done"]
+    assert not (Path(dead.folder) / LOCK).exists()  # released after the run
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    first, second = RunLock(tmp_path / "run"), RunLock(tmp_path / "run")
+    assert first.acquire()
+    assert not second.acquire()
+    assert first.is_live()
+    first.release()
+    assert second.acquire()
+    second.release()
+    assert not (tmp_path / "run" / LOCK).exists()
+
+
+def test_two_concurrent_sweeps_never_run_one_folder_twice(toy, tmp_path):
+    import threading
+
+    specs = specs_for(tmp_path, *({"seed": s, "sleep": 0.02} for s in range(4)))
+    results = []
+    sweeps = [
+        threading.Thread(target=lambda: results.append(run_sweep(specs, echo=quiet)))
+        for _ in range(2)
+    ]
+    for t in sweeps:
+        t.start()
+    for t in sweeps:
+        t.join()
+    assert all(len(calls(s)) == 1 for s in specs)
+    assert all((Path(s.folder) / "summary.json").exists() for s in specs)
+    ran = sum(r.counts["done"] for r in results)
+    assert ran == len(specs) and all(r.ok for r in results)
+
+
+# --------------------------------------------------------------------------- kill + rerun
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_reruns_without_recomputing_complete_runs(toy, tmp_path):
+    """Kill a real sweep process mid-run, rerun it: complete runs are skipped."""
+    config = tmp_path / "toy.toml"
+    config.write_text('experiment = "toy"\nsteps = 4\nsleep = 0.2\n')
+    argv = ["sweep", str(config), "--seeds", "0-2", "--out", str(tmp_path / "runs")]
+    script = (
+        f"import sys; sys.path[:0] = [{str(TESTS)!r}]; import toy_experiment; "
+        "toy_experiment.register(); from plasticollapse.cli import main; "
+        f"sys.exit(main({argv!r}))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL)
+    specs = specs_for(tmp_path / "runs", *({"seed": s, "steps": 4, "sleep": 0.2} for s in range(3)))
+    deadline = time.time() + 60
+    # Wait until seed 0 is complete and seed 1 has checkpointed, then kill without warning.
+    while not (
+        (Path(specs[0].folder) / "summary.json").exists()
+        and (Path(specs[1].folder) / "checkpoint.pt").exists()
+    ):
+        assert proc.poll() is None and time.time() < deadline, "sweep ended before the kill"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (Path(specs[1].folder) / LOCK).exists()  # left behind by the killed sweep
+
+    assert cli.main(argv) == 0
+    assert len(calls(specs[0])) == 1  # seed 0: computed once, not again
+    assert len(calls(specs[1])) == 2 and not calls(specs[1])[1].startswith("start=0")
+    assert len(calls(specs[2])) == 1
+    rows = [
+        json.loads(x) for x in (Path(specs[1].folder) / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+
+
+# --------------------------------------------------------------------------- cli
+
+
+def test_cli_sweep_expands_grid_and_seeds_and_exits_non_zero_on_failure(toy, tmp_path, capsys):
+    config = tmp_path / "toy.toml"
+    config.write_text('experiment = "toy"\nsteps = 2\n')
+    out = tmp_path / "runs"
+    argv = ["sweep", str(config), "--grid", "steps=2,3", "--seeds", "0-1", "--backend", "serial"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert len(list(out.glob("*/summary.json"))) == 4
+    printed = capsys.readouterr().out
+    assert "4 done, 0 resumed, 0 skipped, 0 failed of 4 runs" in printed
+
+    assert cli.main([*argv, "--out", str(out)]) == 0  # all complete: nothing runs
+    assert "0 done, 0 resumed, 4 skipped, 0 failed" in capsys.readouterr().out
+
+    assert cli.main([*argv, "--out", str(out), "--grid", "fail=true"]) == 1
+    assert "failed" in capsys.readouterr().out
+    assert cli.main(["sweep", str(config), "--seeds", "2-1"]) == 2  # clear error, no traceback
+
+
+# --------------------------------------------------------------------------- process
+
+
+def test_process_backend_isolates_a_dying_worker(toy, tmp_path):
+    """Spawned workers, one thread each on 2 cores; a SIGKILLed worker fails only its run."""
+    specs = specs_for(
+        tmp_path,
+        {"seed": 0, "die": True},
+        {"seed": 1, "sleep": 0.3},
+        {"seed": 2, "fail": True},
+        {"seed": 3},
+    )
+    result = run_sweep(specs, backend="process", workers=2, echo=quiet)
+    assert not result.ok
+    by_seed = {o.spec.config["seed"]: o for o in result.outcomes}
+    assert by_seed[0].status == "failed" and "died" in by_seed[0].error
+    assert "No traceback exists" in (Path(specs[0].folder) / "error.txt").read_text()
+    assert not (Path(specs[0].folder) / LOCK).exists()
+    assert by_seed[1].status in ("done", "resumed")  # killed with the pool, rerun alone
+    assert by_seed[2].status == "failed" and "toy failure" in by_seed[2].error
+    assert by_seed[3].status == "done"
+    summary = json.loads((Path(specs[3].folder) / "summary.json").read_text())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, cores // 2)
+    assert summary["torch_threads"] == threads and summary["omp_threads"] == str(threads)
+    assert summary["pid"] != os.getpid()
+
+
+# --------------------------------------------------------------------------- ray
+
+
+@pytest.mark.slow  # starting Ray takes 10-20 s on a busy 2-core machine
+def test_ray_backend(toy, tmp_path, pythonpath):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        specs = specs_for(tmp_path, {"seed": 0}, {"seed": 1, "fail": True}, {"seed": 2})
+        result = run_sweep(specs, backend="ray", options={"cpus": 1, "gpus": 0}, echo=quiet)
+    finally:
+        ray.shutdown()
+    assert statuses(result) == ["done", "failed", "done"]
+    assert "toy failure" in (Path(specs[1].folder) / "error.txt").read_text()
+    assert json.loads((Path(specs[0].folder) / "summary.json").read_text())["torch_threads"] == 1
+
+
+def test_a_missing_extra_is_named(toy, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    specs = specs_for(tmp_path, {"seed": 0})
+    with pytest.raises(ImportError, match=r"plasticollapse\[ray\]"):
+        run_sweep(specs, backend="ray", echo=quiet)
+    with pytest.raises(ImportError, match=r"plasticollapse\[slurm\]"):
+        run_sweep(specs, backend="slurm", echo=quiet)
+    assert calls(specs[0]) == []
+
+
+# --------------------------------------------------------------------------- slurm
+
+
+@pytest.mark.parametrize("cluster", ["debug", pytest.param("local", marks=pytest.mark.slow)])
+def test_slurm_backend_through_submitit(toy, tmp_path, pythonpath, cluster):
+    pytest.importorskip("submitit")
+    specs = specs_for(tmp_path, {"seed": 0}, {"seed": 1, "fail": True})
+    options = {"slurm_cluster": cluster, "poll_s": 0.2, "time_min": 5, "cpus": 1}
+    result = run_sweep(specs, backend="slurm", options=options, echo=quiet)
+    assert statuses(result) == ["done", "failed"]
+    assert "toy failure" in (Path(specs[1].folder) / "error.txt").read_text()
+    assert (tmp_path / "slurm_logs").is_dir()

@@ -1,0 +1,64 @@
+"""A toy experiment for the sweep tests: runs in milliseconds and fails or dies on request.
+
+It follows the experiment protocol of :mod:`plasticollapse.experiments` (``NAME``, ``Config``,
+``run_label``, ``run``) and lives in a real module file, so that spawned processes, Ray
+workers and submitit jobs can import it (``tests/`` is on their ``sys.path`` or PYTHONPATH).
+
+Each call of :func:`run` appends a line to ``calls.log`` in its run folder, so tests can count
+how often a run was (re)computed and from which step it resumed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+NAME = "toy"
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    out: str = "runs/toy"
+    device: str = "cpu"
+    threads: int = 0
+    steps: int = 3
+    sleep: float = 0.0
+    fail: bool = False  # raise at step 1
+    die: bool = False  # SIGKILL its own process at step 1, like the OOM killer would
+
+
+def run_label(config: Config) -> str:
+    return f"toy{config.steps}"
+
+
+def register() -> None:
+    """Make ``toy`` a known experiment in this process (for subprocess-driven tests)."""
+    from plasticollapse.experiments import EXPERIMENTS
+
+    EXPERIMENTS[NAME] = __name__
+
+
+def run(config: Config, folder) -> dict:
+    import torch
+
+    state = folder.load_checkpoint()
+    start = state["step"] if state else 0
+    with (folder.path / "calls.log").open("a") as f:
+        f.write(f"start={start} pid={os.getpid()}\n")
+    for step in range(start, config.steps):
+        time.sleep(config.sleep)
+        if step == 1 and config.fail:
+            raise RuntimeError("toy failure on request")
+        if step == 1 and config.die:
+            os.kill(os.getpid(), signal.SIGKILL)
+        folder.append_metrics({"step": step, "value": 10 * config.seed + step})
+        folder.save_checkpoint({"step": step + 1})
+    return {
+        "steps": config.steps,
+        "torch_threads": torch.get_num_threads(),
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "pid": os.getpid(),
+    }
