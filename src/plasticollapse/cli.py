@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--gpus", type=float, default=0, help="ray/slurm: GPUs per run")
     sweep.add_argument("--cpus", type=float, default=1, help="ray/slurm: CPUs per run")
     sweep.add_argument("--array-parallelism", type=int, default=64, help="slurm: max at once")
+    sweep.add_argument(
+        "--slurm-cluster",
+        choices=("local", "debug"),
+        help="slurm: run the job array through submitit's local or debug executor (no SLURM)",
+    )
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     sweep.set_defaults(handler=cmd_sweep, takes_fields=True)
 
@@ -155,6 +160,7 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
         "gpus": args.gpus,
         "cpus": args.cpus,
         "array_parallelism": args.array_parallelism,
+        "slurm_cluster": args.slurm_cluster,
     }
     return execute_and_summarise(experiment, specs, args.backend, args.workers, options)
 
