@@ -3,8 +3,30 @@
 The public entry points most users need::
 
     from plasticollapse import collapse_metrics, CollapseAccumulator, measure_model
+
+They are imported lazily, so ``import plasticollapse`` (and the command line's ``--version``)
+stays fast and does not load torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_EXPORTS = {
+    "collapse_metrics": "plasticollapse.collapse",
+    "CollapseAccumulator": "plasticollapse.collapse",
+    "nc1_loss": "plasticollapse.collapse",
+    "measure_model": "plasticollapse.measure",
+    "load_dataset": "plasticollapse.data",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'plasticollapse' has no attribute {name!r}")

@@ -1,0 +1,180 @@
+"""One call that measures collapse and plasticity of any classifier on a data set.
+
+Three lines in your own training loop are enough::
+
+    from plasticollapse.measure import measure_model
+
+    for task in range(num_tasks):
+        train_one_task(model, x_train, y_train)                      # your loop
+        metrics = measure_model(model, x_train, y_train, num_classes=10)
+        print(task, metrics["nc1"], metrics["accuracy"], metrics["dormant_fraction"])
+
+:func:`measure_model` runs the model once over the data (eval mode, no autograd, batches
+moved to the model's device), captures the penultimate features h (the *input* of the final
+``nn.Linear``) with a hook, streams them with the logits into a
+:class:`~plasticollapse.collapse.CollapseAccumulator`, and returns one flat dict of floats.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plasticollapse.collapse import CollapseAccumulator
+from plasticollapse.plasticity import (
+    DORMANT_TAU,
+    UnitStatistics,
+    eval_mode,
+    model_device,
+    weight_magnitude,
+)
+
+#: Per-ReLU-layer keys reported with ``hidden_layers=True`` (suffixed ``_layer{k}``).
+LAYER_KEYS = ("dormant_fraction", "dead_fraction", "effective_rank", "srank")
+
+
+def find_classifier(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Module]:
+    """(name, module) whose input is the penultimate feature: the last ``nn.Linear`` in
+    ``model.named_modules()`` order, or the module named ``layer``."""
+    named = dict(model.named_modules())
+    if layer is not None:
+        if layer not in named:
+            raise ValueError(f"model has no module named {layer!r}; choose from {list(named)}")
+        return layer, named[layer]
+    linears = [(n, m) for n, m in named.items() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(
+            "the model has no nn.Linear; pass layer='name' of the module whose input is "
+            "the penultimate feature"
+        )
+    return linears[-1]
+
+
+def _classifier_parameters(head: nn.Module, num_classes: int):
+    """(weight, bias) of the head when it is linear-like with a (num_classes, D) weight."""
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or len(weight) != num_classes:
+        return None, None
+    bias = getattr(head, "bias", None)
+    return weight.detach(), bias.detach() if isinstance(bias, torch.Tensor) else None
+
+
+def _as_labels(labels) -> torch.Tensor:
+    y = torch.as_tensor(labels)
+    if y.is_floating_point():
+        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
+    return y.to(torch.int64)
+
+
+def measure_model(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    batch_size: int = 1024,
+    layer: str | None = None,
+    hidden_layers: bool = False,
+    tau: float = DORMANT_TAU,
+) -> dict[str, float]:
+    """Collapse and plasticity metrics of ``model`` on (``inputs``, ``labels``), one forward pass.
+
+    The classifier is the model's last ``nn.Linear`` (in ``named_modules()`` order) unless
+    ``layer`` names the module whose input is the penultimate feature. Its input (2-D, N x D)
+    is h; the model's output is the logits (N x num_classes). Returns:
+
+    * every key of :func:`~plasticollapse.collapse.collapse_metrics` with the classifier's
+      weight and bias (NC2/NC3 weight keys only if the head has a (num_classes, D) weight)
+      and NC4 from the model's logits;
+    * ``accuracy`` (argmax logits == labels) and ``loss`` (mean cross-entropy);
+    * of the penultimate features: ``dormant_fraction`` (ReDo, ``tau``), ``dead_fraction``,
+      ``effective_rank``, ``srank``, ``stable_rank`` (see :mod:`plasticollapse.plasticity`);
+    * ``weight_magnitude`` (mean |theta| over all parameters);
+    * with ``hidden_layers=True``, for each ReLU call k = 1, 2, ... in forward order:
+      ``dormant_fraction_layer{k}``, ``dead_fraction_layer{k}``, ``effective_rank_layer{k}``,
+      ``srank_layer{k}`` (conv activations: units are channels, see plasticity).
+
+    Runs in eval mode under ``torch.no_grad`` and restores every module's train/eval mode.
+    ``inputs`` may live on the CPU while the model is on a GPU: batches are moved.
+    """
+    y_all = _as_labels(labels)
+    if len(inputs) != len(y_all) or len(inputs) == 0:
+        raise ValueError(f"need as many labels as inputs (> 0), got {len(y_all)} and {len(inputs)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _, head = find_classifier(model, layer)
+    device = model_device(model)
+    captured: list[torch.Tensor] = []
+    relu_calls: list[torch.Tensor] = []
+    handles = [head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))]
+    if hidden_layers:
+        hook = _relu_hook(relu_calls)
+        handles += [
+            m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)
+        ]
+    accumulator: CollapseAccumulator | None = None
+    features_stats = UnitStatistics(tau)
+    layer_stats: list[UnitStatistics] = []
+    loss_sum, correct = 0.0, 0
+    try:
+        with eval_mode(model), torch.no_grad():
+            for start in range(0, len(y_all), batch_size):
+                captured.clear()
+                relu_calls.clear()
+                x = inputs[start : start + batch_size].to(device)
+                y = y_all[start : start + batch_size].to(device)
+                logits = model(x)
+                h = _penultimate(captured, logits, len(y), num_classes)
+                if accumulator is None:
+                    accumulator = CollapseAccumulator(num_classes, h.shape[1])
+                accumulator.update(h, y, logits)
+                features_stats.update(h)
+                for k, a in enumerate(relu_calls):
+                    if k == len(layer_stats):
+                        layer_stats.append(UnitStatistics(tau))
+                    layer_stats[k].update(a)
+                loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+    weight, bias = _classifier_parameters(head, num_classes)
+    out = accumulator.compute(weight, bias)
+    out["accuracy"] = correct / len(y_all)
+    out["loss"] = loss_sum / len(y_all)
+    out.update(features_stats.compute())
+    out["weight_magnitude"] = weight_magnitude(model)
+    for k, stats in enumerate(layer_stats, start=1):
+        values = stats.compute()
+        out.update({f"{key}_layer{k}": values[key] for key in LAYER_KEYS})
+    return out
+
+
+def _relu_hook(calls: list[torch.Tensor]):
+    def hook(_module, _inputs, output):
+        # an inplace ReLU's output may be overwritten later in the forward: keep a copy
+        calls.append(output.detach().clone())
+
+    return hook
+
+
+def _penultimate(captured, logits, n: int, num_classes: int) -> torch.Tensor:
+    if not captured:
+        raise ValueError(
+            "the classifier module never ran in forward(); pass layer='name' of the module "
+            "whose input is the penultimate feature"
+        )
+    h = captured[-1]
+    if not isinstance(h, torch.Tensor) or h.ndim != 2 or len(h) != n:
+        shape = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h)
+        raise ValueError(
+            f"the classifier's input must be (batch, features), got {shape}; pass layer= "
+            "naming a module whose input is the flat penultimate feature"
+        )
+    if not isinstance(logits, torch.Tensor) or logits.shape != (n, num_classes):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+        raise ValueError(
+            f"the model must return logits of shape (batch, num_classes) = ({n}, {num_classes}), "
+            f"got {shape}"
+        )
+    return h
