@@ -74,8 +74,11 @@ def parse_study(
     """Read a TOML preset (optional) and ``--field v [v ...]`` / ``--grid f=a,b`` overrides."""
     raw: dict[str, Any] = {}
     if config_file is not None:
-        raw.update(load_toml(config_file))
-    raw.pop("experiment", None)
+        preset = load_toml(config_file)
+        preset.pop("experiment", None)
+        # Canonical names first, so that `--seeds 0` on the command line replaces a
+        # preset's `seeds = [0, 1]` instead of competing with it under another spelling.
+        raw.update({canonical_name(config_class, k): v for k, v in preset.items()})
     raw.update(parse_overrides(config_class, argv))
 
     fields = field_types(config_class)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,3 +38,20 @@ def set_threads(threads: int) -> None:
     """Pin torch's intra-op threads (0 keeps torch's default)."""
     if threads and threads > 0:
         torch.set_num_threads(threads)
+
+
+def derived_seed(seed: int, *keys: Any) -> int:
+    """A 63-bit seed from ``(seed, *keys)``: independent streams per purpose, task and epoch."""
+    text = ":".join(str(k) for k in (seed, *keys))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def generator_for(seed: int, *keys: Any) -> torch.Generator:
+    return torch.Generator().manual_seed(derived_seed(seed, *keys))
+
+
+def fixed_subset(seed: int, what: str, n: int, size: int) -> torch.Tensor | None:
+    """A seeded random subset of ``size`` of ``range(n)`` (sorted), or None for all."""
+    if size <= 0 or size >= n:
+        return None
+    return torch.randperm(n, generator=generator_for(seed, what))[:size].sort().values

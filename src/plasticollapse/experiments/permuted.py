@@ -1,0 +1,482 @@
+"""Setup A: online Permuted MNIST, with neural collapse measured after every task.
+
+The protocol (the authors' code, forked from Dohare et al.'s online Permuted MNIST)::
+
+    x, y   = the dataset's whole training set, flattened to (N, D), float32 in [0, 1]
+    P_-1   = identity
+    for task t = 0 .. tasks-1:
+        Q_t = a fresh random permutation of the D pixels
+        P_t = P_{t-1}[Q_t]              (composed; "independent": P_t = Q_t)
+        x_t = x[:, P_t]                 (pixel j of a task-t image is pixel P_t[j] of the original)
+        for each epoch of the task (first_task_epochs for t = 0, else epochs_per_task):
+            one prequential SGD pass over x_t in a fresh random sample order
+            (each sample scored before the update it causes; batch size 1 in the paper)
+        measure NC1..NC4 and plasticity on (x_t, y) in eval mode; append one row
+
+Composition, as the authors do it: their loop re-permutes the already permuted data,
+``x = x[:, Q_t]``, so ``x_t = x_{t-1}[:, Q_t] = x[:, P_{t-1}[Q_t]]``, and task 0 is
+permuted too. Since Q_t is uniform and independent of the past, every P_t is again a
+uniform permutation independent of P_0..P_{t-1}: "composed" and "independent" streams have
+the same distribution, and differ only in which permutations a given seed draws.
+
+Accuracy of a task is its online (prequential) accuracy: (1/N) sum_i 1[argmax f(x_i) = y_i]
+with f the network just before the update on sample i. A task trained for several epochs
+(the first task, ``first_task_epochs = E``) reports the online accuracy of its LAST epoch as
+``accuracy`` and of its first as ``accuracy_first_epoch``. Plasticity loss, as the paper:
+``pl_t = accuracy_0 - accuracy_t``.
+
+Randomness: the model's initialisation comes from ``seed_everything(seed)``; every other
+draw (the subset of samples, Q_t, the sample order of each epoch) comes from its own
+``torch.Generator`` seeded by a hash of ``(seed, what, task, epoch)``. A seed thus fixes
+the whole stream, and a resumed run redraws exactly what an uninterrupted one would
+without storing generator states.
+
+Every task appends one row to ``metrics.jsonl`` (keys in :func:`run`), and the run
+checkpoints after every task and every epoch of a multi-epoch task, so a kill loses at
+most one epoch. User metrics plug in as callbacks: ``run(config, folder, callbacks=[f])``
+calls ``f(task, model, row)`` after each task's measurements; it may add keys to ``row`` (or
+return a dict of them), which are then written with the row.
+
+Example::
+
+    plasticollapse permuted --config configs/paper/permuted_mnist.toml
+    plasticollapse permuted --dataset digits --tasks 20 --hidden 32 32 --lr 0.1 --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from plasticollapse.config import ConfigError
+from plasticollapse.experiments.common import finite, fmt, pearson
+from plasticollapse.results import DivergenceError, RunFolder, check_finite, progress_bar
+from plasticollapse.runtime import (
+    fixed_subset,
+    generator_for,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
+
+NAME = "permuted"
+
+#: ``callback(task, model, row)``: may add keys to ``row`` in place or return a dict of them.
+Callback = Callable[[int, nn.Module, dict[str, Any]], "Mapping[str, Any] | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One online Permuted-MNIST run. Defaults are the paper's protocol (one epoch per task).
+
+    ``nc1_threshold`` is the authors' variant: train the first task until the NC1 measured
+    after an epoch falls below it, at most ``first_task_epochs`` epochs (so
+    ``first_task_epochs`` is then a cap, not a count; the first row's ``task_epochs`` says
+    how many were used). ``train_samples`` and ``measure_samples`` (0 = all, the paper)
+    take a fixed, seeded random subset of the training set as the task data, and of that
+    as the set collapse is measured on, for quick runs.
+    """
+
+    dataset: Literal["mnist", "fashion-mnist", "digits"] = "mnist"
+    data_root: str | None = None
+    download: bool = False
+    hidden: tuple[int, ...] = (100, 100, 100)
+    lr: float = 0.01
+    batch_size: int = 1
+    tasks: int = 200
+    first_task_epochs: int = 1
+    epochs_per_task: int = 1
+    nc1_threshold: float | None = None
+    permutation: Literal["composed", "independent"] = "composed"
+    train_samples: int = 0
+    measure_every: int = 1
+    measure_samples: int = 0
+    seed: int = 0
+    out: str = "runs/permuted"
+    device: str = "auto"
+    threads: int = 0
+    engine: Literal["auto", "fast", "reference"] = "auto"
+    progress: bool = True
+
+    def __post_init__(self):
+        # Lists from JSON/TOML become the tuple the dataclass declares (it is frozen).
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        choices = {
+            "dataset": ("mnist", "fashion-mnist", "digits"),
+            "permutation": ("composed", "independent"),
+            "engine": ("auto", "fast", "reference"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"hidden must be one or more widths >= 1, got {self.hidden}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("batch_size", "tasks", "first_task_epochs", "epochs_per_task"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
+        if self.measure_every < 1:
+            raise ConfigError(
+                f"measure_every must be >= 1 (measure after every k-th task), "
+                f"got {self.measure_every}"
+            )
+        for name in ("train_samples", "measure_samples", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"{name} must be >= 0 (0 = all / default), got {getattr(self, name)}"
+                )
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.nc1_threshold is not None and not self.nc1_threshold > 0:
+            raise ConfigError(
+                f"nc1_threshold must be > 0, or none to train the first task for "
+                f"first_task_epochs epochs; got {self.nc1_threshold}"
+            )
+
+
+def run_label(config: Config) -> str:
+    """``fte5``, or ``fte100_nc1lt0.2`` for the threshold variant."""
+    label = f"fte{config.first_task_epochs}"
+    if config.nc1_threshold is not None:
+        label += f"_nc1lt{config.nc1_threshold:g}"
+    return label
+
+
+# --------------------------------------------------------------------------- the task stream
+
+
+def fresh_permutation(seed: int, task: int, dim: int) -> torch.Tensor:
+    """Q_t: the task's own uniformly random permutation of ``range(dim)``."""
+    return torch.randperm(dim, generator=generator_for(seed, "pixels", task))
+
+
+def next_permutation(
+    previous: torch.Tensor | None, seed: int, task: int, dim: int, mode: str
+) -> torch.Tensor:
+    """P_t from P_{t-1}: ``P_{t-1}[Q_t]`` (composed; P_{-1} = identity) or ``Q_t`` (independent)."""
+    q = fresh_permutation(seed, task, dim)
+    if mode == "independent" or previous is None:
+        return q
+    return previous[q]
+
+
+def pixel_permutation(seed: int, task: int, dim: int, mode: str) -> torch.Tensor:
+    """P_t computed from scratch (resume): compose Q_0 .. Q_t in order."""
+    perm = None
+    first = 0 if mode == "composed" else task
+    for t in range(first, task + 1):
+        perm = next_permutation(perm, seed, t, dim, mode)
+    assert perm is not None
+    return perm
+
+
+def sample_order(seed: int, task: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of the samples in epoch ``epoch`` of task ``task``: a fresh shuffle each."""
+    return torch.randperm(n, generator=generator_for(seed, "order", task, epoch))
+
+
+def epochs_of_task(config: Config, task: int) -> int:
+    return config.first_task_epochs if task == 0 else config.epochs_per_task
+
+
+def is_measured(config: Config, task: int) -> bool:
+    """Collapse is measured after every ``measure_every``-th task (0, k, 2k, ...) and the last."""
+    return task % config.measure_every == 0 or task == config.tasks - 1
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def load_task_data(config: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The training set, flattened, optionally subsampled, on ``device``; and the class count."""
+    from plasticollapse.data import load_dataset
+
+    data = load_dataset(config.dataset, root=config.data_root, download=config.download)
+    x, y = data.flat("train")
+    subset = fixed_subset(config.seed, "train_samples", len(y), config.train_samples)
+    if subset is not None:
+        x, y = x[subset], y[subset]
+    return x.contiguous().to(device), y.to(device), data.num_classes
+
+
+def measure(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int
+) -> dict[str, float]:
+    """Collapse and plasticity metrics on the task's training data (eval mode, no autograd).
+
+    ``measure_model``'s own accuracy and loss (of the trained network, in eval mode, on
+    this data) are renamed ``eval_accuracy``/``eval_loss``: ``accuracy`` and ``loss`` of a
+    row are the online ones.
+    """
+    from plasticollapse.measure import measure_model
+
+    metrics = measure_model(model, x, y, num_classes, hidden_layers=True)
+    renamed = {"accuracy": "eval_accuracy", "loss": "eval_loss"}
+    return {renamed.get(k, k): float(v) for k, v in metrics.items()}
+
+
+def fresh_state() -> dict[str, Any]:
+    """Where a new run starts: task 0, nothing trained, nothing timed."""
+    return {
+        "task": 0,  # the task in progress (or next to start)
+        "task_epoch": 0,  # epochs of that task already trained
+        "epoch": 0,  # epochs trained over the whole run
+        "task_stats": [],  # (accuracy, loss) of each epoch of the task in progress
+        "task_seconds": 0.0,
+        "accuracy_task0": None,
+        "seconds": 0.0,
+    }
+
+
+def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
+    """Train online over ``config.tasks`` permuted tasks, resuming from ``folder``'s checkpoint.
+
+    Each task appends one row::
+
+        task, task_epochs, epoch (cumulative), accuracy, accuracy_first_epoch, loss, pl,
+        seconds, and, on measured tasks, every key of ``measure_model(hidden_layers=True)``
+        (nc1, ..., nc4_agreement, dormant_fraction, effective_rank, ..., *_layer{k},
+        weight_magnitude) with its accuracy/loss as ``eval_accuracy``/``eval_loss``;
+        ``nc1_threshold_reached`` on task 0 of the threshold variant; callbacks' keys.
+
+    Returns the summary (see :func:`summarise_run`). A non-finite loss ends the run with
+    ``status = "diverged"``; the rows measured before it stay.
+    """
+    from plasticollapse.engines import make_engine
+    from plasticollapse.models import MLP
+
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    x, y, num_classes = load_task_data(config, device)
+    n, dim = x.shape
+    seed_everything(config.seed)  # fixes the initialisation
+    model = MLP(dim, config.hidden, num_classes).to(device)
+    measure_idx = fixed_subset(config.seed, "measure_samples", n, config.measure_samples)
+    callbacks = list(callbacks)
+
+    state = folder.load_checkpoint() or fresh_state()
+    if "model" in state:
+        model.load_state_dict(state["model"])
+    # Plain SGD keeps no state of its own, so a fresh engine after loading the weights
+    # continues exactly where the checkpointed one stopped.
+    engine = make_engine(config.engine, model, config.lr, config.batch_size)
+
+    def checkpoint() -> None:
+        folder.save_checkpoint({**state, "model": model.state_dict()})
+
+    bar = (
+        progress_bar(total=config.tasks, initial=state["task"], desc=folder.path.name)
+        if config.progress
+        else None
+    )
+    first_task = state["task"]
+    perm = pixel_permutation(config.seed, first_task, dim, config.permutation)
+    divergence: DivergenceError | None = None
+    try:
+        for task in range(first_task, config.tasks):
+            start = time.perf_counter()
+            if task > first_task:
+                perm = next_permutation(perm, config.seed, task, dim, config.permutation)
+            x_t = x[:, perm.to(device)]  # one permutation for every sample of the task
+            x_measure = x_t if measure_idx is None else x_t[measure_idx.to(device)]
+            y_measure = y if measure_idx is None else y[measure_idx.to(device)]
+            state["task_seconds"] += time.perf_counter() - start
+            max_epochs = epochs_of_task(config, task)
+            threshold = config.nc1_threshold if task == 0 else None
+            metrics: dict[str, float] | None = None
+
+            while state["task_epoch"] < max_epochs:
+                start = time.perf_counter()
+                order = sample_order(config.seed, task, state["task_epoch"], n).to(device)
+                stats = engine.train(x_t, y, order)
+                check_finite(state["epoch"] + 1, loss=stats.loss)
+                state["task_stats"].append((stats.accuracy, stats.loss))
+                state["task_epoch"] += 1
+                state["epoch"] += 1
+                # The threshold variant decides after each epoch whether task 0 is done.
+                reached = False
+                if threshold is not None:
+                    metrics = measure(model, x_measure, y_measure, num_classes)
+                    reached = metrics["nc1"] < threshold
+                state["task_seconds"] += time.perf_counter() - start
+                if reached:
+                    break
+                if state["task_epoch"] < max_epochs:
+                    checkpoint()  # mid-task: a kill loses at most one epoch
+
+            start = time.perf_counter()
+            row = task_row(config, task, state)
+            if threshold is not None:
+                row["nc1_threshold_reached"] = bool(metrics and metrics["nc1"] < threshold)
+            if metrics is None and is_measured(config, task):
+                metrics = measure(model, x_measure, y_measure, num_classes)
+            if metrics is not None:
+                row.update(metrics)
+            for callback in callbacks:
+                extra = callback(task, model, row)
+                if extra:
+                    row.update(extra)
+            state["task_seconds"] += time.perf_counter() - start
+            row["seconds"] = state["task_seconds"]
+            folder.append_metrics(row)
+
+            if task == 0:
+                state["accuracy_task0"] = row["accuracy"]
+            state.update(
+                task=task + 1,
+                task_epoch=0,
+                task_stats=[],
+                seconds=state["seconds"] + state["task_seconds"],
+                task_seconds=0.0,
+            )
+            checkpoint()
+            if bar is not None:
+                bar.update(1)
+                postfix = {"task": task, "acc": f"{row['accuracy']:.3f}"}
+                if "nc1" in row:
+                    postfix["nc1"] = f"{row['nc1']:.3g}"
+                bar.set_postfix(postfix)
+    except DivergenceError as e:
+        divergence = e
+    finally:
+        if bar is not None:
+            bar.close()
+    return summarise_run(
+        folder.read_metrics(), state["seconds"] + state["task_seconds"], divergence
+    )
+
+
+def task_row(config: Config, task: int, state: dict[str, Any]) -> dict[str, Any]:
+    """The training side of a task's row: online accuracy/loss of its last epoch, and pl."""
+    accuracy, loss = state["task_stats"][-1]
+    accuracy_task0 = accuracy if task == 0 else state["accuracy_task0"]
+    return {
+        "task": task,
+        "task_epochs": len(state["task_stats"]),
+        "epoch": state["epoch"],
+        "accuracy": accuracy,
+        "accuracy_first_epoch": state["task_stats"][0][0],
+        "loss": loss,
+        "pl": accuracy_task0 - accuracy,
+    }
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def summarise_run(
+    rows: list[dict[str, Any]], seconds: float, divergence: DivergenceError | None = None
+) -> dict[str, Any]:
+    """summary.json: correlations over the measured tasks, final accuracy, status.
+
+    ``r_nc1_accuracy`` and ``r_nc1_pl`` are Pearson r across this run's measured tasks.
+    Since ``pl = accuracy_0 - accuracy`` is affine in accuracy, ``r_nc1_pl`` is exactly
+    ``-r_nc1_accuracy``; the paper's threshold-variant correlation is across runs (``nc1``
+    after task 0 vs PL_i) and lives in :mod:`plasticollapse.analysis`.
+    """
+    measured = [r for r in rows if r.get("nc1") is not None]
+    nc1 = [r["nc1"] for r in measured]
+    last = rows[-1] if rows else {}
+    summary: dict[str, Any] = {
+        "status": "diverged" if divergence is not None else "complete",
+        "tasks_done": len(rows),
+        "accuracy_task0": rows[0]["accuracy"] if rows else None,
+        "final_accuracy": last.get("accuracy"),
+        "final_pl": last.get("pl"),
+        "nc1_task0": rows[0].get("nc1") if rows else None,
+        "final_nc1": measured[-1]["nc1"] if measured else None,
+        "first_task_epochs_used": rows[0]["task_epochs"] if rows else None,
+        "measured_tasks": len(measured),
+        "r_nc1_accuracy": pearson(nc1, [r["accuracy"] for r in measured]),
+        "r_nc1_pl": pearson(nc1, [r["pl"] for r in measured]),
+        "seconds": seconds,
+    }
+    if divergence is not None:
+        summary["diverged"] = {
+            "task": len(rows),
+            "epoch": divergence.step,
+            "metric": divergence.metric,
+            "value": str(divergence.value),
+        }
+    return summary
+
+
+def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
+    """A text table: each run's status, then per setting, mean over its seeds:
+
+    - ``acc task 0``: online accuracy of the first task (its last epoch);
+    - ``acc early`` / ``acc late``: mean online accuracy over tasks 1..window and over the
+      last ``window`` tasks (both one epoch per task, so their gap is plasticity loss
+      free of the first task's extra epochs, and smoother than single tasks);
+    - ``drop``: accuracy of task 0 - of the last task (``final_pl``);
+    - ``r(NC1, acc)``: Pearson r of NC1 and accuracy across the run's measured tasks.
+    """
+    from plasticollapse.config import from_dict
+    from plasticollapse.experiments import run_status
+
+    lines = [f"{len(specs)} permuted run(s):"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for spec in specs:
+        config = from_dict(Config, spec.config)
+        folder = RunFolder(spec.folder)
+        status, rows, summary = run_status(spec), folder.read_metrics(), folder.read_summary()
+        group = groups.setdefault(run_label(config), [])
+        if summary is not None:
+            status = summary.get("status", status)
+            accuracy = [r["accuracy"] for r in rows]
+            late = accuracy[1:][-window:]
+            group.append(
+                {
+                    **summary,
+                    "acc_early": float(np.mean(accuracy[1 : window + 1])) if late else None,
+                    "acc_late": float(np.mean(late)) if late else None,
+                }
+            )
+            detail = (
+                f"{summary['tasks_done']} tasks, accuracy {fmt(summary['accuracy_task0'])} -> "
+                f"{fmt(summary['final_accuracy'])}, r(NC1, acc) {fmt(summary['r_nc1_accuracy'])}"
+            )
+        else:
+            detail = f"{len(rows)} tasks so far"
+        lines.append(f"  {spec.folder}  {status}  ({detail})")
+
+    lines.append(
+        f"per setting, mean over seeds (early = tasks 1-{window}, late = last {window} tasks, "
+        "drop = task 0 - last task):"
+    )
+    columns = ("acc task 0", "acc early", "acc late", "drop", "r(NC1, acc)")
+    keys = ("accuracy_task0", "acc_early", "acc_late", "final_pl", "r_nc1_accuracy")
+    lines.append(f"  {'setting':<20} {'runs':>4} " + " ".join(f"{c:>11}" for c in columns))
+    for label, summaries in groups.items():
+        means = []
+        for key in keys:
+            values = [s[key] for s in summaries if finite(s.get(key))]
+            means.append(float(np.mean(values)) if values else float("nan"))
+        lines.append(
+            f"  {label:<20} {len(summaries):>4} " + " ".join(f"{fmt(m):>11}" for m in means)
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "NAME",
+    "Config",
+    "fresh_permutation",
+    "next_permutation",
+    "pixel_permutation",
+    "run",
+    "run_label",
+    "sample_order",
+    "summarise_run",
+    "summarise_study",
+]

@@ -1,0 +1,250 @@
+"""Remedies for loss of plasticity, as functions any training loop can call.
+
+- :func:`shrink_perturb` (Ash & Adams 2020): theta <- lambda * theta + sigma * theta_fresh.
+- :func:`nc1_regularised_loss` (the paper's anti-collapse regulariser):
+  L = CE - lambda * min(NC1_batch, clip).
+- :func:`l2_init_penalty` (Kumar et al. 2023, "L2 Init"): lambda/2 * ||theta - theta_0||^2.
+- :func:`redo_reset` (Sokar et al. 2023, "ReDo"): re-initialise tau-dormant units.
+- :func:`fresh_like`: a freshly initialised network of the same architecture, drawn from a
+  seeded generator (what S&P and ReDo draw their fresh weights from).
+
+Each takes a model and returns or modifies it in place; none knows about experiments.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "fresh_like",
+    "l2_init_penalty",
+    "nc1_regularised_loss",
+    "redo_reset",
+    "shrink_perturb",
+]
+
+
+# --------------------------------------------------------------------------- fresh weights
+
+
+def fresh_like(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """A freshly initialised network of ``model``'s architecture, on its device and dtype.
+
+    The package's :class:`~plasticollapse.models.MLP` and
+    :class:`~plasticollapse.models.ResNet18` are rebuilt with their own constructors, so the
+    fresh weights follow the same initialisation as the original network (Kaiming-uniform
+    with zero biases, Kaiming-normal convolutions). Any other module is deep-copied and
+    every submodule's ``reset_parameters()`` is called (PyTorch's default initialisation).
+
+    ``generator`` seeds the draw (one 63-bit integer is taken from it and the global RNG is
+    forked around the construction), so the result is reproducible and leaves the global
+    RNG untouched. Without it the global RNG is used.
+    """
+    reference = next(iter(model.parameters()), None)
+    if generator is None:
+        fresh = _construct_like(model)
+    else:
+        seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = _construct_like(model)
+    if reference is not None:
+        fresh = fresh.to(device=reference.device, dtype=reference.dtype)
+    return fresh.train(model.training)
+
+
+def _construct_like(model: nn.Module) -> nn.Module:
+    from plasticollapse.models import MLP, ResNet18
+
+    if type(model) is MLP:
+        first = model.hidden_linears[0]
+        hidden = [layer.out_features for layer in model.hidden_linears]
+        return MLP(first.in_features, hidden, model.classifier.out_features)
+    if type(model) is ResNet18:
+        conv = model.stem[0]
+        return ResNet18(
+            num_classes=model.classifier.out_features,
+            in_channels=conv.in_channels,
+            width=conv.out_channels,
+            maxpool=isinstance(model.stem[3], nn.MaxPool2d),
+        )
+    fresh = copy.deepcopy(model)
+    for module in fresh.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return fresh
+
+
+# --------------------------------------------------------------------------- shrink & perturb
+
+
+@torch.no_grad()
+def shrink_perturb(
+    model: nn.Module,
+    shrink: float = 0.6,
+    perturb: float = 0.01,
+    generator: torch.Generator | None = None,
+    fresh: nn.Module | None = None,
+) -> nn.Module:
+    """Shrink & Perturb (Ash & Adams, "On Warm-Starting Neural Network Training", 2020).
+
+    For every parameter, in place::
+
+        theta <- shrink * theta + perturb * theta_fresh
+
+    with ``theta_fresh`` the matching parameter of a freshly initialised network of the same
+    architecture (``fresh``, or :func:`fresh_like(model, generator) <fresh_like>`). The
+    paper's setting is shrink 0.6, perturb 0.01.
+
+    All parameters are shrunk, BatchNorm's affine weight and bias included, as Ash & Adams
+    shrink the whole parameter vector. Buffers (BatchNorm running mean/var, batch counts)
+    are left as they are: they are statistics of the data rather than parameters, and the
+    training that follows re-estimates them within a few dozen steps (momentum 0.1).
+
+    Returns ``model``.
+    """
+    if fresh is None:
+        fresh = fresh_like(model, generator)
+    fresh_params = dict(fresh.named_parameters())
+    for name, param in model.named_parameters():
+        if name not in fresh_params or fresh_params[name].shape != param.shape:
+            raise ValueError(f"fresh network does not match the model at parameter {name!r}")
+        param.mul_(shrink).add_(fresh_params[name].to(param), alpha=perturb)
+    return model
+
+
+# --------------------------------------------------------------------------- NC1 regulariser
+
+
+def nc1_regularised_loss(
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    lam: float = 0.05,
+    clip: float = 200.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The paper's anti-collapse warm-up objective, on one mini-batch::
+
+        L = CE(logits, y) - lam * min(NC1_batch(features, y), clip)
+
+    NC1_batch = Tr(Sigma_W Sigma_B^+) / C of the batch's penultimate features, with gradients
+    (:func:`plasticollapse.collapse.nc1_loss`). Subtracting it rewards within-class spread;
+    the clip (200 in the authors' code) bounds the reward, and above it the regulariser's
+    gradient is zero (``min`` passes no gradient to the branch it does not take), so only
+    the cross-entropy then trains. Paper values: lam 0.05, clip 200, batch 128.
+
+    The features are cast to float32 first, so the pseudo-inverse stays accurate under a
+    bf16 autocast. Returns ``(L, CE, NC1_batch)``; the last two are for logging.
+    """
+    from plasticollapse.collapse import nc1_loss
+
+    ce = F.cross_entropy(logits.float(), labels)
+    nc1 = nc1_loss(features.float(), labels, num_classes)
+    return ce - lam * torch.clamp(nc1, max=clip), ce, nc1
+
+
+# --------------------------------------------------------------------------- L2 Init
+
+
+def l2_init_penalty(
+    model: nn.Module,
+    initial_params: Mapping[str, torch.Tensor] | Iterable[torch.Tensor],
+    lam: float,
+) -> torch.Tensor:
+    """L2 Init (Kumar et al., "Maintaining Plasticity in Continual Learning via Regenerative
+    Regularization", 2023): a pull towards the initial weights instead of towards zero::
+
+        penalty = lam / 2 * sum_p ||theta_p - theta_p(0)||^2
+        d penalty / d theta = lam (theta - theta_0)
+
+    ``initial_params`` maps parameter names to their initial values (``{n: p.detach().clone()
+    for n, p in model.named_parameters()}``) or lists them in ``model.parameters()`` order.
+    Every parameter counts, biases and normalisation parameters included. Add the result to
+    the loss; the ``1/2`` makes its gradient the weight-decay-like ``lam (theta - theta_0)``.
+    """
+    params = list(model.parameters())
+    if isinstance(initial_params, Mapping):
+        initial = [initial_params[name] for name, _ in model.named_parameters()]
+    else:
+        initial = list(initial_params)
+    if len(initial) != len(params):
+        raise ValueError(f"{len(initial)} initial tensors for {len(params)} parameters")
+    total = params[0].new_zeros((), dtype=torch.float32)
+    for p, p0 in zip(params, initial, strict=True):
+        total = total + (p.float() - p0.to(p.device).float()).pow(2).sum()
+    return 0.5 * lam * total
+
+
+# --------------------------------------------------------------------------- ReDo
+
+
+@torch.no_grad()
+def redo_reset(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    tau: float = 0.1,
+    generator: torch.Generator | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    batch_size: int = 1024,
+) -> list[int]:
+    """ReDo, Recycling Dormant neurons (Sokar et al., "The Dormant Neuron Phenomenon in Deep
+    Reinforcement Learning", 2023), for the package's ReLU :class:`~plasticollapse.models.MLP`.
+
+    For every hidden layer l (each ``nn.Linear`` of ``model.hidden_linears``, whose ReLU
+    output feeds the next linear layer; the last hidden layer feeds the classifier), unit i
+    is tau-dormant on ``inputs`` when its score::
+
+        s_i = E_x |h_i(x)| / ((1/H) sum_k E_x |h_k(x)|)  <=  tau
+
+    (:func:`plasticollapse.plasticity.dormant_units`). Each dormant unit is recycled:
+
+    - its incoming weights W_l[i, :] and bias b_l[i] are set to those of a freshly
+      initialised network (:func:`fresh_like` with ``generator``), and
+    - its outgoing weights W_{l+1}[:, i] are set to zero, so the recycled unit does not
+      perturb the network's output until training gives it a use.
+
+    All layers are scored before any is reset (Sokar et al. score on one batch, then
+    reset); where a recycled unit feeds another recycled unit, the zero outgoing weight
+    wins. With ``optimizer``, the momentum buffers of the reset weights are zeroed too
+    (Sokar et al. reset Adam's moments of recycled weights). Other units, and the
+    classifier's bias, are untouched.
+
+    Returns the number of units reset per hidden layer.
+    """
+    from plasticollapse.models import MLP
+    from plasticollapse.plasticity import capture_activations, dormant_units
+
+    if not isinstance(model, MLP):
+        raise TypeError(f"redo_reset supports the package's MLP, not {type(model).__name__}")
+    relus = [m for m in model.body if isinstance(m, nn.ReLU)]
+    activations = capture_activations(model, inputs, modules=relus, batch_size=batch_size)
+    masks = [dormant_units(a, tau).to(model.classifier.weight.device) for a in activations]
+    fresh_layers = fresh_like(model, generator).linears
+    layers = model.linears
+    # Incoming resets first, then outgoing zeros: where a recycled unit feeds another
+    # recycled unit, the zero wins, so every recycled unit starts silent downstream.
+    for l, mask in enumerate(masks):
+        layers[l].weight[mask] = fresh_layers[l].weight[mask]
+        layers[l].bias[mask] = fresh_layers[l].bias[mask]
+        if optimizer is not None:
+            _zero_momentum(optimizer, layers[l].weight, (mask,))
+            _zero_momentum(optimizer, layers[l].bias, (mask,))
+    for l, mask in enumerate(masks):
+        layers[l + 1].weight[:, mask] = 0.0
+        if optimizer is not None:
+            _zero_momentum(optimizer, layers[l + 1].weight, (slice(None), mask))
+    return [int(mask.sum()) for mask in masks]
+
+
+def _zero_momentum(optimizer: torch.optim.Optimizer, param: torch.Tensor, index: tuple) -> None:
+    state = optimizer.state.get(param, {})
+    buffer = state.get("momentum_buffer")
+    if buffer is not None:
+        buffer[index] = 0.0

@@ -1,0 +1,342 @@
+"""Setup A (online Permuted MNIST), end to end on tiny digits runs.
+
+Every run here is digits, a 16-16 MLP, a few hundred samples and 3-4 tasks: well under a
+second of training each.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import plasticollapse.engines as engines
+from plasticollapse import cli
+from plasticollapse.config import ConfigError, Study, parse_study
+from plasticollapse.engines import OnlineStats, ReferenceEngine
+from plasticollapse.experiments import execute, permuted, plan
+from plasticollapse.results import RunFolder
+from plasticollapse.runtime import fixed_subset
+
+QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick" / "permuted_digits.toml"
+
+TINY = {
+    "dataset": "digits",
+    "hidden": (16, 16),
+    "lr": 0.05,
+    "tasks": 4,
+    "first_task_epochs": 2,
+    "train_samples": 200,
+    "measure_samples": 150,
+    "engine": "reference",
+    "progress": False,
+    "threads": 1,
+}
+
+COLLAPSE_KEYS = (
+    "nc1",
+    "nc1_quotient",
+    "cdnv",
+    "sigma_b_rank",
+    "nc2_equinorm_means",
+    "nc2_equiangularity",
+    "nc2_etf_error_means",
+    "nc2_equinorm_weights",
+    "nc2_etf_error_weights",
+    "nc3_papyan",
+    "nc3_zhu",
+    "nc4_agreement",
+    "nc4_mismatch",
+    "num_classes_present",
+)
+PLASTICITY_KEYS = (
+    "dormant_fraction",
+    "dead_fraction",
+    "effective_rank",
+    "srank",
+    "stable_rank",
+    "weight_magnitude",
+)
+TRAINING_KEYS = ("task", "task_epochs", "epoch", "accuracy", "accuracy_first_epoch", "loss", "pl")
+
+
+def spec_for(out, **fields):
+    (spec,) = plan("permuted", Study(permuted.Config, {**TINY, "out": str(out), **fields}, {}))
+    return spec
+
+
+def rows_of(spec):
+    return RunFolder(spec.folder).read_metrics()
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+class SpyEngine(ReferenceEngine):
+    """The reference engine, recording what each pass was given."""
+
+    calls: list = []
+
+    def train(self, x, y, order):
+        SpyEngine.calls.append((x.clone(), y.clone(), order.clone()))
+        return super().train(x, y, order)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    SpyEngine.calls = []
+    monkeypatch.setattr(engines, "make_engine", lambda name, m, lr, bs: SpyEngine(m, lr, bs))
+    return SpyEngine.calls
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_rows_and_summary_have_every_key_in_range(tmp_path):
+    spec = spec_for(tmp_path)
+    assert execute(spec) == "done"
+    rows = rows_of(spec)
+    assert [r["task"] for r in rows] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in rows] == [2, 3, 4, 5]  # cumulative: task 0 took 2 epochs
+    assert [r["task_epochs"] for r in rows] == [2, 1, 1, 1]
+    layer_keys = [
+        f"{m}_layer{k}"
+        for k in (1, 2)
+        for m in ("dormant_fraction", "dead_fraction", "effective_rank", "srank")
+    ]
+    for row in rows:
+        for key in (*TRAINING_KEYS, *COLLAPSE_KEYS, *PLASTICITY_KEYS, *layer_keys, "seconds"):
+            assert key in row, key
+        for key in ("accuracy", "accuracy_first_epoch", "eval_accuracy", "nc4_agreement"):
+            assert 0 <= row[key] <= 1, key
+        assert row["nc1"] >= 0 and row["loss"] > 0 and row["seconds"] > 0
+        assert math.isclose(row["pl"], rows[0]["accuracy"] - row["accuracy"])
+    assert rows[0]["pl"] == 0
+    assert rows[1]["accuracy"] == rows[1]["accuracy_first_epoch"]
+
+    summary = json.loads((tmp_path / spec.run_id / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["tasks_done"] == 4
+    assert summary["final_accuracy"] == rows[-1]["accuracy"]
+    assert summary["final_pl"] == rows[-1]["pl"]
+    assert summary["measured_tasks"] == 4
+    assert -1 <= summary["r_nc1_accuracy"] <= 1
+    assert math.isclose(summary["r_nc1_pl"], -summary["r_nc1_accuracy"])
+    assert summary["seconds"] >= sum(r["seconds"] for r in rows) * 0.999
+
+
+def test_a_seed_fixes_every_row_and_another_seed_changes_them(tmp_path):
+    a, b, c = spec_for(tmp_path / "a"), spec_for(tmp_path / "b"), spec_for(tmp_path / "c", seed=1)
+    for spec in (a, b, c):
+        execute(spec)
+    assert without_seconds(rows_of(a)) == without_seconds(rows_of(b))
+    assert without_seconds(rows_of(a)) != without_seconds(rows_of(c))
+
+
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_killed_after_a_task_resumes_to_the_uninterrupted_rows(tmp_path, engine):
+    reference = spec_for(tmp_path / "whole", engine=engine)
+    execute(reference)
+    spec = spec_for(tmp_path / "killed", engine=engine)
+
+    def kill_at_task_2(task, model, row):
+        if task == 2:
+            raise KeyboardInterrupt
+
+    folder = RunFolder.open(spec.folder, "permuted", spec.config, "cpu", spec.run_id)
+    config = permuted.Config(**{**TINY, "engine": engine, "out": str(tmp_path / "killed")})
+    with pytest.raises(KeyboardInterrupt):
+        permuted.run(config, folder, callbacks=[kill_at_task_2])
+    assert [r["task"] for r in rows_of(spec)] == [0, 1]
+    # A row written after the last checkpoint (killed between the two) is dropped on resume.
+    folder.append_metrics({"task": 2, "accuracy": -1.0})
+    assert execute(spec) == "resumed"
+    assert without_seconds(rows_of(spec)) == without_seconds(rows_of(reference))
+    assert execute(spec) == "skipped"
+
+
+def test_killed_inside_a_multi_epoch_task_resumes_from_the_epoch(tmp_path, monkeypatch):
+    reference = spec_for(tmp_path / "whole", first_task_epochs=3)
+    execute(reference)
+    spec = spec_for(tmp_path / "killed", first_task_epochs=3)
+    real_order = permuted.sample_order
+
+    def killed_in_epoch_2(seed, task, epoch, n):
+        if (task, epoch) == (0, 2):
+            raise KeyboardInterrupt
+        return real_order(seed, task, epoch, n)
+
+    monkeypatch.setattr(permuted, "sample_order", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec)
+    state = torch.load(RunFolder(spec.folder).checkpoint_path, weights_only=False)
+    assert (state["task"], state["task_epoch"]) == (0, 2)
+    monkeypatch.setattr(permuted, "sample_order", real_order)
+    assert execute(spec) == "resumed"
+    assert without_seconds(rows_of(spec)) == without_seconds(rows_of(reference))
+
+
+def test_a_study_makes_one_folder_per_setting_and_seed(tmp_path):
+    study = parse_study(
+        permuted.Config,
+        None,
+        ["--dataset", "digits", "--first-task-epochs", "1", "2", "--seeds", "0", "1"],
+    )
+    specs = plan("permuted", study)
+    assert len({s.folder for s in specs}) == 4
+    names = sorted(s.run_id.rsplit("_", 1)[0] for s in specs)
+    assert names == ["fte1_seed0", "fte1_seed1", "fte2_seed0", "fte2_seed1"]
+
+
+def test_measure_every_skips_collapse_but_keeps_training_keys(tmp_path):
+    spec = spec_for(tmp_path, tasks=5, measure_every=3)
+    execute(spec)
+    rows = rows_of(spec)
+    assert [("nc1" in r) for r in rows] == [True, False, False, True, True]  # and the last
+    for row in rows:
+        assert all(k in row for k in (*TRAINING_KEYS, "seconds"))
+
+
+def test_callbacks_add_keys_to_the_rows(tmp_path):
+    spec = spec_for(tmp_path, tasks=2)
+    folder = RunFolder.open(spec.folder, "permuted", spec.config, "cpu", spec.run_id)
+    config = permuted.Config(**{**TINY, "tasks": 2, "out": str(tmp_path)})
+
+    def in_place(task, model, row):
+        row["twice_task"] = 2 * task
+
+    def returned(task, model, row):
+        return {"n_params": sum(p.numel() for p in model.parameters())}
+
+    permuted.run(config, folder, callbacks=[in_place, returned])
+    rows = rows_of(spec)
+    assert [r["twice_task"] for r in rows] == [0, 2]
+    assert rows[0]["n_params"] == 64 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
+
+
+def test_nc1_threshold_stops_the_first_task_early_or_at_the_cap(tmp_path):
+    easy = spec_for(tmp_path, tasks=2, first_task_epochs=3, nc1_threshold=1e9)
+    hard = spec_for(tmp_path, tasks=2, first_task_epochs=3, nc1_threshold=1e-9)
+    assert easy.run_id.startswith("fte3_nc1lt1e+09_")
+    for spec in (easy, hard):
+        execute(spec)
+    first_easy, first_hard = rows_of(easy)[0], rows_of(hard)[0]
+    assert first_easy["task_epochs"] == 1 and first_easy["nc1_threshold_reached"] is True
+    assert first_hard["task_epochs"] == 3 and first_hard["nc1_threshold_reached"] is False
+    assert rows_of(hard)[1]["epoch"] == 4
+
+
+def test_divergence_stops_cleanly_and_keeps_the_rows(tmp_path, monkeypatch):
+    class Diverging(ReferenceEngine):
+        passes = 0
+
+        def train(self, x, y, order):
+            Diverging.passes += 1
+            stats = super().train(x, y, order)
+            if Diverging.passes == 3:  # task 1's only epoch
+                return OnlineStats(stats.correct, stats.count, float("nan"))
+            return stats
+
+    monkeypatch.setattr(engines, "make_engine", lambda name, m, lr, bs: Diverging(m, lr, bs))
+    spec = spec_for(tmp_path)
+    assert execute(spec) == "done"
+    summary = RunFolder(spec.folder).read_summary()
+    assert summary["status"] == "diverged" and summary["tasks_done"] == 1
+    assert summary["diverged"]["metric"] == "loss" and summary["diverged"]["epoch"] == 3
+    assert [r["task"] for r in rows_of(spec)] == [0]
+
+
+# --------------------------------------------------------------------------- the task stream
+
+
+def test_permutations_compose_and_a_seed_fixes_them():
+    dim = 64
+    q = [permuted.fresh_permutation(7, t, dim) for t in range(4)]
+    composed = [permuted.pixel_permutation(7, t, dim, "composed") for t in range(4)]
+    assert torch.equal(composed[0], q[0])  # P_0 = Q_0: task 0 is permuted too
+    for t in range(1, 4):
+        assert torch.equal(composed[t], composed[t - 1][q[t]])  # P_t = P_{t-1}[Q_t]
+        assert torch.equal(permuted.pixel_permutation(7, t, dim, "independent"), q[t])
+    for p in composed:
+        assert torch.equal(p.sort().values, torch.arange(dim))
+    assert torch.equal(permuted.pixel_permutation(7, 3, dim, "composed"), composed[3])
+    assert not torch.equal(permuted.pixel_permutation(8, 3, dim, "composed"), composed[3])
+    assert len({tuple(p.tolist()) for p in composed}) == 4
+
+
+def test_each_task_permutes_every_sample_alike_and_reshuffles_the_order(tmp_path, spy):
+    spec = spec_for(tmp_path, tasks=3, first_task_epochs=2, seed=3)
+    execute(spec)
+    assert len(spy) == 4  # 2 epochs of task 0, then one per task
+    from plasticollapse.data import load_dataset
+
+    x, y = load_dataset("digits").flat("train")
+    subset = fixed_subset(3, "train_samples", len(y), TINY["train_samples"])
+    x, y = x[subset], y[subset]
+    tasks = [0, 0, 1, 2]
+    for (x_t, y_t, _), task in zip(spy, tasks, strict=True):
+        perm = permuted.pixel_permutation(3, task, x.shape[1], "composed")
+        assert torch.equal(x_t, x[:, perm]) and torch.equal(y_t, y)
+    assert torch.equal(spy[0][0], spy[1][0])  # one permutation for all epochs of a task
+    orders = [tuple(o.tolist()) for _, _, o in spy]
+    assert len(set(orders)) == 4  # a fresh sample order every epoch and task
+    assert all(sorted(o) == list(range(len(y))) for o in orders)
+
+
+# --------------------------------------------------------------------------- config and CLI
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("tasks", 0, "tasks must be an integer >= 1"),
+        ("lr", -1.0, "lr must be"),
+        ("permutation", "shuffled", "permutation must be one of composed, independent"),
+        ("measure_every", 0, "measure_every must be >= 1"),
+        ("nc1_threshold", 0.0, "nc1_threshold must be > 0"),
+        ("hidden", (), "hidden must be"),
+    ],
+)
+def test_bad_fields_are_named(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        permuted.Config(**{field: value})
+
+
+def test_run_label():
+    assert permuted.run_label(permuted.Config(first_task_epochs=5)) == "fte5"
+    assert permuted.run_label(permuted.Config(nc1_threshold=0.2)) == "fte1_nc1lt0.2"
+
+
+def test_cli_runs_the_quick_preset_shortened(tmp_path, capsys):
+    argv = ["permuted", "--config", str(QUICK), "--tasks", "2"]
+    argv += ["--seeds", "0", "--first-task-epochs", "1", "--train-samples", "100"]
+    argv += ["--hidden", "8", "8", "--engine", "reference", "--out", str(tmp_path)]
+    argv += ["--progress", "false", "--threads", "1"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 permuted run(s)" in out and "fte1" in out
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert (run / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tasks", "0"], "tasks"),
+        (["--permutation", "shuffled"], "composed"),
+        (["--dataset", "imagenet"], "digits"),
+        (["--no-such-field", "1"], "unknown field"),
+    ],
+)
+def test_cli_bad_fields_exit_2_with_a_message(argv, message, capsys):
+    assert cli.main(["permuted", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_summarise_study_reports_each_setting(tmp_path):
+    specs = [spec_for(tmp_path, tasks=3, first_task_epochs=e) for e in (1, 2)]
+    for spec in specs:
+        execute(spec)
+    text = permuted.summarise_study(specs)
+    assert "fte1" in text and "fte2" in text and "complete" in text and "r(NC1, acc)" in text

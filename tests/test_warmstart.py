@@ -1,0 +1,246 @@
+"""Setup B end to end on digits with tiny networks: rows, schemes, resume, divergence."""
+
+import math
+
+import pytest
+import torch
+
+from plasticollapse.config import ConfigError, parse_study
+from plasticollapse.experiments import execute, plan, run_id
+from plasticollapse.experiments import warmstart as ws
+from plasticollapse.results import RunFolder
+
+TINY = dict(
+    dataset="digits",
+    model="mlp",
+    hidden=(16,),
+    train_samples=200,
+    warmup_epochs=4,
+    checkpoint_every=2,
+    lr=0.05,
+    batch_size=32,
+    finetune_max_epochs=2,
+    device="cpu",
+    amp=False,
+    progress=False,
+    seed=3,
+)
+
+ROW_KEYS = (
+    "epoch",
+    "warmup_loss",
+    "warmup_train_acc",
+    "warmup_train_loss",
+    "warmup_test_acc",
+    "nc1",
+    "nc1_quotient",
+    "cdnv",
+    "nc3_papyan",
+    "nc4_agreement",
+    "dormant_fraction",
+    "effective_rank",
+    "weight_magnitude",
+    "full_test_acc",
+    "finetune_epochs",
+    "finetune_train_acc",
+    "seconds",
+)
+
+
+def make_config(tmp_path, **overrides):
+    return ws.Config(**{**TINY, "out": str(tmp_path), **overrides})
+
+
+def open_folder(config):
+    folder_path = f"{config.out}/{run_id(ws, config)}"
+    from plasticollapse.config import to_dict
+
+    return RunFolder.open(folder_path, "warmstart", to_dict(config), "cpu", "test")
+
+
+def run_whole(config, callbacks=()):
+    folder = open_folder(config)
+    summary = ws.run(config, folder, callbacks=callbacks)
+    folder.write_summary(summary)
+    return folder.read_metrics(), summary
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.parametrize("scheme", ws.SCHEMES)
+def test_every_scheme_runs_end_to_end(tmp_path, scheme):
+    rows, summary = run_whole(make_config(tmp_path, scheme=scheme))
+    assert [r["epoch"] for r in rows] == [2, 4]
+    for row in rows:
+        missing = [k for k in ROW_KEYS if k not in row]
+        assert not missing, missing
+        for key in ("warmup_train_acc", "warmup_test_acc", "full_test_acc", "nc4_agreement"):
+            assert 0.0 <= row[key] <= 1.0, (key, row[key])
+        assert row["nc1"] >= 0 and math.isfinite(row["nc1"])
+        assert 1 <= row["finetune_epochs"] <= 2
+    if scheme == "redo":
+        assert all(r["redo_units_reset"] >= 0 for r in rows)
+    assert summary["status"] == "complete" and summary["checkpoints"] == 2
+    assert 0.0 <= summary["fresh_full_test_acc"] <= 1.0
+    assert 1 <= summary["fresh_finetune_epochs"] <= 2
+    assert summary["final_nc1"] == rows[-1]["nc1"]
+    assert summary["warmstart_gap"] == pytest.approx(
+        rows[-1]["full_test_acc"] - summary["fresh_full_test_acc"]
+    )
+    assert "r_nc1_full_test_acc" in summary and summary["seconds"] > 0
+
+
+def test_fresh_probe_is_shared_by_schemes_and_sp_changes_only_the_probe(tmp_path):
+    _, plain = run_whole(make_config(tmp_path / "a"))
+    rows_p, _ = run_whole(make_config(tmp_path / "a"))  # rerun in a complete folder: same
+    rows_sp, sp = run_whole(make_config(tmp_path / "b", scheme="shrink_perturb"))
+    assert plain["fresh_full_test_acc"] == sp["fresh_full_test_acc"]
+    # The S&P warm-up is the plain one; only the probes differ.
+    for a, b in zip(rows_p, rows_sp, strict=True):
+        assert a["nc1"] == b["nc1"] and a["warmup_test_acc"] == b["warmup_test_acc"]
+    assert [a["full_test_acc"] for a in rows_p] != [b["full_test_acc"] for b in rows_sp] or [
+        a["finetune_train_acc"] for a in rows_p
+    ] != [b["finetune_train_acc"] for b in rows_sp]
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_at", [2, 4, 6, 8, 10])
+def test_a_killed_run_resumes_to_the_uninterrupted_rows(tmp_path, monkeypatch, kill_at):
+    """Calls of train_epoch: fresh probe 1-2, warm-up 3-4, probe@2 5-6, warm-up 7-8,
+    probe@4 9-10; so kills land inside the fresh probe, the warm-up, between checkpoints,
+    and inside a checkpoint's probe (after its first epoch was saved)."""
+    reference, _ = run_whole(make_config(tmp_path / "whole"))
+    config = make_config(tmp_path / "killed")
+    real = ws.train_epoch
+    calls = []
+
+    def killing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ws, "train_epoch", killing)
+    folder = open_folder(config)
+    with pytest.raises(Killed):
+        ws.run(config, folder)
+    state = torch.load(folder.checkpoint_path, weights_only=False)
+    if kill_at in (6, 10):  # inside a checkpoint's probe, with its first epoch saved
+        assert state["probe"]["tag"] == {6: 2, 10: 4}[kill_at]
+        assert state["probe"]["epochs"] == 1
+    if kill_at == 2:
+        assert state["probe"]["tag"] == "fresh"
+    monkeypatch.setattr(ws, "train_epoch", real)
+    rows, summary = run_whole(config)
+    assert without_seconds(rows) == without_seconds(reference)
+    assert summary["status"] == "complete"
+
+
+def test_a_kill_in_a_callback_then_resume_via_execute(tmp_path):
+    reference, _ = run_whole(make_config(tmp_path / "whole"))
+    study = parse_study(
+        ws.Config,
+        None,
+        [
+            f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for k, v in {**TINY, "out": str(tmp_path / "cli")}.items()
+        ],
+    )
+    (spec,) = plan("warmstart", study)
+
+    def kill_at_second_checkpoint(epoch, model, row):
+        if epoch == 4:
+            raise KeyboardInterrupt
+
+    config = ws.Config(**{**TINY, "out": str(tmp_path / "cli")})
+    folder = RunFolder.open(spec.folder, "warmstart", spec.config, "cpu", spec.run_id)
+    with pytest.raises(KeyboardInterrupt):
+        ws.run(config, folder, callbacks=[kill_at_second_checkpoint])
+    assert [r["epoch"] for r in folder.read_metrics()] == [2]
+    folder.append_metrics({"epoch": 4, "nc1": -1.0})  # a row after the checkpoint is dropped
+    assert execute(spec) == "resumed"
+    assert without_seconds(folder.read_metrics()) == without_seconds(reference)
+    assert execute(spec) == "skipped"
+    text = ws.summarise_study([spec])
+    assert "plain" in text and "fresh-init" in text
+
+
+def test_divergence_from_a_huge_lr_is_recorded_and_ends_cleanly(tmp_path):
+    rows, summary = run_whole(make_config(tmp_path, lr=1e8, finetune_max_epochs=1))
+    assert summary["status"] == "diverged"
+    assert rows[-1]["diverged"] is True and rows[-1]["diverged_metric"] == "loss"
+    assert summary["diverged"]["epoch"] == rows[-1]["epoch"]
+    assert summary["fresh_full_test_acc"] is not None
+
+
+def test_divergence_keeps_the_rows_measured_before_it(tmp_path):
+    def poison_after_first_checkpoint(epoch, model, row):
+        if epoch == 2:
+            with torch.no_grad():
+                model.classifier.weight.fill_(float("nan"))
+
+    rows, summary = run_whole(
+        make_config(tmp_path, warmup_epochs=6), callbacks=[poison_after_first_checkpoint]
+    )
+    assert [r["epoch"] for r in rows] == [2, 3]
+    assert "nc1" in rows[0] and rows[1]["diverged"] is True
+    assert summary["status"] == "diverged" and summary["checkpoints"] == 1
+
+
+def test_resnet18_path_runs_on_tiny_images(tmp_path):
+    rows, summary = run_whole(
+        make_config(
+            tmp_path,
+            model="resnet18",
+            width=4,
+            maxpool=False,
+            train_samples=64,
+            warmup_epochs=1,
+            checkpoint_every=1,
+            finetune_max_epochs=1,
+            augment=True,
+        )
+    )
+    assert len(rows) == 1 and 0 <= rows[0]["full_test_acc"] <= 1
+    assert summary["status"] == "complete"
+
+
+def test_augment_batch_crops_and_flips_per_sample():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    pad = 2
+    centre = torch.full((2,), pad)
+    same = ws.augment_batch(x, centre, centre, torch.tensor([False, True]), pad)
+    assert torch.equal(same[0], x[0]) and torch.equal(same[1], x[1].flip(2))
+    shifted = ws.augment_batch(
+        x, torch.tensor([0, 4]), torch.tensor([0, 4]), torch.zeros(2, dtype=torch.bool), pad
+    )
+    assert torch.equal(shifted[0, 0, 2:, 2:], x[0, 0, :2, :2])
+    assert torch.count_nonzero(shifted[0, 0, :2]) == 0
+    assert torch.equal(shifted[1, 0, :2, :2], x[1, 0, 2:, 2:])
+
+
+def test_config_rules_and_labels():
+    with pytest.raises(ConfigError, match="weight_decay"):
+        ws.Config(scheme="weight_decay", weight_decay=0.0)
+    with pytest.raises(ConfigError, match="redo"):
+        ws.Config(scheme="redo", model="resnet18")
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        ws.Config(warmup_epochs=3, checkpoint_every=5)
+    assert ws.Config(scheme="weight_decay").warmup_weight_decay == 0.01
+    assert ws.Config().warmup_weight_decay == 0.0
+    assert ws.run_label(ws.Config(scheme="weight_decay", weight_decay=0.1)) == "weight_decay_wd0.1"
+    assert ws.run_label(ws.Config(scheme="shrink_perturb")) == "shrink_perturb"
+    study = parse_study(ws.Config, "configs/paper/warmstart_cifar10.toml", [])
+    configs = study.expand()
+    assert len(configs) == 15 and {c.scheme for c in configs} == {
+        "plain",
+        "shrink_perturb",
+        "nc1_reg",
+    }
+    quick = parse_study(ws.Config, "configs/quick/warmstart_digits.toml", []).expand()
+    assert {c.scheme for c in quick} == set(ws.SCHEMES)
