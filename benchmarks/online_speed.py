@@ -1,0 +1,315 @@
+"""Online (batch size 1) training speed: reference engine vs fast engine, and the study.
+
+Measures, for the paper's 784-100-100-100-10 MLP:
+
+1. steps/s of the reference engine (autograd + torch.optim.SGD) and of the fast engine on
+   the same data, one core (``torch.set_num_threads(1)``), best of ``--repeats``;
+2. compile time of the fast engine's kernels, cold (empty Numba cache) and warm (loaded);
+3. the cost of building a task's CSR rows (once per new data tensor, i.e. per task);
+4. study-level throughput: ``--workers`` processes (default: all cores), each running the
+   fast engine on one thread, total steps/s;
+5. the projected wall time of the paper's full Permuted MNIST study: first-task epochs
+   {1, 2, 5, 10, 50, 100} x 5 seeds x 200 tasks of 60,000 samples (~409M updates), plus
+   building each task's CSR rows and measuring NC metrics after each task (estimated as a
+   forward pass over 60k samples) x 200 tasks x 30 runs, spread over the workers.
+
+Data: synthetic MNIST-like (784 inputs, ~81% zeros as in MNIST, 10 learnable classes) by
+default; also the real Fashion-MNIST when it is found (``plasticollapse.data`` or the IDX
+files in /usr/share/datasets/fashion-mnist). Fashion-MNIST is much denser (~50% nonzero)
+than MNIST, so it is the slower case for the sparse first layer.
+
+Timings on a shared machine are noisy: each figure is the best of several repeats, and
+the one-core figures are also given in thread CPU time (less sensitive to other load).
+
+Usage: ``python benchmarks/online_speed.py [--quick] [--workers N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one thread per process; set before torch/numba load
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from plasticollapse.engines import fast  # noqa: E402
+from plasticollapse.engines.reference import ReferenceEngine  # noqa: E402
+from plasticollapse.models import MLP  # noqa: E402
+
+HIDDEN = (100, 100, 100)
+FIRST_TASK_EPOCHS = (1, 2, 5, 10, 50, 100)
+SEEDS = 5
+TASKS = 200
+TASK_SIZE = 60_000
+RUNS = len(FIRST_TASK_EPOCHS) * SEEDS
+STUDY_STEPS = sum((e + TASKS - 1) * TASK_SIZE for e in FIRST_TASK_EPOCHS) * SEEDS
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+def mnist_like(n: int, dim: int = 784, classes: int = 10, density: float = 0.19, seed: int = 0):
+    """Synthetic MNIST-like data: class "stroke" patterns, ~``density`` nonzero pixels."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(classes, dim, generator=g) < density / 0.8
+    y = torch.randint(0, classes, (n,), generator=g)
+    other = torch.randint(0, classes, (n,), generator=g)
+    on = (protos[y] & (torch.rand(n, dim, generator=g) < 0.7)) | (
+        protos[other] & (torch.rand(n, dim, generator=g) < 0.15)
+    )
+    on |= torch.rand(n, dim, generator=g) < 0.02
+    x = (1.0 - torch.rand(n, dim, generator=g)) * on
+    return x.contiguous(), y
+
+
+def _read_idx_gz(path: Path) -> np.ndarray:
+    """A minimal IDX reader (big-endian header: magic with the rank in its last byte)."""
+    raw = gzip.decompress(path.read_bytes())
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def fashion_mnist():
+    """Fashion-MNIST training set as (60000, 784) float32 in [0, 1], or None."""
+    try:
+        from plasticollapse.data import load_dataset
+
+        return load_dataset("fashion-mnist").flat("train")
+    except Exception:  # noqa: BLE001 - data.py absent or no files: try the IDX files
+        pass
+    images = FASHION_DIR / "train-images-idx3-ubyte.gz"
+    labels = FASHION_DIR / "train-labels-idx1-ubyte.gz"
+    if not (images.exists() and labels.exists()):
+        return None
+    x = torch.from_numpy(_read_idx_gz(images).reshape(-1, 784).astype(np.float32) / 255.0)
+    y = torch.from_numpy(_read_idx_gz(labels).astype(np.int64))
+    return x, y
+
+
+# --------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------
+
+
+def best_of(fn, repeats: int) -> tuple[float, float]:
+    """Best wall and best thread-CPU seconds of ``fn()`` over ``repeats`` runs."""
+    wall = cpu = float("inf")
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        fn()
+        wall = min(wall, time.perf_counter() - w0)
+        cpu = min(cpu, time.thread_time() - c0)
+    return wall, cpu
+
+
+def one_core(x, y, ref_steps: int, fast_steps: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = MLP(x.shape[1], HIDDEN, 10)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+    fast_order = order.repeat(-(-fast_steps // len(order)))[:fast_steps]
+    ref = ReferenceEngine(copy.deepcopy(model), 0.01)
+    ref.train(x, y, order[:50])  # first-call overheads out of the timing
+    ref_wall, ref_cpu = best_of(lambda: ref.train(x, y, order[:ref_steps]), repeats)
+    eng = fast.FastEngine(copy.deepcopy(model), 0.01)
+    eng.train(x, y, order[:50])  # compiles or loads the kernel, builds the CSR rows
+    fast_wall, fast_cpu = best_of(lambda: eng.train(x, y, fast_order), repeats)
+    untransposed = fast.FastEngine(copy.deepcopy(model), 0.01, layout="torch")
+    untransposed.train(x, y, order[:50])
+    n_ut = max(fast_steps // 4, 1000)
+    ut_wall, ut_cpu = best_of(lambda: untransposed.train(x, y, fast_order[:n_ut]), repeats)
+
+    def build_rows():
+        eng.clear_cache()
+        eng._rows(x, x.shape[1])
+
+    csr_wall, csr_cpu = best_of(build_rows, repeats)
+    return {
+        "density": float((x != 0).float().mean()),
+        "ref": ref_steps / ref_wall,
+        "ref_cpu": ref_steps / ref_cpu,
+        "fast": fast_steps / fast_wall,
+        "fast_cpu": fast_steps / fast_cpu,
+        "fast_untransposed": n_ut / ut_wall,
+        "fast_untransposed_cpu": n_ut / ut_cpu,
+        "csr_us_per_row": csr_wall / len(x) * 1e6,
+    }
+
+
+def forward_60k_seconds(x: torch.Tensor, repeats: int) -> float:
+    """One eval-mode forward pass over 60k samples (what NC measurement costs at least)."""
+    model = MLP(x.shape[1], HIDDEN, 10).eval()
+    xs = x[:TASK_SIZE]
+    if len(xs) < TASK_SIZE:
+        xs = xs.repeat(-(-TASK_SIZE // len(xs)), 1)[:TASK_SIZE]
+
+    def run():
+        with torch.no_grad():
+            for chunk in xs.split(10_000):
+                model(chunk)
+
+    return best_of(run, repeats)[0]
+
+
+def compile_seconds() -> tuple[float, float]:
+    """(cold, warm) seconds to get the paper MLP's kernels, in fresh processes."""
+    code = "from plasticollapse.engines import fast; print(fast.warmup(3))"
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        times = []
+        for _ in range(2):  # first: empty cache (compile); second: load from the cache
+            out = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            )
+            times.append(float(out.stdout.strip().splitlines()[-1]))
+    return times[0], times[1]
+
+
+def _worker(rank: int, steps: int, rounds: int, barrier, queue) -> None:
+    torch.set_num_threads(1)
+    fast.warmup(len(HIDDEN))
+    x, y = mnist_like(TASK_SIZE, seed=10 + rank)
+    torch.manual_seed(rank)
+    eng = fast.FastEngine(MLP(784, HIDDEN, 10), 0.01)
+    order = torch.randperm(TASK_SIZE)
+    order = order.repeat(-(-steps // TASK_SIZE))[:steps]
+    eng.train(x, y, order[:10])  # build the CSR rows before the clock starts
+    for rnd in range(rounds):
+        barrier.wait()  # all workers start each round together
+        start, cpu = time.perf_counter(), time.thread_time()
+        eng.train(x, y, order)
+        queue.put((rnd, steps, start, time.perf_counter(), time.thread_time() - cpu))
+
+
+def study_throughput(workers: int, steps: int, rounds: int) -> tuple[float, float]:
+    """Total steps/s of ``workers`` processes, one fast-engine run each, one thread each.
+
+    Returns (wall, cpu): the best round's total steps over its wall time (first start to
+    last end), and the total of each worker's steps over its own thread CPU time (what the
+    cores deliver when nothing else runs on them).
+    """
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(workers), ctx.Queue()
+    args = (steps, rounds, barrier, queue)
+    procs = [ctx.Process(target=_worker, args=(r, *args)) for r in range(workers)]
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in range(workers * rounds)]
+    for p in procs:
+        p.join()
+    wall = cpu = 0.0
+    for rnd in range(rounds):
+        rows = [r for r in results if r[0] == rnd]
+        span = max(r[3] for r in rows) - min(r[2] for r in rows)
+        wall = max(wall, sum(r[1] for r in rows) / span)
+        cpu = max(cpu, sum(r[1] / r[4] for r in rows))
+    return wall, cpu
+
+
+# --------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h ({seconds / 60:.0f} min)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--ref-steps", type=int, default=2000)
+    parser.add_argument("--fast-steps", type=int, default=120_000)
+    parser.add_argument("--study-steps", type=int, default=120_000, help="per worker, round")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="fewer steps, for a smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.ref_steps, args.fast_steps, args.study_steps = 300, 20_000, 30_000
+        args.repeats = 2
+    torch.set_num_threads(1)
+
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores; MLP 784-100-100-100-10, lr 0.01")
+    cold, warm = compile_seconds()
+    print(f"fast engine compile: {cold:.1f} s cold (empty cache), {warm:.2f} s from the cache")
+    fast.warmup(len(HIDDEN))
+
+    datasets = {"synthetic MNIST-like": mnist_like(TASK_SIZE)}
+    fm = fashion_mnist()
+    if fm is not None:
+        datasets["Fashion-MNIST (real)"] = fm
+    else:
+        print("Fashion-MNIST not found; synthetic data only")
+
+    results = {}
+    print("\nOne core (steps/s; best of repeats; wall | thread CPU):")
+    for name, (x, y) in datasets.items():
+        r = one_core(x, y, args.ref_steps, args.fast_steps, args.repeats)
+        results[name] = r
+        print(f"  {name}: {100 * (1 - r['density']):.0f}% zero inputs")
+        print(f"    reference          {r['ref']:>9,.0f} | {r['ref_cpu']:>9,.0f}")
+        print(f"    fast               {r['fast']:>9,.0f} | {r['fast_cpu']:>9,.0f}")
+        print(
+            f"    fast, layout=torch {r['fast_untransposed']:>9,.0f} | "
+            f"{r['fast_untransposed_cpu']:>9,.0f}"
+        )
+        print(
+            f"    speed-up fast/reference: {r['fast'] / r['ref']:.0f}x wall, "
+            f"{r['fast_cpu'] / r['ref_cpu']:.0f}x CPU; transposed W1 (default) is "
+            f"{r['fast'] / r['fast_untransposed']:.1f}x a gathered one (layout=torch)"
+        )
+        print(f"    CSR rows of a task: {r['csr_us_per_row']:.2f} us/sample (once per task)")
+
+    base = results["synthetic MNIST-like"]
+    target = base["fast"] >= 100_000 and base["fast"] >= 30 * base["ref"]
+    print(
+        f"  target (>= 100,000 steps/s and >= 30x, MNIST-like): "
+        f"{'met' if target else 'NOT met'} ({base['fast']:,.0f} steps/s, "
+        f"{base['fast'] / base['ref']:.0f}x)"
+    )
+
+    fwd = forward_60k_seconds(datasets["synthetic MNIST-like"][0], args.repeats)
+    workers = args.workers
+    rounds = max(args.repeats // 2, 1)
+    study, study_cpu = study_throughput(workers, args.study_steps, rounds)
+    print(
+        f"\nStudy throughput, {workers} processes x 1 thread (synthetic MNIST-like, "
+        f"best of {rounds} rounds of {args.study_steps:,} steps each):"
+    )
+    print(f"  total {study:,.0f} steps/s wall ({study / workers:,.0f} per process)")
+    print(f"  total {study_cpu:,.0f} steps/s by thread CPU time (if nothing else ran)")
+
+    print(f"\nProjected full Permuted MNIST study ({STUDY_STEPS / 1e6:.1f}M steps, {RUNS} runs):")
+    train_s = STUDY_STEPS / study
+    csr_s = base["csr_us_per_row"] * 1e-6 * TASK_SIZE * TASKS * RUNS / workers
+    measure_s = fwd * TASKS * RUNS / workers
+    ref_s = STUDY_STEPS / base["ref"] / workers
+    print(f"  training            {hours(train_s)}")
+    print(f"  CSR rows per task   {hours(csr_s)}")
+    print(
+        f"  NC measuring        {hours(measure_s)} "
+        f"(forward over 60k: {fwd:.3f} s x {TASKS} tasks x {RUNS} runs / {workers})"
+    )
+    total = train_s + csr_s + measure_s
+    print(f"  total               {hours(total)}  (target: under 1 h)")
+    total_cpu = STUDY_STEPS / study_cpu + csr_s + measure_s
+    print(f"  total at the CPU-time throughput: {hours(total_cpu)}")
+    print(f"  reference engine, same {workers} cores: {hours(ref_s)} training alone")
+
+
+if __name__ == "__main__":
+    main()
