@@ -43,3 +43,14 @@ def test_sweep_needs_an_experiment_key(tmp_path, capsys):
 def test_report_without_runs_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip()
+
+
+def test_several_cpu_runs_default_to_one_process_per_core():
+    from plasticollapse.cli import default_backend
+    from plasticollapse.experiments import RunSpec
+
+    def spec(device):
+        return RunSpec("permuted", {"device": device}, "runs/x")
+
+    assert default_backend([spec("cpu"), spec("cpu")]) == "process"
+    assert default_backend([spec("cpu")]) == "serial"

@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_execution_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--backend", choices=BACKENDS, default="serial", help="how runs execute (default serial)"
+        "--backend",
+        choices=BACKENDS,
+        help="how runs execute (default: process, one run per core, for several CPU runs; "
+        "else serial)",
     )
     p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
 
@@ -130,7 +133,9 @@ def cmd_demo(args: argparse.Namespace, _: list[str]) -> int:
 
     print(f"plasticollapse demo: the quick Permuted-digits study ({QUICK_PERMUTED.name})")
     specs = plan_from_file("permuted", str(QUICK_PERMUTED), ["--out", args.out])
-    return execute_and_summarise("permuted", specs, "process", None, {})
+    code = execute_and_summarise("permuted", specs, "process", None, {})
+    print(f"\nNext: plasticollapse report {args.out} --out {args.out}/report")
+    return code
 
 
 def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
@@ -171,11 +176,22 @@ def execute_and_summarise(
     from plasticollapse.experiments import get_experiment
     from plasticollapse.sweep import run_sweep
 
-    result = run_sweep(specs, backend=backend, workers=workers, options=options)
+    result = run_sweep(
+        specs, backend=backend or default_backend(specs), workers=workers, options=options
+    )
     summarise = getattr(get_experiment(experiment), "summarise_study", None)
     if summarise is not None:
         print(summarise(specs))
     return 0 if result.ok else 1
+
+
+def default_backend(specs: list) -> str:
+    """Several CPU runs spread over the cores; one run, or runs sharing a GPU, go serially."""
+    from plasticollapse.runtime import resolve_device
+
+    if len(specs) > 1 and all(resolve_device(s.config["device"]).type == "cpu" for s in specs):
+        return "process"
+    return "serial"
 
 
 def cmd_report(args: argparse.Namespace, _: list[str]) -> int:
