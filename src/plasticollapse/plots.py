@@ -117,6 +117,8 @@ def plot_permuted_nc1_pl(table: Table, folder: Path, max_tasks: int | None = Non
         ax.set_xlabel("task")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+    # NC1 is positive and spans decades (an ill-conditioned Sigma_B spikes it): log scale.
+    axes[0][0].set_yscale("log")
     _legend(axes[0][0], 7)
     fig.suptitle("Permuted: collapse and plasticity loss per task (mean ± std over seeds)")
     return save(fig, folder, name)
