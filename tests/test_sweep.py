@@ -211,6 +211,7 @@ def test_a_killed_sweep_reruns_without_recomputing_complete_runs(toy, tmp_path):
     config = tmp_path / "toy.toml"
     config.write_text('experiment = "toy"\nsteps = 4\nsleep = 0.2\n')
     argv = ["sweep", str(config), "--seeds", "0-2", "--out", str(tmp_path / "runs")]
+    argv += ["--backend", "serial"]  # the kill must hit the process that runs the runs
     script = (
         f"import sys; sys.path[:0] = [{str(TESTS)!r}]; import toy_experiment; "
         "toy_experiment.register(); from plasticollapse.cli import main; "
