@@ -105,7 +105,7 @@ def measure_model(
     _, head = find_classifier(model, layer)
     device = model_device(model)
     captured: list[torch.Tensor] = []
-    relu_calls: list[torch.Tensor] = []
+    relu_calls: list[tuple[torch.Tensor, torch.Tensor]] = []
     handles = [head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))]
     if hidden_layers:
         hook = _relu_hook(relu_calls)
@@ -114,6 +114,7 @@ def measure_model(
         ]
     accumulator: CollapseAccumulator | None = None
     features_stats = UnitStatistics(tau)
+    features_are_last_layer = False
     layer_stats: list[UnitStatistics] = []
     loss_sum, correct = 0.0, 0
     try:
@@ -128,8 +129,12 @@ def measure_model(
                 if accumulator is None:
                     accumulator = CollapseAccumulator(num_classes, h.shape[1])
                 accumulator.update(h, y, logits)
-                features_stats.update(h)
-                for k, a in enumerate(relu_calls):
+                # In an MLP the features are the last ReLU's very output: its statistics
+                # serve both, instead of a second float64 gram of the same matrix.
+                features_are_last_layer = bool(relu_calls) and relu_calls[-1][0] is h
+                if not features_are_last_layer:
+                    features_stats.update(h)
+                for k, (_, a) in enumerate(relu_calls):
                     if k == len(layer_stats):
                         layer_stats.append(UnitStatistics(tau))
                     layer_stats[k].update(a)
@@ -142,7 +147,7 @@ def measure_model(
     out = accumulator.compute(weight, bias)
     out["accuracy"] = correct / len(y_all)
     out["loss"] = loss_sum / len(y_all)
-    out.update(features_stats.compute())
+    out.update((layer_stats[-1] if features_are_last_layer else features_stats).compute())
     out["weight_magnitude"] = weight_magnitude(model)
     for k, stats in enumerate(layer_stats, start=1):
         values = stats.compute()
@@ -150,10 +155,12 @@ def measure_model(
     return out
 
 
-def _relu_hook(calls: list[torch.Tensor]):
+def _relu_hook(calls: list[tuple[torch.Tensor, torch.Tensor]]):
+    """Records (the output object, a copy of its values) of every ReLU call."""
+
     def hook(_module, _inputs, output):
         # an inplace ReLU's output may be overwritten later in the forward: keep a copy
-        calls.append(output.detach().clone())
+        calls.append((output, output.detach().clone()))
 
     return hook
 

@@ -156,8 +156,11 @@ class UnitStatistics:
         self.count = 0
 
     def update(self, activations) -> None:
-        total, n = _unit_abs_sum(activations)
         a = _as_unit_matrix(activations)
+        if a.ndim == torch.as_tensor(activations).ndim:  # N x H: one float64 copy serves both
+            total, n = a.abs().sum(0), a.shape[0]
+        else:  # conv: |h| is averaged over positions before summing, not h
+            total, n = _unit_abs_sum(activations)
         if self.abs_sum is None:
             self.abs_sum = torch.zeros_like(total)
             self.gram = torch.zeros(a.shape[1], a.shape[1], dtype=torch.float64, device=a.device)
