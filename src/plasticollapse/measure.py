@@ -158,9 +158,10 @@ def measure_model(
 def _relu_hook(calls: list[tuple[torch.Tensor, torch.Tensor]]):
     """Records (the output object, a copy of its values) of every ReLU call."""
 
-    def hook(_module, _inputs, output):
+    def hook(module, _inputs, output):
         # an inplace ReLU's output may be overwritten later in the forward: keep a copy
-        calls.append((output, output.detach().clone()))
+        values = output.detach().clone() if getattr(module, "inplace", False) else output.detach()
+        calls.append((output, values))
 
     return hook
 
