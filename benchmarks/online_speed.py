@@ -8,10 +8,13 @@ Measures, for the paper's 784-100-100-100-10 MLP:
 3. the cost of building a task's CSR rows (once per new data tensor, i.e. per task);
 4. study-level throughput: ``--workers`` processes (default: all cores), each running the
    fast engine on one thread, total steps/s;
-5. the projected wall time of the paper's full Permuted MNIST study: first-task epochs
-   {1, 2, 5, 10, 50, 100} x 5 seeds x 200 tasks of 60,000 samples (~409M updates), plus
-   building each task's CSR rows and measuring NC metrics after each task (estimated as a
-   forward pass over 60k samples) x 200 tasks x 30 runs, spread over the workers.
+5. what a task costs besides training, timed: ``permuted.measure`` (every NC and
+   plasticity metric on the task's 60k images, hidden layers included), building x[:, P]
+   (now only for the reference engine) and saving the row and checkpoint;
+6. the projected wall time of the paper's full Permuted MNIST study: first-task epochs
+   {1, 2, 5, 10, 50, 100} x 5 seeds x 200 tasks of 60,000 samples (~409M updates) at the
+   measured multi-process throughput, plus the CSR rows (once per run), measuring and
+   saving after each task x 200 tasks x 30 runs, spread over the workers.
 
 Data: synthetic MNIST-like (784 inputs, ~81% zeros as in MNIST, 10 learnable classes) by
 default; also the real Fashion-MNIST when it is found (``plasticollapse.data`` or the IDX
@@ -150,19 +153,61 @@ def one_core(x, y, ref_steps: int, fast_steps: int, repeats: int) -> dict:
     }
 
 
-def forward_60k_seconds(x: torch.Tensor, repeats: int) -> float:
-    """One eval-mode forward pass over 60k samples (what NC measurement costs at least)."""
-    model = MLP(x.shape[1], HIDDEN, 10).eval()
-    xs = x[:TASK_SIZE]
-    if len(xs) < TASK_SIZE:
-        xs = xs.repeat(-(-TASK_SIZE // len(xs)), 1)[:TASK_SIZE]
+def _task_data(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(x) < TASK_SIZE:
+        reps = -(-TASK_SIZE // len(x))
+        x, y = x.repeat(reps, 1), y.repeat(reps)
+    return x[:TASK_SIZE].contiguous(), y[:TASK_SIZE]
 
-    def run():
+
+def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
+    """What a task costs besides its training pass, one thread, best of ``repeats``:
+
+    - ``measure``: ``permuted.measure`` as the run calls it (``measure_model`` with
+      ``hidden_layers=True`` on all 60k images, the task's permutation P applied through
+      the first layer's columns, so x[:, P] is never built);
+    - ``measure_built``: the same metrics on a built x[:, P] (what a run with the
+      reference engine does), and ``gather``: building x[:, P] itself;
+    - ``forward``: one eval-mode forward pass over 60k (the least any measuring costs);
+    - ``checkpoint``: appending the task's row to metrics.jsonl and saving the checkpoint,
+      late in a run (199 rows already written).
+    """
+    from plasticollapse.experiments import permuted
+    from plasticollapse.measure import measure_model
+    from plasticollapse.results import RunFolder
+
+    x, y = _task_data(x, y)
+    torch.manual_seed(0)
+    model = MLP(x.shape[1], HIDDEN, 10)
+    perm = torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(3))
+    x_t = permuted.permute_pixels(x, perm)
+
+    def forward():
         with torch.no_grad():
-            for chunk in xs.split(10_000):
+            for chunk in x.split(1024):
                 model(chunk)
 
-    return best_of(run, repeats)[0]
+    out = {
+        "measure": best_of(lambda: permuted.measure(model, x, y, 10, perm), repeats)[0],
+        "measure_built": best_of(
+            lambda: measure_model(model, x_t, y, 10, hidden_layers=True), repeats
+        )[0],
+        "gather": best_of(lambda: permuted.permute_pixels(x, perm), repeats)[0],
+        "forward": best_of(forward, repeats)[0],
+    }
+    row = {"task": 0, "accuracy": 0.9, "loss": 0.3, **permuted.measure(model, x, y, 10, perm)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = RunFolder(tmp)
+        for task in range(TASKS - 1):
+            folder.append_metrics({**row, "task": task})
+        state = {**permuted.fresh_state(), "model": model.state_dict()}
+
+        def checkpoint():
+            folder.append_metrics(row)
+            folder.save_checkpoint(state)
+
+        out["checkpoint"] = best_of(checkpoint, repeats)[0]
+    return out
 
 
 def compile_seconds() -> tuple[float, float]:
@@ -282,7 +327,16 @@ def main(argv: list[str] | None = None) -> None:
         f"{base['fast'] / base['ref']:.0f}x)"
     )
 
-    fwd = forward_60k_seconds(datasets["synthetic MNIST-like"][0], args.repeats)
+    print("\nPer task besides training, one thread (s; best of repeats):")
+    task_costs = {}
+    for name, (x, y) in datasets.items():
+        c = per_task_seconds(x, y, args.repeats)
+        task_costs[name] = c
+        print(
+            f"  {name}: measure {c['measure']:.3f} (on a built x[:, P]: "
+            f"{c['measure_built']:.3f} + gather {c['gather']:.3f}); forward alone "
+            f"{c['forward']:.3f}; row + checkpoint {c['checkpoint']:.3f}"
+        )
     workers = args.workers
     rounds = max(args.repeats // 2, 1)
     study, study_cpu = study_throughput(workers, args.study_steps, rounds)
@@ -294,20 +348,32 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  total {study_cpu:,.0f} steps/s by thread CPU time (if nothing else ran)")
 
     print(f"\nProjected full Permuted MNIST study ({STUDY_STEPS / 1e6:.1f}M steps, {RUNS} runs):")
+    cost = task_costs["synthetic MNIST-like"]
+    per_task = cost["measure"] + cost["checkpoint"]
     train_s = STUDY_STEPS / study
-    csr_s = base["csr_us_per_row"] * 1e-6 * TASK_SIZE * TASKS * RUNS / workers
-    measure_s = fwd * TASKS * RUNS / workers
-    ref_s = STUDY_STEPS / base["ref"] / workers
-    print(f"  training            {hours(train_s)}")
-    print(f"  CSR rows per task   {hours(csr_s)}")
+    # The fast engine takes each task's permutation itself: the CSR rows of the training
+    # set are built once per run, not per task (before: once per task, on a built x[:, P]).
+    csr_s = base["csr_us_per_row"] * 1e-6 * TASK_SIZE * RUNS / workers
+    csr_per_task_s = csr_s * TASKS
+    measure_s = per_task * TASKS * RUNS / workers
+    before_s = (cost["measure_built"] + cost["gather"] + cost["checkpoint"]) * TASKS * RUNS
+    before_s = before_s / workers + csr_per_task_s
+    print(f"  training            {hours(train_s)}  (at {study:,.0f} steps/s, {workers} processes)")
+    print(f"  CSR rows, once/run  {hours(csr_s)}  (once per task: {hours(csr_per_task_s)})")
     print(
-        f"  NC measuring        {hours(measure_s)} "
-        f"(forward over 60k: {fwd:.3f} s x {TASKS} tasks x {RUNS} runs / {workers})"
+        f"  measuring + saving  {hours(measure_s)} ({per_task:.3f} s x {TASKS} tasks x "
+        f"{RUNS} runs / {workers}; building x[:, P] and its CSR rows each task instead: "
+        f"{hours(before_s)})"
     )
+    ref_s = STUDY_STEPS / base["ref"] / workers
     total = train_s + csr_s + measure_s
     print(f"  total               {hours(total)}  (target: under 1 h)")
     total_cpu = STUDY_STEPS / study_cpu + csr_s + measure_s
     print(f"  total at the CPU-time throughput: {hours(total_cpu)}")
+    for name, c in task_costs.items():
+        if name != "synthetic MNIST-like":
+            extra = (c["measure"] - cost["measure"]) * TASKS * RUNS / workers
+            print(f"  with {name}'s measuring cost instead: {extra / 60:+.1f} min")
     print(f"  reference engine, same {workers} cores: {hours(ref_s)} training alone")
 
 

@@ -377,3 +377,20 @@ def test_rejected_batch_leaves_the_accumulator_unchanged():
         acc.update(bad, y[20:])
     assert acc.num_samples == 20
     assert_matches(acc.compute(), reference(h[:20], y[:20], 5), 1e-9)
+
+
+def test_uncentred_gram_equals_h_transpose_h():
+    # Collapsed features (means ~3, spread 1e-3) and an absent class: the gram recovered
+    # from the shifted statistics keeps float64 accuracy.
+    h, y = gaussian_classes(n=500, num_classes=5, dim=8, spread=1e-3, seed=13)
+    y[y == 4] = 0
+    acc = CollapseAccumulator(5, 8)
+    for lo in range(0, len(h), 64):
+        acc.update(torch.tensor(h[lo : lo + 64], dtype=torch.float32), y[lo : lo + 64])
+    h32 = torch.tensor(h, dtype=torch.float32).double()
+    want = h32.T @ h32
+    got = acc.uncentred_gram()
+    assert got.dtype == torch.float64
+    assert float((got - want).abs().max() / want.abs().max()) < 1e-13
+    with pytest.raises(ValueError, match="no samples"):
+        CollapseAccumulator(5, 8).uncentred_gram()

@@ -116,3 +116,33 @@ def test_model_without_linear_or_with_wrong_labels_raises():
         measure_model(nn.Linear(4, 3), x, y[:5], num_classes=3)
     with pytest.raises(ValueError, match="num_classes"):
         measure_model(nn.Linear(4, 3), x, y, num_classes=2)
+
+
+class SometimesCopied(nn.Module):
+    """An MLP whose features are the last ReLU's output object in the first batches and a
+    copy of it later: the last layer's statistics must stop borrowing the features' gram."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = small_mlp()[:-1]
+        self.head = small_mlp()[-1]
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = self.body(x)
+        return self.head(h if self.calls <= 2 else h.clone())
+
+
+def test_last_layer_borrows_the_features_gram_only_while_it_is_the_features():
+    x, y = data((6,), n=50)
+    x = x.double()
+    model = SometimesCopied()
+    got = measure_model(model, x, y, num_classes=3, batch_size=8, hidden_layers=True)
+    with torch.no_grad():
+        h = model.body(x)
+    assert model.calls == 7
+    assert got["effective_rank_layer2"] == pytest.approx(effective_rank(h), rel=1e-9)
+    assert got["effective_rank"] == pytest.approx(effective_rank(h), rel=1e-9)
+    assert got["srank_layer2"] == srank(h) == got["srank"]
+    assert got["dormant_fraction_layer2"] == dormant_fraction(h) == got["dormant_fraction"]

@@ -346,3 +346,24 @@ def test_permute_pixels_is_column_indexing():
     x = torch.rand(7, 12)
     perm = torch.randperm(12)
     assert torch.equal(permuted.permute_pixels(x, perm), x[:, perm])
+
+
+def test_measuring_reads_unpermuted_pixels_through_the_first_layer():
+    # x[:, P] W^T = x (W[:, P^-1])^T: the copy computes on x what the model does on x[:, P],
+    # and measure(..., columns=P) equals measuring on x[:, P] up to float rounding.
+    from plasticollapse.models import MLP
+
+    torch.manual_seed(0)
+    model = MLP(20, (16, 12), 4)
+    x, y = torch.rand(300, 20), torch.arange(300) % 4
+    perm = torch.randperm(20)
+    before = model.hidden_linears[0].weight.detach().clone()
+    twin = permuted.reading_unpermuted(model, perm)
+    assert torch.equal(model.hidden_linears[0].weight, before)  # the model is left alone
+    with torch.no_grad():
+        assert torch.allclose(twin(x), model(x[:, perm]), rtol=1e-5, atol=1e-6)
+    want = permuted.measure(model, x[:, perm], y, 4)
+    got = permuted.measure(model, x, y, 4, columns=perm)
+    assert set(got) == set(want)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key

@@ -449,37 +449,29 @@ class CollapseAccumulator:
     def _accumulate(self, x: torch.Tensor, y: torch.Tensor, row_offset: int) -> None:
         """Add one batch to the shifted statistics.
 
-        Rows are sorted by class so each class is a contiguous block of one float64 copy:
-        the shift is subtracted in place and the per-class sums and squared norms are
-        block reductions, leaving one BLAS call (d^T d) as the only O(n D^2) work. New
-        classes are shifted by their mean in this batch. Everything is checked finite
-        (via the squared norms, which any NaN/inf reaches) before the state changes.
+        One float64 copy d of the batch has each row's class shift subtracted in place; the
+        per-class sums and squared norms are scatter-adds over the labels, leaving one BLAS
+        call (d^T d) as the only O(n D^2) work, and a fixed number of tensor ops per batch
+        whatever the number of classes. New classes are shifted by their mean in this batch.
+        Everything is checked finite (via the squared norms, which any NaN/inf reaches)
+        before the state changes.
         """
         counts = torch.bincount(y, minlength=self.num_classes)
-        order = torch.argsort(y, stable=True)
-        d = x[order].to(torch.float64)  # x[order] is a copy, so in-place work is safe
-        sums = torch.zeros_like(self.shifted_sum)
-        squares = torch.zeros_like(self.shifted_sq)
-        new_shifts = {}
-        has_shift = self.has_shift.tolist()
-        start = 0
-        for c, n_c in enumerate(counts.tolist()):
-            if n_c == 0:
-                continue
-            block = d[start : start + n_c]
-            start += n_c
-            if not has_shift[c]:
-                new_shifts[c] = block.mean(0)
-            block.sub_(new_shifts.get(c, self.shift[c]))
-            sums[c] = block.sum(0)
-            flat = block.reshape(-1)
-            squares[c] = torch.dot(flat, flat)
+        d = x.to(torch.float64, copy=True)  # a copy, so in-place work is safe
+        new = (counts > 0) & ~self.has_shift
+        shift = self.shift
+        if bool(new.any()):
+            class_sums = torch.zeros_like(self.shifted_sum).index_add_(0, y, d)
+            means = class_sums / counts.clamp_min(1).to(d.dtype)[:, None]
+            shift = torch.where(new[:, None], means, self.shift)
+        d -= shift[y]
+        sums = torch.zeros_like(self.shifted_sum).index_add_(0, y, d)
+        squares = torch.zeros_like(self.shifted_sq).index_add_(0, y, (d * d).sum(1))
         if not bool(torch.isfinite(squares).all()):
             _check_finite(x, "features", row_offset)
             raise ValueError("features are too large to square in float64; rescale them")
-        for c, shift in new_shifts.items():
-            self.shift[c] = shift
-            self.has_shift[c] = True
+        self.shift = shift
+        self.has_shift |= new
         self.second_moment.addmm_(d.T, d)
         self.shifted_sum += sums
         self.shifted_sq += squares
@@ -505,6 +497,19 @@ class CollapseAccumulator:
             within=within,
             global_mean=global_mean,
         )
+
+    def uncentred_gram(self) -> torch.Tensor:
+        """sum_i h_i h_i^T (D x D, float64) of the samples so far, the gram that ranks of the
+        (uncentred) feature matrix need, recovered from the shifted statistics without
+        another pass: with d_i = h_i - s_{y_i} and t_c = sum_{y_i = c} d_i,
+        sum_i h_i h_i^T = sum_i d_i d_i^T + sum_c (s_c t_c^T + t_c s_c^T + n_c s_c s_c^T).
+        No term is much larger than the result (the shifts are class means), so the
+        rounding is that of a direct float64 H^T H."""
+        if self.num_samples == 0:
+            raise ValueError("no samples: call update() with at least one batch first")
+        s, t = self.shift, self.shifted_sum
+        cross = s.T @ t
+        return self.second_moment + (cross + cross.T) + (s.T * self.counts.to(s.dtype)) @ s
 
     def update_agreement(self, features, logits) -> None:
         """Second pass for ``keep_features=False``: count NC4 agreement of a batch against the

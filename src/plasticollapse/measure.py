@@ -113,10 +113,14 @@ def measure_model(
             m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)
         ]
     accumulator: CollapseAccumulator | None = None
-    features_stats = UnitStatistics(tau)
-    features_are_last_layer = False
+    # The features' gram comes from the collapse accumulator's statistics (no second
+    # float64 gram of the same rows). In an MLP the last ReLU's output is the feature
+    # matrix itself: that layer then borrows the same gram, while each batch shows it is.
+    features_stats = UnitStatistics(tau, gram=False)
+    borrower: UnitStatistics | None = None
     layer_stats: list[UnitStatistics] = []
-    loss_sum, correct = 0.0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device,
+    correct = torch.zeros((), dtype=torch.int64, device=device)  # read once at the end
     try:
         with eval_mode(model), torch.no_grad():
             for start in range(0, len(y_all), batch_size):
@@ -128,26 +132,32 @@ def measure_model(
                 h = _penultimate(captured, logits, len(y), num_classes)
                 if accumulator is None:
                     accumulator = CollapseAccumulator(num_classes, h.shape[1])
-                accumulator.update(h, y, logits)
-                # In an MLP the features are the last ReLU's very output: its statistics
-                # serve both, instead of a second float64 gram of the same matrix.
-                features_are_last_layer = bool(relu_calls) and relu_calls[-1][0] is h
-                if not features_are_last_layer:
-                    features_stats.update(h)
-                for k, (_, a) in enumerate(relu_calls):
+                    if relu_calls and relu_calls[-1][0] is h:
+                        borrower = UnitStatistics(tau, gram=False)
+                for k, (output, a) in enumerate(relu_calls):
                     if k == len(layer_stats):
-                        layer_stats.append(UnitStatistics(tau))
-                    layer_stats[k].update(a)
-                loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
+                        last = k == len(relu_calls) - 1
+                        layer_stats.append(borrower if last and borrower else UnitStatistics(tau))
+                    stats = layer_stats[k]
+                    if stats is borrower and output is not h:  # not the features after all:
+                        stats.gram = accumulator.uncentred_gram()  # its gram of the rows so far
+                        stats.with_gram, borrower = True, None
+                    stats.update(a)
+                accumulator.update(h, y, logits)  # after the layers (see just above)
+                features_stats.update(h)
+                loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                correct += (logits.argmax(1) == y).sum()
     finally:
         for handle in handles:
             handle.remove()
+    features_stats.gram = accumulator.uncentred_gram()
+    if borrower is not None:
+        borrower.gram = features_stats.gram
     weight, bias = _classifier_parameters(head, num_classes)
     out = accumulator.compute(weight, bias)
-    out["accuracy"] = correct / len(y_all)
-    out["loss"] = loss_sum / len(y_all)
-    out.update((layer_stats[-1] if features_are_last_layer else features_stats).compute())
+    out["accuracy"] = int(correct) / len(y_all)
+    out["loss"] = float(loss_sum) / len(y_all)
+    out.update(features_stats.compute())
     out["weight_magnitude"] = weight_magnitude(model)
     for k, stats in enumerate(layer_stats, start=1):
         values = stats.compute()

@@ -147,30 +147,46 @@ class UnitStatistics:
     :meth:`compute` gives ``dormant_fraction``, ``dead_fraction``, ``effective_rank``,
     ``srank`` and ``stable_rank`` of all rows seen, equal to the functions on the
     concatenated activations. Memory is H + H^2 floats whatever N.
+
+    ``gram=False`` keeps only the per-unit sums (``with_gram`` is False): the caller then
+    sets :attr:`gram` to the float64 A^T A of the same rows before :meth:`compute`, e.g.
+    from :meth:`~plasticollapse.collapse.CollapseAccumulator.uncentred_gram` when the
+    activations are the features a collapse accumulator already streams.
     """
 
-    def __init__(self, tau: float = DORMANT_TAU, delta: float = SRANK_DELTA):
+    def __init__(self, tau: float = DORMANT_TAU, delta: float = SRANK_DELTA, gram: bool = True):
         self.tau, self.delta = tau, delta
+        self.with_gram = gram
         self.abs_sum: torch.Tensor | None = None
         self.gram: torch.Tensor | None = None
         self.count = 0
 
     def update(self, activations) -> None:
-        a = _as_unit_matrix(activations)
-        if a.ndim == torch.as_tensor(activations).ndim:  # N x H: one float64 copy serves both
+        raw = torch.as_tensor(activations).detach()
+        a = None
+        if raw.ndim != 2:  # conv: |h| is averaged over positions before summing, not h
+            total, n = _unit_abs_sum(raw)
+            if self.with_gram:
+                a = _as_unit_matrix(raw)
+        elif self.with_gram:  # N x H: one float64 copy serves both
+            a = raw.to(torch.float64)
             total, n = a.abs().sum(0), a.shape[0]
-        else:  # conv: |h| is averaged over positions before summing, not h
-            total, n = _unit_abs_sum(activations)
+        else:
+            total, n = raw.abs().sum(0, dtype=torch.float64), raw.shape[0]
         if self.abs_sum is None:
             self.abs_sum = torch.zeros_like(total)
-            self.gram = torch.zeros(a.shape[1], a.shape[1], dtype=torch.float64, device=a.device)
         self.abs_sum += total
-        self.gram.addmm_(a.T, a)
+        if a is not None:
+            if self.gram is None:
+                self.gram = a.new_zeros(a.shape[1], a.shape[1])  # float64, on a's device
+            self.gram.addmm_(a.T, a)
         self.count += n
 
     def compute(self) -> dict[str, float]:
         if self.abs_sum is None or self.count == 0:
             raise ValueError("no activations: call update() first")
+        if self.gram is None:
+            raise ValueError("no gram: with gram=False, set .gram before compute()")
         sv = singular_values_from_gram(self.gram)
         return {
             "dormant_fraction": float(

@@ -535,6 +535,32 @@ class _SparseRows:
             self.xd = x2
 
 
+def _permutation(columns: torch.Tensor, n_in: int) -> np.ndarray:
+    """``columns`` as an int64 array, checked to be a permutation of ``range(n_in)``."""
+    perm = np.ascontiguousarray(torch.as_tensor(columns).detach().cpu().numpy(), dtype=np.int64)
+    if perm.shape != (n_in,) or not np.array_equal(np.sort(perm), np.arange(n_in)):
+        raise ValueError(f"columns must be a permutation of range({n_in}) (the model's inputs)")
+    return perm
+
+
+def _first_layer_in(w1: np.ndarray, transposed: bool, perm: np.ndarray | None) -> np.ndarray:
+    """W_1 (out x in) as the kernel takes it: transposed (in x out) or the view itself; with
+    ``perm`` = P, the columns are permuted by P^-1, so that ``x`` reads as ``x[:, P]``."""
+    if perm is None:
+        return np.ascontiguousarray(w1.T) if transposed else w1
+    inverse = np.empty_like(perm)
+    inverse[perm] = np.arange(len(perm))
+    return w1.T[inverse] if transposed else np.ascontiguousarray(w1[:, inverse])
+
+
+def _first_layer_out(first: np.ndarray, w1: np.ndarray, transposed: bool, perm) -> None:
+    """Write the kernel's copy of W_1 back into the parameter's array ``w1`` (out x in)."""
+    if perm is None:
+        w1[...] = first.T  # only the transposed layout copies without a permutation
+    else:
+        w1[...] = first[perm].T if transposed else first[:, perm]
+
+
 def _cache_key(x: torch.Tensor) -> tuple:
     """What identifies the content of ``x`` as the engine reads it.
 
@@ -576,6 +602,8 @@ class FastEngine:
     """
 
     name = "fast"
+    #: :meth:`train` takes ``columns`` (a permutation of the inputs) itself.
+    permutes_inputs = True
 
     def __init__(
         self,
@@ -621,8 +649,23 @@ class FastEngine:
         self._cached_x, self._cached_key, self._cached_rows = x, key, rows
         return rows
 
-    def train(self, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor) -> OnlineStats:
-        """One pass over ``x[order]``; returns online accuracy and mean loss over the pass."""
+    def train(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        order: torch.Tensor,
+        columns: torch.Tensor | None = None,
+    ) -> OnlineStats:
+        """One pass over ``x[order]``; returns online accuracy and mean loss over the pass.
+
+        ``columns``, a permutation P of the input features, trains on ``x[:, P]`` without
+        building it: since ``x[:, P] W^T = x (W[:, P^-1])^T``, the pass runs on ``x`` with
+        the first layer's columns permuted by P^-1 (and permuted back when written into
+        the model), an exact rewriting of every update. The CSR rows of ``x`` are then
+        cached across permutations, e.g. across the tasks of Permuted MNIST. Only the
+        first layer's summation order changes (a sample's nonzeros are visited in the
+        order of ``x``'s columns, not of ``x[:, P]``'s): float32 rounding.
+        """
         reason = unsupported_reason(self.model, 1)  # the model may have moved since __init__
         if reason is not None:
             raise ValueError(f"the fast engine does not apply: {reason}")
@@ -651,19 +694,21 @@ class FastEngine:
         if used.min() < 0 or used.max() >= n_cls:
             raise ValueError(f"labels must lie in [0, {n_cls})")
 
+        perm = None if columns is None else _permutation(columns, n_in)
         rows = self._rows(x, n_in)
 
         params = [p for lin in linears for p in (lin.weight, lin.bias)]
         arrays = [_param_array(p) for p in params]
         # The kernel takes float32 C-contiguous arrays; in the "views" layout W_1 is a
-        # private transposed copy, written back below.
+        # private transposed copy, written back below (so is a column-permuted W_1).
         weights = [a for a, _ in arrays[0::2]]
         biases = tuple(a for a, _ in arrays[1::2])
-        transposed = [np.ascontiguousarray(weights[0].T)] if self.layout == "views" else []
+        transposed = self.layout == "views"
+        first = _first_layer_in(weights[0], transposed, perm)
         try:
             correct, loss_sum = _train_pass(
-                transposed[0] if transposed else weights[0],
-                bool(transposed),
+                first,
+                transposed,
                 biases[0],
                 tuple(weights[1:]),
                 biases[1:],
@@ -681,8 +726,8 @@ class FastEngine:
             # weights, copies of non-contiguous parameters), even if the pass was
             # interrupted, so the model is current whenever anyone reads it.
             with torch.no_grad():
-                for w, wt in zip(weights, transposed, strict=False):
-                    w[...] = wt.T
+                if first is not weights[0]:
+                    _first_layer_out(first, weights[0], transposed, perm)
                 for p, (arr, is_view) in zip(params, arrays, strict=True):
                     if not is_view:
                         p.copy_(torch.from_numpy(arr))
