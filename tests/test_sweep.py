@@ -330,3 +330,13 @@ def test_slurm_backend_through_submitit(toy, tmp_path, pythonpath, cluster):
     assert statuses(result) == ["done", "failed"]
     assert "toy failure" in (Path(specs[1].folder) / "error.txt").read_text()
     assert (tmp_path / "slurm_logs").is_dir()
+
+
+def test_longest_runs_start_first(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(toy, "estimated_cost", lambda config: config["steps"], raising=False)
+    specs = specs_for(tmp_path, *({"seed": s, "steps": steps} for s, steps in enumerate((1, 3, 2))))
+    lines: list[str] = []
+    run_sweep(specs, echo=lines.append)
+    finished = [line for line in lines if line.startswith("[")]
+    order = [next(i for i, s in enumerate(specs) if s.folder in line) for line in finished]
+    assert order == [1, 2, 0]

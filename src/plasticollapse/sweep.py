@@ -371,6 +371,17 @@ def _record_death(spec: RunSpec, what: str, elsewhere: bool = False) -> str:
 # --------------------------------------------------------------------------- the sweep
 
 
+def _estimated_cost(spec: RunSpec) -> float:
+    """The experiment's ``estimated_cost(config)`` (relative units), or 0 when it has none."""
+    from plasticollapse.experiments import get_experiment
+
+    try:
+        estimate = getattr(get_experiment(spec.experiment), "estimated_cost", None)
+    except (ImportError, ValueError):
+        return 0.0
+    return float(estimate(spec.config)) if estimate is not None else 0.0
+
+
 def run_sweep(
     specs: list[RunSpec],
     backend: str = "serial",
@@ -416,6 +427,8 @@ def run_sweep(
         else:
             partial += status == "partial"
             todo.append((index, spec))
+    # Longest runs first: a long run started last would leave the other workers idle.
+    todo.sort(key=lambda item: -_estimated_cost(item[1]))
     echo(
         f"sweep: {len(specs)} runs: {len(specs) - len(todo)} skipped, {partial} to resume, "
         f"{len(todo) - partial} new; backend {backend}"

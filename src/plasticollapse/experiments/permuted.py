@@ -153,6 +153,11 @@ def run_label(config: Config) -> str:
     return label
 
 
+def estimated_cost(config: Mapping[str, Any]) -> float:
+    """Epochs the run trains (a task costs about one epoch): sweeps start the longest first."""
+    return config["first_task_epochs"] + (config["tasks"] - 1) * config["epochs_per_task"]
+
+
 # --------------------------------------------------------------------------- the task stream
 
 
