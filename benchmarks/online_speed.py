@@ -46,6 +46,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from plasticollapse.data import mnist_like  # noqa: E402
 from plasticollapse.engines import fast  # noqa: E402
 from plasticollapse.engines.reference import ReferenceEngine  # noqa: E402
 from plasticollapse.models import MLP  # noqa: E402
@@ -63,20 +64,6 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 # --------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------
-
-
-def mnist_like(n: int, dim: int = 784, classes: int = 10, density: float = 0.19, seed: int = 0):
-    """Synthetic MNIST-like data: class "stroke" patterns, ~``density`` nonzero pixels."""
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.rand(classes, dim, generator=g) < density / 0.8
-    y = torch.randint(0, classes, (n,), generator=g)
-    other = torch.randint(0, classes, (n,), generator=g)
-    on = (protos[y] & (torch.rand(n, dim, generator=g) < 0.7)) | (
-        protos[other] & (torch.rand(n, dim, generator=g) < 0.15)
-    )
-    on |= torch.rand(n, dim, generator=g) < 0.02
-    x = (1.0 - torch.rand(n, dim, generator=g)) * on
-    return x.contiguous(), y
 
 
 def _read_idx_gz(path: Path) -> np.ndarray:
@@ -227,7 +214,7 @@ def compile_seconds() -> tuple[float, float]:
 def _worker(rank: int, steps: int, rounds: int, barrier, queue) -> None:
     torch.set_num_threads(1)
     fast.warmup(len(HIDDEN))
-    x, y = mnist_like(TASK_SIZE, seed=10 + rank)
+    x, y = mnist_like(TASK_SIZE, density=0.19, seed=10 + rank)
     torch.manual_seed(rank)
     eng = fast.FastEngine(MLP(784, HIDDEN, 10), 0.01)
     order = torch.randperm(TASK_SIZE)
@@ -293,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fast engine compile: {cold:.1f} s cold (empty cache), {warm:.2f} s from the cache")
     fast.warmup(len(HIDDEN))
 
-    datasets = {"synthetic MNIST-like": mnist_like(TASK_SIZE)}
+    datasets = {"synthetic MNIST-like": mnist_like(TASK_SIZE, density=0.19)}
     fm = fashion_mnist()
     if fm is not None:
         datasets["Fashion-MNIST (real)"] = fm

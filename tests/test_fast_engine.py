@@ -27,28 +27,13 @@ import pytest
 import torch
 from torch import nn
 
+from plasticollapse.data import mnist_like
 from plasticollapse.engines import make_engine
 from plasticollapse.engines.fast import LAYOUTS, FastEngine, unsupported_reason
 from plasticollapse.engines.reference import ReferenceEngine
 from plasticollapse.models import MLP
 
 RTOL = 1e-4
-
-
-def mnist_like(n: int, dim: int = 784, classes: int = 10, density: float = 0.2, seed: int = 0):
-    """Sparse, learnable MNIST-like data: each class has a random "stroke" pattern of about
-    ``density / 0.8`` of the pixels; a sample keeps 70% of its class's pixels, borrows 15%
-    of another class's and adds a little noise, with intensities uniform in (0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.rand(classes, dim, generator=g) < density / 0.8
-    y = torch.randint(0, classes, (n,), generator=g)
-    other = torch.randint(0, classes, (n,), generator=g)
-    on = (protos[y] & (torch.rand(n, dim, generator=g) < 0.7)) | (
-        protos[other] & (torch.rand(n, dim, generator=g) < 0.15)
-    )
-    on |= torch.rand(n, dim, generator=g) < 0.02
-    x = (1.0 - torch.rand(n, dim, generator=g)) * on
-    return x, y
 
 
 def rel_errors(ref: nn.Module, fast: nn.Module) -> list[tuple[str, float, float]]:

@@ -747,3 +747,27 @@ def load_dataset(
 
 def _load_from_files(name: str, root: str | os.PathLike[str] | None) -> Dataset:
     return _load_cifar10(root) if name == "cifar10" else _load_idx_dataset(name, root)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def mnist_like(
+    n: int, dim: int = 784, classes: int = 10, density: float = 0.2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse, learnable MNIST-like data: each class has a random "stroke" pattern of about
+    ``density / 0.8`` of the pixels; a sample keeps 70% of its class's pixels, borrows 15%
+    of another class's and adds a little noise, with intensities uniform in (0, 1].
+
+    Returns x (n, dim) float32 and y (n,) int64. For tests and benchmarks that need
+    MNIST-like sparsity without a download."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(classes, dim, generator=g) < density / 0.8
+    y = torch.randint(0, classes, (n,), generator=g)
+    other = torch.randint(0, classes, (n,), generator=g)
+    on = (protos[y] & (torch.rand(n, dim, generator=g) < 0.7)) | (
+        protos[other] & (torch.rand(n, dim, generator=g) < 0.15)
+    )
+    on |= torch.rand(n, dim, generator=g) < 0.02
+    x = (1.0 - torch.rand(n, dim, generator=g)) * on
+    return x.contiguous(), y
