@@ -44,10 +44,7 @@ import numpy as np
 from scipy import stats
 
 from plasticollapse.config import EXECUTION_FIELDS
-
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
+from plasticollapse.results import CONFIG, METRICS, SUMMARY, read_jsonl
 
 #: The metrics.jsonl key that is the step, per experiment.
 STEP_KEY = {"permuted": "task", "warmstart": "epoch"}
@@ -82,21 +79,6 @@ def find_runs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
             if (c / CONFIG).is_file() and (c / METRICS).is_file():
                 found.setdefault(c.resolve(), None)
     return sorted(found)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.jsonl; a line that does not parse (a run killed mid-write) ends it."""
-    rows = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 @dataclass

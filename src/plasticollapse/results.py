@@ -22,13 +22,12 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from plasticollapse import __version__
 
@@ -61,7 +60,8 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor implies torch is loaded: no import here
+    if torch is not None and isinstance(value, torch.Tensor):
         value = value.item() if value.numel() == 1 else value.tolist()
         return jsonable(value)
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
@@ -73,6 +73,8 @@ def jsonable(value: Any) -> Any:
 
 def environment_info(device: str) -> dict[str, Any]:
     """Facts that make a result reproducible: versions, commit, device, host, time."""
+    import torch
+
     return {
         "plasticollapse_version": __version__,
         "git_commit": git_commit(),
@@ -110,6 +112,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl; a line that does not parse (a run killed mid-write) ends it."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 class RunFolder:
@@ -179,15 +196,7 @@ class RunFolder:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All complete rows; a final line cut by a kill is ignored."""
-        if not self.metrics_path.exists():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-        return rows
+        return read_jsonl(self.metrics_path) if self.metrics_path.exists() else []
 
     def truncate_metrics(self, keep: int) -> None:
         rows = self.read_metrics()[:keep]
@@ -200,6 +209,8 @@ class RunFolder:
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".checkpoint.", suffix=".tmp")
         os.close(fd)
         try:
+            import torch
+
             torch.save(state, tmp)
             os.replace(tmp, self.checkpoint_path)
         except BaseException:
@@ -212,6 +223,8 @@ class RunFolder:
             if self.metrics_path.exists():
                 self.truncate_metrics(0)
             return None
+        import torch
+
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         self.truncate_metrics(state["metrics_rows"])
         return state
