@@ -1,6 +1,6 @@
 """How fast are all the collapse metrics? 60,000 x 512 float32 features, 10 classes, a classifier.
 
-Prints the time of :func:`plasticollapse.collapse.collapse_metrics` (every key, NC4 from the
+Prints the time of :func:`plasticollapse.metrics.collapse.collapse_metrics` (every key, NC4 from the
 classifier) and two ratios:
 
 * against one float64 matmul H^T H of the same features (the floor for any exact float64
@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from plasticollapse.collapse import collapse_metrics
+from plasticollapse.metrics.collapse import collapse_metrics
 
 
 def best_time(fn, repeats: int) -> float:

@@ -159,9 +159,9 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
     - ``checkpoint``: appending the task's row to metrics.jsonl and saving the checkpoint,
       late in a run (199 rows already written).
     """
-    from plasticollapse.experiments import permuted
-    from plasticollapse.measure import measure_model
-    from plasticollapse.results import RunFolder
+    from plasticollapse.metrics.measure import measure_model
+    from plasticollapse.runs.folder import RunFolder
+    from plasticollapse.studies.permuted import run as permuted
 
     x, y = _task_data(x, y)
     torch.manual_seed(0)

@@ -2,16 +2,16 @@
 
 Two workloads, each timed for this package's loop and for a plain PyTorch baseline:
 
-- training: SGD epochs over the images. Ours (:func:`plasticollapse.experiments.warmstart.
+- training: SGD epochs over the images. Ours (:func:`plasticollapse.studies.warmstart.training.
   train_epoch`): the data is a tensor on the device, each epoch indexes it through one
   permutation, counts stay on the device; on CUDA channels_last and bf16 autocast
   (``--amp``). Baseline: ``DataLoader(TensorDataset(x, y), batch_size, shuffle=True)`` over
   CPU tensors, each batch moved to the device, ``loss.item()`` per batch for logging (as the
   authors' loop does), float32.
 - measuring: one eval-mode pass over the images that yields the collapse metrics and the
-  accuracy. Ours: :func:`plasticollapse.measure.measure_model` (one pass, streaming
+  accuracy. Ours: :func:`plasticollapse.metrics.measure.measure_model` (one pass, streaming
   accumulator). Baseline: a DataLoader eval loop collecting features and logits, then
-  :func:`plasticollapse.collapse.collapse_metrics` on the concatenated features.
+  :func:`plasticollapse.metrics.collapse.collapse_metrics` on the concatenated features.
 
 Both start from the same initial weights. Images/s are over the timed epochs, after one
 untimed warm-up epoch each (cuDNN autotuning, allocator).
@@ -32,11 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from plasticollapse.collapse import collapse_metrics
-from plasticollapse.experiments import warmstart as ws
-from plasticollapse.measure import measure_model
+from plasticollapse.metrics.collapse import collapse_metrics
+from plasticollapse.metrics.measure import measure_model
 from plasticollapse.models import ResNet18
-from plasticollapse.runtime import resolve_device
+from plasticollapse.runs.runtime import resolve_device
+from plasticollapse.studies.warmstart import config as ws_config
+from plasticollapse.studies.warmstart import training as ws_training
 
 
 def sync(device: torch.device) -> None:
@@ -77,7 +78,7 @@ def main() -> None:
     x_cpu = torch.randn(args.samples, 3, 32, 32)
     y_cpu = torch.randint(0, 10, (args.samples,))
     initial = ResNet18(10, in_channels=3, width=args.width, maxpool=True)
-    config = ws.Config(
+    config = ws_config.Config(
         batch_size=args.batch_size, lr=1e-3, amp=args.amp, device=str(device), progress=False
     )
     memory_format = torch.channels_last if cuda else torch.contiguous_format
@@ -94,7 +95,9 @@ def main() -> None:
     optimizer = torch.optim.SGD(ours.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(0)
     ours_train = timed(
-        lambda: ws.train_epoch(ours, optimizer, x, y, generator, config), device, args.epochs
+        lambda: ws_training.train_epoch(ours, optimizer, x, y, generator, config),
+        device,
+        args.epochs,
     )
     ours_measure = timed(lambda: measure_model(ours, x, y, 10), device, args.epochs)
 

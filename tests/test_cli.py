@@ -47,7 +47,7 @@ def test_report_without_runs_says_so(tmp_path, capsys):
 
 def test_several_cpu_runs_default_to_one_process_per_core():
     from plasticollapse.cli import default_backend
-    from plasticollapse.experiments import RunSpec
+    from plasticollapse.studies.base import RunSpec
 
     def spec(device):
         return RunSpec("permuted", {"device": device}, "runs/x")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from plasticollapse.collapse import (
+from plasticollapse.metrics.collapse import (
     EIGEN_RTOL,
     CollapseAccumulator,
     collapse_metrics,
@@ -356,7 +356,7 @@ def test_nc1_loss_single_class_is_zero_with_gradient():
 
 
 def test_whole_matrix_in_many_chunks(monkeypatch):
-    import plasticollapse.collapse as collapse
+    import plasticollapse.metrics.collapse as collapse
 
     h, y = gaussian_classes(n=95, seed=28)
     w = np.random.default_rng(29).normal(size=(5, 8))

@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from plasticollapse.config import (
+from plasticollapse.runs.config import (
     ConfigError,
     config_hash,
     from_dict,

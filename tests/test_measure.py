@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plasticollapse.collapse import collapse_metrics
-from plasticollapse.measure import find_classifier, measure_model
-from plasticollapse.plasticity import (
+from plasticollapse.metrics.collapse import collapse_metrics
+from plasticollapse.metrics.measure import find_classifier, measure_model
+from plasticollapse.metrics.plasticity import (
     capture_activations,
     dead_fraction,
     dormant_fraction,

@@ -13,11 +13,14 @@ import torch
 
 import plasticollapse.engines as engines
 from plasticollapse import cli
-from plasticollapse.config import ConfigError, Study, parse_study
 from plasticollapse.engines import OnlineStats, ReferenceEngine
-from plasticollapse.experiments import execute, permuted, plan
-from plasticollapse.results import RunFolder
-from plasticollapse.runtime import fixed_subset
+from plasticollapse.runs.config import ConfigError, Study, parse_study
+from plasticollapse.runs.folder import RunFolder
+from plasticollapse.runs.runtime import fixed_subset
+from plasticollapse.studies.base import execute, plan
+from plasticollapse.studies.permuted import config as permuted_config
+from plasticollapse.studies.permuted import run as permuted
+from plasticollapse.studies.permuted.summary import summarise_study
 
 QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick" / "permuted_digits.toml"
 
@@ -304,8 +307,8 @@ def test_bad_fields_are_named(field, value, message):
 
 
 def test_run_label():
-    assert permuted.run_label(permuted.Config(first_task_epochs=5)) == "fte5"
-    assert permuted.run_label(permuted.Config(nc1_threshold=0.2)) == "fte1_nc1lt0.2"
+    assert permuted_config.run_label(permuted.Config(first_task_epochs=5)) == "fte5"
+    assert permuted_config.run_label(permuted.Config(nc1_threshold=0.2)) == "fte1_nc1lt0.2"
 
 
 def test_cli_runs_the_quick_preset_shortened(tmp_path, capsys):
@@ -338,7 +341,7 @@ def test_summarise_study_reports_each_setting(tmp_path):
     specs = [spec_for(tmp_path, tasks=3, first_task_epochs=e) for e in (1, 2)]
     for spec in specs:
         execute(spec)
-    text = permuted.summarise_study(specs)
+    text = summarise_study(specs)
     assert "fte1" in text and "fte2" in text and "complete" in text and "r(NC1, acc)" in text
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from plasticollapse.plasticity import (
+from plasticollapse.metrics.plasticity import (
     UnitStatistics,
     capture_activations,
     dead_fraction,

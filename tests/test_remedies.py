@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from plasticollapse.models import MLP, ResNet18
-from plasticollapse.remedies import (
+from plasticollapse.remedies.functional import (
     fresh_like,
     l2_init_penalty,
     nc1_regularised_loss,
@@ -66,7 +66,7 @@ def _grad(value, features):
 
 
 def test_nc1_regulariser_gradient_reaches_the_features_below_the_clip():
-    from plasticollapse.collapse import nc1_loss
+    from plasticollapse.metrics.collapse import nc1_loss
 
     features, labels, weight = _nc1_setup()
     lam = 0.05

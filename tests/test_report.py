@@ -11,7 +11,8 @@ import matplotlib.image as mpimg
 import pytest
 from test_analysis import make_runs  # tests/ is on sys.path under pytest's default rootdir
 
-from plasticollapse import plots, report
+from plasticollapse import report
+from plasticollapse.report import plots
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from plasticollapse.results import (
+from plasticollapse.runs.folder import (
     DivergenceError,
     RunFolder,
     check_finite,

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import toy_experiment
 
-from plasticollapse import cli, experiments
-from plasticollapse.config import ConfigError, Study
-from plasticollapse.sweep import LOCK, STALE_AFTER_S, RunLock, parse_seeds, run_sweep
+from plasticollapse import cli, studies
+from plasticollapse.runs.config import ConfigError, Study
+from plasticollapse.runs.sweep import LOCK, STALE_AFTER_S, RunLock, parse_seeds, run_sweep
+from plasticollapse.studies import base as experiments
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -29,7 +30,7 @@ SRC = TESTS.parent / "src"
 @pytest.fixture
 def toy(monkeypatch):
     """Register the toy experiment under the name ``toy``; return its module."""
-    monkeypatch.setitem(experiments.EXPERIMENTS, "toy", "toy_experiment")
+    monkeypatch.setitem(studies.REGISTRY, "toy", "toy_experiment:STUDY")
     return toy_experiment
 
 
@@ -125,9 +126,9 @@ def test_a_failing_run_is_reported_while_the_others_finish(toy, tmp_path):
 
 
 def test_a_run_that_cannot_even_start_keeps_its_traceback(tmp_path, monkeypatch):
-    monkeypatch.setitem(experiments.EXPERIMENTS, "toy", "toy_experiment")
+    monkeypatch.setitem(studies.REGISTRY, "toy", "toy_experiment:STUDY")
     (spec,) = specs_for(tmp_path, {"seed": 0})
-    monkeypatch.setitem(experiments.EXPERIMENTS, "toy", "no_such_module_here")
+    monkeypatch.setitem(studies.REGISTRY, "toy", "no_such_module_here:STUDY")
     result = run_sweep([spec], echo=quiet)
     assert statuses(result) == ["failed"]
     assert "ModuleNotFoundError" in (Path(spec.folder) / "error.txt").read_text()

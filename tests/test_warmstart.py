@@ -5,10 +5,14 @@ import math
 import pytest
 import torch
 
-from plasticollapse.config import ConfigError, parse_study
-from plasticollapse.experiments import execute, plan, run_id
-from plasticollapse.experiments import warmstart as ws
-from plasticollapse.results import RunFolder
+from plasticollapse.runs.config import ConfigError, parse_study
+from plasticollapse.runs.folder import RunFolder
+from plasticollapse.studies.base import execute, plan, run_id
+from plasticollapse.studies.warmstart import STUDY
+from plasticollapse.studies.warmstart import config as ws_config
+from plasticollapse.studies.warmstart import run as ws_run
+from plasticollapse.studies.warmstart import training as ws_training
+from plasticollapse.studies.warmstart.summary import summarise_study
 
 TINY = dict(
     dataset="digits",
@@ -48,19 +52,19 @@ ROW_KEYS = (
 
 
 def make_config(tmp_path, **overrides):
-    return ws.Config(**{**TINY, "out": str(tmp_path), **overrides})
+    return ws_config.Config(**{**TINY, "out": str(tmp_path), **overrides})
 
 
 def open_folder(config):
-    folder_path = f"{config.out}/{run_id(ws, config)}"
-    from plasticollapse.config import to_dict
+    folder_path = f"{config.out}/{run_id(STUDY, config)}"
+    from plasticollapse.runs.config import to_dict
 
     return RunFolder.open(folder_path, "warmstart", to_dict(config), "cpu", "test")
 
 
 def run_whole(config, callbacks=()):
     folder = open_folder(config)
-    summary = ws.run(config, folder, callbacks=callbacks)
+    summary = ws_run.run(config, folder, callbacks=callbacks)
     folder.write_summary(summary)
     return folder.read_metrics(), summary
 
@@ -69,7 +73,7 @@ def without_seconds(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
-@pytest.mark.parametrize("scheme", ws.SCHEMES)
+@pytest.mark.parametrize("scheme", ws_config.SCHEMES)
 def test_every_scheme_runs_end_to_end(tmp_path, scheme):
     rows, summary = run_whole(make_config(tmp_path, scheme=scheme))
     assert [r["epoch"] for r in rows] == [2, 4]
@@ -116,7 +120,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_rows(tmp_path, monkeypatch, k
     and inside a checkpoint's probe (after its first epoch was saved)."""
     reference, _ = run_whole(make_config(tmp_path / "whole"))
     config = make_config(tmp_path / "killed")
-    real = ws.train_epoch
+    real = ws_training.train_epoch
     calls = []
 
     def killing(*args, **kwargs):
@@ -125,17 +129,18 @@ def test_a_killed_run_resumes_to_the_uninterrupted_rows(tmp_path, monkeypatch, k
             raise Killed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ws, "train_epoch", killing)
+    for module in (ws_run, ws_training):  # the warm-up and the probe
+        monkeypatch.setattr(module, "train_epoch", killing)
     folder = open_folder(config)
     with pytest.raises(Killed):
-        ws.run(config, folder)
+        ws_run.run(config, folder)
     state = torch.load(folder.checkpoint_path, weights_only=False)
     if kill_at in (6, 10):  # inside a checkpoint's probe, with its first epoch saved
         assert state["probe"]["tag"] == {6: 2, 10: 4}[kill_at]
         assert state["probe"]["epochs"] == 1
     if kill_at == 2:
         assert state["probe"]["tag"] == "fresh"
-    monkeypatch.setattr(ws, "train_epoch", real)
+    monkeypatch.undo()
     rows, summary = run_whole(config)
     assert without_seconds(rows) == without_seconds(reference)
     assert summary["status"] == "complete"
@@ -144,7 +149,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_rows(tmp_path, monkeypatch, k
 def test_a_kill_in_a_callback_then_resume_via_execute(tmp_path):
     reference, _ = run_whole(make_config(tmp_path / "whole"))
     study = parse_study(
-        ws.Config,
+        ws_config.Config,
         None,
         [
             f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
@@ -157,16 +162,16 @@ def test_a_kill_in_a_callback_then_resume_via_execute(tmp_path):
         if epoch == 4:
             raise KeyboardInterrupt
 
-    config = ws.Config(**{**TINY, "out": str(tmp_path / "cli")})
+    config = ws_config.Config(**{**TINY, "out": str(tmp_path / "cli")})
     folder = RunFolder.open(spec.folder, "warmstart", spec.config, "cpu", spec.run_id)
     with pytest.raises(KeyboardInterrupt):
-        ws.run(config, folder, callbacks=[kill_at_second_checkpoint])
+        ws_run.run(config, folder, callbacks=[kill_at_second_checkpoint])
     assert [r["epoch"] for r in folder.read_metrics()] == [2]
     folder.append_metrics({"epoch": 4, "nc1": -1.0})  # a row after the checkpoint is dropped
     assert execute(spec) == "resumed"
     assert without_seconds(folder.read_metrics()) == without_seconds(reference)
     assert execute(spec) == "skipped"
-    text = ws.summarise_study([spec])
+    text = summarise_study([spec])
     assert "plain" in text and "fresh-init" in text
 
 
@@ -214,9 +219,9 @@ def test_augment_batch_crops_and_flips_per_sample():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
     pad = 2
     centre = torch.full((2,), pad)
-    same = ws.augment_batch(x, centre, centre, torch.tensor([False, True]), pad)
+    same = ws_training.augment_batch(x, centre, centre, torch.tensor([False, True]), pad)
     assert torch.equal(same[0], x[0]) and torch.equal(same[1], x[1].flip(2))
-    shifted = ws.augment_batch(
+    shifted = ws_training.augment_batch(
         x, torch.tensor([0, 4]), torch.tensor([0, 4]), torch.zeros(2, dtype=torch.bool), pad
     )
     assert torch.equal(shifted[0, 0, 2:, 2:], x[0, 0, :2, :2])
@@ -226,21 +231,24 @@ def test_augment_batch_crops_and_flips_per_sample():
 
 def test_config_rules_and_labels():
     with pytest.raises(ConfigError, match="weight_decay"):
-        ws.Config(scheme="weight_decay", weight_decay=0.0)
+        ws_config.Config(scheme="weight_decay", weight_decay=0.0)
     with pytest.raises(ConfigError, match="redo"):
-        ws.Config(scheme="redo", model="resnet18")
+        ws_config.Config(scheme="redo", model="resnet18")
     with pytest.raises(ConfigError, match="checkpoint_every"):
-        ws.Config(warmup_epochs=3, checkpoint_every=5)
-    assert ws.Config(scheme="weight_decay").warmup_weight_decay == 0.01
-    assert ws.Config().warmup_weight_decay == 0.0
-    assert ws.run_label(ws.Config(scheme="weight_decay", weight_decay=0.1)) == "weight_decay_wd0.1"
-    assert ws.run_label(ws.Config(scheme="shrink_perturb")) == "shrink_perturb"
-    study = parse_study(ws.Config, "configs/paper/warmstart_cifar10.toml", [])
+        ws_config.Config(warmup_epochs=3, checkpoint_every=5)
+    assert ws_config.Config(scheme="weight_decay").warmup_weight_decay == 0.01
+    assert ws_config.Config().warmup_weight_decay == 0.0
+    assert (
+        ws_config.run_label(ws_config.Config(scheme="weight_decay", weight_decay=0.1))
+        == "weight_decay_wd0.1"
+    )
+    assert ws_config.run_label(ws_config.Config(scheme="shrink_perturb")) == "shrink_perturb"
+    study = parse_study(ws_config.Config, "configs/paper/warmstart_cifar10.toml", [])
     configs = study.expand()
     assert len(configs) == 15 and {c.scheme for c in configs} == {
         "plain",
         "shrink_perturb",
         "nc1_reg",
     }
-    quick = parse_study(ws.Config, "configs/quick/warmstart_digits.toml", []).expand()
-    assert {c.scheme for c in quick} == set(ws.SCHEMES)
+    quick = parse_study(ws_config.Config, "configs/quick/warmstart_digits.toml", []).expand()
+    assert {c.scheme for c in quick} == set(ws_config.SCHEMES)

@@ -1,7 +1,7 @@
 """A toy experiment for the sweep tests: runs in milliseconds and fails or dies on request.
 
-It follows the experiment protocol of :mod:`plasticollapse.experiments` (``NAME``, ``Config``,
-``run_label``, ``run``) and lives in a real module file, so that spawned processes, Ray
+``STUDY`` implements :class:`plasticollapse.studies.Experiment`, and the module lives in a
+real file, so that spawned processes, Ray
 workers and submitit jobs can import it (``tests/`` is on their ``sys.path`` or PYTHONPATH).
 
 Each call of :func:`run` appends a line to ``calls.log`` in its run folder, so tests can count
@@ -35,10 +35,10 @@ def run_label(config: Config) -> str:
 
 
 def register() -> None:
-    """Make ``toy`` a known experiment in this process (for subprocess-driven tests)."""
-    from plasticollapse.experiments import EXPERIMENTS
+    """Make ``toy`` a known study in this process (for subprocess-driven tests)."""
+    from plasticollapse.studies import register as register_study
 
-    EXPERIMENTS[NAME] = __name__
+    register_study(NAME, f"{__name__}:STUDY")
 
 
 def run(config: Config, folder) -> dict:
@@ -62,3 +62,31 @@ def run(config: Config, folder) -> dict:
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
         "pid": os.getpid(),
     }
+
+
+class ToyStudy:
+    name = NAME
+    title = "a toy study for the sweep tests"
+    Config = Config
+    step_key = "step"
+    setting_keys = ("steps",)
+
+    def run_label(self, config: Config) -> str:
+        return run_label(config)
+
+    def estimated_cost(self, config) -> float:
+        return float(config["steps"])
+
+    def run(self, config: Config, folder, callbacks=()) -> dict:
+        return run(config, folder)
+
+    def summarise(self, specs) -> str:
+        return f"{len(specs)} toy run(s)"
+
+    def report(self, results):
+        from plasticollapse.studies.base import ReportSection
+
+        return ReportSection(title="Toy")
+
+
+STUDY = ToyStudy()

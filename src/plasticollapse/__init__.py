@@ -16,10 +16,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "collapse_metrics": "plasticollapse.collapse",
-    "CollapseAccumulator": "plasticollapse.collapse",
-    "nc1_loss": "plasticollapse.collapse",
-    "measure_model": "plasticollapse.measure",
+    "collapse_metrics": "plasticollapse.metrics.collapse",
+    "CollapseAccumulator": "plasticollapse.metrics.collapse",
+    "nc1_loss": "plasticollapse.metrics.collapse",
+    "measure_model": "plasticollapse.metrics.measure",
     "load_dataset": "plasticollapse.data",
 }
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from plasticollapse import __version__
-from plasticollapse.config import ConfigError
+from plasticollapse.runs.config import ConfigError
 
 BACKENDS = ("serial", "process", "ray", "slurm")
 #: The demo's preset, in the checkout this package runs from (``make demo``).
@@ -117,10 +117,11 @@ def add_execution_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
-    from plasticollapse.config import describe_fields
-    from plasticollapse.experiments import get_experiment, plan_from_file
+    from plasticollapse.runs.config import describe_fields
+    from plasticollapse.studies import get_study
+    from plasticollapse.studies.base import plan_from_file
 
-    experiment = get_experiment(args.experiment)
+    experiment = get_study(args.experiment)
     if args.fields:
         print(describe_fields(experiment.Config))
         return 0
@@ -129,7 +130,7 @@ def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, _: list[str]) -> int:
-    from plasticollapse.experiments import plan_from_file
+    from plasticollapse.studies.base import plan_from_file
 
     print(f"plasticollapse demo: the quick Permuted-digits study ({QUICK_PERMUTED.name})")
     specs = plan_from_file("permuted", str(QUICK_PERMUTED), ["--out", args.out])
@@ -139,9 +140,9 @@ def cmd_demo(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
-    from plasticollapse.config import load_toml
-    from plasticollapse.experiments import plan_from_file
-    from plasticollapse.sweep import parse_seeds
+    from plasticollapse.runs.config import load_toml
+    from plasticollapse.runs.sweep import parse_seeds
+    from plasticollapse.studies.base import plan_from_file
 
     experiment = load_toml(args.config).get("experiment")
     if experiment is None:
@@ -173,21 +174,19 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
 def execute_and_summarise(
     experiment: str, specs: list, backend: str, workers: int | None, options: dict
 ) -> int:
-    from plasticollapse.experiments import get_experiment
-    from plasticollapse.sweep import run_sweep
+    from plasticollapse.runs.sweep import run_sweep
+    from plasticollapse.studies import get_study
 
     result = run_sweep(
         specs, backend=backend or default_backend(specs), workers=workers, options=options
     )
-    summarise = getattr(get_experiment(experiment), "summarise_study", None)
-    if summarise is not None:
-        print(summarise(specs))
+    print(get_study(experiment).summarise(specs))
     return 0 if result.ok else 1
 
 
 def default_backend(specs: list) -> str:
     """Several CPU runs spread over the cores; one run, or runs sharing a GPU, go serially."""
-    from plasticollapse.runtime import resolve_device
+    from plasticollapse.runs.runtime import resolve_device
 
     if len(specs) > 1 and all(resolve_device(s.config["device"]).type == "cpu" for s in specs):
         return "process"
@@ -209,7 +208,7 @@ def cmd_report(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def cmd_plot(args: argparse.Namespace, _: list[str]) -> int:
-    from plasticollapse.plots import main_plot
+    from plasticollapse.report.plots import main_plot
 
     path = main_plot(
         args.runs,

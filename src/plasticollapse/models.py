@@ -2,7 +2,7 @@
 
 Every model here ends in one ``nn.Linear`` named ``classifier`` whose input is the
 penultimate feature vector h(x) that neural-collapse metrics are computed on, so
-:func:`plasticollapse.measure.measure_model` finds it without configuration.
+:func:`plasticollapse.metrics.measure.measure_model` finds it without configuration.
 """
 
 from __future__ import annotations

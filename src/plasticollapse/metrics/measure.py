@@ -2,7 +2,7 @@
 
 Three lines in your own training loop are enough::
 
-    from plasticollapse.measure import measure_model
+    from plasticollapse.metrics.measure import measure_model
 
     for task in range(num_tasks):
         train_one_task(model, x_train, y_train)                      # your loop
@@ -12,7 +12,7 @@ Three lines in your own training loop are enough::
 :func:`measure_model` runs the model once over the data (eval mode, no autograd, batches
 moved to the model's device), captures the penultimate features h (the *input* of the final
 ``nn.Linear``) with a hook, streams them with the logits into a
-:class:`~plasticollapse.collapse.CollapseAccumulator`, and returns one flat dict of floats.
+:class:`~plasticollapse.metrics.collapse.CollapseAccumulator`, and returns one flat dict of floats.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plasticollapse.collapse import CollapseAccumulator
-from plasticollapse.plasticity import (
+from plasticollapse.metrics.collapse import CollapseAccumulator
+from plasticollapse.metrics.plasticity import (
     DORMANT_TAU,
     UnitStatistics,
     eval_mode,
@@ -83,12 +83,12 @@ def measure_model(
     ``layer`` names the module whose input is the penultimate feature. Its input (2-D, N x D)
     is h; the model's output is the logits (N x num_classes). Returns:
 
-    * every key of :func:`~plasticollapse.collapse.collapse_metrics` with the classifier's
+    * every key of :func:`~plasticollapse.metrics.collapse.collapse_metrics` with the classifier's
       weight and bias (NC2/NC3 weight keys only if the head has a (num_classes, D) weight)
       and NC4 from the model's logits;
     * ``accuracy`` (argmax logits == labels) and ``loss`` (mean cross-entropy);
     * of the penultimate features: ``dormant_fraction`` (ReDo, ``tau``), ``dead_fraction``,
-      ``effective_rank``, ``srank``, ``stable_rank`` (see :mod:`plasticollapse.plasticity`);
+      ``effective_rank``, ``srank``, ``stable_rank`` (see :mod:`plasticollapse.metrics.plasticity`);
     * ``weight_magnitude`` (mean |theta| over all parameters);
     * with ``hidden_layers=True``, for each ReLU call k = 1, 2, ... in forward order:
       ``dormant_fraction_layer{k}``, ``dead_fraction_layer{k}``, ``effective_rank_layer{k}``,

@@ -46,117 +46,25 @@ Example::
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from plasticollapse.config import ConfigError
-from plasticollapse.experiments.common import finite, fmt, pearson
-from plasticollapse.results import DivergenceError, RunFolder, check_finite, progress_bar
-from plasticollapse.runtime import (
+from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
+from plasticollapse.runs.runtime import (
     fixed_subset,
     generator_for,
     resolve_device,
     seed_everything,
     set_threads,
 )
-
-NAME = "permuted"
-
-#: ``callback(task, model, row)``: may add keys to ``row`` in place or return a dict of them.
-Callback = Callable[[int, nn.Module, dict[str, Any]], "Mapping[str, Any] | None"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """One online Permuted-MNIST run. Defaults are the paper's protocol (one epoch per task).
-
-    ``nc1_threshold`` is the authors' variant: train the first task until the NC1 measured
-    after an epoch falls below it, at most ``first_task_epochs`` epochs (so
-    ``first_task_epochs`` is then a cap, not a count; the first row's ``task_epochs`` says
-    how many were used). ``train_samples`` and ``measure_samples`` (0 = all, the paper)
-    take a fixed, seeded random subset of the training set as the task data, and of that
-    as the set collapse is measured on, for quick runs.
-    """
-
-    dataset: Literal["mnist", "fashion-mnist", "digits"] = "mnist"
-    data_root: str | None = None
-    download: bool = False
-    hidden: tuple[int, ...] = (100, 100, 100)
-    lr: float = 0.01
-    batch_size: int = 1
-    tasks: int = 200
-    first_task_epochs: int = 1
-    epochs_per_task: int = 1
-    nc1_threshold: float | None = None
-    permutation: Literal["composed", "independent"] = "composed"
-    train_samples: int = 0
-    measure_every: int = 1
-    measure_samples: int = 0
-    seed: int = 0
-    out: str = "runs/permuted"
-    device: str = "auto"
-    threads: int = 0
-    engine: Literal["auto", "fast", "reference"] = "auto"
-    progress: bool = True
-
-    def __post_init__(self):
-        # Lists from JSON/TOML become the tuple the dataclass declares (it is frozen).
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        choices = {
-            "dataset": ("mnist", "fashion-mnist", "digits"),
-            "permutation": ("composed", "independent"),
-            "engine": ("auto", "fast", "reference"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
-                )
-        if not self.hidden or min(self.hidden) < 1:
-            raise ConfigError(f"hidden must be one or more widths >= 1, got {self.hidden}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
-        for name in ("batch_size", "tasks", "first_task_epochs", "epochs_per_task"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
-        if self.measure_every < 1:
-            raise ConfigError(
-                f"measure_every must be >= 1 (measure after every k-th task), "
-                f"got {self.measure_every}"
-            )
-        for name in ("train_samples", "measure_samples", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"{name} must be >= 0 (0 = all / default), got {getattr(self, name)}"
-                )
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
-        if self.nc1_threshold is not None and not self.nc1_threshold > 0:
-            raise ConfigError(
-                f"nc1_threshold must be > 0, or none to train the first task for "
-                f"first_task_epochs epochs; got {self.nc1_threshold}"
-            )
-
-
-def run_label(config: Config) -> str:
-    """``fte5``, or ``fte100_nc1lt0.2`` for the threshold variant."""
-    label = f"fte{config.first_task_epochs}"
-    if config.nc1_threshold is not None:
-        label += f"_nc1lt{config.nc1_threshold:g}"
-    return label
-
-
-def estimated_cost(config: Mapping[str, Any]) -> float:
-    """Epochs the run trains (a task costs about one epoch): sweeps start the longest first."""
-    return config["first_task_epochs"] + (config["tasks"] - 1) * config["epochs_per_task"]
-
+from plasticollapse.studies.base import Callback
+from plasticollapse.studies.permuted.config import Config, epochs_of_task, is_measured
+from plasticollapse.studies.permuted.summary import summarise_run
 
 # --------------------------------------------------------------------------- the task stream
 
@@ -203,15 +111,6 @@ def sample_order(seed: int, task: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator_for(seed, "order", task, epoch))
 
 
-def epochs_of_task(config: Config, task: int) -> int:
-    return config.first_task_epochs if task == 0 else config.epochs_per_task
-
-
-def is_measured(config: Config, task: int) -> bool:
-    """Collapse is measured after every ``measure_every``-th task (0, k, 2k, ...) and the last."""
-    return task % config.measure_every == 0 or task == config.tasks - 1
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -245,7 +144,7 @@ def measure(
     (:func:`reading_unpermuted`) is measured on ``x``. That computes the same activations
     up to float32 rounding and spares a 60,000 x 784 gather per task.
     """
-    from plasticollapse.measure import measure_model
+    from plasticollapse.metrics.measure import measure_model
     from plasticollapse.models import MLP
 
     if columns is not None:
@@ -425,114 +324,3 @@ def task_row(config: Config, task: int, state: dict[str, Any]) -> dict[str, Any]
         "loss": loss,
         "pl": accuracy_task0 - accuracy,
     }
-
-
-# --------------------------------------------------------------------------- summaries
-
-
-def summarise_run(
-    rows: list[dict[str, Any]], seconds: float, divergence: DivergenceError | None = None
-) -> dict[str, Any]:
-    """summary.json: correlations over the measured tasks, final accuracy, status.
-
-    ``r_nc1_accuracy`` and ``r_nc1_pl`` are Pearson r across this run's measured tasks.
-    Since ``pl = accuracy_0 - accuracy`` is affine in accuracy, ``r_nc1_pl`` is exactly
-    ``-r_nc1_accuracy``; the paper's threshold-variant correlation is across runs (``nc1``
-    after task 0 vs PL_i) and lives in :mod:`plasticollapse.analysis`.
-    """
-    measured = [r for r in rows if r.get("nc1") is not None]
-    nc1 = [r["nc1"] for r in measured]
-    last = rows[-1] if rows else {}
-    summary: dict[str, Any] = {
-        "status": "diverged" if divergence is not None else "complete",
-        "tasks_done": len(rows),
-        "accuracy_task0": rows[0]["accuracy"] if rows else None,
-        "final_accuracy": last.get("accuracy"),
-        "final_pl": last.get("pl"),
-        "nc1_task0": rows[0].get("nc1") if rows else None,
-        "final_nc1": measured[-1]["nc1"] if measured else None,
-        "first_task_epochs_used": rows[0]["task_epochs"] if rows else None,
-        "measured_tasks": len(measured),
-        "r_nc1_accuracy": pearson(nc1, [r["accuracy"] for r in measured]),
-        "r_nc1_pl": pearson(nc1, [r["pl"] for r in measured]),
-        "seconds": seconds,
-    }
-    if divergence is not None:
-        summary["diverged"] = {
-            "task": len(rows),
-            "epoch": divergence.step,
-            "metric": divergence.metric,
-            "value": str(divergence.value),
-        }
-    return summary
-
-
-def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
-    """A text table: each run's status, then per setting, mean over its seeds:
-
-    - ``acc task 0``: online accuracy of the first task (its last epoch);
-    - ``acc early`` / ``acc late``: mean online accuracy over tasks 1..window and over the
-      last ``window`` tasks (both one epoch per task, so their gap is plasticity loss
-      free of the first task's extra epochs, and smoother than single tasks);
-    - ``drop``: accuracy of task 0 - of the last task (``final_pl``);
-    - ``r(NC1, acc)``: Pearson r of NC1 and accuracy across the run's measured tasks.
-    """
-    from plasticollapse.config import from_dict
-    from plasticollapse.experiments import run_status
-
-    lines = [f"{len(specs)} permuted run(s):"]
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for spec in specs:
-        config = from_dict(Config, spec.config)
-        folder = RunFolder(spec.folder)
-        status, rows, summary = run_status(spec), folder.read_metrics(), folder.read_summary()
-        group = groups.setdefault(run_label(config), [])
-        if summary is not None:
-            status = summary.get("status", status)
-            accuracy = [r["accuracy"] for r in rows]
-            late = accuracy[1:][-window:]
-            group.append(
-                {
-                    **summary,
-                    "acc_early": float(np.mean(accuracy[1 : window + 1])) if late else None,
-                    "acc_late": float(np.mean(late)) if late else None,
-                }
-            )
-            detail = (
-                f"{summary['tasks_done']} tasks, accuracy {fmt(summary['accuracy_task0'])} -> "
-                f"{fmt(summary['final_accuracy'])}, r(NC1, acc) {fmt(summary['r_nc1_accuracy'])}"
-            )
-        else:
-            detail = f"{len(rows)} tasks so far"
-        lines.append(f"  {spec.folder}  {status}  ({detail})")
-
-    lines.append(
-        f"per setting, mean over seeds (early = tasks 1-{window}, late = last {window} tasks, "
-        "drop = task 0 - last task):"
-    )
-    columns = ("acc task 0", "acc early", "acc late", "drop", "r(NC1, acc)")
-    keys = ("accuracy_task0", "acc_early", "acc_late", "final_pl", "r_nc1_accuracy")
-    lines.append(f"  {'setting':<20} {'runs':>4} " + " ".join(f"{c:>11}" for c in columns))
-    for label, summaries in groups.items():
-        means = []
-        for key in keys:
-            values = [s[key] for s in summaries if finite(s.get(key))]
-            means.append(float(np.mean(values)) if values else float("nan"))
-        lines.append(
-            f"  {label:<20} {len(summaries):>4} " + " ".join(f"{fmt(m):>11}" for m in means)
-        )
-    return "\n".join(lines)
-
-
-__all__ = [
-    "NAME",
-    "Config",
-    "fresh_permutation",
-    "next_permutation",
-    "pixel_permutation",
-    "run",
-    "run_label",
-    "sample_order",
-    "summarise_run",
-    "summarise_study",
-]

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from plasticollapse import analysis, plots
+from plasticollapse import analysis
 from plasticollapse.analysis import Table, setting_label
+from plasticollapse.report import plots
 
 DASH = "—"
 

@@ -135,7 +135,7 @@ def nc1_regularised_loss(
         L = CE(logits, y) - lam * min(NC1_batch(features, y), clip)
 
     NC1_batch = Tr(Sigma_W Sigma_B^+) / C of the batch's penultimate features, with gradients
-    (:func:`plasticollapse.collapse.nc1_loss`). Subtracting it rewards within-class spread;
+    (:func:`plasticollapse.metrics.collapse.nc1_loss`). Subtracting it rewards within-class spread;
     the clip (200 in the authors' code) bounds the reward, and above it the regulariser's
     gradient is zero (``min`` passes no gradient to the branch it does not take), so only
     the cross-entropy then trains. Paper values: lam 0.05, clip 200, batch 128.
@@ -143,7 +143,7 @@ def nc1_regularised_loss(
     The features are cast to float32 first, so the pseudo-inverse stays accurate under a
     bf16 autocast. Returns ``(L, CE, NC1_batch)``; the last two are for logging.
     """
-    from plasticollapse.collapse import nc1_loss
+    from plasticollapse.metrics.collapse import nc1_loss
 
     ce = F.cross_entropy(logits.float(), labels)
     nc1 = nc1_loss(features.float(), labels, num_classes)
@@ -203,7 +203,7 @@ def redo_reset(
 
         s_i = E_x |h_i(x)| / ((1/H) sum_k E_x |h_k(x)|)  <=  tau
 
-    (:func:`plasticollapse.plasticity.dormant_units`). Each dormant unit is recycled:
+    (:func:`plasticollapse.metrics.plasticity.dormant_units`). Each dormant unit is recycled:
 
     - its incoming weights W_l[i, :] and bias b_l[i] are set to those of a freshly
       initialised network (:func:`fresh_like` with ``generator``), and
@@ -218,8 +218,8 @@ def redo_reset(
 
     Returns the number of units reset per hidden layer.
     """
+    from plasticollapse.metrics.plasticity import capture_activations, dormant_units
     from plasticollapse.models import MLP
-    from plasticollapse.plasticity import capture_activations, dormant_units
 
     if not isinstance(model, MLP):
         raise TypeError(f"redo_reset supports the package's MLP, not {type(model).__name__}")

@@ -150,7 +150,7 @@ class UnitStatistics:
 
     ``gram=False`` keeps only the per-unit sums (``with_gram`` is False): the caller then
     sets :attr:`gram` to the float64 A^T A of the same rows before :meth:`compute`, e.g.
-    from :meth:`~plasticollapse.collapse.CollapseAccumulator.uncentred_gram` when the
+    from :meth:`~plasticollapse.metrics.collapse.CollapseAccumulator.uncentred_gram` when the
     activations are the features a collapse accumulator already streams.
     """
 

@@ -1,4 +1,4 @@
-"""Sweeps: run many :class:`~plasticollapse.experiments.RunSpec` s, resumably, on any backend.
+"""Sweeps: run many :class:`~plasticollapse.studies.base.RunSpec` s, resumably, on any backend.
 
 ``run_sweep(specs, backend=...)`` first classifies every run by its folder (complete runs are
 skipped without launching anything; partial ones resume from their checkpoint), then runs the
@@ -53,10 +53,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plasticollapse.config import ConfigError
+from plasticollapse.runs.config import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load torch
-    from plasticollapse.experiments import RunSpec
+    from plasticollapse.studies.base import RunSpec
 
 BACKENDS = ("serial", "process", "ray", "slurm")
 STATUSES = ("done", "resumed", "skipped", "failed")
@@ -147,7 +147,7 @@ def parse_seeds(text: str) -> list[int]:
     """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,5"`` -> [0, 2, 5]; ``"3"`` -> [3].
 
     Ranges and lists mix (``"0-2,7"``); ranges are inclusive. Seeds must be non-negative and
-    distinct; anything else raises :class:`~plasticollapse.config.ConfigError`.
+    distinct; anything else raises :class:`~plasticollapse.runs.config.ConfigError`.
     """
     usage = "write seeds as a range 0-4, a list 0,2,5, or one seed 3"
     seeds: list[int] = []
@@ -304,22 +304,24 @@ def execute_locked(
 
     Returns ``(status, seconds, error, note)`` instead of raising, so that no exception has
     to cross a process boundary (some do not pickle; submitit's debug executor would drop
-    into pdb). ``registry`` adds experiments the parent knows (``name -> module``) to this
-    process's :data:`~plasticollapse.experiments.EXPERIMENTS`, so user-registered experiments
-    work in workers too.
+    into pdb). ``registry`` adds studies the parent knows (``name -> "module:attribute"``) to
+    this process's :data:`~plasticollapse.studies.REGISTRY`, so user-registered studies work
+    in workers too.
     """
     global _HELD
     start = time.perf_counter()
     wall_start = time.time()
-    from plasticollapse import experiments
+    from plasticollapse import studies
+    from plasticollapse.studies.base import execute
 
-    experiments.EXPERIMENTS.update(registry or {})
+    for name, target in (registry or {}).items():
+        studies.register(name, target)
     lock = RunLock(spec.folder)
     if not lock.acquire():
         return "skipped", 0.0, None, "running elsewhere"
     _HELD = lock
     try:
-        status = experiments.execute(spec, threads=threads)
+        status = execute(spec, threads=threads)
     except Exception as exc:
         _keep_traceback(spec, exc, since=wall_start)
         return "failed", time.perf_counter() - start, f"{type(exc).__name__}: {exc}", ""
@@ -340,7 +342,7 @@ def _keep_traceback(spec: RunSpec, exc: BaseException, since: float) -> None:
 
 
 def _write_error(spec: RunSpec, text: str) -> None:
-    from plasticollapse.results import atomic_write_text
+    from plasticollapse.runs.folder import atomic_write_text
 
     atomic_write_text(Path(spec.folder) / "error.txt", text)
 
@@ -373,13 +375,12 @@ def _record_death(spec: RunSpec, what: str, elsewhere: bool = False) -> str:
 
 def _estimated_cost(spec: RunSpec) -> float:
     """The experiment's ``estimated_cost(config)`` (relative units), or 0 when it has none."""
-    from plasticollapse.experiments import get_experiment
+    from plasticollapse.studies import get_study
 
     try:
-        estimate = getattr(get_experiment(spec.experiment), "estimated_cost", None)
-    except (ImportError, ValueError):
+        return float(get_study(spec.experiment).estimated_cost(spec.config))
+    except (ImportError, ValueError, TypeError):
         return 0.0
-    return float(estimate(spec.config)) if estimate is not None else 0.0
 
 
 def run_sweep(
@@ -415,7 +416,8 @@ def run_sweep(
     outcomes: dict[int, RunOutcome] = {}
     todo: list[tuple[int, RunSpec]] = []
 
-    from plasticollapse.experiments import EXPERIMENTS, run_status
+    from plasticollapse.studies import REGISTRY
+    from plasticollapse.studies.base import run_status
 
     partial = 0
     for index, spec in enumerate(specs):
@@ -447,7 +449,7 @@ def run_sweep(
         )
 
     registry = {
-        s.experiment: EXPERIMENTS[s.experiment] for _, s in todo if s.experiment in EXPERIMENTS
+        s.experiment: REGISTRY[s.experiment] for _, s in todo if s.experiment in REGISTRY
     }
     runner = {"serial": _run_serial, "process": _run_process, "ray": _run_ray, "slurm": _run_slurm}
     interrupted = False
@@ -519,7 +521,7 @@ def _process_context(method: str | None):
     if method == "forkserver":
         # Takes effect when the (per-process) fork server starts; a server started earlier
         # without it still works, its workers just import torch themselves.
-        context.set_forkserver_preload(["plasticollapse.experiments"])
+        context.set_forkserver_preload(["plasticollapse.studies.base"])
     return context
 
 

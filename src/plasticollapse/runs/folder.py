@@ -243,7 +243,7 @@ class RunFolder:
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    from plasticollapse.config import EXECUTION_FIELDS
+    from plasticollapse.runs.config import EXECUTION_FIELDS
 
     return {k: v for k, v in config.items() if k not in EXECUTION_FIELDS}
 

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from plasticollapse.config import EXECUTION_FIELDS
-from plasticollapse.results import CONFIG, METRICS, SUMMARY, read_jsonl
+from plasticollapse.runs.config import EXECUTION_FIELDS
+from plasticollapse.runs.folder import CONFIG, METRICS, SUMMARY, read_jsonl
 
 #: The metrics.jsonl key that is the step, per experiment.
 STEP_KEY = {"permuted": "task", "warmstart": "epoch"}

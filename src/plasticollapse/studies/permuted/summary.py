@@ -1,0 +1,106 @@
+"""What a Permuted run and study come to: summary.json and the text table after a sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from plasticollapse.runs.folder import DivergenceError, RunFolder
+from plasticollapse.studies.common import finite, fmt, pearson
+from plasticollapse.studies.permuted.config import Config, run_label
+
+
+def summarise_run(
+    rows: list[dict[str, Any]], seconds: float, divergence: DivergenceError | None = None
+) -> dict[str, Any]:
+    """summary.json: correlations over the measured tasks, final accuracy, status.
+
+    ``r_nc1_accuracy`` and ``r_nc1_pl`` are Pearson r across this run's measured tasks.
+    Since ``pl = accuracy_0 - accuracy`` is affine in accuracy, ``r_nc1_pl`` is exactly
+    ``-r_nc1_accuracy``; the paper's threshold-variant correlation is across runs (``nc1``
+    after task 0 vs PL_i) and lives in :mod:`plasticollapse.analysis`.
+    """
+    measured = [r for r in rows if r.get("nc1") is not None]
+    nc1 = [r["nc1"] for r in measured]
+    last = rows[-1] if rows else {}
+    summary: dict[str, Any] = {
+        "status": "diverged" if divergence is not None else "complete",
+        "tasks_done": len(rows),
+        "accuracy_task0": rows[0]["accuracy"] if rows else None,
+        "final_accuracy": last.get("accuracy"),
+        "final_pl": last.get("pl"),
+        "nc1_task0": rows[0].get("nc1") if rows else None,
+        "final_nc1": measured[-1]["nc1"] if measured else None,
+        "first_task_epochs_used": rows[0]["task_epochs"] if rows else None,
+        "measured_tasks": len(measured),
+        "r_nc1_accuracy": pearson(nc1, [r["accuracy"] for r in measured]),
+        "r_nc1_pl": pearson(nc1, [r["pl"] for r in measured]),
+        "seconds": seconds,
+    }
+    if divergence is not None:
+        summary["diverged"] = {
+            "task": len(rows),
+            "epoch": divergence.step,
+            "metric": divergence.metric,
+            "value": str(divergence.value),
+        }
+    return summary
+
+
+def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
+    """A text table: each run's status, then per setting, mean over its seeds:
+
+    - ``acc task 0``: online accuracy of the first task (its last epoch);
+    - ``acc early`` / ``acc late``: mean online accuracy over tasks 1..window and over the
+      last ``window`` tasks (both one epoch per task, so their gap is plasticity loss
+      free of the first task's extra epochs, and smoother than single tasks);
+    - ``drop``: accuracy of task 0 - of the last task (``final_pl``);
+    - ``r(NC1, acc)``: Pearson r of NC1 and accuracy across the run's measured tasks.
+    """
+    from plasticollapse.runs.config import from_dict
+    from plasticollapse.studies.base import run_status
+
+    lines = [f"{len(specs)} permuted run(s):"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for spec in specs:
+        config = from_dict(Config, spec.config)
+        folder = RunFolder(spec.folder)
+        status, rows, summary = run_status(spec), folder.read_metrics(), folder.read_summary()
+        group = groups.setdefault(run_label(config), [])
+        if summary is not None:
+            status = summary.get("status", status)
+            accuracy = [r["accuracy"] for r in rows]
+            late = accuracy[1:][-window:]
+            group.append(
+                {
+                    **summary,
+                    "acc_early": float(np.mean(accuracy[1 : window + 1])) if late else None,
+                    "acc_late": float(np.mean(late)) if late else None,
+                }
+            )
+            detail = (
+                f"{summary['tasks_done']} tasks, accuracy {fmt(summary['accuracy_task0'])} -> "
+                f"{fmt(summary['final_accuracy'])}, r(NC1, acc) {fmt(summary['r_nc1_accuracy'])}"
+            )
+        else:
+            detail = f"{len(rows)} tasks so far"
+        lines.append(f"  {spec.folder}  {status}  ({detail})")
+
+    lines.append(
+        f"per setting, mean over seeds (early = tasks 1-{window}, late = last {window} tasks, "
+        "drop = task 0 - last task):"
+    )
+    columns = ("acc task 0", "acc early", "acc late", "drop", "r(NC1, acc)")
+    keys = ("accuracy_task0", "acc_early", "acc_late", "final_pl", "r_nc1_accuracy")
+    lines.append(f"  {'setting':<20} {'runs':>4} " + " ".join(f"{c:>11}" for c in columns))
+    for label, summaries in groups.items():
+        means = []
+        for key in keys:
+            values = [s[key] for s in summaries if finite(s.get(key))]
+            means.append(float(np.mean(values)) if values else float("nan"))
+        lines.append(
+            f"  {label:<20} {len(summaries):>4} " + " ".join(f"{fmt(m):>11}" for m in means)
+        )
+    return "\n".join(lines)

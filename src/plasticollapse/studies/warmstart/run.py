@@ -1,0 +1,265 @@
+"""Setup B: warm-starting, with neural collapse and a plasticity probe at every checkpoint.
+
+The protocol (the authors' warm-start code, with measurements in eval mode)::
+
+    D      = the training set (CIFAR-10: 50k images, normalised with CIFAR10_MEAN/STD)
+    W      = a seeded random warmup_fraction of D (the paper: 50%, 25k images)
+    theta  = a fresh network (the seed fixes it)
+    fresh probe: a copy of theta trained on D                -> fresh_full_test_acc (summary)
+    for warm-up epoch e = 1 .. warmup_epochs:
+        one SGD epoch over W in a fresh random order, with the scheme's warm-up loss
+        every checkpoint_every epochs (e = 5, 10, ..., as the authors; no epoch-0 row, the
+        fresh probe is its baseline):
+            redo scheme: recycle the tau-dormant units of theta (part of its warm-up)
+            measure theta on W in eval mode: NC1..NC4, accuracy, feature ranks, dormancy,
+                weight magnitude; and its test accuracy
+            probe: a copy of theta (shrink_perturb scheme: shrunk and perturbed) trained on
+                D with plain SGD (same lr and momentum, no weight decay, no regulariser)
+                until an epoch's online training accuracy reaches finetune_target_acc, at
+                most finetune_max_epochs; record its test accuracy
+            append one row to metrics.jsonl
+
+The probe's stopping rule is the authors': the accuracy counted online during the epoch
+(each batch scored by the network before its update, in train mode), not a separate pass.
+
+Schemes (warm-up only; probes are always plain SGD):
+
+- ``plain``: cross-entropy.
+- ``shrink_perturb``: the warm-up is plain; each probe starts from
+  ``shrink * theta + perturb * theta_fresh`` (Ash & Adams 2020; 0.6 and 0.01).
+- ``nc1_reg``: L = CE - nc1_lambda * min(NC1_batch, nc1_clip) (the paper's regulariser).
+- ``weight_decay``: SGD weight decay during warm-up; ``weight_decay`` unset means 0.01
+  (the paper studies 0.001, 0.01 and 0.1). For every other scheme an unset weight_decay
+  means 0, and a value given explicitly applies to that scheme's warm-up too.
+- ``l2_init``: L = CE + l2_init_lambda / 2 * ||theta - theta_0||^2 (Kumar et al. 2023).
+- ``redo``: ReDo resets (Sokar et al. 2023) of units with dormancy score <= redo_tau at
+  every checkpoint; MLPs only (all hidden layers).
+
+Rows describe the warm-up network at that epoch (for ``redo``, after the checkpoint's
+reset, which belongs to its warm-up; for ``shrink_perturb``, before shrinking, which belongs
+to the probe only).
+
+Data: CIFAR-10 is normalised once on the device; MNIST, Fashion-MNIST and digits stay in
+[0, 1], as Setup A. With ``augment``, warm-up and probe batches (never measurements) get a
+random crop of the 4-pixel zero-padded image and a horizontal flip with probability 1/2,
+drawn per sample on the device. ``train_samples`` (0 = all) keeps a fixed seeded subset of
+the training set as D, for tests and quick runs.
+
+Randomness: ``seed_everything(seed)`` fixes the initialisation; every other draw (the
+warm-up subset, each epoch's order and augmentation, each probe epoch, S&P's and ReDo's
+fresh weights) comes from a generator seeded by a hash of ``(seed, purpose, epoch, ...)``.
+So checkpoints store no generator state and a resumed run draws exactly what an
+uninterrupted one would.
+
+Checkpoints: after every checkpoint's measurements, after each probe epoch (the probe's own
+model and optimizer nested under ``probe``), and after every row. A kill therefore loses at
+most ``checkpoint_every`` warm-up epochs or one probe epoch, and the resumed run writes the
+rows an uninterrupted run would (exactly, on CPU).
+
+Divergence: a warm-up epoch whose mean loss is non-finite or above 1e4 in magnitude, or a
+non-finite NC1, appends a row ``{"epoch", "diverged": true, "diverged_metric",
+"diverged_value"}`` and ends the run with summary status ``diverged``.
+
+Speed: whole datasets live on the device as tensors, batches are slices through a
+permutation (no DataLoader); on CUDA the ResNet runs channels_last with bf16 autocast
+(``amp``) for training and test accuracy. Collapse is measured in float32: bf16 rounding of
+the features (about 0.4% of their size) would swamp the small within-class spread of a
+collapsed network.
+
+User metrics plug in as callbacks: ``run(config, folder, callbacks=[f])`` calls
+``f(epoch, model, row)`` after each checkpoint's measurements (before the probe); it may add
+keys to ``row`` or return a dict of them.
+
+Example::
+
+    plasticollapse warmstart --config configs/paper/warmstart_cifar10.toml
+    plasticollapse warmstart --config configs/quick/warmstart_digits.toml --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
+from plasticollapse.runs.runtime import (
+    generator_for,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
+from plasticollapse.studies.base import Callback
+from plasticollapse.studies.warmstart.config import EVAL_BATCH, LOSS_LIMIT, Config
+from plasticollapse.studies.warmstart.summary import summarise_run
+from plasticollapse.studies.warmstart.training import (
+    Tensors,
+    build_model,
+    finetune,
+    load_tensors,
+    probe_start,
+    sgd,
+    test_accuracy,
+    train_epoch,
+    warmup_loss_fn,
+)
+
+# --------------------------------------------------------------------------- measuring
+
+
+def measure(model: nn.Module, tensors: Tensors, config: Config) -> dict[str, Any]:
+    """Collapse and plasticity of the warm-up network on the warm-up set, in eval mode and
+    float32, with the warm-up set's accuracy from the same forward pass, and test accuracy.
+
+    ``measure_model``'s ``accuracy``/``loss`` become ``warmup_train_acc``/``warmup_train_loss``.
+    """
+    from plasticollapse.metrics.measure import measure_model
+
+    metrics = measure_model(
+        model, tensors.warmup_x, tensors.warmup_y, tensors.num_classes, batch_size=EVAL_BATCH
+    )
+    renamed = {"accuracy": "warmup_train_acc", "loss": "warmup_train_loss"}
+    row = {renamed.get(k, k): float(v) for k, v in metrics.items()}
+    row["warmup_test_acc"] = test_accuracy(model, tensors.test_x, tensors.test_y, config)
+    return row
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
+    """Warm up, measure and probe every ``checkpoint_every`` epochs, resuming from ``folder``.
+
+    Each checkpoint appends one row::
+
+        epoch, warmup_loss (mean training objective of the epoch), warmup_train_acc,
+        warmup_train_loss, warmup_test_acc, every collapse and plasticity key of
+        measure_model (nc1, nc1_quotient, cdnv, nc2_*, nc3_*, nc4_*, dormant_fraction,
+        effective_rank, srank, stable_rank, weight_magnitude, ...), redo_units_reset
+        (redo), callbacks' keys, full_test_acc, finetune_epochs, finetune_train_acc, seconds
+
+    ``seconds`` is the run's wall time so far (summed over resumes). Returns the summary
+    (:func:`summarise_run`).
+    """
+    from plasticollapse.remedies.functional import redo_reset
+
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    tensors = load_tensors(config, device)
+    seed_everything(config.seed)  # fixes the initialisation below
+    model = build_model(config, tensors).to(device)
+    if device.type == "cuda" and config.model == "resnet18":
+        model = model.to(memory_format=torch.channels_last)
+    initial = copy.deepcopy(model)  # theta_0: the fresh probe's start
+    loss_fn = warmup_loss_fn(config, model, tensors.num_classes)
+    optimizer = sgd(model, config, config.warmup_weight_decay)
+    callbacks = list(callbacks)
+
+    state: dict[str, Any] = folder.load_checkpoint() or {
+        "epoch": 0,  # warm-up epochs trained
+        "fresh": None,  # the fresh-initialisation probe's result
+        "probe": None,  # the probe in progress: tag, pending row, its own training state
+        "seconds": 0.0,
+    }
+    if "model" in state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    clock = time.perf_counter()
+    seconds_before = state["seconds"]
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - clock
+
+    def checkpoint(probe: dict[str, Any] | None = None) -> None:
+        state.update(probe=probe, seconds=elapsed())
+        folder.save_checkpoint(
+            {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+        )
+
+    def run_probe(start: nn.Module, tag: int | str, row: dict | None) -> dict[str, Any]:
+        pending = state["probe"] if state["probe"] and state["probe"]["tag"] == tag else None
+
+        def save(probe_state: dict[str, Any]) -> None:
+            checkpoint({"tag": tag, "row": row, **probe_state})
+
+        return finetune(start, tensors, config, tag, resume=pending, save=save)
+
+    # The fresh-initialisation probe: the warm-start gap's baseline (the authors had none).
+    if state["fresh"] is None:
+        state["fresh"] = run_probe(initial, "fresh", None)
+        checkpoint()
+    del initial
+
+    bar = (
+        progress_bar(total=config.warmup_epochs, initial=state["epoch"], desc=folder.path.name)
+        if config.progress
+        else None
+    )
+    divergence: DivergenceError | None = None
+    try:
+        while True:
+            pending = state["probe"]
+            if pending is not None and pending["tag"] == state["epoch"]:
+                # Resumed inside a checkpoint's probe: its row is measured, the warm-up
+                # network is the one at that epoch.
+                epoch, row = state["epoch"], pending["row"]
+            elif state["epoch"] >= config.warmup_epochs:
+                break
+            else:
+                epoch = state["epoch"] + 1
+                generator = generator_for(config.seed, "warmup", epoch)
+                loss, _ = train_epoch(
+                    model, optimizer, tensors.warmup_x, tensors.warmup_y, generator, config, loss_fn
+                )
+                state["epoch"] = epoch
+                check_finite(epoch, limit=LOSS_LIMIT, loss=loss)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3g}")
+                if epoch % config.checkpoint_every != 0:
+                    continue
+                row = {"epoch": epoch, "warmup_loss": loss}
+                if config.scheme == "redo":
+                    counts = redo_reset(
+                        model,
+                        tensors.warmup_x,
+                        config.redo_tau,
+                        generator=generator_for(config.seed, "redo", epoch),
+                        optimizer=optimizer,
+                    )
+                    row["redo_units_reset"] = sum(counts)
+                row.update(measure(model, tensors, config))
+                check_finite(epoch, nc1=row["nc1"])
+                for callback in callbacks:
+                    extra = callback(epoch, model, row)
+                    if extra:
+                        row.update(extra)
+                checkpoint({"tag": epoch, "row": row})
+
+            row = {**row, **run_probe(probe_start(model, config, epoch), epoch, row)}
+            row["seconds"] = elapsed()
+            folder.append_metrics(row)
+            checkpoint()
+            if bar is not None:
+                bar.set_postfix(nc1=f"{row['nc1']:.3g}", full_test=f"{row['full_test_acc']:.3f}")
+    except DivergenceError as e:
+        divergence = e
+        folder.append_metrics(
+            {
+                "epoch": e.step,
+                "diverged": True,
+                "diverged_metric": e.metric,
+                "diverged_value": e.value,
+                "seconds": elapsed(),
+            }
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return summarise_run(folder.read_metrics(), state["fresh"], elapsed(), divergence)
