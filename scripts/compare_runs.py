@@ -36,8 +36,10 @@ def main() -> int:
     args = parser.parse_args()
     before, after = runs(args.before), runs(args.after)
     if set(before) != set(after):
-        print(f"different runs: only before {set(before) - set(after)}, "
-              f"only after {set(after) - set(before)}")
+        print(
+            f"different runs: only before {set(before) - set(after)}, "
+            f"only after {set(after) - set(before)}"
+        )
         return 1
     bad = 0
     for key in sorted(before):
@@ -45,11 +47,19 @@ def main() -> int:
         b = [{k: v for k, v in r.items() if k not in args.ignore} for r in after[key]]
         same = a == b
         bad += not same
-        diff = "" if same else next(
-            f"row {i}: {sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))[:6]}"
-            for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y
-        ) if len(a) == len(b) else f"{len(a)} vs {len(b)} rows"
-        print(f"{'identical' if same else 'DIFFERENT':<10} {key[0]}/{key[1]} ({len(a)} rows) {diff}")
+        diff = (
+            ""
+            if same
+            else next(
+                f"row {i}: {sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))[:6]}"
+                for i, (x, y) in enumerate(zip(a, b, strict=False))
+                if x != y
+            )
+            if len(a) == len(b)
+            else f"{len(a)} vs {len(b)} rows"
+        )
+        status = "identical" if same else "DIFFERENT"
+        print(f"{status:<10} {key[0]}/{key[1]} ({len(a)} rows) {diff}")
     print(f"{len(before) - bad} of {len(before)} runs identical (ignoring {args.ignore})")
     return 1 if bad else 0
 

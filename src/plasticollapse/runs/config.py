@@ -47,6 +47,27 @@ class ConfigError(ValueError):
     """A config value or field name is wrong; the message says which and what is allowed."""
 
 
+def field(default: Any = dataclasses.MISSING, *, help: str, **kwargs: Any) -> Any:
+    """A config field with its one-line ``help`` (shown by ``--help`` and ``--fields``).
+
+    ``default`` may be mutable-free only (configs are frozen; tuples, not lists). The
+    allowed values of a ``Literal`` field are read from its type, so they are never listed
+    twice. Example::
+
+        lr: float = field(0.01, help="SGD learning rate")
+    """
+    metadata = {**kwargs.pop("metadata", {}), "help": help}
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def field_help(config_class: type, name: str) -> str:
+    """The help text of a field ("" when it has none)."""
+    for f in dataclasses.fields(config_class):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Study:
     """A base config plus axes (field -> several values) that expand into single runs."""
@@ -243,10 +264,29 @@ def from_dict(config_class: type[C], data: dict[str, Any]) -> C:
 
 
 def config_hash(config: Any, length: int = 8) -> str:
-    """Stable short hash of what a run computes (execution fields excluded)."""
-    data = {k: v for k, v in to_dict(config).items() if k not in EXECUTION_FIELDS}
+    """Stable short hash of what a run computes (execution fields excluded).
+
+    Fields a study added after its first release are left out while they hold their
+    default, so that adding a field does not rename (and orphan) existing run folders. A
+    config class lists them in ``IDENTITY_OMITS_DEFAULTS``.
+    """
+    late = getattr(type(config), "IDENTITY_OMITS_DEFAULTS", frozenset())
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in late}
+    data = {
+        k: v
+        for k, v in to_dict(config).items()
+        if k not in EXECUTION_FIELDS and not (k in defaults and _same_json(v, defaults[k]))
+    }
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def _same_json(value: Any, default: Any) -> bool:
+    return json.dumps(value) == json.dumps(jsonable_default(default))
+
+
+def jsonable_default(default: Any) -> Any:
+    return json.loads(json.dumps(default))
 
 
 def describe_fields(config_class: type) -> str:
