@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import toy_experiment
 
-from plasticollapse import cli, experiments
+from plasticollapse import cli, experiments, sweep
 from plasticollapse.config import ConfigError, Study
-from plasticollapse.sweep import LOCK, STALE_AFTER_S, RunLock, parse_seeds, run_sweep
+from plasticollapse.sweep import LOCK, STALE_AFTER_S, RunLock, _pid_alive, parse_seeds, run_sweep
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -170,6 +170,64 @@ def test_stale_locks_are_broken(toy, tmp_path):
     result = run_sweep([dead, silent], echo=quiet)
     assert statuses(result) == ["done", "done"]
     assert not (Path(dead.folder) / LOCK).exists()  # released after the run
+
+
+def process_state(pid):
+    """The state letters of a process as the system reports them ("" when it is gone)."""
+    if Path("/proc/self/stat").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return ""
+    ps = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return ps.stdout.strip()
+
+
+@pytest.fixture
+def zombie():
+    """The pid of a child that has exited and is not reaped (yet): a zombie."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while not process_state(proc.pid).startswith("Z"):
+        assert time.time() < deadline, f"child {proc.pid} never became a zombie"
+        time.sleep(0.01)
+    yield proc.pid
+    proc.wait()
+
+
+@pytest.mark.parametrize("proc_fs", [True, False], ids=["proc", "ps"])
+def test_a_zombie_holder_is_dead(zombie, monkeypatch, proc_fs):
+    """A killed worker stays a zombie until reaped; kill(pid, 0) still finds it."""
+    if proc_fs and not sweep._proc_usable():
+        pytest.skip("no /proc here")
+    monkeypatch.setattr(sweep, "_proc_usable", lambda: proc_fs)
+    os.kill(zombie, 0)  # exists...
+    assert not _pid_alive(zombie)  # ...but is not alive
+    assert _pid_alive(os.getpid())
+    assert not _pid_alive(dead_pid())
+
+
+def test_a_lock_whose_holder_is_a_zombie_is_broken(toy, tmp_path, zombie):
+    (spec,) = specs_for(tmp_path, {"seed": 0})
+    write_lock(spec, socket.gethostname(), zombie)
+    assert not RunLock(spec.folder).is_live()
+    result = run_sweep([spec], echo=quiet)
+    assert statuses(result) == ["done"] and result.ok
+
+
+@pytest.mark.skipif(not sweep._proc_usable(), reason="start times come from /proc")
+def test_a_pid_reused_by_a_newer_process_does_not_hold_the_lock(tmp_path):
+    lock = RunLock(tmp_path / "run")
+    assert lock.acquire()
+    record = lock.holder()
+    lock.release()
+    assert record["pid"] == os.getpid() and isinstance(record["start"], int)
+    assert _pid_alive(os.getpid(), record["start"])
+    # A lock taken by an earlier process that had our pid: we are not its holder.
+    earlier = {**record, "start": record["start"] - 1}
+    (tmp_path / "run" / LOCK).write_text(json.dumps(earlier))
+    assert not _pid_alive(os.getpid(), earlier["start"])
+    assert not RunLock(tmp_path / "run").is_live()
 
 
 def test_lock_is_exclusive_and_released(tmp_path):

@@ -20,9 +20,10 @@ Two sweeps started on the same ``--out`` never run one folder twice: a worker ta
 ``.lock`` file (created with ``O_CREAT | O_EXCL``) before executing it, and a run whose lock is
 held by a live process is reported ``skipped`` with the note ``running elsewhere`` (it is not
 waited for: rerun the sweep later to pick up its result). A lock is stale, and broken, when its
-holder was on this host and its pid is dead, or when its heartbeat (the holder touches the file
-every :data:`HEARTBEAT_S` seconds) is older than :data:`STALE_AFTER_S` seconds, which covers
-holders on other hosts (Ray, SLURM) that died without cleaning up.
+holder was on this host and is gone, a zombie (killed, not yet reaped), or a newer process that
+reused its pid; or when its heartbeat (the holder touches the file every :data:`HEARTBEAT_S`
+seconds) is older than :data:`STALE_AFTER_S` seconds, which covers holders on other hosts (Ray,
+SLURM) that died without cleaning up.
 
 Why forkserver: workers must not be forked from this process (torch and OpenMP state do
 not survive ``fork`` once used), and ``spawn`` makes every worker import torch again (about
@@ -40,10 +41,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
 import socket
+import subprocess
 import threading
 import time
 import traceback
@@ -173,9 +176,11 @@ def parse_seeds(text: str) -> list[int]:
 class RunLock:
     """An exclusive ``.lock`` file in a run folder, refreshed by a heartbeat while held.
 
-    The file holds ``{"host", "pid", "since"}`` of its holder as JSON. :meth:`acquire` is
-    atomic (``O_CREAT | O_EXCL``, atomic on local file systems and NFSv3+); breaking a stale
-    lock renames it aside first and checks it renamed the lock it judged stale.
+    The file holds ``{"host", "pid", "since"}`` of its holder as JSON, and ``"start"``, the
+    holder's start time in clock ticks since boot, where ``/proc`` gives it (so that a process
+    that later reuses the pid is not taken for the holder). :meth:`acquire` is atomic
+    (``O_CREAT | O_EXCL``, atomic on local file systems and NFSv3+); breaking a stale lock
+    renames it aside first and checks it renamed the lock it judged stale.
     """
 
     def __init__(self, folder: str | Path):
@@ -194,10 +199,12 @@ class RunLock:
                 if not self._break_if_stale():
                     return False
                 continue
+            record = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+            state = _process_state(os.getpid()) if _proc_usable() else None
+            if state is not None and state[1] is not None:
+                record["start"] = state[1]
             with os.fdopen(fd, "w") as f:
-                json.dump(
-                    {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f
-                )
+                json.dump(record, f)
             self.held = True
             self._stop.clear()
             self._heartbeat = threading.Thread(target=self._beat, name="run-lock", daemon=True)
@@ -274,20 +281,77 @@ def _is_stale(holder: dict[str, Any] | None, age_s: float) -> bool:
     if holder is None:  # being written right now, or a holder died mid-write: wait for age
         return False
     if holder.get("host") == socket.gethostname():
-        return not _pid_alive(int(holder.get("pid", -1)))
+        start = holder.get("start")
+        return not _pid_alive(int(holder.get("pid", -1)), start if isinstance(start, int) else None)
     return False
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, start: int | None = None) -> bool:
+    """True when process ``pid`` (on this host) is running: it exists and is not a zombie.
+
+    A killed process stays in the process table as a zombie until its parent (or init, when
+    it was orphaned) reaps it, a second or two after a SIGKILL of a whole process group;
+    ``kill(pid, 0)`` succeeds on a zombie, so its state is read too (``/proc`` on Linux,
+    ``ps`` elsewhere). ``start``: the holder's start time recorded in its lock; a live
+    process with another start time reused the pid, and the holder is gone. When the state
+    cannot be read, a pid that exists counts as alive.
+    """
     if pid <= 0:
         return False
+    foreign = False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    except PermissionError:  # exists, owned by someone else: still look at its state
+        foreign = True
+    state = _process_state(pid)
+    if state is None:  # reaped since kill(), or hidden from us (/proc mounted hidepid=2)
+        return foreign
+    letter, started = state
+    if letter[:1] in ("Z", "X", "x"):  # zombie, or dead and being reaped
+        return False
+    return start is None or started is None or started == start
+
+
+@functools.cache
+def _proc_usable() -> bool:
+    """True when ``/proc`` describes this process's own pid namespace (Linux)."""
+    try:
+        return Path("/proc/self/stat").read_text().split(" ", 1)[0] == str(os.getpid())
+    except (OSError, ValueError):
+        return False
+
+
+def _process_state(pid: int) -> tuple[str, int | None] | None:
+    """``(state, start)`` of a process: its state letters (``R``, ``S``, ``Z`` ...) and its
+    start time in clock ticks since boot (None where unknown). None when there is no such
+    process; ``("?", None)`` when this system cannot tell."""
+    if _proc_usable():
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError:
+            return ("?", None)
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the
+        # last ")"; starttime is field 22, the 20th after the state.
+        fields = text[text.rfind(")") + 1 :].split()
+        try:
+            return fields[0], int(fields[19])
+        except (IndexError, ValueError):
+            return (fields[0] if fields else "?"), None
+    try:  # macOS, BSD: no /proc
+        ps = subprocess.run(
+            ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ("?", None)
+    state = ps.stdout.strip()
+    if not state:
+        # ps lists nothing and exits 1 for a pid that does not exist; anything else is unsure
+        return None if ps.returncode == 1 and not ps.stderr.strip() else ("?", None)
+    return state, None
 
 
 # --------------------------------------------------------------------------- one run
