@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,15 @@ import toy_experiment
 
 from plasticollapse import cli, experiments, sweep
 from plasticollapse.config import ConfigError, Study
-from plasticollapse.sweep import LOCK, STALE_AFTER_S, RunLock, _pid_alive, parse_seeds, run_sweep
+from plasticollapse.sweep import (
+    EXIT_ELSEWHERE,
+    LOCK,
+    STALE_AFTER_S,
+    RunLock,
+    _pid_alive,
+    parse_seeds,
+    run_sweep,
+)
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -156,11 +165,16 @@ def test_a_run_locked_by_a_live_process_is_skipped_not_run_twice(toy, tmp_path):
     here, remote = specs_for(tmp_path, {"seed": 0}, {"seed": 1})
     write_lock(here, socket.gethostname(), os.getpid())  # a live pid on this host
     write_lock(remote, "another-host", 1)  # fresh heartbeat on another host
-    result = run_sweep([here, remote], echo=quiet)
+    lines = []
+    result = run_sweep([here, remote], echo=lines.append)
     assert statuses(result) == ["skipped", "skipped"]
     assert {o.note for o in result.outcomes} == {"running elsewhere"}
-    assert result.ok  # nothing failed; rerun later to collect them
     assert calls(here) == calls(remote) == []
+    # Nothing failed, but nothing is complete either: an exit status of its own.
+    assert result.ok and not result.complete and result.exit_code == EXIT_ELSEWHERE == 3
+    assert lines[-1].splitlines()[-1] == (
+        "2 runs are still running elsewhere: rerun, or pass --wait to wait for them"
+    )
 
 
 def test_stale_locks_are_broken(toy, tmp_path):
@@ -212,7 +226,7 @@ def test_a_lock_whose_holder_is_a_zombie_is_broken(toy, tmp_path, zombie):
     write_lock(spec, socket.gethostname(), zombie)
     assert not RunLock(spec.folder).is_live()
     result = run_sweep([spec], echo=quiet)
-    assert statuses(result) == ["done"] and result.ok
+    assert statuses(result) == ["done"] and result.complete and result.exit_code == 0
 
 
 @pytest.mark.skipif(not sweep._proc_usable(), reason="start times come from /proc")
@@ -242,8 +256,6 @@ def test_lock_is_exclusive_and_released(tmp_path):
 
 
 def test_two_concurrent_sweeps_never_run_one_folder_twice(toy, tmp_path):
-    import threading
-
     specs = specs_for(tmp_path, *({"seed": s, "sleep": 0.02} for s in range(4)))
     results = []
     sweeps = [
@@ -258,6 +270,46 @@ def test_two_concurrent_sweeps_never_run_one_folder_twice(toy, tmp_path):
     assert all((Path(s.folder) / "summary.json").exists() for s in specs)
     ran = sum(r.counts["done"] for r in results)
     assert ran == len(specs) and all(r.ok for r in results)
+
+
+# --------------------------------------------------------------------------- --wait
+
+
+def test_wait_runs_a_run_whose_holder_died(toy, tmp_path):
+    held, free = specs_for(tmp_path, {"seed": 0}, {"seed": 1})
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    write_lock(held, socket.gethostname(), holder.pid)
+    lines = []
+    try:  # holder is not reaped before the sweep ends: it dies into a zombie
+        result = run_sweep([held, free], echo=lines.append, wait=True, options={"wait_poll_s": 0.1})
+    finally:
+        holder.wait()
+    assert any("waiting for 1 run(s) running elsewhere" in line for line in lines)
+    assert statuses(result) == ["done", "done"]
+    assert result.complete and result.exit_code == 0
+    assert len(calls(held)) == len(calls(free)) == 1
+    assert not (Path(held.folder) / LOCK).exists()
+
+
+def test_wait_counts_a_run_its_holder_completed(toy, tmp_path):
+    (spec,) = specs_for(tmp_path, {"seed": 0})
+    lock = write_lock(spec, socket.gethostname(), os.getpid())  # a live holder: "elsewhere"
+
+    def the_other_holder():
+        time.sleep(0.3)
+        experiments.execute(spec)
+        lock.unlink()
+
+    other = threading.Thread(target=the_other_holder)
+    other.start()
+    try:
+        result = run_sweep([spec], echo=quiet, wait=True, options={"wait_poll_s": 0.05})
+    finally:
+        other.join()
+    assert statuses(result) == ["skipped"]
+    assert result.outcomes[0].note == "completed elsewhere"
+    assert result.complete and result.exit_code == 0
+    assert len(calls(spec)) == 1  # run once, by its holder
 
 
 # --------------------------------------------------------------------------- kill + rerun
@@ -318,6 +370,31 @@ def test_cli_sweep_expands_grid_and_seeds_and_exits_non_zero_on_failure(toy, tmp
     assert cli.main([*argv, "--out", str(out), "--grid", "fail=true"]) == 1
     assert "failed" in capsys.readouterr().out
     assert cli.main(["sweep", str(config), "--seeds", "2-1"]) == 2  # clear error, no traceback
+
+
+def test_cli_sweep_exits_3_while_runs_are_running_elsewhere_and_waits_with_wait(
+    toy, tmp_path, capsys, monkeypatch
+):
+    config = tmp_path / "toy.toml"
+    config.write_text('experiment = "toy"\nsteps = 2\n')
+    out = tmp_path / "runs"
+    argv = ["sweep", str(config), "--seeds", "0-1", "--backend", "serial", "--out", str(out)]
+    specs = specs_for(out, *({"seed": s, "steps": 2} for s in range(2)))
+    lock = write_lock(specs[1], socket.gethostname(), os.getpid())
+    assert cli.main(argv) == 3
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == "1 run is still running elsewhere: rerun, or pass --wait to wait for them"
+    assert calls(specs[0]) and not calls(specs[1])
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid}))
+    monkeypatch.setattr(sweep, "WAIT_POLL_S", 0.1)
+    try:
+        assert cli.main([*argv, "--wait"]) == 0
+    finally:
+        holder.wait()
+    assert "running elsewhere: rerun" not in capsys.readouterr().out
+    assert len(calls(specs[0])) == len(calls(specs[1])) == 1
 
 
 # --------------------------------------------------------------------------- process
