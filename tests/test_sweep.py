@@ -3,11 +3,13 @@
 The toy experiment (tests/toy_experiment.py) runs in milliseconds, logs each call of its
 ``run`` to ``calls.log`` in the run folder, and fails (``fail``) or kills its own process
 (``die``) on request. Workers in other processes import it from ``tests/`` (on ``sys.path``
-for spawned processes, on PYTHONPATH for Ray workers and submitit jobs).
+for spawned processes, on PYTHONPATH for Ray workers and submitit jobs). One test kills and
+restarts the real command on a tiny Permuted-digits study instead.
 """
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -349,6 +351,105 @@ def test_a_killed_sweep_reruns_without_recomputing_complete_runs(toy, tmp_path):
         json.loads(x) for x in (Path(specs[1].folder) / "metrics.jsonl").read_text().splitlines()
     ]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
+
+
+#: A tiny Permuted-digits study: 4 runs of 6 tasks, a few seconds on 2 workers.
+TINY_PERMUTED = [
+    *("--dataset", "digits", "--tasks", "6", "--hidden", "16", "16", "--engine", "reference"),
+    *("--train_samples", "300", "--measure_samples", "150", "--first_task_epochs", "1", "3"),
+    *("--seeds", "0", "1", "--threads", "1", "--progress", "false"),
+]
+
+
+def start_permuted_sweep(out, log):
+    """The real command, process backend with 2 workers, in a process group of its own."""
+    argv = [sys.executable, "-m", "plasticollapse", "permuted", *TINY_PERMUTED]
+    argv += ["--out", str(out), "--backend", "process", "--workers", "2"]
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+
+
+def lock_taken_since(out, since):
+    """True when a run folder under ``out`` has a lock taken at ``since`` or later."""
+    for lock in Path(out).glob(f"*/{LOCK}"):
+        try:
+            if json.loads(lock.read_text())["since"] >= since:
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+    return False
+
+
+def rows_written(out):
+    return sum(len(p.read_text().splitlines()) for p in Path(out).glob("*/metrics.jsonl"))
+
+
+def final_rows(out):
+    """{run folder name: (metrics rows, summary)} without the wall-clock ``seconds``."""
+
+    def timeless(row):
+        return {k: v for k, v in row.items() if k != "seconds"}
+
+    found = {}
+    for folder in sorted(p for p in Path(out).iterdir() if p.is_dir()):
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        summary = json.loads((folder / "summary.json").read_text())
+        found[folder.name] = ([timeless(json.loads(x)) for x in lines], timeless(summary))
+    return found
+
+
+def all_complete(out, n):
+    return len(list(Path(out).glob("*/summary.json"))) == n
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_at_random_and_restarted_at_once_ends_as_if_uninterrupted(tmp_path):
+    """SIGKILL a process-backend sweep's whole group, restart it at once, several times.
+
+    The killed workers stay zombies for a second or two after the kill, while the restart
+    already looks at their locks: those must count as stale, not as runs running elsewhere.
+    """
+    rng = random.Random(15)
+    runs = 4
+    with (tmp_path / "reference.log").open("w") as log:
+        assert start_permuted_sweep(tmp_path / "reference", log).wait(timeout=300) == 0
+    reference = final_rows(tmp_path / "reference")
+    assert len(reference) == runs
+
+    out, kills, logs = tmp_path / "killed", [], []
+    for attempt in range(5):  # 4 kills at random moments, then one run to the end
+        logs.append(tmp_path / f"attempt{attempt}.log")
+        with logs[-1].open("w") as log:
+            started, before = time.time(), rows_written(out)
+            proc = start_permuted_sweep(out, log)
+            if attempt < 4:
+                # Kill once a worker of this sweep holds a run and 0-3 more rows are written
+                # (from its warm-up to mid-training), a random 0-0.5 s later.
+                more, deadline = rng.randint(0, 3), started + 120
+                while proc.poll() is None and not (
+                    lock_taken_since(out, started) and rows_written(out) >= before + more
+                ):
+                    assert time.time() < deadline, "the sweep made no progress"
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 0.5))
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its workers, forkserver
+                    kills.append(rows_written(out))
+            code = proc.wait(timeout=300)
+        output = logs[-1].read_text()
+        # Nobody else runs these folders: a run "running elsewhere" (said in the first line,
+        # killed or not) is a dead holder misjudged alive.
+        assert "running elsewhere" not in output
+        if code == -signal.SIGKILL:
+            continue  # restart at once, no sleep: the killed workers are still zombies
+        assert code in (0, EXIT_ELSEWHERE), output
+        assert (code == 0) == all_complete(out, runs), output  # 0 only when all is done
+    assert len(kills) >= 3, kills
+    assert code == 0 and all_complete(out, runs), output
+    assert final_rows(out) == reference
 
 
 # --------------------------------------------------------------------------- cli
