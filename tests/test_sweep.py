@@ -3,15 +3,18 @@
 The toy experiment (tests/toy_experiment.py) runs in milliseconds, logs each call of its
 ``run`` to ``calls.log`` in the run folder, and fails (``fail``) or kills its own process
 (``die``) on request. Workers in other processes import it from ``tests/`` (on ``sys.path``
-for spawned processes, on PYTHONPATH for Ray workers and submitit jobs).
+for spawned processes, on PYTHONPATH for Ray workers and submitit jobs). One test kills and
+restarts the real command on a tiny Permuted-digits study instead.
 """
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,8 +22,17 @@ import pytest
 import toy_experiment
 
 from plasticollapse import cli, studies
+from plasticollapse.runs import sweep
 from plasticollapse.runs.config import ConfigError, Study
-from plasticollapse.runs.sweep import LOCK, STALE_AFTER_S, RunLock, parse_seeds, run_sweep
+from plasticollapse.runs.sweep import (
+    EXIT_ELSEWHERE,
+    LOCK,
+    STALE_AFTER_S,
+    RunLock,
+    _pid_alive,
+    parse_seeds,
+    run_sweep,
+)
 from plasticollapse.studies import base as experiments
 
 TESTS = Path(__file__).resolve().parent
@@ -157,11 +169,16 @@ def test_a_run_locked_by_a_live_process_is_skipped_not_run_twice(toy, tmp_path):
     here, remote = specs_for(tmp_path, {"seed": 0}, {"seed": 1})
     write_lock(here, socket.gethostname(), os.getpid())  # a live pid on this host
     write_lock(remote, "another-host", 1)  # fresh heartbeat on another host
-    result = run_sweep([here, remote], echo=quiet)
+    lines = []
+    result = run_sweep([here, remote], echo=lines.append)
     assert statuses(result) == ["skipped", "skipped"]
     assert {o.note for o in result.outcomes} == {"running elsewhere"}
-    assert result.ok  # nothing failed; rerun later to collect them
     assert calls(here) == calls(remote) == []
+    # Nothing failed, but nothing is complete either: an exit status of its own.
+    assert result.ok and not result.complete and result.exit_code == EXIT_ELSEWHERE == 3
+    assert lines[-1].splitlines()[-1] == (
+        "2 runs are still running elsewhere: rerun, or pass --wait to wait for them"
+    )
 
 
 def test_stale_locks_are_broken(toy, tmp_path):
@@ -171,6 +188,64 @@ def test_stale_locks_are_broken(toy, tmp_path):
     result = run_sweep([dead, silent], echo=quiet)
     assert statuses(result) == ["done", "done"]
     assert not (Path(dead.folder) / LOCK).exists()  # released after the run
+
+
+def process_state(pid):
+    """The state letters of a process as the system reports them ("" when it is gone)."""
+    if Path("/proc/self/stat").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return ""
+    ps = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return ps.stdout.strip()
+
+
+@pytest.fixture
+def zombie():
+    """The pid of a child that has exited and is not reaped (yet): a zombie."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while not process_state(proc.pid).startswith("Z"):
+        assert time.time() < deadline, f"child {proc.pid} never became a zombie"
+        time.sleep(0.01)
+    yield proc.pid
+    proc.wait()
+
+
+@pytest.mark.parametrize("proc_fs", [True, False], ids=["proc", "ps"])
+def test_a_zombie_holder_is_dead(zombie, monkeypatch, proc_fs):
+    """A killed worker stays a zombie until reaped; kill(pid, 0) still finds it."""
+    if proc_fs and not sweep._proc_usable():
+        pytest.skip("no /proc here")
+    monkeypatch.setattr(sweep, "_proc_usable", lambda: proc_fs)
+    os.kill(zombie, 0)  # exists...
+    assert not _pid_alive(zombie)  # ...but is not alive
+    assert _pid_alive(os.getpid())
+    assert not _pid_alive(dead_pid())
+
+
+def test_a_lock_whose_holder_is_a_zombie_is_broken(toy, tmp_path, zombie):
+    (spec,) = specs_for(tmp_path, {"seed": 0})
+    write_lock(spec, socket.gethostname(), zombie)
+    assert not RunLock(spec.folder).is_live()
+    result = run_sweep([spec], echo=quiet)
+    assert statuses(result) == ["done"] and result.complete and result.exit_code == 0
+
+
+@pytest.mark.skipif(not sweep._proc_usable(), reason="start times come from /proc")
+def test_a_pid_reused_by_a_newer_process_does_not_hold_the_lock(tmp_path):
+    lock = RunLock(tmp_path / "run")
+    assert lock.acquire()
+    record = lock.holder()
+    lock.release()
+    assert record["pid"] == os.getpid() and isinstance(record["start"], int)
+    assert _pid_alive(os.getpid(), record["start"])
+    # A lock taken by an earlier process that had our pid: we are not its holder.
+    earlier = {**record, "start": record["start"] - 1}
+    (tmp_path / "run" / LOCK).write_text(json.dumps(earlier))
+    assert not _pid_alive(os.getpid(), earlier["start"])
+    assert not RunLock(tmp_path / "run").is_live()
 
 
 def test_lock_is_exclusive_and_released(tmp_path):
@@ -185,8 +260,6 @@ def test_lock_is_exclusive_and_released(tmp_path):
 
 
 def test_two_concurrent_sweeps_never_run_one_folder_twice(toy, tmp_path):
-    import threading
-
     specs = specs_for(tmp_path, *({"seed": s, "sleep": 0.02} for s in range(4)))
     results = []
     sweeps = [
@@ -201,6 +274,46 @@ def test_two_concurrent_sweeps_never_run_one_folder_twice(toy, tmp_path):
     assert all((Path(s.folder) / "summary.json").exists() for s in specs)
     ran = sum(r.counts["done"] for r in results)
     assert ran == len(specs) and all(r.ok for r in results)
+
+
+# --------------------------------------------------------------------------- --wait
+
+
+def test_wait_runs_a_run_whose_holder_died(toy, tmp_path):
+    held, free = specs_for(tmp_path, {"seed": 0}, {"seed": 1})
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    write_lock(held, socket.gethostname(), holder.pid)
+    lines = []
+    try:  # holder is not reaped before the sweep ends: it dies into a zombie
+        result = run_sweep([held, free], echo=lines.append, wait=True, options={"wait_poll_s": 0.1})
+    finally:
+        holder.wait()
+    assert any("waiting for 1 run(s) running elsewhere" in line for line in lines)
+    assert statuses(result) == ["done", "done"]
+    assert result.complete and result.exit_code == 0
+    assert len(calls(held)) == len(calls(free)) == 1
+    assert not (Path(held.folder) / LOCK).exists()
+
+
+def test_wait_counts_a_run_its_holder_completed(toy, tmp_path):
+    (spec,) = specs_for(tmp_path, {"seed": 0})
+    lock = write_lock(spec, socket.gethostname(), os.getpid())  # a live holder: "elsewhere"
+
+    def the_other_holder():
+        time.sleep(0.3)
+        experiments.execute(spec)
+        lock.unlink()
+
+    other = threading.Thread(target=the_other_holder)
+    other.start()
+    try:
+        result = run_sweep([spec], echo=quiet, wait=True, options={"wait_poll_s": 0.05})
+    finally:
+        other.join()
+    assert statuses(result) == ["skipped"]
+    assert result.outcomes[0].note == "completed elsewhere"
+    assert result.complete and result.exit_code == 0
+    assert len(calls(spec)) == 1  # run once, by its holder
 
 
 # --------------------------------------------------------------------------- kill + rerun
@@ -242,6 +355,105 @@ def test_a_killed_sweep_reruns_without_recomputing_complete_runs(toy, tmp_path):
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
 
 
+#: A tiny Permuted-digits study: 4 runs of 6 tasks, a few seconds on 2 workers.
+TINY_PERMUTED = [
+    *("--dataset", "digits", "--tasks", "6", "--hidden", "16", "16", "--engine", "reference"),
+    *("--train_samples", "300", "--measure_samples", "150", "--first_task_epochs", "1", "3"),
+    *("--seeds", "0", "1", "--threads", "1", "--progress", "false"),
+]
+
+
+def start_permuted_sweep(out, log):
+    """The real command, process backend with 2 workers, in a process group of its own."""
+    argv = [sys.executable, "-m", "plasticollapse", "permuted", *TINY_PERMUTED]
+    argv += ["--out", str(out), "--backend", "process", "--workers", "2"]
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+
+
+def lock_taken_since(out, since):
+    """True when a run folder under ``out`` has a lock taken at ``since`` or later."""
+    for lock in Path(out).glob(f"*/{LOCK}"):
+        try:
+            if json.loads(lock.read_text())["since"] >= since:
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+    return False
+
+
+def rows_written(out):
+    return sum(len(p.read_text().splitlines()) for p in Path(out).glob("*/metrics.jsonl"))
+
+
+def final_rows(out):
+    """{run folder name: (metrics rows, summary)} without the wall-clock ``seconds``."""
+
+    def timeless(row):
+        return {k: v for k, v in row.items() if k != "seconds"}
+
+    found = {}
+    for folder in sorted(p for p in Path(out).iterdir() if p.is_dir()):
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        summary = json.loads((folder / "summary.json").read_text())
+        found[folder.name] = ([timeless(json.loads(x)) for x in lines], timeless(summary))
+    return found
+
+
+def all_complete(out, n):
+    return len(list(Path(out).glob("*/summary.json"))) == n
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_at_random_and_restarted_at_once_ends_as_if_uninterrupted(tmp_path):
+    """SIGKILL a process-backend sweep's whole group, restart it at once, several times.
+
+    The killed workers stay zombies for a second or two after the kill, while the restart
+    already looks at their locks: those must count as stale, not as runs running elsewhere.
+    """
+    rng = random.Random(15)
+    runs = 4
+    with (tmp_path / "reference.log").open("w") as log:
+        assert start_permuted_sweep(tmp_path / "reference", log).wait(timeout=300) == 0
+    reference = final_rows(tmp_path / "reference")
+    assert len(reference) == runs
+
+    out, kills, logs = tmp_path / "killed", [], []
+    for attempt in range(5):  # 4 kills at random moments, then one run to the end
+        logs.append(tmp_path / f"attempt{attempt}.log")
+        with logs[-1].open("w") as log:
+            started, before = time.time(), rows_written(out)
+            proc = start_permuted_sweep(out, log)
+            if attempt < 4:
+                # Kill once a worker of this sweep holds a run and 0-3 more rows are written
+                # (from its warm-up to mid-training), a random 0-0.5 s later.
+                more, deadline = rng.randint(0, 3), started + 120
+                while proc.poll() is None and not (
+                    lock_taken_since(out, started) and rows_written(out) >= before + more
+                ):
+                    assert time.time() < deadline, "the sweep made no progress"
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 0.5))
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its workers, forkserver
+                    kills.append(rows_written(out))
+            code = proc.wait(timeout=300)
+        output = logs[-1].read_text()
+        # Nobody else runs these folders: a run "running elsewhere" (said in the first line,
+        # killed or not) is a dead holder misjudged alive.
+        assert "running elsewhere" not in output
+        if code == -signal.SIGKILL:
+            continue  # restart at once, no sleep: the killed workers are still zombies
+        assert code in (0, EXIT_ELSEWHERE), output
+        assert (code == 0) == all_complete(out, runs), output  # 0 only when all is done
+    assert len(kills) >= 3, kills
+    assert code == 0 and all_complete(out, runs), output
+    assert final_rows(out) == reference
+
+
 # --------------------------------------------------------------------------- cli
 
 
@@ -261,6 +473,31 @@ def test_cli_sweep_expands_grid_and_seeds_and_exits_non_zero_on_failure(toy, tmp
     assert cli.main([*argv, "--out", str(out), "--grid", "fail=true"]) == 1
     assert "failed" in capsys.readouterr().out
     assert cli.main(["sweep", str(config), "--seeds", "2-1"]) == 2  # clear error, no traceback
+
+
+def test_cli_sweep_exits_3_while_runs_are_running_elsewhere_and_waits_with_wait(
+    toy, tmp_path, capsys, monkeypatch
+):
+    config = tmp_path / "toy.toml"
+    config.write_text('experiment = "toy"\nsteps = 2\n')
+    out = tmp_path / "runs"
+    argv = ["sweep", str(config), "--seeds", "0-1", "--backend", "serial", "--out", str(out)]
+    specs = specs_for(out, *({"seed": s, "steps": 2} for s in range(2)))
+    lock = write_lock(specs[1], socket.gethostname(), os.getpid())
+    assert cli.main(argv) == 3
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == "1 run is still running elsewhere: rerun, or pass --wait to wait for them"
+    assert calls(specs[0]) and not calls(specs[1])
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid}))
+    monkeypatch.setattr(sweep, "WAIT_POLL_S", 0.1)
+    try:
+        assert cli.main([*argv, "--wait"]) == 0
+    finally:
+        holder.wait()
+    assert "running elsewhere: rerun" not in capsys.readouterr().out
+    assert len(calls(specs[0])) == len(calls(specs[1])) == 1
 
 
 # --------------------------------------------------------------------------- process

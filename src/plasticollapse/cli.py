@@ -6,6 +6,16 @@ plasticollapse warmstart [--config F] [--field value ...]
 plasticollapse sweep CONFIG.toml [--grid f=a,b ...] [--seeds 0-4] [--backend ...]
 plasticollapse report RUNS_DIR ... [--out DIR]
 plasticollapse plot RUNS_DIR ... --metric nc1 [--x step] [--out FILE]
+
+Exit status of the commands that run experiments (``demo``, ``permuted``, ``warmstart``,
+``sweep``):
+
+0  every run is complete;
+1  a run failed (its traceback is in its folder's error.txt);
+2  a usage or config error (nothing ran);
+3  nothing failed, but some runs are unfinished because another process holds them
+   ("running elsewhere"): rerun later, or pass ``--wait`` to wait for them and run any
+   whose holder died.
 """
 
 from __future__ import annotations
@@ -111,6 +121,12 @@ def add_execution_flags(p: argparse.ArgumentParser) -> None:
         "else serial)",
     )
     p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for runs that another process is running, and run any whose holder dies "
+        "(without it they are left to that process, and the command exits 3)",
+    )
 
 
 # --------------------------------------------------------------------------- handlers
@@ -126,7 +142,9 @@ def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
         print(describe_fields(experiment.Config))
         return 0
     specs = plan_from_file(args.experiment, args.config, fields)
-    return execute_and_summarise(args.experiment, specs, args.backend, args.workers, {})
+    return execute_and_summarise(
+        args.experiment, specs, args.backend, args.workers, {}, wait=args.wait
+    )
 
 
 def cmd_demo(args: argparse.Namespace, _: list[str]) -> int:
@@ -168,20 +186,34 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
         "array_parallelism": args.array_parallelism,
         "slurm_cluster": args.slurm_cluster,
     }
-    return execute_and_summarise(experiment, specs, args.backend, args.workers, options)
+    return execute_and_summarise(
+        experiment, specs, args.backend, args.workers, options, wait=args.wait
+    )
 
 
 def execute_and_summarise(
-    experiment: str, specs: list, backend: str, workers: int | None, options: dict
+    experiment: str,
+    specs: list,
+    backend: str,
+    workers: int | None,
+    options: dict,
+    wait: bool = False,
 ) -> int:
+    """Run the sweep, print the study's summary; return the exit status (module docstring)."""
     from plasticollapse.runs.sweep import run_sweep
     from plasticollapse.studies import get_study
 
     result = run_sweep(
-        specs, backend=backend or default_backend(specs), workers=workers, options=options
+        specs,
+        backend=backend or default_backend(specs),
+        workers=workers,
+        options=options,
+        wait=wait,
     )
     print(get_study(experiment).summarise(specs))
-    return 0 if result.ok else 1
+    if result.elsewhere:  # the table said so; say it again as the last line
+        print(result.unfinished_line())
+    return result.exit_code
 
 
 def default_backend(specs: list) -> str:

@@ -14,15 +14,23 @@ finishes and a table at the end):
 Failures are isolated: a run that raises is reported ``failed`` (its traceback is in its
 folder's ``error.txt``) while the others go on; a run whose worker process died (killed, out of
 memory) gets an ``error.txt`` written here saying so. ``SweepResult.ok`` is False when any run
-failed, and the command exits non-zero.
+failed.
 
 Two sweeps started on the same ``--out`` never run one folder twice: a worker takes the run's
 ``.lock`` file (created with ``O_CREAT | O_EXCL``) before executing it, and a run whose lock is
-held by a live process is reported ``skipped`` with the note ``running elsewhere`` (it is not
-waited for: rerun the sweep later to pick up its result). A lock is stale, and broken, when its
-holder was on this host and its pid is dead, or when its heartbeat (the holder touches the file
-every :data:`HEARTBEAT_S` seconds) is older than :data:`STALE_AFTER_S` seconds, which covers
-holders on other hosts (Ray, SLURM) that died without cleaning up.
+held by a live process is reported ``skipped`` with the note ``running elsewhere``. It is not
+waited for unless ``run_sweep(..., wait=True)`` (``--wait``): then, after its own runs, the
+sweep polls those locks and runs each such run here once its lock is free or stale (or counts
+it complete when its holder completed it). A lock is stale, and broken, when its holder was on
+this host and is gone, a zombie (killed, not yet reaped), or a newer process that reused its
+pid; or when its heartbeat (the holder touches the file every :data:`HEARTBEAT_S` seconds) is
+older than :data:`STALE_AFTER_S` seconds, which covers holders on other hosts (Ray, SLURM) that
+died without cleaning up.
+
+``SweepResult.exit_code`` is what the command exits with: :data:`EXIT_COMPLETE` (0) when every
+run is complete, :data:`EXIT_FAILED` (1) when a run failed, :data:`EXIT_ELSEWHERE` (3) when
+nothing failed but some runs are still running elsewhere (rerun, or wait for them). The
+command line keeps 2 for usage and config errors.
 
 Why forkserver: workers must not be forked from this process (torch and OpenMP state do
 not survive ``fork`` once used), and ``spawn`` makes every worker import torch again (about
@@ -40,10 +48,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
 import socket
+import subprocess
 import threading
 import time
 import traceback
@@ -62,6 +72,15 @@ BACKENDS = ("serial", "process", "ray", "slurm")
 STATUSES = ("done", "resumed", "skipped", "failed")
 #: backend -> (module it needs, the package extra that installs it)
 EXTRAS = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}
+#: The note of a run skipped because another process holds its lock.
+ELSEWHERE = "running elsewhere"
+
+#: Exit statuses (``SweepResult.exit_code``): every run complete; a run failed (or the sweep
+#: was interrupted); nothing failed but some runs are still running elsewhere, unfinished.
+#: (The command line uses 2 for usage and config errors.)
+EXIT_COMPLETE, EXIT_FAILED, EXIT_ELSEWHERE = 0, 1, 3
+#: How often ``run_sweep(wait=True)`` checks the locks of runs running elsewhere.
+WAIT_POLL_S = 2.0
 
 #: Name of the lock file inside a run folder.
 LOCK = ".lock"
@@ -96,10 +115,19 @@ class RunOutcome:
     def folder(self) -> str:
         return self.spec.folder
 
+    @property
+    def elsewhere(self) -> bool:
+        """Skipped because another process holds the run's lock: not finished here."""
+        return self.status == "skipped" and self.note == ELSEWHERE
+
 
 @dataclass
 class SweepResult:
-    """Per-run outcomes in plan order, with totals. ``ok`` is False when any run failed."""
+    """Per-run outcomes in plan order, with totals.
+
+    ``ok`` is False when any run failed; ``complete`` is True only when every run is complete
+    (nothing failed and nothing is still running elsewhere); ``exit_code`` tells them apart.
+    """
 
     outcomes: list[RunOutcome]
     backend: str = "serial"
@@ -113,6 +141,32 @@ class SweepResult:
     @property
     def failed(self) -> list[RunOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def elsewhere(self) -> list[RunOutcome]:
+        """Runs skipped because another process holds them: unfinished as far as we know."""
+        return [o for o in self.outcomes if o.elsewhere]
+
+    @property
+    def complete(self) -> bool:
+        """Every run is complete: nothing failed and nothing is still running elsewhere."""
+        return self.ok and not self.elsewhere
+
+    @property
+    def exit_code(self) -> int:
+        """:data:`EXIT_FAILED` if any run failed, else :data:`EXIT_ELSEWHERE` if some runs are
+        still running elsewhere, else :data:`EXIT_COMPLETE`."""
+        if not self.ok:
+            return EXIT_FAILED
+        return EXIT_ELSEWHERE if self.elsewhere else EXIT_COMPLETE
+
+    def unfinished_line(self) -> str:
+        """The line saying how many runs are still running elsewhere ("" when none)."""
+        n = len(self.elsewhere)
+        if not n:
+            return ""
+        runs = "1 run is" if n == 1 else f"{n} runs are"
+        return f"{runs} still running elsewhere: rerun, or pass --wait to wait for them"
 
     @property
     def counts(self) -> dict[str, int]:
@@ -137,6 +191,8 @@ class SweepResult:
             f"total: {totals} of {len(self.outcomes)} runs in {self.seconds:.1f} s "
             f"({self.backend}){tail}"
         )
+        if self.elsewhere:
+            lines.append(self.unfinished_line())
         return "\n".join(lines)
 
 
@@ -173,9 +229,11 @@ def parse_seeds(text: str) -> list[int]:
 class RunLock:
     """An exclusive ``.lock`` file in a run folder, refreshed by a heartbeat while held.
 
-    The file holds ``{"host", "pid", "since"}`` of its holder as JSON. :meth:`acquire` is
-    atomic (``O_CREAT | O_EXCL``, atomic on local file systems and NFSv3+); breaking a stale
-    lock renames it aside first and checks it renamed the lock it judged stale.
+    The file holds ``{"host", "pid", "since"}`` of its holder as JSON, and ``"start"``, the
+    holder's start time in clock ticks since boot, where ``/proc`` gives it (so that a process
+    that later reuses the pid is not taken for the holder). :meth:`acquire` is atomic
+    (``O_CREAT | O_EXCL``, atomic on local file systems and NFSv3+); breaking a stale lock
+    renames it aside first and checks it renamed the lock it judged stale.
     """
 
     def __init__(self, folder: str | Path):
@@ -194,10 +252,12 @@ class RunLock:
                 if not self._break_if_stale():
                     return False
                 continue
+            record = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+            state = _process_state(os.getpid()) if _proc_usable() else None
+            if state is not None and state[1] is not None:
+                record["start"] = state[1]
             with os.fdopen(fd, "w") as f:
-                json.dump(
-                    {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f
-                )
+                json.dump(record, f)
             self.held = True
             self._stop.clear()
             self._heartbeat = threading.Thread(target=self._beat, name="run-lock", daemon=True)
@@ -274,20 +334,77 @@ def _is_stale(holder: dict[str, Any] | None, age_s: float) -> bool:
     if holder is None:  # being written right now, or a holder died mid-write: wait for age
         return False
     if holder.get("host") == socket.gethostname():
-        return not _pid_alive(int(holder.get("pid", -1)))
+        start = holder.get("start")
+        return not _pid_alive(int(holder.get("pid", -1)), start if isinstance(start, int) else None)
     return False
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, start: int | None = None) -> bool:
+    """True when process ``pid`` (on this host) is running: it exists and is not a zombie.
+
+    A killed process stays in the process table as a zombie until its parent (or init, when
+    it was orphaned) reaps it, a second or two after a SIGKILL of a whole process group;
+    ``kill(pid, 0)`` succeeds on a zombie, so its state is read too (``/proc`` on Linux,
+    ``ps`` elsewhere). ``start``: the holder's start time recorded in its lock; a live
+    process with another start time reused the pid, and the holder is gone. When the state
+    cannot be read, a pid that exists counts as alive.
+    """
     if pid <= 0:
         return False
+    foreign = False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    except PermissionError:  # exists, owned by someone else: still look at its state
+        foreign = True
+    state = _process_state(pid)
+    if state is None:  # reaped since kill(), or hidden from us (/proc mounted hidepid=2)
+        return foreign
+    letter, started = state
+    if letter[:1] in ("Z", "X", "x"):  # zombie, or dead and being reaped
+        return False
+    return start is None or started is None or started == start
+
+
+@functools.cache
+def _proc_usable() -> bool:
+    """True when ``/proc`` describes this process's own pid namespace (Linux)."""
+    try:
+        return Path("/proc/self/stat").read_text().split(" ", 1)[0] == str(os.getpid())
+    except (OSError, ValueError):
+        return False
+
+
+def _process_state(pid: int) -> tuple[str, int | None] | None:
+    """``(state, start)`` of a process: its state letters (``R``, ``S``, ``Z`` ...) and its
+    start time in clock ticks since boot (None where unknown). None when there is no such
+    process; ``("?", None)`` when this system cannot tell."""
+    if _proc_usable():
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError:
+            return ("?", None)
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the
+        # last ")"; starttime is field 22, the 20th after the state.
+        fields = text[text.rfind(")") + 1 :].split()
+        try:
+            return fields[0], int(fields[19])
+        except (IndexError, ValueError):
+            return (fields[0] if fields else "?"), None
+    try:  # macOS, BSD: no /proc
+        ps = subprocess.run(
+            ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ("?", None)
+    state = ps.stdout.strip()
+    if not state:
+        # ps lists nothing and exits 1 for a pid that does not exist; anything else is unsure
+        return None if ps.returncode == 1 and not ps.stderr.strip() else ("?", None)
+    return state, None
 
 
 # --------------------------------------------------------------------------- one run
@@ -318,7 +435,7 @@ def execute_locked(
         studies.register(name, target)
     lock = RunLock(spec.folder)
     if not lock.acquire():
-        return "skipped", 0.0, None, "running elsewhere"
+        return "skipped", 0.0, None, ELSEWHERE
     _HELD = lock
     try:
         status = execute(spec, threads=threads)
@@ -389,8 +506,16 @@ def run_sweep(
     workers: int | None = None,
     options: dict[str, Any] | None = None,
     echo: Callable[[str], None] | None = None,
+    wait: bool = False,
 ) -> SweepResult:
     """Run every spec that is not complete; print a line per run and a table at the end.
+
+    ``wait``: after this sweep's own runs, wait for the runs that another process holds
+    ("running elsewhere"): check their locks every ``options["wait_poll_s"]`` seconds
+    (default :data:`WAIT_POLL_S`), run each here on this backend once its lock is free or
+    stale and it is still incomplete, and count it complete once its holder completed it.
+    Without ``wait`` they stay ``skipped`` (``SweepResult.exit_code`` is then
+    :data:`EXIT_ELSEWHERE` unless a run failed).
 
     ``workers``: runs at once (process: default ``min(cores, runs to do)``; ray: at most this
     many tasks in flight; slurm: the array parallelism). ``options`` (all optional):
@@ -403,6 +528,7 @@ def run_sweep(
     - ``start_method``: the process backend's multiprocessing start method (default
       ``"forkserver"`` preloading torch, or ``"spawn"`` where there is no forkserver).
     - ``max_retries``: ray task retries after a worker crash (default 0).
+    - ``wait_poll_s``: with ``wait``, how often to check the locks (default 2 s).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -425,37 +551,44 @@ def run_sweep(
         if status == "complete":
             outcomes[index] = RunOutcome(spec, "skipped", note="complete")
         elif RunLock(spec.folder).is_live():
-            outcomes[index] = RunOutcome(spec, "skipped", note="running elsewhere")
+            outcomes[index] = RunOutcome(spec, "skipped", note=ELSEWHERE)
         else:
             partial += status == "partial"
             todo.append((index, spec))
     # Longest runs first: a long run started last would leave the other workers idle.
     todo.sort(key=lambda item: -_estimated_cost(item[1]))
+    elsewhere = sum(o.elsewhere for o in outcomes.values())
+    held = f" ({elsewhere} {ELSEWHERE})" if elsewhere else ""
     echo(
-        f"sweep: {len(specs)} runs: {len(specs) - len(todo)} skipped, {partial} to resume, "
+        f"sweep: {len(specs)} runs: {len(specs) - len(todo)} skipped{held}, {partial} to resume, "
         f"{len(todo) - partial} new; backend {backend}"
     )
-
-    finished = [len(specs) - len(todo)]
 
     def report(index: int, outcome: RunOutcome) -> None:
         outcome.spec = specs[index]  # the caller's spec, even if a backend shipped a variant
         outcomes[index] = outcome
-        finished[0] += 1
+        finished = sum(not o.elsewhere for o in outcomes.values())
         extra = outcome.error if outcome.status == "failed" else outcome.note
         echo(
-            f"[{finished[0]:>{len(str(len(specs)))}}/{len(specs)}] {outcome.status:<8}"
+            f"[{finished:>{len(str(len(specs)))}}/{len(specs)}] {outcome.status:<8}"
             f"{outcome.seconds:>8.1f} s  {outcome.folder}  {extra}".rstrip()
         )
 
     registry = {
-        s.experiment: REGISTRY[s.experiment] for _, s in todo if s.experiment in REGISTRY
+        s.experiment: REGISTRY[s.experiment] for s in specs if s.experiment in REGISTRY
     }
     runner = {"serial": _run_serial, "process": _run_process, "ray": _run_ray, "slurm": _run_slurm}
+
+    def run(items: list[tuple[int, RunSpec]]) -> None:
+        runner[backend](items, workers, options, registry, report, echo)
+
     interrupted = False
     try:
         if todo:
-            runner[backend](todo, workers, options, registry, report, echo)
+            run(todo)
+        if wait:
+            poll_s = float(options.get("wait_poll_s", WAIT_POLL_S))
+            _wait_for_elsewhere(specs, outcomes, run, report, echo, poll_s)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -470,6 +603,29 @@ def run_sweep(
             echo("sweep interrupted; rerun the same command to resume. Finished so far:")
         echo(result.table())
     return result
+
+
+def _wait_for_elsewhere(specs, outcomes, run, report, echo, poll_s: float) -> None:
+    """Until no run is "running elsewhere": collect those whose holder completed them, and
+    run those whose lock went free or stale (they resume from their checkpoints)."""
+    from plasticollapse.studies.base import run_status
+
+    waiting = sorted(i for i, o in outcomes.items() if o.elsewhere)
+    if waiting:
+        echo(f"sweep: waiting for {len(waiting)} run(s) running elsewhere (every {poll_s:g} s)")
+    while waiting:
+        free = []
+        for index in waiting:
+            spec = specs[index]
+            if run_status(spec) == "complete":
+                report(index, RunOutcome(spec, "skipped", note="completed elsewhere"))
+            elif not RunLock(spec.folder).is_live():
+                free.append((index, spec))
+        if free:
+            run(free)
+        waiting = sorted(i for i, o in outcomes.items() if o.elsewhere)
+        if waiting:
+            time.sleep(poll_s)
 
 
 def _print(text: str) -> None:
