@@ -22,17 +22,11 @@ import pytest
 import toy_experiment
 
 from plasticollapse import cli, studies
-from plasticollapse.runs import sweep
+from plasticollapse.runs import lock as run_lock
+from plasticollapse.runs import sweep as sweep_module
 from plasticollapse.runs.config import ConfigError, Study
-from plasticollapse.runs.sweep import (
-    EXIT_ELSEWHERE,
-    LOCK,
-    STALE_AFTER_S,
-    RunLock,
-    _pid_alive,
-    parse_seeds,
-    run_sweep,
-)
+from plasticollapse.runs.lock import LOCK, STALE_AFTER_S, RunLock, _pid_alive
+from plasticollapse.runs.sweep import EXIT_ELSEWHERE, parse_seeds, run_sweep
 from plasticollapse.studies import base as experiments
 
 TESTS = Path(__file__).resolve().parent
@@ -216,9 +210,9 @@ def zombie():
 @pytest.mark.parametrize("proc_fs", [True, False], ids=["proc", "ps"])
 def test_a_zombie_holder_is_dead(zombie, monkeypatch, proc_fs):
     """A killed worker stays a zombie until reaped; kill(pid, 0) still finds it."""
-    if proc_fs and not sweep._proc_usable():
+    if proc_fs and not run_lock._proc_usable():
         pytest.skip("no /proc here")
-    monkeypatch.setattr(sweep, "_proc_usable", lambda: proc_fs)
+    monkeypatch.setattr(run_lock, "_proc_usable", lambda: proc_fs)
     os.kill(zombie, 0)  # exists...
     assert not _pid_alive(zombie)  # ...but is not alive
     assert _pid_alive(os.getpid())
@@ -233,7 +227,7 @@ def test_a_lock_whose_holder_is_a_zombie_is_broken(toy, tmp_path, zombie):
     assert statuses(result) == ["done"] and result.complete and result.exit_code == 0
 
 
-@pytest.mark.skipif(not sweep._proc_usable(), reason="start times come from /proc")
+@pytest.mark.skipif(not run_lock._proc_usable(), reason="start times come from /proc")
 def test_a_pid_reused_by_a_newer_process_does_not_hold_the_lock(tmp_path):
     lock = RunLock(tmp_path / "run")
     assert lock.acquire()
@@ -491,7 +485,7 @@ def test_cli_sweep_exits_3_while_runs_are_running_elsewhere_and_waits_with_wait(
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid}))
-    monkeypatch.setattr(sweep, "WAIT_POLL_S", 0.1)
+    monkeypatch.setattr(sweep_module, "WAIT_POLL_S", 0.1)
     try:
         assert cli.main([*argv, "--wait"]) == 0
     finally:
