@@ -142,10 +142,15 @@ def plan(experiment_name: str, study: Study) -> list[RunSpec]:
 
 
 def plan_from_file(experiment_name: str, config_file: str | None, argv: list[str]) -> list[RunSpec]:
+    """:func:`plan` of a preset (a TOML file or a preset name) and ``--field`` overrides.
+
+    A preset whose ``experiment`` key names another study is refused.
+    """
     from plasticollapse.studies import get_study
 
     experiment = get_study(experiment_name)
-    return plan(experiment_name, parse_study(experiment.Config, config_file, argv))
+    study = parse_study(experiment.Config, config_file, argv, experiment=experiment_name)
+    return plan(experiment_name, study)
 
 
 def run_status(spec: RunSpec) -> str:
