@@ -85,6 +85,7 @@ def test_help_shows_types_choices_and_defaults(capsys):
     assert field_entry(permuted, "hidden").startswith("--hidden INT [INT ...]")
     assert "(default: 100 100 100)" in field_entry(permuted, "hidden")
     assert field_entry(permuted, "nc1_threshold").startswith("--nc1_threshold FLOAT|none")
+    assert field_entry(permuted, "loggers").endswith("(default: none)")
     warmstart = help_of("warmstart", capsys)
     scheme = field_entry(warmstart, "scheme")
     assert "{plain, shrink_perturb, nc1_reg, weight_decay, l2_init, redo}" in scheme

@@ -52,7 +52,9 @@ ALIASES = {"seeds": "seed"}
 #: Fields that say where or how a run executes, not what it computes: they are left out of
 #: the run's identity (its folder name), so moving a study to a GPU or another data folder
 #: resumes the same runs instead of starting new ones.
-EXECUTION_FIELDS = frozenset({"out", "device", "threads", "data_root", "download", "progress"})
+EXECUTION_FIELDS = frozenset(
+    {"out", "device", "threads", "data_root", "download", "progress", "loggers"}
+)
 
 #: The TOML presets shipped as package data: ``<group>/<name>.toml``.
 PRESETS = Path(__file__).resolve().parents[1] / "presets"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticollapse import __version__
+from plasticollapse.runs.loggers import JsonlLogger, Logger, open_loggers
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -130,18 +131,38 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class RunFolder:
-    """One run's folder. Create with :meth:`open`, which checks it holds the same run."""
+    """One run's folder. Create with :meth:`open`, which checks it holds the same run.
 
-    def __init__(self, path: str | Path):
+    ``RunFolder(path)`` reads a folder (and appends rows to its metrics.jsonl only);
+    :meth:`open` also starts the loggers the run's config asks for, which :meth:`close`
+    ends.
+    """
+
+    def __init__(
+        self, path: str | Path, loggers: list[Logger] | None = None, step_key: str | None = None
+    ):
         self.path = Path(path)
+        self.loggers: list[Logger] = [JsonlLogger(self.path / METRICS), *(loggers or [])]
+        self.step_key: str | None = step_key
+        self._rows_logged = 0
 
     # ----------------------------------------------------------------- identity
     @classmethod
     def open(
-        cls, path: str | Path, experiment: str, config: dict[str, Any], device: str, run_id: str
+        cls,
+        path: str | Path,
+        experiment: str,
+        config: dict[str, Any],
+        device: str,
+        run_id: str,
+        step_key: str | None = None,
     ) -> RunFolder:
-        """Create the folder (or reopen it), refusing to mix two different runs in one."""
-        folder = cls(path)
+        """Create the folder (or reopen it), refusing to mix two different runs in one.
+
+        ``config["loggers"]`` names the loggers to start besides metrics.jsonl;
+        ``step_key`` is the row key they use as the step (the row's index without one).
+        """
+        folder = cls(path, step_key=step_key)
         folder.path.mkdir(parents=True, exist_ok=True)
         if folder.config_path.exists():
             stored = folder.read_config()
@@ -156,6 +177,7 @@ class RunFolder:
             record = {"experiment": experiment, "run_id": run_id, "config": config}
             record.update(environment_info(device))
             atomic_write_text(folder.config_path, json.dumps(jsonable(record), indent=2) + "\n")
+        folder.loggers += open_loggers(config.get("loggers", ()), folder.path, run_id, config)
         return folder
 
     @property
@@ -187,12 +209,18 @@ class RunFolder:
 
     # ----------------------------------------------------------------- metrics
     def append_metrics(self, row: dict[str, Any]) -> None:
-        """Append one row and make it durable before returning."""
-        line = json.dumps(jsonable(row), allow_nan=False)
-        with self.metrics_path.open("a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one row to metrics.jsonl, durable before returning, and to every logger."""
+        row = jsonable(row)
+        step = row.get(self.step_key) if self.step_key else None
+        step = int(step) if isinstance(step, (int, float)) else self._rows_logged
+        for logger in self.loggers:
+            logger.log(row, step)
+        self._rows_logged += 1
+
+    def close(self) -> None:
+        """End the loggers (flush TensorBoard's events, finish a W&B run)."""
+        for logger in self.loggers:
+            logger.close()
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All complete rows; a final line cut by a kill is ignored."""
