@@ -2,8 +2,10 @@
 
 A run folder holds::
 
-    config.json     the resolved config, package version, git commit, torch version, device
+    config.json     the resolved config, package version, git commit (and whether the
+                    checkout had changes, with a hash of them), torch version, device
     metrics.jsonl   one JSON object per task / checkpoint, appended and fsync'ed as it ends
+                    (the config's ``loggers`` also send each row to TensorBoard or W&B)
     checkpoint.pt   the latest training state (atomic replace), with the number of metric
                     rows it corresponds to
     summary.json    written once, when the run completes (its presence means "complete")
@@ -17,6 +19,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -78,7 +81,7 @@ def environment_info(device: str) -> dict[str, Any]:
 
     return {
         "plasticollapse_version": __version__,
-        "git_commit": git_commit(),
+        "git": git_info(Path(__file__)),
         "torch_version": torch.__version__,
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
@@ -88,16 +91,35 @@ def environment_info(device: str) -> dict[str, Any]:
     }
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout this package runs from, or None when not in git."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
+def git_info(source: Path) -> dict[str, Any] | None:
+    """The commit the code in ``source`` (a file) comes from, and whether it was changed.
+
+    ``{"commit": sha, "dirty": bool, "diff_sha256": 16 hex digits or None}``: the hash
+    covers ``git diff HEAD`` and the names of untracked files, so two runs with the same
+    commit and hash ran the same tracked code. None when ``source`` is not a tracked file
+    of a git checkout (an installed wheel, even one inside a checkout's ``.venv``), so that
+    no run is labelled with a commit it did not run.
+    """
+
+    def git(*args: str, cwd: Path = source.parent) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.decode(errors="replace") if out.returncode == 0 else None
+
+    if git("ls-files", "--error-unmatch", source.name) is None:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    top = git("rev-parse", "--show-toplevel")
+    commit = git("rev-parse", "HEAD")
+    if not top or not commit:
+        return None
+    root = Path(top.strip())
+    diff = git("diff", "HEAD", "--binary", cwd=root) or ""
+    untracked = git("ls-files", "--others", "--exclude-standard", cwd=root) or ""
+    dirty = bool(diff or untracked)
+    digest = hashlib.sha256(f"{diff}\0{untracked}".encode()).hexdigest()[:16]
+    return {"commit": commit.strip(), "dirty": dirty, "diff_sha256": digest if dirty else None}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
