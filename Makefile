@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.plasticollapse-installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench wheel clean
 
 setup: $(STAMP)
 
@@ -31,5 +31,9 @@ bench: setup
 	$(PY) benchmarks/online_speed.py
 	$(PY) benchmarks/warmstart_speed.py
 
+# A wheel in dist/, presets included (`plasticollapse demo` runs from it once installed).
+wheel: setup
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .ruff_cache

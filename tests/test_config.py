@@ -1,15 +1,25 @@
-"""Studies, overrides and validation of config dataclasses."""
+"""Config: studies, overrides, the seed syntax, validation, presets and the field list of --help."""
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from plasticollapse.runs import config as config_module
 from plasticollapse.runs.config import (
+    PRESETS,
     ConfigError,
     config_hash,
+    describe_fields,
+    field,
     from_dict,
+    load_toml,
     parse_study,
+    preset_experiment,
+    preset_names,
+    preset_summary,
+    resolve_config_file,
     to_dict,
 )
 
@@ -100,3 +110,156 @@ def test_hash_ignores_where_a_run_executes_but_not_what_it_computes():
 def test_dict_round_trip():
     config = Toy(hidden=(3, 4), threshold=0.5)
     assert from_dict(Toy, to_dict(config)) == config
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+@pytest.mark.parametrize("argv", [["0", "1", "2"], ["0-2"], ["0,1,2"], ["0-1", "2"], ["0,1-2"]])
+def test_seeds_take_one_syntax_everywhere(argv):
+    configs = parse_study(Toy, None, ["--seeds", *argv]).expand()
+    assert [c.seed for c in configs] == [0, 1, 2]
+
+
+def test_a_preset_may_give_seeds_as_a_range(tmp_path):
+    preset = tmp_path / "p.toml"
+    preset.write_text('seeds = "3-5"\n')
+    assert [c.seed for c in parse_study(Toy, preset).expand()] == [3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("argv", "repeated"), [(["--seeds", "0", "0"], "0"), (["--seeds", "0-2", "1"], "1")]
+)
+def test_a_repeated_seed_is_an_error(argv, repeated):
+    with pytest.raises(ConfigError, match=f"seed lists {repeated} more than once"):
+        parse_study(Toy, None, argv)
+
+
+def test_a_repeated_value_of_any_axis_is_an_error():
+    # Two equal runs would share one folder: the second would silently be skipped.
+    with pytest.raises(ConfigError, match="lr lists 0.1 more than once"):
+        parse_study(Toy, None, ["--lr", "0.1", "0.1"])
+
+
+# --------------------------------------------------------------------------- coercion
+
+
+def test_each_value_is_coerced_once(monkeypatch):
+    calls = []
+    original = config_module.coerce
+
+    def counting(config_class, name, value):
+        calls.append(name)
+        return original(config_class, name, value)
+
+    monkeypatch.setattr(config_module, "coerce", counting)
+    configs = parse_study(Toy, None, ["--lr", "0.5", "--seeds", "0", "1"]).expand()
+    assert [c.seed for c in configs] == [0, 1] and configs[0].lr == 0.5
+    assert sorted(calls) == ["lr", "seed", "seed"]
+
+
+def test_a_tuple_field_can_be_emptied():
+    @dataclass(frozen=True)
+    class WithLoggers:
+        loggers: tuple[str, ...] = ("jsonl",)
+
+    (config,) = parse_study(WithLoggers, None, ["--loggers", "none"]).expand()
+    assert config.loggers == ()
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def test_a_preset_of_another_study_is_refused(tmp_path):
+    preset = tmp_path / "p.toml"
+    preset.write_text('experiment = "other"\nlr = 0.3\n')
+    with pytest.raises(ConfigError, match="preset of the 'other' study, not 'toy'"):
+        parse_study(Toy, preset, experiment="toy")
+    (config,) = parse_study(Toy, preset, experiment="other").expand()
+    assert config.lr == 0.3
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "quick/permuted_digits",
+        "quick/permuted_digits.toml",
+        "configs/quick/permuted_digits.toml",  # where presets lived before they were data
+        "/old/checkout/configs/quick/permuted_digits.toml",
+    ],
+)
+def test_preset_names_and_the_old_spelling_find_the_packaged_file(ref):
+    path = resolve_config_file(ref)
+    assert path == PRESETS / "quick" / "permuted_digits.toml"
+    assert load_toml(ref)["experiment"] == "permuted"
+
+
+def test_a_file_that_exists_wins_over_a_preset_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    own = tmp_path / "configs" / "quick" / "permuted_digits.toml"
+    own.parent.mkdir(parents=True)
+    own.write_text("lr = 0.7\n")
+    assert load_toml("configs/quick/permuted_digits.toml") == {"lr": 0.7}
+
+
+def test_an_unknown_preset_lists_the_presets():
+    with pytest.raises(ConfigError) as info:
+        resolve_config_file("quick/nope")
+    assert "quick/nope" in str(info.value) and "quick/permuted_digits" in str(info.value)
+
+
+def test_every_shipped_preset_plans_for_its_study():
+    from plasticollapse.studies import get_study
+
+    names = preset_names()
+    assert {"quick/permuted_digits", "paper/permuted_mnist", "paper/warmstart_cifar10"} <= set(
+        names
+    )
+    for name in names:
+        experiment = preset_experiment(name)
+        config_class = get_study(experiment).Config
+        assert parse_study(config_class, name, experiment=experiment).expand(), name
+        assert preset_summary(resolve_config_file(name)), f"{name} has no first comment line"
+
+
+def test_the_package_data_pattern_ships_every_preset():
+    """pyproject's package-data globs must match every preset (else wheels lack them)."""
+    pyproject = config_module.tomllib.loads(
+        (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    )
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["plasticollapse"]
+    package = PRESETS.parent
+    shipped = {p for pattern in patterns for p in package.glob(pattern)}
+    assert set(PRESETS.rglob("*.toml")) <= shipped
+
+
+# --------------------------------------------------------------------------- --help
+
+
+def test_describe_fields_lists_every_field_with_type_choices_and_default():
+    text = describe_fields(Toy)
+    lines = text.splitlines()
+    for name in ("lr", "hidden", "seed", "mode", "threshold", "download", "out"):
+        assert any(line.startswith(f"  --{name} ") for line in lines), name
+    line = next(line for line in lines if line.startswith("  --mode "))
+    assert "{composed, independent}" in line and "(default: composed)" in line
+    (hidden,) = [line for line in lines if line.startswith("  --hidden ")]
+    assert hidden.split() == ["--hidden", "INT", "[INT", "...]", "(default:", "100", "100)"]
+    (threshold,) = [line for line in lines if line.startswith("  --threshold ")]
+    assert threshold.split() == ["--threshold", "FLOAT|none", "(default:", "none)"]
+
+
+def test_describe_fields_shows_the_help_text_and_wraps_long_lines():
+    @dataclass(frozen=True)
+    class Documented:
+        rate: float = field(0.1, help="the rate " + "and more words " * 12)
+        kind: Literal["aa", "bb"] = field("aa", help="which kind")
+
+    lines = describe_fields(Documented, heading="fields:").splitlines()
+    assert lines[0] == "fields:"
+    assert lines[1].startswith("  --rate FLOAT ") and "the rate and more words" in lines[1]
+    # The long help continues on lines of its own, aligned under the help column.
+    rate = lines[1 : len(lines) - 1]
+    assert len(rate) > 1 and all(line.startswith(" " * 30) for line in rate[1:])
+    assert rate[-1].endswith("(default: 0.1)") and all(len(line) <= 100 for line in rate)
+    assert lines[-1].split() == ["--kind", "{aa,", "bb}", "which", "kind", "(default:", "aa)"]

@@ -6,7 +6,6 @@ second of training each.
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +21,7 @@ from plasticollapse.studies.permuted import config as permuted_config
 from plasticollapse.studies.permuted import run as permuted
 from plasticollapse.studies.permuted.summary import summarise_study
 
-QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick" / "permuted_digits.toml"
+QUICK = "quick/permuted_digits"  # a preset name (the presets ship inside the package)
 
 TINY = {
     "dataset": "digits",

@@ -1,14 +1,18 @@
-"""Run folders: durable rows, atomic checkpoints, resume truncation, identity checks."""
+"""Run folders: provenance, durable rows, atomic checkpoints, resume truncation, identity."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
+import plasticollapse
 from plasticollapse.runs.folder import (
     DivergenceError,
     RunFolder,
     check_finite,
+    git_info,
     jsonable,
 )
 
@@ -22,8 +26,69 @@ def test_config_json_records_environment(tmp_path):
     record = json.loads(folder.config_path.read_text())
     assert record["experiment"] == "toy"
     assert record["config"]["lr"] == 0.1
-    for key in ("plasticollapse_version", "git_commit", "torch_version", "device", "created"):
-        assert key in record
+    assert record["plasticollapse_version"] == plasticollapse.__version__
+    assert record["torch_version"] == torch.__version__ and record["device"] == "cpu"
+    # The tests run from a git checkout: the record names its commit.
+    head = git(Path(plasticollapse.__file__).parent, "rev-parse", "HEAD").strip()
+    assert record["git"]["commit"] == head and isinstance(record["git"]["dirty"], bool)
+
+
+def git(where, *args):
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=where,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A git repository with one committed file, ``code.py``."""
+    git(tmp_path, "init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git(tmp_path, "add", "code.py")
+    git(tmp_path, "commit", "-q", "-m", "first")
+    return tmp_path
+
+
+def test_git_info_of_a_clean_checkout(repo):
+    info = git_info(repo / "code.py")
+    assert info == {
+        "commit": git(repo, "rev-parse", "HEAD").strip(),
+        "dirty": False,
+        "diff_sha256": None,
+    }
+
+
+def test_git_info_marks_a_dirty_tree_and_hashes_the_diff(repo):
+    (repo / "code.py").write_text("x = 2\n")
+    first = git_info(repo / "code.py")
+    assert first["dirty"] is True and len(first["diff_sha256"]) == 16
+    assert first["commit"] == git(repo, "rev-parse", "HEAD").strip()  # the commit it changed
+    assert git_info(repo / "code.py") == first  # same changes, same hash
+    (repo / "code.py").write_text("x = 3\n")
+    second = git_info(repo / "code.py")
+    assert second["dirty"] and second["diff_sha256"] != first["diff_sha256"]
+    (repo / "code.py").write_text("x = 1\n")  # back to the commit ...
+    (repo / "new.py").write_text("y = 1\n")  # ... but with an untracked file
+    untracked = git_info(repo / "code.py")
+    assert untracked["dirty"] and untracked["diff_sha256"] not in (
+        first["diff_sha256"],
+        second["diff_sha256"],
+    )
+
+
+def test_git_info_is_none_outside_git_and_for_untracked_code(tmp_path_factory, repo):
+    outside = tmp_path_factory.mktemp("wheel")  # an installed wheel: no checkout around it
+    (outside / "code.py").write_text("x = 1\n")
+    assert git_info(outside / "code.py") is None
+    # Inside a checkout but not part of it (a wheel installed into the checkout's .venv).
+    (repo / ".gitignore").write_text(".venv/\n")
+    (repo / ".venv").mkdir()
+    (repo / ".venv" / "code.py").write_text("x = 1\n")
+    assert git_info(repo / ".venv" / "code.py") is None
 
 
 def test_reopening_with_another_config_is_refused(tmp_path):

@@ -243,12 +243,12 @@ def test_config_rules_and_labels():
         == "weight_decay_wd0.1"
     )
     assert ws_config.run_label(ws_config.Config(scheme="shrink_perturb")) == "shrink_perturb"
-    study = parse_study(ws_config.Config, "configs/paper/warmstart_cifar10.toml", [])
+    study = parse_study(ws_config.Config, "paper/warmstart_cifar10", [])
     configs = study.expand()
     assert len(configs) == 15 and {c.scheme for c in configs} == {
         "plain",
         "shrink_perturb",
         "nc1_reg",
     }
-    quick = parse_study(ws_config.Config, "configs/quick/warmstart_digits.toml", []).expand()
+    quick = parse_study(ws_config.Config, "quick/warmstart_digits", []).expand()
     assert {c.scheme for c in quick} == set(ws_config.SCHEMES)

@@ -1,11 +1,14 @@
 """The ``plasticollapse`` command. It only parses arguments and dispatches to the library.
 
-plasticollapse demo                          the quick Permuted-digits study
-plasticollapse permuted  [--config F] [--field value ...]
-plasticollapse warmstart [--config F] [--field value ...]
-plasticollapse sweep CONFIG.toml [--grid f=a,b ...] [--seeds 0-4] [--backend ...]
+plasticollapse demo                          the quick preset quick/permuted_digits
+plasticollapse presets                       the TOML presets shipped with the package
+plasticollapse <study> [--config PRESET] [--field value ...]   one per registered study
+plasticollapse sweep PRESET [--grid f=a,b ...] [--seeds 0-4] [--backend ...]
 plasticollapse report RUNS_DIR ... [--out DIR]
 plasticollapse plot RUNS_DIR ... --metric nc1 [--x step] [--out FILE]
+
+The study subcommands are made from the registry (:mod:`plasticollapse.studies`): this
+module names no study, and ``<study> --help`` lists every field of the study's config.
 
 Exit status of the commands that run experiments (``demo``, ``permuted``, ``warmstart``,
 ``sweep``):
@@ -22,14 +25,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from plasticollapse import __version__
 from plasticollapse.runs.config import ConfigError
 
 BACKENDS = ("serial", "process", "ray", "slurm")
-#: The demo's preset, in the checkout this package runs from (``make demo``).
-QUICK_PERMUTED = Path(__file__).resolve().parents[2] / "configs" / "quick" / "permuted_digits.toml"
+#: The demo's preset (package data, so the demo runs from an installed wheel too).
+DEMO_PRESET = "quick/permuted_digits"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from plasticollapse.studies import study_names
+
     parser = argparse.ArgumentParser(
         prog="plasticollapse",
         description="Measure neural collapse and loss of plasticity; run the paper's studies.",
@@ -55,29 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"plasticollapse {__version__}")
     sub = parser.add_subparsers(dest="command")
 
-    demo = sub.add_parser("demo", help="run the quick Permuted-digits study (about a minute)")
+    demo = sub.add_parser("demo", help=f"run the quick preset {DEMO_PRESET} (about a minute)")
     demo.add_argument("--out", default="runs/demo", help="where the run folders go")
     demo.set_defaults(handler=cmd_demo)
 
-    for name, text in (
-        ("permuted", "online Permuted MNIST (Setup A)"),
-        ("warmstart", "warm-starting CIFAR-10 (Setup B)"),
-    ):
-        p = sub.add_parser(
-            name,
-            help=text,
-            description=f"{text}. Any config field can be set as --field value; several "
-            "values (--seeds 0 1 2) make one run per value. `--fields` lists them.",
-        )
-        p.add_argument("--config", help="a TOML preset (configs/paper, configs/quick)")
-        add_execution_flags(p)
-        p.add_argument("--fields", action="store_true", help="list the config fields and exit")
-        p.set_defaults(handler=cmd_experiment, experiment=name, takes_fields=True)
+    presets = sub.add_parser("presets", help="list the TOML presets --config and sweep take")
+    presets.set_defaults(handler=cmd_presets)
 
-    sweep = sub.add_parser("sweep", help="a grid of settings x seeds, resumable, on any backend")
-    sweep.add_argument("config", help="TOML preset whose `experiment` key names the experiment")
+    for name in study_names():
+        add_study_parser(sub, name)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="a grid of settings x seeds, resumable, on any backend",
+        description="Run a preset's study as a sweep. Any config field can be set as "
+        "--field value as for the study's own subcommand (see `plasticollapse <study> --help`).",
+        allow_abbrev=False,
+    )
+    sweep.add_argument(
+        "config", help="a preset (name or TOML file) whose `experiment` key names the study"
+    )
     sweep.add_argument("--grid", nargs="+", default=[], metavar="FIELD=V1,V2")
-    sweep.add_argument("--seeds", help="seeds as a range 0-4 or a list 0,1,2")
+    sweep.add_argument("--seeds", nargs="+", default=[], help="seeds: 0 1 2, 0-4 or 0,1,2")
     sweep.add_argument("--out", help="parent folder of the run folders")
     add_execution_flags(sweep)
     sweep.add_argument("--partition", help="slurm: partition")
@@ -113,6 +118,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_study_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    """The subcommand of one registered study; its ``--help`` lists the config's fields."""
+    from plasticollapse.studies import get_study
+
+    study = get_study(name)
+    p = sub.add_parser(
+        name,
+        help=study.title,
+        description=textwrap.fill(
+            f"{study.title}. Any config field below can be set as --field value; several "
+            "values (--seeds 0 1 2, --seeds 0-2, --lr 0.1 0.01, --grid lr=0.1,0.01) make one "
+            "run per value, or per combination. Fields left unset keep the preset's value, "
+            "else their default.",
+            width=88,
+        ),
+        epilog=fields_help(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "--config",
+        metavar="PRESET",
+        help="a TOML file, or a preset name such as quick/permuted_digits "
+        "(`plasticollapse presets` lists them)",
+    )
+    add_execution_flags(p)
+    p.add_argument("--fields", action="store_true", help="list the config fields and exit")
+    p.set_defaults(handler=cmd_experiment, experiment=name, takes_fields=True)
+
+
 def add_execution_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
@@ -132,14 +167,19 @@ def add_execution_flags(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- handlers
 
 
-def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
+def fields_help(name: str) -> str:
+    """The field list of a study's ``--help`` (and of ``--fields``)."""
     from plasticollapse.runs.config import describe_fields
     from plasticollapse.studies import get_study
+
+    return describe_fields(get_study(name).Config, heading=f"config fields of {name}:")
+
+
+def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
     from plasticollapse.studies.base import plan_from_file
 
-    experiment = get_study(args.experiment)
     if args.fields:
-        print(describe_fields(experiment.Config))
+        print(fields_help(args.experiment))
         return 0
     specs = plan_from_file(args.experiment, args.config, fields)
     return execute_and_summarise(
@@ -148,28 +188,43 @@ def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, _: list[str]) -> int:
+    from plasticollapse.runs.config import preset_experiment
     from plasticollapse.studies.base import plan_from_file
 
-    print(f"plasticollapse demo: the quick Permuted-digits study ({QUICK_PERMUTED.name})")
-    specs = plan_from_file("permuted", str(QUICK_PERMUTED), ["--out", args.out])
-    code = execute_and_summarise("permuted", specs, "process", None, {})
+    experiment = preset_experiment(DEMO_PRESET)
+    print(f"plasticollapse demo: the {experiment} study of the preset {DEMO_PRESET}")
+    specs = plan_from_file(experiment, DEMO_PRESET, ["--out", args.out])
+    code = execute_and_summarise(experiment, specs, "process", None, {})
     print(f"\nNext: plasticollapse report {args.out} --out {args.out}/report")
     return code
 
 
+def cmd_presets(args: argparse.Namespace, _: list[str]) -> int:
+    from plasticollapse.runs.config import preset_names, preset_summary, resolve_config_file
+
+    names = preset_names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {preset_summary(resolve_config_file(name))}")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
-    from plasticollapse.runs.config import load_toml
-    from plasticollapse.runs.sweep import parse_seeds
+    from plasticollapse.runs.config import preset_experiment
+    from plasticollapse.studies import study_names
     from plasticollapse.studies.base import plan_from_file
 
-    experiment = load_toml(args.config).get("experiment")
-    if experiment is None:
-        raise ConfigError(f"{args.config} has no `experiment` key (permuted or warmstart)")
+    experiment = preset_experiment(args.config)
+    if experiment not in study_names():
+        raise ConfigError(
+            f"{args.config}: experiment = {experiment!r} is not a registered study; "
+            f"studies: {', '.join(study_names())}"
+        )
     overrides = list(fields)
     for spec in args.grid:
         overrides += ["--grid", spec]
     if args.seeds:
-        overrides += ["--seeds", *map(str, parse_seeds(args.seeds))]
+        overrides += ["--seeds", *args.seeds]
     if args.out:
         overrides += ["--out", args.out]
     specs = plan_from_file(experiment, args.config, overrides)

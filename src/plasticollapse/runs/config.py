@@ -1,16 +1,27 @@
 """Configuration: frozen dataclasses, TOML presets and ``--field value`` overrides.
 
-One mechanism serves single runs, studies and sweeps. A *study* is a base config plus
-*axes*: any scalar field given several values (a TOML list, several values after
-``--field`` on the command line, or ``--grid field=v1,v2``) becomes an axis, and the study
-expands into the Cartesian product of single-run configs. ``seeds`` is accepted as the
-plural of the ``seed`` field, so ``--seeds 0 1 2`` makes three runs.
+One mechanism serves single runs, studies and sweeps, in three steps that each happen once:
 
-Tuple-typed fields (``hidden = [100, 100, 100]``) take a list as their single value.
+1. *parse*: a TOML preset and the command line's ``--field v [v ...]`` / ``--grid f=a,b``
+   give raw values (TOML values, or strings);
+2. *coerce*: each raw value is converted to its field's type (:func:`coerce`), so that a
+   wrong value is reported with the field's name before anything runs;
+3. *construct*: the dataclass is built from already typed values, and its own
+   ``__post_init__`` checks the relations between fields.
+
+A *study* is a base config plus *axes*: any scalar field given several values (a TOML list,
+several values after ``--field``, or ``--grid field=v1,v2``) becomes an axis, and the study
+expands into the Cartesian product of single-run configs. ``seeds`` is accepted as the
+plural of the ``seed`` field and takes ranges everywhere (:func:`parse_seeds`), so
+``--seeds 0 1 2``, ``--seeds 0-2`` and ``--seeds 0,1,2`` all make three runs. Tuple-typed
+fields (``hidden = [100, 100, 100]``) take a list as their single value.
+
+Presets ship inside the package (``plasticollapse/presets/{paper,quick}/*.toml``), so
+``--config quick/permuted_digits`` works from an installed wheel as from a checkout.
 
 Example::
 
-    study = parse_study(PermutedConfig, "configs/quick/permuted_digits.toml", ["--lr", "0.1"])
+    study = parse_study(PermutedConfig, "quick/permuted_digits", ["--lr", "0.1"])
     for config in study.expand():
         ...
 """
@@ -22,6 +33,7 @@ import hashlib
 import itertools
 import json
 import sys
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -40,7 +52,12 @@ ALIASES = {"seeds": "seed"}
 #: Fields that say where or how a run executes, not what it computes: they are left out of
 #: the run's identity (its folder name), so moving a study to a GPU or another data folder
 #: resumes the same runs instead of starting new ones.
-EXECUTION_FIELDS = frozenset({"out", "device", "threads", "data_root", "download", "progress"})
+EXECUTION_FIELDS = frozenset(
+    {"out", "device", "threads", "data_root", "download", "progress", "loggers"}
+)
+
+#: The TOML presets shipped as package data: ``<group>/<name>.toml``.
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
 
 
 class ConfigError(ValueError):
@@ -70,7 +87,10 @@ def field_help(config_class: type, name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """A base config plus axes (field -> several values) that expand into single runs."""
+    """A base config plus axes (field -> several values) that expand into single runs.
+
+    ``base`` and ``axes`` hold values already coerced to their fields' types.
+    """
 
     config_class: type
     base: dict[str, Any]
@@ -79,65 +99,107 @@ class Study:
     def expand(self) -> list[Any]:
         """All single-run configs: the Cartesian product of the axes, in axis order."""
         names = list(self.axes)
-        configs = []
-        for values in itertools.product(*(self.axes[n] for n in names)):
-            fields = {**self.base, **dict(zip(names, values, strict=True))}
-            configs.append(build_config(self.config_class, fields))
-        return configs
+        return [
+            construct(self.config_class, {**self.base, **dict(zip(names, values, strict=True))})
+            for values in itertools.product(*(self.axes[n] for n in names))
+        ]
 
 
 # --------------------------------------------------------------------------- parsing
 
 
 def parse_study(
-    config_class: type[C], config_file: str | Path | None = None, argv: list[str] | tuple = ()
+    config_class: type[C],
+    config_file: str | Path | None = None,
+    argv: list[str] | tuple = (),
+    *,
+    experiment: str | None = None,
 ) -> Study:
-    """Read a TOML preset (optional) and ``--field v [v ...]`` / ``--grid f=a,b`` overrides."""
+    """Read a preset (a TOML file or a preset name, optional) and ``--field`` overrides.
+
+    ``experiment`` (the study the values are for), when given, must match the preset's
+    ``experiment`` key: a warm-start preset handed to the permuted study is an error, not a
+    run with half its fields ignored.
+    """
     raw: dict[str, Any] = {}
     if config_file is not None:
         preset = load_toml(config_file)
-        preset.pop("experiment", None)
+        named = preset.pop("experiment", None)
+        if experiment is not None and named is not None and named != experiment:
+            raise ConfigError(
+                f"{config_file} is a preset of the {named!r} study, not {experiment!r}; "
+                f"run it with `plasticollapse {named} --config {config_file}`"
+            )
         # Canonical names first, so that `--seeds 0` on the command line replaces a
         # preset's `seeds = [0, 1]` instead of competing with it under another spelling.
         raw.update({canonical_name(config_class, k): v for k, v in preset.items()})
     raw.update(parse_overrides(config_class, argv))
 
-    fields = field_types(config_class)
     base: dict[str, Any] = {}
     axes: dict[str, list[Any]] = {}
-    for key, value in raw.items():
-        name = canonical_name(config_class, key)
-        kind = fields[name]
-        if isinstance(value, list) and not is_tuple_type(kind):
-            values = [coerce(config_class, name, v) for v in value]
-            if len(values) == 1:
-                base[name] = values[0]
-            else:
-                axes[name] = values
+    for name, value in raw.items():
+        values = coerce_values(config_class, name, value)
+        if len(values) == 1:
+            base[name] = values[0]
         else:
-            base[name] = coerce(config_class, name, value)
-    for name in axes:
-        base.pop(name, None)
+            axes[name] = values
     study = Study(config_class, base, axes)
     study.expand()  # validate every combination now, before any run starts
     return study
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    with path.open("rb") as f:
-        try:
-            return tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+def coerce_values(config_class: type, name: str, value: Any) -> list[Any]:
+    """A raw value (one, or a list making an axis) -> the list of the field's typed values.
+
+    A list is an axis unless the field is a tuple (then the list is its one value). Seeds
+    accept ranges (``0-4``); a value listed twice would make two identical runs sharing one
+    folder, so it is an error.
+    """
+    kind = field_types(config_class)[name]
+    raws = value if isinstance(value, list) and not is_tuple_type(kind) else [value]
+    if name == "seed":
+        raws = [s for r in raws for s in (parse_seeds(r) if isinstance(r, str) else [r])]
+    values = [coerce(config_class, name, v) for v in raws]
+    texts = [json.dumps(v) for v in values]
+    repeated = sorted({t for t in texts if texts.count(t) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{name} lists {', '.join(repeated)} more than once; each value makes one run"
+        )
+    return values
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,5"`` -> [0, 2, 5]; ``"3"`` -> [3].
+
+    Ranges and lists mix (``"0-2,7"``); ranges are inclusive. Seeds must be non-negative and
+    distinct; anything else raises :class:`ConfigError`. The one seed syntax of every
+    subcommand (``permuted``, ``warmstart``, ``sweep``) and of TOML's ``seeds = "0-4"``.
+    """
+    usage = "write seeds as a range 0-4, a list 0,2,5, or one seed 3"
+    seeds: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        low, sep, high = part.partition("-")
+        if not (low.isdigit() and (high.isdigit() if sep else True)):
+            raise ConfigError(
+                f"--seeds {text!r}: {part!r} is not a seed (an integer >= 0) or a range; {usage}"
+            )
+        if sep:
+            if int(high) < int(low):
+                raise ConfigError(f"--seeds {text!r}: range {part!r} goes down; {usage}")
+            seeds.extend(range(int(low), int(high) + 1))
+        else:
+            seeds.append(int(low))
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"--seeds {text!r} repeats {repeated}; each seed is one run")
+    return seeds
 
 
 def parse_overrides(config_class: type, argv: list[str] | tuple) -> dict[str, Any]:
     """``--lr 0.1 --seeds 0 1 --grid lr=0.1,0.01`` -> {"lr": "0.1", "seed": ["0", "1"], ...}.
 
-    Values stay strings here; :func:`coerce` converts them with the field's type.
+    Values stay strings here; :func:`coerce_values` converts them with the field's type.
     """
     out: dict[str, Any] = {}
     argv = list(argv)
@@ -177,6 +239,67 @@ def canonical_name(config_class: type, key: str) -> str:
     return name
 
 
+# --------------------------------------------------------------------------- presets
+
+
+def preset_names() -> list[str]:
+    """The shipped presets as ``--config`` takes them: ``paper/permuted_mnist``, ..."""
+    return sorted(p.relative_to(PRESETS).with_suffix("").as_posix() for p in _preset_files())
+
+
+def _preset_files() -> list[Path]:
+    return sorted(PRESETS.glob("*/*.toml")) if PRESETS.is_dir() else []
+
+
+def preset_summary(path: Path) -> str:
+    """A preset's first comment line (its one-line description), "" when it has none."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
+def resolve_config_file(ref: str | Path) -> Path:
+    """A TOML file path, or a preset name (``quick/permuted_digits``, ``.toml`` optional).
+
+    A file that exists wins; otherwise the name is looked up among the presets. The old
+    spelling ``configs/quick/permuted_digits.toml`` (presets lived in the checkout's
+    ``configs/`` folder, so also ``/path/to/checkout/configs/...``) maps to its preset, so
+    old commands and scripts keep working.
+    """
+    path = Path(ref)
+    if path.is_file():
+        return path
+    parts = path.with_suffix("").parts if path.suffix == ".toml" else path.parts
+    if len(parts) >= 3 and parts[-3] == "configs":  # .../configs/<group>/<name>.toml
+        parts = parts[-2:]
+    preset = PRESETS.joinpath(*parts).with_suffix(".toml")
+    if preset.is_file():
+        return preset
+    raise ConfigError(
+        f"config file {ref} does not exist, and it names no preset; presets: "
+        f"{', '.join(preset_names())} (plasticollapse presets lists them)"
+    )
+
+
+def load_toml(ref: str | Path) -> dict[str, Any]:
+    """The TOML of a file or preset (see :func:`resolve_config_file`)."""
+    path = resolve_config_file(ref)
+    with path.open("rb") as f:
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+
+
+def preset_experiment(ref: str | Path) -> str:
+    """The study a preset is for (its ``experiment`` key); ConfigError when it has none."""
+    experiment = load_toml(ref).get("experiment")
+    if not isinstance(experiment, str):
+        raise ConfigError(f"{ref} has no `experiment` key naming the study it configures")
+    return experiment
+
+
 # --------------------------------------------------------------------------- types
 
 
@@ -198,6 +321,10 @@ def coerce(config_class: type, name: str, value: Any) -> Any:
         raise ConfigError(f"field {name!r}: {e}") from None
 
 
+def _is_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
+
+
 def _coerce(kind: Any, value: Any) -> Any:
     origin = get_origin(kind)
     if origin is Literal:
@@ -207,15 +334,15 @@ def _coerce(kind: Any, value: Any) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(kind) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        return _coerce(options[0], value)
+        return None if _is_none(value) else _coerce(options[0], value)
     if origin is tuple:
         (item, *_rest) = get_args(kind)
         if isinstance(value, str):
             value = value.replace(",", " ").split()
         if not isinstance(value, (list, tuple)):
             value = [value]
+        if len(value) == 1 and _is_none(value[0]):
+            value = []  # `--loggers none` empties a tuple a preset filled
         return tuple(_coerce(item, v) for v in value)
     if kind is bool:
         if isinstance(value, bool):
@@ -241,9 +368,8 @@ def _coerce(kind: Any, value: Any) -> Any:
     raise TypeError(f"unsupported field type {kind!r}")
 
 
-def build_config(config_class: type[C], fields: dict[str, Any]) -> C:
-    """Instantiate with coerced values; the dataclass's own ``__post_init__`` validates."""
-    values = {k: coerce(config_class, k, v) for k, v in fields.items()}
+def construct(config_class: type[C], values: dict[str, Any]) -> C:
+    """Build the dataclass from typed values; its ``__post_init__`` validates."""
     try:
         return config_class(**values)
     except TypeError as e:
@@ -259,8 +385,14 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def from_dict(config_class: type[C], data: dict[str, Any]) -> C:
+    """The config a :func:`to_dict` dict (a run folder's, a sweep spec's) describes.
+
+    Keys the class does not know (fields a later version removed) are ignored; fields the
+    dict lacks (added later) take their defaults.
+    """
     known = {f.name for f in dataclasses.fields(config_class)}
-    return build_config(config_class, {k: v for k, v in data.items() if k in known})
+    values = {k: coerce(config_class, k, v) for k, v in data.items() if k in known}
+    return construct(config_class, values)
 
 
 def config_hash(config: Any, length: int = 8) -> str:
@@ -289,12 +421,69 @@ def jsonable_default(default: Any) -> Any:
     return json.loads(json.dumps(default))
 
 
-def describe_fields(config_class: type) -> str:
-    """One line per field: name, type and default, for ``--help``."""
-    lines = []
+# --------------------------------------------------------------------------- --help
+
+#: Width of the ``--name TYPE`` column of :func:`describe_fields`; longer flags put their
+#: help on the next line, as argparse does.
+FLAG_COLUMN = 34
+HELP_WIDTH = 100
+
+
+def describe_fields(config_class: type, heading: str | None = None) -> str:
+    """Every field as ``--help`` lists it: flag, type or choices, help and default.
+
+    ::
+
+        --engine {auto, fast, reference}  online engine: fast (Numba) ... (default: auto)
+        --hidden INT [INT ...]            hidden layer widths (default: 100 100 100)
+
+    The choices come from ``Literal`` types, the help from :func:`field` (a field without
+    help shows its default only).
+    """
+    kinds = field_types(config_class)
+    lines = [heading or f"fields of {config_class.__name__}:"]
     for f in dataclasses.fields(config_class):
-        kind = field_types(config_class)[f.name]
-        kind_text = getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  --{f.name:<22} {kind_text} (default: {default!r})")
+        flag = f"  --{f.name} {type_text(kinds[f.name])}"
+        text = " ".join(filter(None, [f.metadata.get("help", ""), f"(default: {_default(f)})"]))
+        indent = " " * FLAG_COLUMN
+        if len(flag) <= FLAG_COLUMN - 2:
+            first = flag.ljust(FLAG_COLUMN)
+        else:
+            lines.append(flag)
+            first = indent
+        lines.extend(
+            textwrap.wrap(text, HELP_WIDTH, initial_indent=first, subsequent_indent=indent)
+        )
     return "\n".join(lines)
+
+
+def type_text(kind: Any) -> str:
+    """``INT``, ``FLOAT|none``, ``{auto, fast, reference}``, ``INT [INT ...]`` ..."""
+    origin = get_origin(kind)
+    if origin is Literal:
+        return "{" + ", ".join(map(str, get_args(kind))) + "}"
+    if origin in (typing.Union, types.UnionType):
+        options = [type_text(a) for a in get_args(kind) if a is not type(None)]
+        return "|".join([*options, "none"])
+    if origin is tuple:
+        item = type_text(get_args(kind)[0])
+        return f"{item} [{item} ...]"
+    if kind is bool:
+        return "{true, false}"
+    return getattr(kind, "__name__", str(kind)).upper()
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return "required"
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return str(value)

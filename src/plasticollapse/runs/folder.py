@@ -2,8 +2,10 @@
 
 A run folder holds::
 
-    config.json     the resolved config, package version, git commit, torch version, device
+    config.json     the resolved config, package version, git commit (and whether the
+                    checkout had changes, with a hash of them), torch version, device
     metrics.jsonl   one JSON object per task / checkpoint, appended and fsync'ed as it ends
+                    (the config's ``loggers`` also send each row to TensorBoard or W&B)
     checkpoint.pt   the latest training state (atomic replace), with the number of metric
                     rows it corresponds to
     summary.json    written once, when the run completes (its presence means "complete")
@@ -17,6 +19,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticollapse import __version__
+from plasticollapse.runs.loggers import JsonlLogger, Logger, open_loggers
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -77,7 +81,7 @@ def environment_info(device: str) -> dict[str, Any]:
 
     return {
         "plasticollapse_version": __version__,
-        "git_commit": git_commit(),
+        "git": git_info(Path(__file__)),
         "torch_version": torch.__version__,
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
@@ -87,16 +91,35 @@ def environment_info(device: str) -> dict[str, Any]:
     }
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout this package runs from, or None when not in git."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
+def git_info(source: Path) -> dict[str, Any] | None:
+    """The commit the code in ``source`` (a file) comes from, and whether it was changed.
+
+    ``{"commit": sha, "dirty": bool, "diff_sha256": 16 hex digits or None}``: the hash
+    covers ``git diff HEAD`` and the names of untracked files, so two runs with the same
+    commit and hash ran the same tracked code. None when ``source`` is not a tracked file
+    of a git checkout (an installed wheel, even one inside a checkout's ``.venv``), so that
+    no run is labelled with a commit it did not run.
+    """
+
+    def git(*args: str, cwd: Path = source.parent) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.decode(errors="replace") if out.returncode == 0 else None
+
+    if git("ls-files", "--error-unmatch", source.name) is None:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    top = git("rev-parse", "--show-toplevel")
+    commit = git("rev-parse", "HEAD")
+    if not top or not commit:
+        return None
+    root = Path(top.strip())
+    diff = git("diff", "HEAD", "--binary", cwd=root) or ""
+    untracked = git("ls-files", "--others", "--exclude-standard", cwd=root) or ""
+    dirty = bool(diff or untracked)
+    digest = hashlib.sha256(f"{diff}\0{untracked}".encode()).hexdigest()[:16]
+    return {"commit": commit.strip(), "dirty": dirty, "diff_sha256": digest if dirty else None}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -130,18 +153,38 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class RunFolder:
-    """One run's folder. Create with :meth:`open`, which checks it holds the same run."""
+    """One run's folder. Create with :meth:`open`, which checks it holds the same run.
 
-    def __init__(self, path: str | Path):
+    ``RunFolder(path)`` reads a folder (and appends rows to its metrics.jsonl only);
+    :meth:`open` also starts the loggers the run's config asks for, which :meth:`close`
+    ends.
+    """
+
+    def __init__(
+        self, path: str | Path, loggers: list[Logger] | None = None, step_key: str | None = None
+    ):
         self.path = Path(path)
+        self.loggers: list[Logger] = [JsonlLogger(self.path / METRICS), *(loggers or [])]
+        self.step_key: str | None = step_key
+        self._rows_logged = 0
 
     # ----------------------------------------------------------------- identity
     @classmethod
     def open(
-        cls, path: str | Path, experiment: str, config: dict[str, Any], device: str, run_id: str
+        cls,
+        path: str | Path,
+        experiment: str,
+        config: dict[str, Any],
+        device: str,
+        run_id: str,
+        step_key: str | None = None,
     ) -> RunFolder:
-        """Create the folder (or reopen it), refusing to mix two different runs in one."""
-        folder = cls(path)
+        """Create the folder (or reopen it), refusing to mix two different runs in one.
+
+        ``config["loggers"]`` names the loggers to start besides metrics.jsonl;
+        ``step_key`` is the row key they use as the step (the row's index without one).
+        """
+        folder = cls(path, step_key=step_key)
         folder.path.mkdir(parents=True, exist_ok=True)
         if folder.config_path.exists():
             stored = folder.read_config()
@@ -156,6 +199,7 @@ class RunFolder:
             record = {"experiment": experiment, "run_id": run_id, "config": config}
             record.update(environment_info(device))
             atomic_write_text(folder.config_path, json.dumps(jsonable(record), indent=2) + "\n")
+        folder.loggers += open_loggers(config.get("loggers", ()), folder.path, run_id, config)
         return folder
 
     @property
@@ -187,12 +231,18 @@ class RunFolder:
 
     # ----------------------------------------------------------------- metrics
     def append_metrics(self, row: dict[str, Any]) -> None:
-        """Append one row and make it durable before returning."""
-        line = json.dumps(jsonable(row), allow_nan=False)
-        with self.metrics_path.open("a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one row to metrics.jsonl, durable before returning, and to every logger."""
+        row = jsonable(row)
+        step = row.get(self.step_key) if self.step_key else None
+        step = int(step) if isinstance(step, (int, float)) else self._rows_logged
+        for logger in self.loggers:
+            logger.log(row, step)
+        self._rows_logged += 1
+
+    def close(self) -> None:
+        """End the loggers (flush TensorBoard's events, finish a W&B run)."""
+        for logger in self.loggers:
+            logger.close()
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All complete rows; a final line cut by a kill is ignored."""

@@ -210,5 +210,3 @@ def _process_state(pid: int) -> tuple[str, int | None] | None:
         # ps lists nothing and exits 1 for a pid that does not exist; anything else is unsure
         return None if ps.returncode == 1 and not ps.stderr.strip() else ("?", None)
     return state, None
-
-

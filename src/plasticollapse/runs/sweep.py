@@ -52,7 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plasticollapse.runs.config import ConfigError
+# parse_seeds lives with the other config parsing; sweep re-exports it for older imports.
+from plasticollapse.runs.config import parse_seeds  # noqa: F401
 from plasticollapse.runs.lock import RunLock
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load torch
@@ -171,33 +172,6 @@ class SweepResult:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- seeds
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,5"`` -> [0, 2, 5]; ``"3"`` -> [3].
-
-    Ranges and lists mix (``"0-2,7"``); ranges are inclusive. Seeds must be non-negative and
-    distinct; anything else raises :class:`~plasticollapse.runs.config.ConfigError`.
-    """
-    usage = "write seeds as a range 0-4, a list 0,2,5, or one seed 3"
-    seeds: list[int] = []
-    for part in str(text).replace(" ", "").split(","):
-        low, sep, high = part.partition("-")
-        if not (low.isdigit() and (high.isdigit() if sep else True)):
-            raise ConfigError(f"--seeds {text!r}: {part!r} is not a seed or a range; {usage}")
-        if sep:
-            if int(high) < int(low):
-                raise ConfigError(f"--seeds {text!r}: range {part!r} goes down; {usage}")
-            seeds.extend(range(int(low), int(high) + 1))
-        else:
-            seeds.append(int(low))
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise ConfigError(f"--seeds {text!r} repeats {repeated}; each seed is one run")
-    return seeds
-
-
 # --------------------------------------------------------------------------- the sweep
 
 
@@ -287,9 +261,7 @@ def run_sweep(
             f"{outcome.seconds:>8.1f} s  {outcome.folder}  {extra}".rstrip()
         )
 
-    registry = {
-        s.experiment: REGISTRY[s.experiment] for s in specs if s.experiment in REGISTRY
-    }
+    registry = {s.experiment: REGISTRY[s.experiment] for s in specs if s.experiment in REGISTRY}
     runner = {
         "serial": backends.run_serial,
         "process": backends.run_process,
@@ -344,8 +316,6 @@ def _wait_for_elsewhere(specs, outcomes, run, report, echo, poll_s: float) -> No
         waiting = sorted(i for i, o in outcomes.items() if o.elsewhere)
         if waiting:
             time.sleep(poll_s)
-
-
 
 
 def _print(text: str) -> None:

@@ -127,12 +127,18 @@ def run_id(experiment: Experiment, config: Any) -> str:
 
 
 def plan(experiment_name: str, study: Study) -> list[RunSpec]:
-    """One :class:`RunSpec` per run of the study, each with its own folder under ``out``."""
+    """One :class:`RunSpec` per run of the study, each with its own folder under ``out``.
+
+    The runs' loggers are checked here, so that a missing optional extra (tensorboard,
+    wandb) stops the study before its first run rather than inside a worker.
+    """
+    from plasticollapse.runs.loggers import check_loggers
     from plasticollapse.studies import get_study
 
     experiment = get_study(experiment_name)
     specs = []
     for config in study.expand():
+        check_loggers(getattr(config, "loggers", ()))
         folder = Path(config.out) / run_id(experiment, config)
         specs.append(RunSpec(experiment_name, to_dict(config), str(folder)))
     folders = [s.folder for s in specs]
@@ -142,10 +148,15 @@ def plan(experiment_name: str, study: Study) -> list[RunSpec]:
 
 
 def plan_from_file(experiment_name: str, config_file: str | None, argv: list[str]) -> list[RunSpec]:
+    """:func:`plan` of a preset (a TOML file or a preset name) and ``--field`` overrides.
+
+    A preset whose ``experiment`` key names another study is refused.
+    """
     from plasticollapse.studies import get_study
 
     experiment = get_study(experiment_name)
-    return plan(experiment_name, parse_study(experiment.Config, config_file, argv))
+    study = parse_study(experiment.Config, config_file, argv, experiment=experiment_name)
+    return plan(experiment_name, study)
 
 
 def run_status(spec: RunSpec) -> str:
@@ -178,12 +189,19 @@ def execute(spec: RunSpec, threads: int | None = None) -> str:
         torch.set_num_threads(n_threads)
         os.environ["NUMBA_NUM_THREADS"] = str(n_threads)
     folder = RunFolder.open(
-        spec.folder, spec.experiment, spec.config, device=str(config.device), run_id=spec.run_id
+        spec.folder,
+        spec.experiment,
+        spec.config,
+        device=str(config.device),
+        run_id=spec.run_id,
+        step_key=experiment.step_key,
     )
     try:
         summary = experiment.run(config, folder)
     except BaseException as exc:
         folder.write_error(exc)
         raise
+    finally:
+        folder.close()
     folder.write_summary(summary)
     return "resumed" if status == "partial" else "done"

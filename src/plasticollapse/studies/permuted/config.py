@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from plasticollapse.runs.config import ConfigError
+from plasticollapse.runs.config import ConfigError, field
 
 NAME = "permuted"
 
@@ -44,6 +44,7 @@ class Config:
     threads: int = 0
     engine: Literal["auto", "fast", "reference"] = "auto"
     progress: bool = True
+    loggers: tuple[str, ...] = field((), help="loggers besides metrics.jsonl: tensorboard, wandb")
 
     def __post_init__(self):
         # Lists from JSON/TOML become the tuple the dataclass declares (it is frozen).

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from plasticollapse.runs.config import ConfigError
+from plasticollapse.runs.config import ConfigError, field
 
 NAME = "warmstart"
 
@@ -64,6 +64,7 @@ class Config:
     amp: bool = True
     threads: int = 0
     progress: bool = True
+    loggers: tuple[str, ...] = field((), help="loggers besides metrics.jsonl: tensorboard, wandb")
 
     def __post_init__(self):
         # Lists from JSON/TOML become the tuple the dataclass declares (it is frozen).
