@@ -46,7 +46,11 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from plasticollapse.data import mnist_like  # noqa: E402
+# The synthetic data generator lives with the tests (it is test data, not part of the
+# package), so this script reads it from the repository's tests/ folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from synthetic import mnist_like  # noqa: E402
+
 from plasticollapse.engines import fast  # noqa: E402
 from plasticollapse.engines.reference import ReferenceEngine  # noqa: E402
 from plasticollapse.models import MLP  # noqa: E402

@@ -25,9 +25,9 @@ import copy
 import numpy as np
 import pytest
 import torch
+from synthetic import mnist_like
 from torch import nn
 
-from plasticollapse.data import mnist_like
 from plasticollapse.engines import make_engine
 from plasticollapse.engines.fast import LAYOUTS, FastEngine, unsupported_reason
 from plasticollapse.engines.reference import ReferenceEngine
