@@ -3,85 +3,14 @@
 With batch size 1 the reference loop (autograd + ``torch.optim.SGD``) spends nearly all of
 its time in per-step overhead: about 3,000 steps/s for the 784-100-100-100-10 MLP, so the
 paper's Permuted MNIST study (~409 million updates) would take ~40 CPU-hours. This engine
-runs the whole prequential pass inside one Numba-compiled function.
+runs the whole prequential pass inside one Numba-compiled function (~110,000 steps/s on
+one core of the development machine).
 
-The fused step
---------------
-For a ReLU MLP with weights ``W_l`` (out x in, PyTorch's layout) and biases ``b_l``,
-``l = 1..L``, one sample ``(x, y)`` and learning rate ``eta``:
-
-forward::
-
-    a_0 = x
-    z_l = W_l a_{l-1} + b_l,      a_l = relu(z_l)        (l < L)
-    z_L = W_L a_{L-1} + b_L       (the logits)
-    p   = softmax(z_L),  computed as exp(z_L - m - lse) with m = max z_L,
-                         lse = log sum exp(z_L - m)      (max subtraction: no overflow)
-    loss = lse + m - z_L[y]   (cross-entropy),  prediction = argmax z_L (first maximum)
-
-backward (the gradient of the loss w.r.t. z_l is delta_l)::
-
-    delta_L     = p - onehot(y)
-    delta_{l-1} = (W_l^T delta_l) * 1[z_{l-1} > 0]       (l = L..2; a_{l-1} > 0 iff z_{l-1} > 0)
-
-update (plain SGD)::
-
-    W_l -= eta * delta_l a_{l-1}^T,     b_l -= eta * delta_l
-
-All deltas use the *pre-update* weights, as autograd does (it computes every gradient
-before ``optimizer.step()``): layer ``l``'s row loop first reads ``W_l[j, :]`` into
-``W_l^T delta_l`` and only then overwrites it, and layer ``l-1`` is updated after its delta
-has been formed. The sample is scored and its loss recorded before its update.
-
-Where the time goes, and what is exploited
-------------------------------------------
-- **Sparse inputs.** MNIST-like images are ~80% zeros. ``W_1 x`` and the rank-1 update
-  ``delta_1 x^T`` only touch the columns ``k`` with ``x_k != 0`` (a zero input changes
-  neither the sum nor the weight: ``W + (-eta)(delta * 0) == W`` exactly). The nonzeros
-  of ``x`` are precomputed once per data tensor as CSR rows (``indptr``, ``indices``,
-  ``values``) and cached, since a task's data is reused for several epochs.
-- **W_1 stored transposed** (in x out, a private copy) so that the column ``W_1[:, k]`` of
-  a nonzero input is one contiguous row: both the forward ``z_1 += W_1^T[k] x_k`` and the
-  update ``W_1^T[k] -= eta x_k delta_1`` become dense, vectorised loops over the output
-  units. It is copied in at the start of :meth:`FastEngine.train` and written back to the
-  model's weight at the end (also on error), so the model is always current between
-  calls. The whole step is ~4x faster than with a gathering first layer in the out x in
-  layout (``FastEngine(..., layout="torch")``; see ``benchmarks/online_speed.py``). The
-  forward sweeps four nonzeros per pass over ``z_1`` (same summation order, a quarter of
-  the loads and stores).
-- **No dL/dx.** Layer 1's backward stops at its weight update.
-- **One pass over each deeper W_l for backward and update:** for each row ``j`` with
-  ``delta_l[j] != 0`` (ReLU zeroes roughly half of them, and a zero row changes nothing),
-  ``dprev += W_l[j, :] delta_l[j]`` then ``W_l[j, :] -= eta delta_l[j] a_{l-1}``, four
-  rows per sweep over ``dprev``. The forward computes four rows' dot products per sweep
-  over ``a_{l-1}``.
-- **Contiguous inner loops** over the last (memory-contiguous) axis everywhere; no array
-  is sliced inside the loop (a slice is a reference-counted object).
-- Tried and dropped: storing the deeper weights transposed too (so that inactive ReLU
-  inputs skip whole rows in forward and backward) was no faster inside the full step,
-  though faster in isolation; so they stay views of the parameters.
-
-Per step on one core of the development machine (2-core AMD EPYC VM, MNIST-like data,
-784-100-100-100-10): ~9 us, ~110,000 steps/s: first layer ~3 us (forward ~1.2, update
-~1.5), each 100x100 layer ~2.4 us (backward ~1.4), classifier, softmax and loop ~0.8 us.
-
-Numerics (why the results match the reference to float32 rounding)
-------------------------------------------------------------------
-Everything is float32, like the model. The gradient ``g = delta_j * a_k`` is rounded to
-float32 and applied as ``W + (-eta) * g`` with a fused multiply-add, which is exactly how
-PyTorch's ``param.add_(grad, alpha=-lr)`` computes it on the CPU; the bias gradient is
-``delta`` itself. Only the forward dot products of the deeper layers are compiled with
-reassociation (``fastmath={'reassoc', 'contract'}``) so they vectorise; their summation
-order then differs from the BLAS that PyTorch calls, as any two BLAS libraries differ.
-The result: from the same weights one step agrees with autograd to ~1e-7 relative, and
-10,000 steps to ~1e-6 (tests/test_fast_engine.py). Like any change of summation order
-(PyTorch itself summing with ``torch.sum`` instead of BLAS does the same), a rounding
-difference can flip a ReLU whose pre-activation is within ~1e-7 of zero; on some
-networks and data this then grows chaotically, and the two trajectories part while their
-statistics (accuracy, loss) stay alike. Softmax, loss
-and argmax follow PyTorch's float32 ``log_softmax`` / ``nll_loss`` / ``argmax`` (NaN counts
-as the maximum, the first maximum wins). No other fast-math flag is used, so NaN/inf
-propagate as in PyTorch.
+This module decides whether the engine applies (:func:`unsupported_reason`) and prepares
+what the compiled pass reads: the inputs as CSR rows (cached across epochs and across
+permutations of the inputs), the parameters as NumPy views, and the first layer's weight
+transposed. The step itself, its formulas, where its time goes and why it matches
+autograd to float32 rounding are in :mod:`plasticollapse.engines.fast_kernels`.
 
 Shared parameters
 -----------------
@@ -105,30 +34,19 @@ depth, later processes load it in well under a second.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-from numba import njit
 from torch import nn
 
+from plasticollapse.engines import fast_kernels
 from plasticollapse.engines.stats import OnlineStats
 from plasticollapse.models import MLP
 
-__all__ = ["LAYOUTS", "FastEngine", "unsupported_reason", "warmup"]
-
-#: Where :class:`FastEngine` keeps the weights during a pass (see its ``layout`` argument).
-LAYOUTS = ("views", "torch")
+__all__ = ["FastEngine", "unsupported_reason", "warmup"]
 
 #: Above this fraction of nonzero inputs, the first layer reads ``x`` densely (skipping
 #: exact zeros on the fly) instead of building CSR rows, which would take more memory than x.
 DENSE_THRESHOLD = 0.5
-
-# Contraction lets LLVM use fused multiply-adds, as PyTorch's CPU kernels do. Only the
-# forward dot products may also be reassociated (so that they vectorise); nowhere
-# nnan/ninf/nsz/afn, so NaN and inf propagate as in PyTorch.
-_STEP_MATH = {"contract"}
-_DOT_MATH = {"contract", "reassoc"}
 
 
 # --------------------------------------------------------------------------------------
@@ -225,269 +143,6 @@ def unsupported_reason(model: nn.Module, batch_size: int) -> str | None:
 
 
 # --------------------------------------------------------------------------------------
-# Compiled kernels
-# --------------------------------------------------------------------------------------
-
-
-@njit(cache=True, nogil=True)
-def _row_nonzeros(x):
-    """Number of nonzero entries of each row of a C-contiguous 2-D float32 array."""
-    n, d = x.shape
-    counts = np.empty(n, np.int64)
-    for i in range(n):
-        c = 0
-        for k in range(d):
-            c += x[i, k] != 0  # branchless: MNIST's zero pattern is unpredictable
-        counts[i] = c
-    return counts
-
-
-@njit(cache=True, nogil=True)
-def _fill_csr(x, indptr, indices, values):
-    """Write the nonzeros of each row of ``x`` at ``indptr[i]:indptr[i+1]``.
-
-    Branchless compaction: every entry is written at the cursor, which advances only past
-    nonzeros. The write past a row's last nonzero lands in the next row's first slot (later
-    overwritten) or in the one spare slot at the end, which the caller allocates.
-    """
-    n, d = x.shape
-    for i in range(n):
-        p = indptr[i]
-        for k in range(d):
-            v = x[i, k]
-            indices[p] = k
-            values[p] = v
-            p += v != 0
-
-
-@njit(cache=True, nogil=True, fastmath=_DOT_MATH)
-def _dot_row(w, j, a, l, n):
-    """sum_k w[j, k] a[l, k] for k < n: row j of a weight times row l of the activations.
-
-    The only function compiled with reassociation (``_DOT_MATH``), so that LLVM may split
-    the sum into SIMD partial sums; its order then differs from the BLAS that PyTorch
-    calls, as two BLAS libraries differ from each other: float32 rounding.
-    """
-    acc = np.float32(0.0)
-    for k in range(n):
-        acc += w[j, k] * a[l, k]
-    return acc
-
-
-@njit(cache=True, nogil=True, fastmath=_DOT_MATH)
-def _dot_rows4(w, j, a, l, n):
-    """The dot products of rows j..j+3 of ``w`` with row l of ``a``: each ``a[l, k]`` is
-    loaded once for four rows. Each sum is reassociated, as in :func:`_dot_row`."""
-    s0 = s1 = s2 = s3 = np.float32(0.0)
-    for k in range(n):
-        ak = a[l, k]
-        s0 += w[j, k] * ak
-        s1 += w[j + 1, k] * ak
-        s2 += w[j + 2, k] * ak
-        s3 += w[j + 3, k] * ak
-    return s0, s1, s2, s3
-
-
-@njit(cache=True, nogil=True, fastmath=_STEP_MATH)
-def _train_pass(
-    w1, w1_transposed, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, lr
-):  # pragma: no cover - compiled; covered through FastEngine in tests
-    """One prequential SGD pass over ``order``; returns ``(correct, loss_sum)``.
-
-    ``w1``: first layer weight, (in x h1) if ``w1_transposed`` else (h1 x in); ``b1``: its
-    bias. ``ws``/``bs``: the deeper layers' weights (out x in) and biases, the classifier
-    last. Inputs are CSR rows (``indptr``, ``indices``, ``values``) if ``sparse``, else the
-    dense rows ``xd``. All parameter arrays are updated in place.
-
-    Arrays are indexed element-wise, never sliced, inside the loops: a slice is a new
-    array object whose reference counting would cost more than the arithmetic.
-    """
-    nlr = np.float32(-lr)
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    h1 = b1.shape[0]
-    n_in1 = xd.shape[1]
-    n_dense = len(ws)
-    width = h1
-    for l in range(n_dense):
-        width = max(width, ws[l].shape[0])
-    # acts[0] = a_1 (first hidden layer); acts[l] = output of ws[l-1]; acts[n_dense] = logits.
-    acts = np.zeros((n_dense + 1, width), np.float32)
-    delta = np.zeros(width, np.float32)
-    dprev = np.zeros(width, np.float32)
-    active = np.zeros(width, np.int64)
-    n_cls = ws[n_dense - 1].shape[0]
-    correct = 0
-    loss_sum = 0.0
-    for t in range(order.shape[0]):
-        s = order[t]
-        lo = indptr[s] if sparse else 0
-        hi = indptr[s + 1] if sparse else 0
-        # ---- layer 1 forward: z_1 = W_1 x + b_1 over the nonzero inputs only
-        if w1_transposed:
-            for j in range(h1):
-                acts[0, j] = zero
-            if sparse:
-                # Contiguous rows k of W_1^T: vectorised axpys, four nonzeros per sweep so
-                # that a_1 is loaded and stored once per four (same summation order).
-                p = lo
-                while p + 4 <= hi:
-                    k0, k1, k2, k3 = indices[p], indices[p + 1], indices[p + 2], indices[p + 3]
-                    v0, v1, v2, v3 = values[p], values[p + 1], values[p + 2], values[p + 3]
-                    for j in range(h1):
-                        acts[0, j] = (
-                            ((acts[0, j] + w1[k0, j] * v0) + w1[k1, j] * v1) + w1[k2, j] * v2
-                        ) + w1[k3, j] * v3
-                    p += 4
-                while p < hi:
-                    k = indices[p]
-                    v = values[p]
-                    for j in range(h1):
-                        acts[0, j] += w1[k, j] * v
-                    p += 1
-            else:
-                for k in range(n_in1):
-                    v = xd[s, k]
-                    if v != zero:
-                        for j in range(h1):
-                            acts[0, j] += w1[k, j] * v
-        else:
-            for j in range(h1):
-                if sparse:  # gathered dot product over the nonzeros, 4 partial sums
-                    s0 = s1 = s2 = s3 = zero
-                    p = lo
-                    while p + 4 <= hi:
-                        s0 += w1[j, indices[p]] * values[p]
-                        s1 += w1[j, indices[p + 1]] * values[p + 1]
-                        s2 += w1[j, indices[p + 2]] * values[p + 2]
-                        s3 += w1[j, indices[p + 3]] * values[p + 3]
-                        p += 4
-                    while p < hi:
-                        s0 += w1[j, indices[p]] * values[p]
-                        p += 1
-                    acts[0, j] = (s0 + s1) + (s2 + s3)
-                else:
-                    acts[0, j] = _dot_row(w1, j, xd, s, n_in1)
-        for j in range(h1):
-            z = acts[0, j] + b1[j]
-            acts[0, j] = zero if z < zero else z  # relu; NaN passes, as in torch
-        # ---- deeper layers forward: z_l = W_l a_{l-1} + b_l
-        for l in range(n_dense):
-            w = ws[l]
-            b = bs[l]
-            n_out, n_in = w.shape
-            hidden = l < n_dense - 1
-            j = 0
-            while j + 4 <= n_out:  # four rows at a time: each a_{l-1}[k] is loaded once
-                z0, z1, z2, z3 = _dot_rows4(w, j, acts, l, n_in)
-                acts[l + 1, j] = z0 + b[j]
-                acts[l + 1, j + 1] = z1 + b[j + 1]
-                acts[l + 1, j + 2] = z2 + b[j + 2]
-                acts[l + 1, j + 3] = z3 + b[j + 3]
-                j += 4
-            while j < n_out:
-                acts[l + 1, j] = _dot_row(w, j, acts, l, n_in) + b[j]
-                j += 1
-            if hidden:
-                for j in range(n_out):
-                    if acts[l + 1, j] < zero:  # relu; NaN passes, as in torch
-                        acts[l + 1, j] = zero
-        # ---- score, loss, delta_L = softmax(z_L) - onehot(y), all before any update
-        m = acts[n_dense, 0]
-        pred = 0
-        for c in range(1, n_cls):
-            v = acts[n_dense, c]
-            # torch.argmax: the first maximum; NaN beats everything, the first NaN wins.
-            if (v > m or v != v) and m == m:  # noqa: PLR0124 (NaN tests)
-                m = v
-                pred = c
-        ssum = zero
-        for c in range(n_cls):
-            ssum += math.exp(acts[n_dense, c] - m)
-        lse = np.float32(math.log(ssum))
-        yi = y[s]
-        # torch: log_softmax = (z - m) - lse, loss = -log_softmax[y], p = exp(log_softmax)
-        loss_sum -= float((acts[n_dense, yi] - m) - lse)
-        if pred == yi:
-            correct += 1
-        for c in range(n_cls):
-            delta[c] = np.float32(math.exp((acts[n_dense, c] - m) - lse))
-        delta[yi] -= one
-        # ---- deeper layers, top down: dprev = W_l^T delta_l (pre-update W_l), then update
-        for l in range(n_dense - 1, -1, -1):
-            w = ws[l]
-            b = bs[l]
-            n_out, n_in = w.shape
-            for k in range(n_in):
-                dprev[k] = zero
-            # Rows with delta_l[j] == 0 (inactive ReLUs) change neither W_l nor dprev: skip.
-            n_act = 0
-            for j in range(n_out):
-                if delta[j] != zero:
-                    active[n_act] = j
-                    n_act += 1
-            q = 0
-            while q + 4 <= n_act:  # four rows at a time: dprev[k] is loaded/stored once
-                j0, j1, j2, j3 = active[q], active[q + 1], active[q + 2], active[q + 3]
-                d0, d1, d2, d3 = delta[j0], delta[j1], delta[j2], delta[j3]
-                b[j0] = b[j0] + nlr * d0
-                b[j1] = b[j1] + nlr * d1
-                b[j2] = b[j2] + nlr * d2
-                b[j3] = b[j3] + nlr * d3
-                for k in range(n_in):
-                    ak = acts[l, k]
-                    w0, w1_, w2, w3 = w[j0, k], w[j1, k], w[j2, k], w[j3, k]
-                    # pre-update weights into dprev, rows in ascending order
-                    dprev[k] = (((dprev[k] + w0 * d0) + w1_ * d1) + w2 * d2) + w3 * d3
-                    # float32 gradient d*a, then w + (-eta) g with an fma, as torch does
-                    w[j0, k] = w0 + nlr * (d0 * ak)
-                    w[j1, k] = w1_ + nlr * (d1 * ak)
-                    w[j2, k] = w2 + nlr * (d2 * ak)
-                    w[j3, k] = w3 + nlr * (d3 * ak)
-                q += 4
-            while q < n_act:
-                j = active[q]
-                dj = delta[j]
-                b[j] = b[j] + nlr * dj
-                for k in range(n_in):
-                    wk = w[j, k]
-                    dprev[k] += wk * dj
-                    w[j, k] = wk + nlr * (dj * acts[l, k])
-                q += 1
-            for k in range(n_in):
-                delta[k] = dprev[k] if acts[l, k] > zero else zero  # relu'(z) = 1[a > 0]
-        # ---- layer 1 update: W_1 -= eta delta_1 x^T over the nonzero inputs; no dL/dx
-        for j in range(h1):
-            b1[j] = b1[j] + nlr * delta[j]
-        if w1_transposed:
-            if sparse:
-                for p in range(lo, hi):
-                    k = indices[p]
-                    v = values[p]
-                    for j in range(h1):
-                        w1[k, j] = w1[k, j] + nlr * (delta[j] * v)
-            else:
-                for k in range(n_in1):
-                    v = xd[s, k]
-                    if v != zero:
-                        for j in range(h1):
-                            w1[k, j] = w1[k, j] + nlr * (delta[j] * v)
-        else:
-            for j in range(h1):
-                dj = delta[j]
-                if dj == zero:
-                    continue
-                if sparse:
-                    for p in range(lo, hi):
-                        k = indices[p]
-                        w1[j, k] = w1[j, k] + nlr * (dj * values[p])
-                else:
-                    for k in range(n_in1):
-                        w1[j, k] = w1[j, k] + nlr * (dj * xd[s, k])
-    return correct, loss_sum
-
-
-# --------------------------------------------------------------------------------------
 # The engine
 # --------------------------------------------------------------------------------------
 
@@ -516,17 +171,17 @@ class _SparseRows:
     __slots__ = ("density", "indices", "indptr", "sparse", "values", "xd")
 
     def __init__(self, x2: np.ndarray, dense_threshold: float):
-        counts = _row_nonzeros(x2)
+        counts = fast_kernels.row_nonzeros(x2)
         nnz = int(counts.sum())
         self.density = nnz / max(x2.size, 1)
         self.sparse = self.density <= dense_threshold
         if self.sparse:
             self.indptr = np.zeros(len(counts) + 1, np.int64)
             np.cumsum(counts, out=self.indptr[1:])
-            # One spare slot: _fill_csr's branchless cursor may write one past the end.
+            # One spare slot: fill_csr's branchless cursor may write one past the end.
             self.indices = np.empty(nnz + 1, np.int32)
             self.values = np.empty(nnz + 1, np.float32)
-            _fill_csr(x2, self.indptr, self.indices, self.values)
+            fast_kernels.fill_csr(x2, self.indptr, self.indices, self.values)
             self.xd = np.empty((0, x2.shape[1]), np.float32)  # unused; keeps types fixed
         else:
             self.indptr = np.zeros(1, np.int64)
@@ -543,22 +198,11 @@ def _permutation(columns: torch.Tensor, n_in: int) -> np.ndarray:
     return perm
 
 
-def _first_layer_in(w1: np.ndarray, transposed: bool, perm: np.ndarray | None) -> np.ndarray:
-    """W_1 (out x in) as the kernel takes it: transposed (in x out) or the view itself; with
-    ``perm`` = P, the columns are permuted by P^-1, so that ``x`` reads as ``x[:, P]``."""
-    if perm is None:
-        return np.ascontiguousarray(w1.T) if transposed else w1
+def inverse_permutation(perm: np.ndarray) -> np.ndarray:
+    """P^-1 of a permutation P of ``range(n)``: ``inverse[perm] = arange(n)``."""
     inverse = np.empty_like(perm)
     inverse[perm] = np.arange(len(perm))
-    return w1.T[inverse] if transposed else np.ascontiguousarray(w1[:, inverse])
-
-
-def _first_layer_out(first: np.ndarray, w1: np.ndarray, transposed: bool, perm) -> None:
-    """Write the kernel's copy of W_1 back into the parameter's array ``w1`` (out x in)."""
-    if perm is None:
-        w1[...] = first.T  # only the transposed layout copies without a permutation
-    else:
-        w1[...] = first[perm].T if transposed else first[:, perm]
+    return inverse
 
 
 def _cache_key(x: torch.Tensor) -> tuple:
@@ -587,12 +231,11 @@ class FastEngine:
     Args:
         model: a ReLU MLP that :func:`unsupported_reason` accepts.
         lr: the SGD learning rate (no momentum, no weight decay).
-        layout: where the weights live during a pass. ``"views"`` (default, fastest): the
-            first layer's weight as a transposed copy (in x out), written back into the
-            model at the end of every pass; the deeper ones trained in place through views
-            of the parameters' memory. ``"torch"``: every weight trained in place through
-            views, nothing copied (the first layer then gathers its nonzero columns).
         dense_threshold: inputs denser than this fraction are read densely, not as CSR.
+
+    During a pass the first layer's weight is a transposed copy (in x out), written back
+    into the model at the end of every pass; the deeper ones are trained in place through
+    views of the parameters' memory (module docstring).
 
     The CSR form of the last ``x`` is cached (keyed by its memory, shape, strides, dtype
     and autograd version counter) and reused by the next call with the same data, e.g.
@@ -610,7 +253,6 @@ class FastEngine:
         model: nn.Module,
         lr: float,
         *,
-        layout: str = "views",
         dense_threshold: float = DENSE_THRESHOLD,
     ):
         reason = unsupported_reason(model, 1)
@@ -619,13 +261,30 @@ class FastEngine:
         self.model = model
         self.lr = float(lr)
         self.batch_size = 1
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        self.layout = layout
         self.dense_threshold = float(dense_threshold)
         self._cached_x: torch.Tensor | None = None
         self._cached_key: tuple | None = None
         self._cached_rows: _SparseRows | None = None
+
+    # How W_1 is laid out for the compiled pass, and the pass itself. Overridable as a
+    # group: benchmarks/fast_layouts.py times another layout through the same preparation.
+
+    #: The compiled pass; its arguments are those of :func:`fast_kernels.train_pass`.
+    _train_pass = staticmethod(fast_kernels.train_pass)
+
+    @staticmethod
+    def _first_layer_in(w1: np.ndarray, perm: np.ndarray | None) -> np.ndarray:
+        """W_1 (out x in) as the pass takes it: a transposed copy (in x out). With ``perm``
+        = P its rows (W_1's columns) are permuted by P^-1, so that ``x`` reads as
+        ``x[:, P]``."""
+        if perm is None:
+            return np.ascontiguousarray(w1.T)
+        return w1.T[inverse_permutation(perm)]
+
+    @staticmethod
+    def _first_layer_out(first: np.ndarray, w1: np.ndarray, perm: np.ndarray | None) -> None:
+        """Write the pass's copy of W_1 back into the parameter's array ``w1`` (out x in)."""
+        w1[...] = first.T if perm is None else first[perm].T
 
     def clear_cache(self) -> None:
         """Forget the cached input rows (and the reference to their ``x``)."""
@@ -699,16 +358,14 @@ class FastEngine:
 
         params = [p for lin in linears for p in (lin.weight, lin.bias)]
         arrays = [_param_array(p) for p in params]
-        # The kernel takes float32 C-contiguous arrays; in the "views" layout W_1 is a
-        # private transposed copy, written back below (so is a column-permuted W_1).
+        # The kernel takes float32 C-contiguous arrays: views of the parameters where
+        # possible, and W_1 as a private transposed (maybe column-permuted) copy.
         weights = [a for a, _ in arrays[0::2]]
         biases = tuple(a for a, _ in arrays[1::2])
-        transposed = self.layout == "views"
-        first = _first_layer_in(weights[0], transposed, perm)
+        first = self._first_layer_in(weights[0], perm)
         try:
-            correct, loss_sum = _train_pass(
+            correct, loss_sum = self._train_pass(
                 first,
-                transposed,
                 biases[0],
                 tuple(weights[1:]),
                 biases[1:],
@@ -722,12 +379,11 @@ class FastEngine:
                 self.lr,
             )
         finally:
-            # Write back whatever is not the parameter's own memory (the transposed
-            # weights, copies of non-contiguous parameters), even if the pass was
-            # interrupted, so the model is current whenever anyone reads it.
+            # Write back whatever is not the parameter's own memory (W_1's copy, copies of
+            # non-contiguous parameters), even if the pass was interrupted, so the model
+            # is current whenever anyone reads it.
             with torch.no_grad():
-                if first is not weights[0]:
-                    _first_layer_out(first, weights[0], transposed, perm)
+                self._first_layer_out(first, weights[0], perm)
                 for p, (arr, is_view) in zip(params, arrays, strict=True):
                     if not is_view:
                         p.copy_(torch.from_numpy(arr))
