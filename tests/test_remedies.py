@@ -542,6 +542,8 @@ def test_weight_decay_rules_of_the_warm_start_hold_for_remedies_too():
         (PermutedConfig, {"shrink": -1.0}, ["shrink must be >= 0"]),
         (PermutedConfig, {"nc1_clip": 0.0}, ["nc1_clip must be > 0"]),
         (PermutedConfig, {"remedies": ("nc1_reg",)}, ["nc1_reg", "batch_size >= 2"]),
+        (PermutedConfig, {"remedies": ("l2_init",), "engine": "fast"}, ["fast", "l2_init"]),
+        (PermutedConfig, {"weight_decay": 0.01, "engine": "fast"}, ["fast", "weight_decay"]),
         (WarmstartConfig, {"scheme": "redo"}, ["redo", "mlp"]),
         (WarmstartConfig, {"remedies": ("weight_decay",), "weight_decay": 0.0}, ["> 0"]),
         (WarmstartConfig, {"scheme": "redo", "remedies": ("l2_init",)}, ["not both"]),

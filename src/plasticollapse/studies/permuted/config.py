@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from plasticollapse.remedies import remedy_names
+from plasticollapse.remedies import build_remedies, remedy_names
 from plasticollapse.remedies.fields import REMEDY_FIELDS, RemedyFields
 from plasticollapse.runs.config import ConfigError, field
 
@@ -103,6 +103,12 @@ class Config(RemedyFields):
                 f"first_task_epochs epochs; got {self.nc1_threshold}"
             )
         super().__post_init__()  # the remedies and their parameters
+        per_step = [r.name for r in build_remedies(self) if r.per_step_hooks()]
+        if self.engine == "fast" and per_step:
+            raise ConfigError(
+                f"engine 'fast' runs no remedy acting at every step ({', '.join(per_step)}); "
+                "use engine auto or reference"
+            )
 
 
 def run_label(config: Config) -> str:
