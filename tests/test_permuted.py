@@ -77,19 +77,22 @@ def without_seconds(rows):
 
 
 class SpyEngine(ReferenceEngine):
-    """The reference engine, recording what each pass was given."""
+    """The reference engine, recording the inputs each pass trained on, x[:, columns]."""
 
     calls: list = []
 
-    def train(self, x, y, order):
-        SpyEngine.calls.append((x.clone(), y.clone(), order.clone()))
-        return super().train(x, y, order)
+    def train(self, x, y, order, columns=None):
+        inputs = x if columns is None else x[:, columns]
+        SpyEngine.calls.append((inputs.clone(), y.clone(), order.clone()))
+        return super().train(x, y, order, columns)
 
 
 @pytest.fixture
 def spy(monkeypatch):
     SpyEngine.calls = []
-    monkeypatch.setattr(engines, "make_engine", lambda name, m, lr, bs: SpyEngine(m, lr, bs))
+    monkeypatch.setattr(
+        engines, "make_engine", lambda name, m, lr, bs, remedies=(): SpyEngine(m, lr, bs)
+    )
     return SpyEngine.calls
 
 
@@ -233,14 +236,16 @@ def test_divergence_stops_cleanly_and_keeps_the_rows(tmp_path, monkeypatch):
     class Diverging(ReferenceEngine):
         passes = 0
 
-        def train(self, x, y, order):
+        def train(self, x, y, order, columns=None):
             Diverging.passes += 1
-            stats = super().train(x, y, order)
+            stats = super().train(x, y, order, columns)
             if Diverging.passes == 3:  # task 1's only epoch
                 return OnlineStats(stats.correct, stats.count, float("nan"))
             return stats
 
-    monkeypatch.setattr(engines, "make_engine", lambda name, m, lr, bs: Diverging(m, lr, bs))
+    monkeypatch.setattr(
+        engines, "make_engine", lambda name, m, lr, bs, remedies=(): Diverging(m, lr, bs)
+    )
     spec = spec_for(tmp_path)
     assert execute(spec) == "done"
     summary = RunFolder(spec.folder).read_summary()
@@ -342,6 +347,24 @@ def test_summarise_study_reports_each_setting(tmp_path):
         execute(spec)
     text = summarise_study(specs)
     assert "fte1" in text and "fte2" in text and "complete" in text and "r(NC1, acc)" in text
+
+
+def test_the_reference_engine_trains_on_the_permuted_columns_bit_for_bit():
+    from plasticollapse.models import MLP
+
+    x, y = torch.rand(40, 12), torch.arange(40) % 3
+    perm, order = torch.randperm(12), torch.randperm(40)
+
+    def trained(data, columns):
+        torch.manual_seed(0)
+        model = MLP(12, (8,), 3)
+        stats = ReferenceEngine(model, 0.1, batch_size=4).train(data, y, order, columns)
+        return stats, [p.detach().clone() for p in model.parameters()]
+
+    stats_a, params_a = trained(x, perm)  # the engine gathers each batch's columns
+    stats_b, params_b = trained(x[:, perm], None)  # the task's data built beforehand
+    assert stats_a == stats_b
+    assert all(torch.equal(p, q) for p, q in zip(params_a, params_b, strict=True))
 
 
 def test_permute_pixels_is_column_indexing():

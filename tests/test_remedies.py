@@ -1,9 +1,26 @@
-"""Remedies: shrink & perturb, the NC1 regulariser, L2 Init and ReDo, each against its formula."""
+"""Remedies: their math against its formula, each object changing training the way it should
+against plain on a tiny problem, and each running in both studies, alone and combined.
+"""
+
+import copy
+import dataclasses
 
 import pytest
+import test_permuted
+import test_warmstart
 import torch
 
+from plasticollapse.data import load_dataset
+from plasticollapse.engines import ReferenceEngine, make_engine
+from plasticollapse.engines.fast import FastEngine
+from plasticollapse.metrics.collapse import nc1_loss
 from plasticollapse.models import MLP, ResNet18
+from plasticollapse.remedies import (
+    REMEDIES,
+    RemedyContext,
+    build_remedies,
+    remedy_names,
+)
 from plasticollapse.remedies.functional import (
     fresh_like,
     l2_init_penalty,
@@ -11,6 +28,17 @@ from plasticollapse.remedies.functional import (
     redo_reset,
     shrink_perturb,
 )
+from plasticollapse.remedies.l2_init import L2Init
+from plasticollapse.remedies.nc1_reg import NC1Regulariser
+from plasticollapse.remedies.redo import ReDo
+from plasticollapse.remedies.shrink_perturb import ShrinkPerturb
+from plasticollapse.remedies.weight_decay import WeightDecay
+from plasticollapse.runs.config import ConfigError, Study, field_help, parse_study
+from plasticollapse.runs.folder import RunFolder
+from plasticollapse.runs.runtime import generator_for
+from plasticollapse.studies.base import execute, plan
+from plasticollapse.studies.permuted.config import Config as PermutedConfig
+from plasticollapse.studies.warmstart.config import Config as WarmstartConfig
 
 
 def snapshot(model):
@@ -161,3 +189,400 @@ def test_redo_resets_exactly_the_dormant_units():
 def test_redo_rejects_models_it_cannot_reset():
     with pytest.raises(TypeError, match="MLP"):
         redo_reset(ResNet18(3, 1, width=4), torch.rand(2, 1, 8, 8), 0.1)
+
+
+# --------------------------------------------------------------------------- against plain
+#
+# Each remedy object trains a small MLP on 300 digits with the reference engine, from the
+# same initialisation and in the same sample order as plain SGD, and must move the weights
+# the way its formula says.
+
+DIGITS = load_dataset("digits").flat("train")
+
+
+def flat_params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def train(remedies=(), epochs=10, batch_size=16, lr=0.1, seed=0):
+    """A 64-32-32-10 MLP trained on 300 digits; returns it and its initial parameters."""
+    x, y = DIGITS[0][:300], DIGITS[1][:300]
+    torch.manual_seed(seed)
+    model = MLP(64, (32, 32), 10)
+    initial = flat_params(model)
+    for remedy in remedies:
+        remedy.bind(model, RemedyContext(seed=seed, num_classes=10))
+    engine = ReferenceEngine(model, lr, batch_size, remedies)
+    for epoch in range(epochs):
+        engine.train(x, y, torch.randperm(300, generator=generator_for(seed, "test", epoch)))
+    return model, initial
+
+
+def one_step(remedies, model):
+    """The parameters after one SGD step (lr 0.1) on a fixed batch from ``model``'s weights."""
+    x, y = DIGITS[0][:16], DIGITS[1][:16]
+    for remedy in remedies:
+        remedy.bind(model, RemedyContext(seed=0, num_classes=10))
+    ReferenceEngine(model, 0.1, 16, remedies).train(x, y, torch.arange(16))
+    return flat_params(model)
+
+
+def test_weight_decay_adds_lambda_theta_to_each_step_and_shrinks_the_weights():
+    torch.manual_seed(0)
+    start = MLP(64, (32, 32), 10)
+    theta = flat_params(start)
+    plain = one_step([], copy.deepcopy(start))
+    decayed = one_step([WeightDecay(0.3)], copy.deepcopy(start))
+    # SGD: theta' = theta - lr (g + lambda theta); the difference is -lr lambda theta.
+    torch.testing.assert_close(decayed - plain, -0.1 * 0.3 * theta, rtol=0, atol=1e-6)
+
+    plain_model, _ = train()
+    decayed_model, _ = train([WeightDecay(0.01)])
+    assert flat_params(decayed_model).norm() < 0.95 * flat_params(plain_model).norm()
+
+
+def test_l2_init_pulls_towards_theta_0_not_towards_zero():
+    torch.manual_seed(0)
+    start = MLP(64, (32, 32), 10)
+    remedy = L2Init(0.3)
+    remedy.bind(start, RemedyContext(seed=0, num_classes=10))  # theta_0: these weights
+    theta_0 = flat_params(start)
+    with torch.no_grad():
+        for p in start.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    theta = flat_params(start)
+    plain = one_step([], copy.deepcopy(start))
+    pulled = copy.deepcopy(start)
+    ReferenceEngine(pulled, 0.1, 16, [remedy]).train(
+        DIGITS[0][:16], DIGITS[1][:16], torch.arange(16)
+    )
+    # theta' = theta - lr (g + lambda (theta - theta_0))
+    expected = -0.1 * 0.3 * (theta - theta_0)
+    torch.testing.assert_close(flat_params(pulled) - plain, expected, rtol=0, atol=1e-6)
+
+    plain_model, initial = train()
+    l2_model, initial_l2 = train([L2Init(0.1)])
+    assert torch.equal(initial, initial_l2)
+    distance_plain = (flat_params(plain_model) - initial).norm()
+    distance_l2 = (flat_params(l2_model) - initial).norm()
+    assert distance_l2 < 0.8 * distance_plain
+
+
+def test_nc1_regulariser_keeps_more_within_class_spread_than_plain():
+    x, y = DIGITS[0][:300], DIGITS[1][:300]
+    nc1 = {}
+    for name, remedies in (("plain", []), ("nc1_reg", [NC1Regulariser(0.05, 200.0)])):
+        model, _ = train(remedies)
+        with torch.no_grad():
+            nc1[name] = float(nc1_loss(model.features(x), y, 10))
+    assert nc1["nc1_reg"] > 1.1 * nc1["plain"]  # less collapse (measured: 0.63 vs 0.53)
+
+
+def test_nc1_regulariser_adds_exactly_its_term_to_the_step():
+    torch.manual_seed(0)
+    start = MLP(64, (32, 32), 10)
+    x, y = DIGITS[0][:16], DIGITS[1][:16]
+    remedy = NC1Regulariser(0.05, 200.0)
+    remedy.bind(start, RemedyContext(seed=0, num_classes=10))
+    features = start.features(x)
+    term = remedy.loss(start, start.classifier(features), features, y)
+    torch.testing.assert_close(term, -0.05 * nc1_loss(features, y, 10))
+    assert term.item() < 0  # a reward: spread lowers the objective
+
+
+def test_shrink_perturb_at_a_task_start_is_exactly_shrink_theta_plus_perturb_fresh():
+    torch.manual_seed(0)
+    model = MLP(64, (32, 32), 10)
+    before = snapshot(model)
+    remedy = ShrinkPerturb(0.6, 0.01)
+    remedy.bind(model, RemedyContext(seed=4, num_classes=10))
+    keys = remedy.at_task_start(model, None, 3, DIGITS[0][:8])
+    assert keys == {}
+    fresh = dict(fresh_like(model, generator_for(4, "shrink_perturb", 3)).named_parameters())
+    for name, param in model.named_parameters():
+        expected = 0.6 * before[name] + 0.01 * fresh[name]
+        torch.testing.assert_close(param, expected, rtol=0, atol=1e-7)
+    # Another task draws other fresh weights.
+    other = MLP(64, (32, 32), 10)
+    other.load_state_dict(before)
+    remedy.at_task_start(other, None, 4, DIGITS[0][:8])
+    assert not torch.equal(other.linears[0].weight, model.linears[0].weight)
+
+
+def test_shrink_perturb_at_a_probe_start_draws_the_epoch_fresh_weights():
+    torch.manual_seed(0)
+    model = MLP(64, (16,), 10)
+    before = snapshot(model)
+    remedy = ShrinkPerturb(0.5, 0.1)
+    remedy.bind(model, RemedyContext(seed=2, num_classes=10))
+    remedy.at_probe_start(model, 20)
+    fresh = dict(fresh_like(model, generator_for(2, "shrink_perturb", 20)).named_parameters())
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param, 0.5 * before[name] + 0.1 * fresh[name])
+
+
+def test_redo_at_a_task_start_recycles_exactly_the_dormant_units():
+    torch.manual_seed(0)
+    model = MLP(64, (32, 32), 10)
+    inputs = torch.randn(256, 64)  # centred: every unit fires on about half of them
+    dormant = [3, 17, 30]
+    with torch.no_grad():  # never fires: zero incoming weights and a negative bias
+        model.hidden_linears[0].weight[dormant] = 0.0
+        model.hidden_linears[0].bias[dormant] = -1.0
+    before = snapshot(model)
+    remedy = ReDo(redo_tau=0.0)
+    remedy.bind(model, RemedyContext(seed=5, num_classes=10))
+    keys = remedy.at_task_start(model, None, 2, inputs)
+
+    assert keys == {"redo_units_reset": 3}
+    fresh = fresh_like(model, generator_for(5, "redo", 2))
+    first, second = model.hidden_linears
+    assert torch.equal(first.weight[dormant], fresh.hidden_linears[0].weight[dormant])
+    assert torch.equal(first.bias[dormant], fresh.hidden_linears[0].bias[dormant])
+    assert torch.count_nonzero(second.weight[:, dormant]) == 0
+    live = [i for i in range(32) if i not in dormant]
+    assert torch.equal(first.weight[live], before["body.0.weight"][live])
+    assert torch.equal(second.weight[:, live], before["body.2.weight"][:, live])
+    for name in ("body.2.bias", "classifier.weight", "classifier.bias"):
+        assert torch.equal(model.state_dict()[name], before[name])
+
+
+def test_two_remedies_in_one_engine_apply_both():
+    torch.manual_seed(0)
+    start = MLP(64, (32, 32), 10)
+    plain = one_step([], copy.deepcopy(start))
+    both = one_step([WeightDecay(0.3), L2Init(0.2)], copy.deepcopy(start))
+    only_decay = one_step([WeightDecay(0.3)], copy.deepcopy(start))
+    # theta = theta_0 on the first step, so L2 Init adds nothing yet: the decay alone acts.
+    torch.testing.assert_close(both, only_decay, rtol=0, atol=1e-7)
+    assert not torch.equal(both, plain)
+    decay_l2, _ = train([WeightDecay(0.01), L2Init(0.1)], epochs=3)
+    decay_only, _ = train([WeightDecay(0.01)], epochs=3)
+    l2_only, _ = train([L2Init(0.1)], epochs=3)
+    assert not torch.equal(flat_params(decay_l2), flat_params(decay_only))
+    assert not torch.equal(flat_params(decay_l2), flat_params(l2_only))
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def test_auto_engine_keeps_the_fast_engine_unless_a_remedy_acts_every_step():
+    mlp = MLP(64, (16,), 10)
+    assert isinstance(make_engine("auto", mlp, 0.01, 1), FastEngine)
+    boundary_only = [ShrinkPerturb(0.6, 0.01), ReDo(0.1)]
+    assert isinstance(make_engine("auto", mlp, 0.01, 1, boundary_only), FastEngine)
+    for remedy in (WeightDecay(0.01), L2Init(0.01), NC1Regulariser(0.05, 200.0)):
+        assert type(make_engine("auto", mlp, 0.01, 1, [remedy])) is ReferenceEngine
+        with pytest.raises(ValueError, match=remedy.name):
+            make_engine("fast", mlp, 0.01, 1, [remedy])
+
+
+# --------------------------------------------------------------------------- in both studies
+
+# The studies' own tiny runs (digits, 200 samples, a 16-16 or 16 MLP), with ReDo's threshold
+# raised so that it recycles units in so short a run.
+PERMUTED = {**test_permuted.TINY, "engine": "auto", "batch_size": 8, "tasks": 3}
+PERMUTED["redo_tau"] = 0.5  # and batch_size 8: the NC1 regulariser needs two classes
+WARMSTART = {**test_warmstart.TINY, "threads": 1, "redo_tau": 0.5}
+
+
+def run_rows(study, out, **fields):
+    base = {**(PERMUTED if study == "permuted" else WARMSTART), "out": str(out), **fields}
+    config_class = PermutedConfig if study == "permuted" else WarmstartConfig
+    (spec,) = plan(study, Study(config_class, base, {}))
+    assert execute(spec) == "done"
+    return [
+        {k: v for k, v in r.items() if k != "seconds"}
+        for r in RunFolder(spec.folder).read_metrics()
+    ]
+
+
+@pytest.fixture(scope="module")
+def plain_rows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plain")
+    return {s: run_rows(s, out / s) for s in ("permuted", "warmstart")}
+
+
+@pytest.mark.parametrize("study", ["permuted", "warmstart"])
+@pytest.mark.parametrize("name", [n for n in REMEDIES if n != "plain"])
+def test_every_remedy_runs_in_both_studies_and_changes_the_rows(tmp_path, plain_rows, study, name):
+    rows = run_rows(study, tmp_path, remedies=(name,))
+    plain = plain_rows[study]
+    assert [r.get("task", r.get("epoch")) for r in rows] == [
+        r.get("task", r.get("epoch")) for r in plain
+    ]
+    assert rows != plain
+    resets = [r["redo_units_reset"] for r in rows if "redo_units_reset" in r]
+    if name == "redo":
+        assert len(resets) == 2  # tasks 1 and 2 / epochs 2 and 4
+        assert sum(resets) > 0
+    else:
+        assert resets == []
+    if study == "warmstart" and name == "shrink_perturb":
+        # The warm-up is plain; only the probes start from shrunk weights.
+        assert [r["nc1"] for r in rows] == [r["nc1"] for r in plain]
+        assert [r["full_test_acc"] for r in rows] != [r["full_test_acc"] for r in plain] or [
+            r["finetune_train_acc"] for r in rows
+        ] != [r["finetune_train_acc"] for r in plain]
+
+
+@pytest.mark.parametrize("study", ["permuted", "warmstart"])
+def test_a_combination_applies_both_remedies(tmp_path, study):
+    both = run_rows(study, tmp_path / "both", remedies=("shrink_perturb", "l2_init"))
+    sp = run_rows(study, tmp_path / "sp", remedies=("shrink_perturb",))
+    l2 = run_rows(study, tmp_path / "l2", remedies=("l2_init",))
+    assert both != sp and both != l2
+    if study == "warmstart":  # the warm-up is L2 Init's alone; the probes differ
+        assert [r["nc1"] for r in both] == [r["nc1"] for r in l2]
+
+
+def test_scheme_is_an_alias_of_one_remedy(tmp_path):
+    for name in ("l2_init", "redo"):
+        by_scheme = run_rows("warmstart", tmp_path / f"s_{name}", scheme=name)
+        by_list = run_rows("warmstart", tmp_path / f"r_{name}", remedies=(name,))
+        assert by_scheme == by_list
+
+
+def test_permuted_plain_runs_still_use_the_fast_engine(tmp_path, monkeypatch):
+    import plasticollapse.engines as engines
+
+    made = []
+    real = engines.make_engine
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(engines, "make_engine", recording)
+    fields = dict(batch_size=1, tasks=2)
+    plain = run_rows("permuted", tmp_path / "plain", **fields)
+    sp = run_rows("permuted", tmp_path / "sp", remedies=("shrink_perturb",), **fields)
+    run_rows("permuted", tmp_path / "l2", remedies=("l2_init",), **fields)
+    assert [type(e) for e in made] == [FastEngine, FastEngine, ReferenceEngine]
+    assert all(isinstance(e, engines.Engine) for e in made)
+    # Task 0 is the same; Shrink & Perturb acts on the fast engine's model before task 1.
+    assert sp[0] == plain[0] and sp[1]["loss"] != plain[1]["loss"]
+
+
+def test_a_run_killed_inside_a_task_does_not_repeat_the_task_start(tmp_path, monkeypatch):
+    """ReDo acts once at the start of task 1; a kill in that task's second epoch resumes
+    from the mid-task checkpoint, without recycling again, to the uninterrupted rows."""
+    from plasticollapse.studies.permuted import run as permuted
+
+    fields = dict(remedies=("redo",), epochs_per_task=2, first_task_epochs=1)
+    reference = run_rows("permuted", tmp_path / "whole", **fields)
+    (spec,) = plan(
+        "permuted", Study(PermutedConfig, {**PERMUTED, **fields, "out": str(tmp_path / "k")}, {})
+    )
+    real_order = permuted.sample_order
+
+    def killed(seed, task, epoch, n):
+        if (task, epoch) == (1, 1):
+            raise KeyboardInterrupt
+        return real_order(seed, task, epoch, n)
+
+    monkeypatch.setattr(permuted, "sample_order", killed)
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec)
+    monkeypatch.setattr(permuted, "sample_order", real_order)
+    calls = []
+    real_start = ReDo.at_task_start
+
+    def counting(self, *args):
+        calls.append(args[2])
+        return real_start(self, *args)
+
+    monkeypatch.setattr(ReDo, "at_task_start", counting)
+    assert execute(spec) == "resumed"
+    assert calls == [2]  # task 1's start was not repeated
+    rows = [
+        {k: v for k, v in r.items() if k != "seconds"}
+        for r in RunFolder(spec.folder).read_metrics()
+    ]
+    assert rows == reference
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_remedies_parse_from_the_command_line_and_a_preset(tmp_path):
+    (config,) = parse_study(
+        PermutedConfig, None, ["--remedies", "shrink_perturb", "l2_init", "--shrink", "0.5"]
+    ).expand()
+    assert config.remedies == ("shrink_perturb", "l2_init") and config.shrink == 0.5
+    assert [type(r) for r in build_remedies(config)] == [ShrinkPerturb, L2Init]
+    assert build_remedies(config)[0] == ShrinkPerturb(shrink=0.5, perturb=0.01)
+    preset = tmp_path / "p.toml"
+    preset.write_text('remedies = ["redo", "weight_decay"]\nweight_decay = 0.001\n')
+    (config,) = parse_study(WarmstartConfig, preset, ["--model", "mlp"]).expand()
+    assert [(type(r), dataclasses.astuple(r)) for r in build_remedies(config)] == [
+        (ReDo, (0.1,)),
+        (WeightDecay, (0.001,)),
+    ]
+
+
+def test_weight_decay_rules_of_the_warm_start_hold_for_remedies_too():
+    assert WarmstartConfig(scheme="weight_decay").warmup_weight_decay == 0.01
+    assert WarmstartConfig(remedies=("weight_decay",)).warmup_weight_decay == 0.01
+    assert WarmstartConfig(remedies=("weight_decay",), weight_decay=0.1).warmup_weight_decay == 0.1
+    # An explicit decay applies whatever the remedies; unset, none.
+    assert remedy_names(WarmstartConfig(scheme="l2_init", weight_decay=0.001)) == (
+        "l2_init",
+        "weight_decay",
+    )
+    assert WarmstartConfig(scheme="l2_init").warmup_weight_decay == 0.0
+    assert remedy_names(PermutedConfig()) == ()
+
+
+@pytest.mark.parametrize(
+    ("config_class", "fields", "words"),
+    [
+        (PermutedConfig, {"remedies": ("bogus",)}, ["remedies", "bogus", "shrink_perturb"]),
+        (PermutedConfig, {"remedies": ("redo", "redo")}, ["twice"]),
+        (PermutedConfig, {"shrink": -1.0}, ["shrink must be >= 0"]),
+        (PermutedConfig, {"nc1_clip": 0.0}, ["nc1_clip must be > 0"]),
+        (PermutedConfig, {"remedies": ("nc1_reg",)}, ["nc1_reg", "batch_size >= 2"]),
+        (PermutedConfig, {"remedies": ("l2_init",), "engine": "fast"}, ["fast", "l2_init"]),
+        (PermutedConfig, {"weight_decay": 0.01, "engine": "fast"}, ["fast", "weight_decay"]),
+        (WarmstartConfig, {"scheme": "redo"}, ["redo", "mlp"]),
+        (WarmstartConfig, {"remedies": ("weight_decay",), "weight_decay": 0.0}, ["> 0"]),
+        (WarmstartConfig, {"scheme": "redo", "remedies": ("l2_init",)}, ["not both"]),
+    ],
+)
+def test_bad_remedy_settings_are_named(config_class, fields, words):
+    with pytest.raises(ConfigError) as info:
+        config_class(**fields)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_remedy_fields_renamed_no_existing_run_folder():
+    """The quick presets' folder names from before remedies became objects."""
+    names = {
+        s.run_id
+        for study, preset in (("permuted", "permuted_digits"), ("warmstart", "warmstart_digits"))
+        for s in plan(
+            study,
+            parse_study(
+                PermutedConfig if study == "permuted" else WarmstartConfig,
+                f"configs/quick/{preset}.toml",
+                [],
+            ),
+        )
+    }
+    assert names == {
+        "fte1_seed0_345342be", "fte1_seed1_f2460a5b", "fte5_seed0_a9c6d70c",
+        "fte5_seed1_a59e4a3a", "fte20_seed0_08e51b84", "fte20_seed1_e8ce7f1a",
+        "plain_seed0_4d18b3e1", "plain_seed1_8e015ea8", "shrink_perturb_seed0_315279da",
+        "shrink_perturb_seed1_174dfb8b", "nc1_reg_seed0_9dd93a6b", "nc1_reg_seed1_ab3993ca",
+        "weight_decay_wd0.01_seed0_127e78ee", "weight_decay_wd0.01_seed1_d7f483d0",
+        "l2_init_seed0_250e4db6", "l2_init_seed1_83862ed4", "redo_seed0_80a7f10f",
+        "redo_seed1_fe56b9b6",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("config_class", [PermutedConfig, WarmstartConfig])
+def test_every_config_field_has_a_help_line(config_class):
+    for f in dataclasses.fields(config_class):
+        text = field_help(config_class, f.name)
+        assert text and "\n" not in text, f.name

@@ -84,8 +84,9 @@ def test_every_scheme_runs_end_to_end(tmp_path, scheme):
             assert 0.0 <= row[key] <= 1.0, (key, row[key])
         assert row["nc1"] >= 0 and math.isfinite(row["nc1"])
         assert 1 <= row["finetune_epochs"] <= 2
-    if scheme == "redo":
-        assert all(r["redo_units_reset"] >= 0 for r in rows)
+        # Only ReDo adds its count, and it counts units (16 hidden), not weights.
+        assert ("redo_units_reset" in row) == (scheme == "redo")
+        assert row.get("redo_units_reset", 0) in range(17)
     assert summary["status"] == "complete" and summary["checkpoints"] == 2
     assert 0.0 <= summary["fresh_full_test_acc"] <= 1.0
     assert 1 <= summary["fresh_finetune_epochs"] <= 2
@@ -243,6 +244,11 @@ def test_config_rules_and_labels():
         == "weight_decay_wd0.1"
     )
     assert ws_config.run_label(ws_config.Config(scheme="shrink_perturb")) == "shrink_perturb"
+    assert ws_config.run_label(ws_config.Config(scheme="l2_init", weight_decay=0.001)) == (
+        "l2_init_wd0.001"
+    )
+    combined = ws_config.Config(remedies=("shrink_perturb", "l2_init"))
+    assert ws_config.run_label(combined) == "shrink_perturb+l2_init"
     study = parse_study(ws_config.Config, "paper/warmstart_cifar10", [])
     configs = study.expand()
     assert len(configs) == 15 and {c.scheme for c in configs} == {

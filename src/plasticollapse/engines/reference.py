@@ -3,43 +3,92 @@
 This is the authors' loop (forward, cross-entropy, backward, SGD step per mini-batch) and
 works for any model, batch size and device. With batch size 1 it is dominated by per-step
 overhead; :mod:`plasticollapse.engines.fast` is the fused alternative for ReLU MLPs.
+
+Remedies (:mod:`plasticollapse.remedies`) act at every step here: the objective is::
+
+    L = CE(logits, y) + sum_r remedy_r.loss(model, logits, features, y)
+
+minimised by SGD with weight decay ``sum_r remedy_r.weight_decay()``, and every remedy's
+``after_step`` follows each update. Without remedies this is the plain loop, bit for bit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from plasticollapse.engines.stats import OnlineStats
 
+if TYPE_CHECKING:
+    from plasticollapse.remedies.base import Remedy
+
 
 class ReferenceEngine:
-    """Prequential SGD: every mini-batch is scored *before* the update it causes."""
+    """Prequential SGD: every mini-batch is scored *before* the update it causes.
+
+    The online loss and accuracy it reports are the cross-entropy's and the prediction's;
+    remedies' loss terms are trained on but not included in the reported loss.
+    """
 
     name = "reference"
 
-    def __init__(self, model: nn.Module, lr: float, batch_size: int = 1):
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float,
+        batch_size: int = 1,
+        remedies: Sequence[Remedy] = (),
+    ):
+        from plasticollapse.remedies import weight_decay_of
+
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.batch_size = batch_size
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        self.remedies = list(remedies)
+        # Only remedies with a loss term need the penultimate features, and a model
+        # without ``features``/``classifier`` can still train plainly.
+        self.loss_terms = [r for r in self.remedies if "loss" in r.per_step_hooks()]
+        self.optimizer = torch.optim.SGD(
+            model.parameters(), lr=lr, weight_decay=weight_decay_of(self.remedies)
+        )
 
-    def train(self, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor) -> OnlineStats:
-        """One pass over ``x[order]``; returns online accuracy and mean loss over the pass."""
+    def train(
+        self, x: Tensor, y: Tensor, order: Tensor, columns: Tensor | None = None
+    ) -> OnlineStats:
+        """One pass over ``x[order]`` (with ``columns`` = P: over ``x[order][:, P]``, each
+        batch's columns gathered as it is drawn); returns online accuracy and mean loss."""
         self.model.train()
         device = next(self.model.parameters()).device
+        if columns is not None:
+            columns = columns.to(device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for start in range(0, len(order), self.batch_size):
+        for step, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start : start + self.batch_size]
             xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-            logits = self.model(xb)
+            if columns is not None:
+                xb = xb[:, columns]
+            if self.loss_terms:
+                features = self.model.features(xb)
+                logits = self.model.classifier(features)
+            else:
+                logits = self.model(xb)
             loss = F.cross_entropy(logits, yb)
+            objective = loss
+            for remedy in self.loss_terms:
+                term = remedy.loss(self.model, logits, features, yb)
+                if term is not None:
+                    objective = objective + term
             correct += (logits.argmax(1) == yb).sum()
             loss_sum += loss.detach().double() * len(idx)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             self.optimizer.step()
+            for remedy in self.remedies:
+                remedy.after_step(self.model, self.optimizer, step)
         return OnlineStats(correct=int(correct), count=len(order), loss_sum=float(loss_sum))

@@ -1,14 +1,18 @@
-"""Remedies for loss of plasticity, as functions any training loop can call.
+"""The remedies' math, as functions of a model that any training loop can call.
 
-- :func:`shrink_perturb` (Ash & Adams 2020): theta <- lambda * theta + sigma * theta_fresh.
-- :func:`nc1_regularised_loss` (the paper's anti-collapse regulariser):
-  L = CE - lambda * min(NC1_batch, clip).
-- :func:`l2_init_penalty` (Kumar et al. 2023, "L2 Init"): lambda/2 * ||theta - theta_0||^2.
-- :func:`redo_reset` (Sokar et al. 2023, "ReDo"): re-initialise tau-dormant units.
+The objects in this package (:mod:`plasticollapse.remedies`) decide when and with which
+parameters; these functions do the arithmetic. Each class's docstring has the formula and
+its paper.
+
 - :func:`fresh_like`: a freshly initialised network of the same architecture, drawn from a
-  seeded generator (what S&P and ReDo draw their fresh weights from).
-
-Each takes a model and returns or modifies it in place; none knows about experiments.
+  seeded generator (what Shrink & Perturb and ReDo take their fresh weights from).
+- :func:`shrink_perturb`: theta <- shrink * theta + perturb * theta_fresh
+  (:class:`~plasticollapse.remedies.shrink_perturb.ShrinkPerturb`).
+- :func:`nc1_term` and :func:`nc1_regularised_loss`: - lambda * min(NC1_batch, clip)
+  (:class:`~plasticollapse.remedies.nc1_reg.NC1Regulariser`).
+- :func:`l2_init_penalty`: lambda/2 * ||theta - theta_0||^2
+  (:class:`~plasticollapse.remedies.l2_init.L2Init`).
+- :func:`redo_reset`: re-initialise tau-dormant units (:class:`~plasticollapse.remedies.redo.ReDo`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "fresh_like",
     "l2_init_penalty",
     "nc1_regularised_loss",
+    "nc1_term",
     "redo_reset",
     "shrink_perturb",
 ]
@@ -92,15 +97,9 @@ def shrink_perturb(
     generator: torch.Generator | None = None,
     fresh: nn.Module | None = None,
 ) -> nn.Module:
-    """Shrink & Perturb (Ash & Adams, "On Warm-Starting Neural Network Training", 2020).
-
-    For every parameter, in place::
-
-        theta <- shrink * theta + perturb * theta_fresh
-
-    with ``theta_fresh`` the matching parameter of a freshly initialised network of the same
-    architecture (``fresh``, or :func:`fresh_like(model, generator) <fresh_like>`). The
-    paper's setting is shrink 0.6, perturb 0.01.
+    """Shrink & Perturb, in place: for every parameter ``theta <- shrink * theta + perturb *
+    theta_fresh``, with ``theta_fresh`` the matching parameter of ``fresh``, or of
+    :func:`fresh_like(model, generator) <fresh_like>`.
 
     All parameters are shrunk, BatchNorm's affine weight and bias included, as Ash & Adams
     shrink the whole parameter vector. Buffers (BatchNorm running mean/var, batch counts)
@@ -122,6 +121,27 @@ def shrink_perturb(
 # --------------------------------------------------------------------------- NC1 regulariser
 
 
+def nc1_term(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    lam: float = 0.05,
+    clip: float = 200.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The regulariser's term ``- lam * min(NC1_batch, clip)`` of one mini-batch, and NC1_batch.
+
+    NC1_batch = Tr(Sigma_W Sigma_B^+) / C of the batch's penultimate ``features``, with
+    gradients (:func:`plasticollapse.metrics.collapse.nc1_loss`). Above the clip the term's
+    gradient is zero (``min`` passes no gradient to the branch it does not take). The
+    features are cast to float32 first, so the pseudo-inverse stays accurate under a bf16
+    autocast.
+    """
+    from plasticollapse.metrics.collapse import nc1_loss
+
+    nc1 = nc1_loss(features.float(), labels, num_classes)
+    return -lam * torch.clamp(nc1, max=clip), nc1
+
+
 def nc1_regularised_loss(
     logits: torch.Tensor,
     features: torch.Tensor,
@@ -130,24 +150,16 @@ def nc1_regularised_loss(
     lam: float = 0.05,
     clip: float = 200.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The paper's anti-collapse warm-up objective, on one mini-batch::
+    """The paper's anti-collapse objective on one mini-batch::
 
         L = CE(logits, y) - lam * min(NC1_batch(features, y), clip)
 
-    NC1_batch = Tr(Sigma_W Sigma_B^+) / C of the batch's penultimate features, with gradients
-    (:func:`plasticollapse.metrics.collapse.nc1_loss`). Subtracting it rewards within-class spread;
-    the clip (200 in the authors' code) bounds the reward, and above it the regulariser's
-    gradient is zero (``min`` passes no gradient to the branch it does not take), so only
-    the cross-entropy then trains. Paper values: lam 0.05, clip 200, batch 128.
-
-    The features are cast to float32 first, so the pseudo-inverse stays accurate under a
-    bf16 autocast. Returns ``(L, CE, NC1_batch)``; the last two are for logging.
+    Returns ``(L, CE, NC1_batch)``; the last two are for logging. (``CE + term`` equals
+    ``CE - lam * min(...)`` bit for bit: IEEE subtraction is addition of the negation.)
     """
-    from plasticollapse.metrics.collapse import nc1_loss
-
     ce = F.cross_entropy(logits.float(), labels)
-    nc1 = nc1_loss(features.float(), labels, num_classes)
-    return ce - lam * torch.clamp(nc1, max=clip), ce, nc1
+    term, nc1 = nc1_term(features, labels, num_classes, lam, clip)
+    return ce + term, ce, nc1
 
 
 # --------------------------------------------------------------------------- L2 Init
@@ -158,16 +170,13 @@ def l2_init_penalty(
     initial_params: Mapping[str, torch.Tensor] | Iterable[torch.Tensor],
     lam: float,
 ) -> torch.Tensor:
-    """L2 Init (Kumar et al., "Maintaining Plasticity in Continual Learning via Regenerative
-    Regularization", 2023): a pull towards the initial weights instead of towards zero::
-
-        penalty = lam / 2 * sum_p ||theta_p - theta_p(0)||^2
-        d penalty / d theta = lam (theta - theta_0)
+    """L2 Init's penalty ``lam / 2 * sum_p ||theta_p - theta_p(0)||^2`` (its gradient is the
+    weight-decay-like ``lam (theta - theta_0)``).
 
     ``initial_params`` maps parameter names to their initial values (``{n: p.detach().clone()
     for n, p in model.named_parameters()}``) or lists them in ``model.parameters()`` order.
     Every parameter counts, biases and normalisation parameters included. Add the result to
-    the loss; the ``1/2`` makes its gradient the weight-decay-like ``lam (theta - theta_0)``.
+    the loss.
     """
     params = list(model.parameters())
     if isinstance(initial_params, Mapping):
@@ -194,8 +203,7 @@ def redo_reset(
     optimizer: torch.optim.Optimizer | None = None,
     batch_size: int = 1024,
 ) -> list[int]:
-    """ReDo, Recycling Dormant neurons (Sokar et al., "The Dormant Neuron Phenomenon in Deep
-    Reinforcement Learning", 2023), for the package's ReLU :class:`~plasticollapse.models.MLP`.
+    """ReDo's reset for the package's ReLU :class:`~plasticollapse.models.MLP`, in place.
 
     For every hidden layer l (each ``nn.Linear`` of ``model.hidden_linears``, whose ReLU
     output feeds the next linear layer; the last hidden layer feeds the classifier), unit i

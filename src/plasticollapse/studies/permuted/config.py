@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from plasticollapse.remedies import build_remedies, remedy_names
+from plasticollapse.remedies.fields import REMEDY_FIELDS, RemedyFields
 from plasticollapse.runs.config import ConfigError, field
 
 NAME = "permuted"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(RemedyFields):
     """One online Permuted-MNIST run. Defaults are the paper's protocol (one epoch per task).
 
     ``nc1_threshold`` is the authors' variant: train the first task until the NC1 measured
@@ -21,29 +23,47 @@ class Config:
     ``first_task_epochs`` is then a cap, not a count; the first row's ``task_epochs`` says
     how many were used). ``train_samples`` and ``measure_samples`` (0 = all, the paper)
     take a fixed, seeded random subset of the training set as the task data, and of that
-    as the set collapse is measured on, for quick runs.
+    as the set collapse is measured on, for quick runs. ``remedies`` act at every task
+    boundary (Shrink & Perturb, ReDo) or every step (the NC1 regulariser, weight decay,
+    L2 Init; these need the reference engine, which ``engine = "auto"`` then picks).
     """
 
-    dataset: Literal["mnist", "fashion-mnist", "digits"] = "mnist"
-    data_root: str | None = None
-    download: bool = False
-    hidden: tuple[int, ...] = (100, 100, 100)
-    lr: float = 0.01
-    batch_size: int = 1
-    tasks: int = 200
-    first_task_epochs: int = 1
-    epochs_per_task: int = 1
-    nc1_threshold: float | None = None
-    permutation: Literal["composed", "independent"] = "composed"
-    train_samples: int = 0
-    measure_every: int = 1
-    measure_samples: int = 0
-    seed: int = 0
-    out: str = "runs/permuted"
-    device: str = "auto"
-    threads: int = 0
-    engine: Literal["auto", "fast", "reference"] = "auto"
-    progress: bool = True
+    #: The remedies' fields came after the first runs: left out of the identity while at
+    #: their defaults, so plain runs keep their folders.
+    IDENTITY_OMITS_DEFAULTS: ClassVar[frozenset] = REMEDY_FIELDS
+
+    dataset: Literal["mnist", "fashion-mnist", "digits"] = field(
+        "mnist", help="the images whose pixels each task permutes"
+    )
+    data_root: str | None = field(
+        None, help="dataset folder (default: $PLASTICOLLAPSE_DATA or ~/.cache/plasticollapse)"
+    )
+    download: bool = field(False, help="download the dataset when it is missing")
+    hidden: tuple[int, ...] = field((100, 100, 100), help="the MLP's hidden layer widths")
+    lr: float = field(0.01, help="SGD learning rate")
+    batch_size: int = field(1, help="mini-batch size (1: the paper, fully online)")
+    tasks: int = field(200, help="number of permuted tasks")
+    first_task_epochs: int = field(
+        1, help="epochs of task 0 (with nc1_threshold: at most this many)"
+    )
+    epochs_per_task: int = field(1, help="epochs of every later task")
+    nc1_threshold: float | None = field(
+        None, help="train task 0 until its NC1 falls below this (the authors' variant)"
+    )
+    permutation: Literal["composed", "independent"] = field(
+        "composed", help="P_t = P_{t-1}[Q_t] (the authors') or a fresh Q_t"
+    )
+    train_samples: int = field(0, help="keep a seeded subset of the training set (0: all)")
+    measure_every: int = field(1, help="measure collapse after every k-th task (and the last)")
+    measure_samples: int = field(0, help="measure on a seeded subset of the task (0: all)")
+    seed: int = field(0, help="fixes the initialisation and every random draw")
+    out: str = field("runs/permuted", help="folder of the run folders")
+    device: str = field("auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    threads: int = field(0, help="torch threads (0: torch's default)")
+    engine: Literal["auto", "fast", "reference"] = field(
+        "auto", help="fast: compiled batch-1 CPU MLP; reference: autograd; auto: fast if it can"
+    )
+    progress: bool = field(True, help="show a progress bar")
     loggers: tuple[str, ...] = field((), help="loggers besides metrics.jsonl: tensorboard, wandb")
 
     def __post_init__(self):
@@ -83,13 +103,23 @@ class Config:
                 f"nc1_threshold must be > 0, or none to train the first task for "
                 f"first_task_epochs epochs; got {self.nc1_threshold}"
             )
+        super().__post_init__()  # the remedies and their parameters
+        per_step = [r.name for r in build_remedies(self) if r.per_step_hooks()]
+        if self.engine == "fast" and per_step:
+            raise ConfigError(
+                f"engine 'fast' runs no remedy acting at every step ({', '.join(per_step)}); "
+                "use engine auto or reference"
+            )
 
 
 def run_label(config: Config) -> str:
-    """``fte5``, or ``fte100_nc1lt0.2`` for the threshold variant."""
+    """``fte5``, ``fte100_nc1lt0.2`` for the threshold variant, ``fte1_shrink_perturb+redo``
+    with remedies (joined by ``+``)."""
     label = f"fte{config.first_task_epochs}"
     if config.nc1_threshold is not None:
         label += f"_nc1lt{config.nc1_threshold:g}"
+    if remedy_names(config):
+        label += "_" + "+".join(remedy_names(config))
     return label
 
 

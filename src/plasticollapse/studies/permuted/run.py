@@ -31,6 +31,12 @@ draw (the subset of samples, Q_t, the sample order of each epoch) comes from its
 the whole stream, and a resumed run redraws exactly what an uninterrupted one would
 without storing generator states.
 
+Remedies (``remedies = [...]``, :mod:`plasticollapse.remedies`) act in two places: before
+training task t >= 1 (``at_task_start``, on a sample of the new task's inputs: Shrink &
+Perturb, ReDo), and at every step inside the engine (loss terms, weight decay,
+``after_step``: the NC1 regulariser, weight decay, L2 Init; only the reference engine runs
+these, and ``engine = "auto"`` picks it for them).
+
 Every task appends one row to ``metrics.jsonl`` (keys in :func:`run`), and the run
 checkpoints after every task and every epoch of a multi-epoch task, so a kill loses at
 most one epoch. User metrics plug in as callbacks: ``run(config, folder, callbacks=[f])``
@@ -54,6 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from plasticollapse.remedies import RemedyContext, build_remedies
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import (
     fixed_subset,
@@ -65,6 +72,9 @@ from plasticollapse.runs.runtime import (
 from plasticollapse.studies.base import Callback
 from plasticollapse.studies.permuted.config import Config, epochs_of_task, is_measured
 from plasticollapse.studies.permuted.summary import summarise_run
+
+#: How many of a new task's inputs remedies see at its start (ReDo scores dormancy on them).
+TASK_START_SAMPLES = 2048
 
 # --------------------------------------------------------------------------- the task stream
 
@@ -179,6 +189,7 @@ def fresh_state() -> dict[str, Any]:
         "task_epoch": 0,  # epochs of that task already trained
         "epoch": 0,  # epochs trained over the whole run
         "task_stats": [],  # (accuracy, loss) of each epoch of the task in progress
+        "task_extra": {},  # keys the remedies added at the start of the task in progress
         "task_seconds": 0.0,
         "accuracy_task0": None,
         "seconds": 0.0,
@@ -194,7 +205,11 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
         seconds, and, on measured tasks, every key of ``measure_model(hidden_layers=True)``
         (nc1, ..., nc4_agreement, dormant_fraction, effective_rank, ..., *_layer{k},
         weight_magnitude) with its accuracy/loss as ``eval_accuracy``/``eval_loss``;
-        ``nc1_threshold_reached`` on task 0 of the threshold variant; callbacks' keys.
+        ``nc1_threshold_reached`` on task 0 of the threshold variant; the remedies' keys
+        (``redo_units_reset`` on tasks >= 1); callbacks' keys.
+
+    ``accuracy`` and ``loss`` are the online prediction's and cross-entropy's; a remedy's
+    loss term is trained on but not part of ``loss``.
 
     Returns the summary (see :func:`summarise_run`). A non-finite loss ends the run with
     ``status = "diverged"``; the rows measured before it stay.
@@ -208,18 +223,29 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     n, dim = x.shape
     seed_everything(config.seed)  # fixes the initialisation
     model = MLP(dim, config.hidden, num_classes).to(device)
+    remedies = build_remedies(config)
+    for remedy in remedies:  # before the checkpoint: L2 Init's theta_0 is the initialisation
+        remedy.bind(model, RemedyContext(seed=config.seed, num_classes=num_classes))
     measure_idx = fixed_subset(config.seed, "measure_samples", n, config.measure_samples)
     callbacks = list(callbacks)
 
     state = folder.load_checkpoint() or fresh_state()
     if "model" in state:
         model.load_state_dict(state["model"])
+    for remedy, remedy_state in zip(remedies, state.get("remedies", ()), strict=False):
+        remedy.load_state_dict(remedy_state)
     # Plain SGD keeps no state of its own, so a fresh engine after loading the weights
     # continues exactly where the checkpointed one stopped.
-    engine = make_engine(config.engine, model, config.lr, config.batch_size)
+    engine = make_engine(config.engine, model, config.lr, config.batch_size, remedies)
 
     def checkpoint() -> None:
-        folder.save_checkpoint({**state, "model": model.state_dict()})
+        folder.save_checkpoint(
+            {
+                **state,
+                "model": model.state_dict(),
+                "remedies": [r.state_dict() for r in remedies],
+            }
+        )
 
     bar = (
         progress_bar(total=config.tasks, initial=state["task"], desc=folder.path.name)
@@ -228,10 +254,10 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     )
     first_task = state["task"]
     perm = pixel_permutation(config.seed, first_task, dim, config.permutation)
-    # The task's data x_t = x[:, P_t] is built only for an engine that cannot take P_t
-    # itself: the fast engine trains on x with P_t applied to its first layer's columns
-    # (its CSR rows of x then serve every task), and measuring does the same (measure()).
-    permutes_inputs = getattr(engine, "permutes_inputs", False)
+    # The task's data x_t = x[:, P_t] is never built: engines take P_t as ``columns`` (the
+    # fast engine applies it to its first layer's columns, so its CSR rows of x serve every
+    # task; the reference engine gathers each batch's columns), and so does measure().
+    optimizer = getattr(engine, "optimizer", None)  # the fast engine has none
     x_measure = x if measure_idx is None else x[measure_idx.to(device)]
     y_measure = y if measure_idx is None else y[measure_idx.to(device)]
     divergence: DivergenceError | None = None
@@ -241,7 +267,11 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
             if task > first_task:
                 perm = next_permutation(perm, config.seed, task, dim, config.permutation)
             perm_d = perm.to(device)  # one permutation for every sample of the task
-            x_t = None if permutes_inputs else permute_pixels(x, perm)
+            if task > 0 and state["task_epoch"] == 0:  # not yet started (a resume may be)
+                sample = permute_pixels(x[:TASK_START_SAMPLES], perm)
+                state["task_extra"] = {}
+                for remedy in remedies:
+                    state["task_extra"].update(remedy.at_task_start(model, optimizer, task, sample))
             state["task_seconds"] += time.perf_counter() - start
             max_epochs = epochs_of_task(config, task)
             threshold = config.nc1_threshold if task == 0 else None
@@ -250,10 +280,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
             while state["task_epoch"] < max_epochs:
                 start = time.perf_counter()
                 order = sample_order(config.seed, task, state["task_epoch"], n).to(device)
-                if x_t is None:
-                    stats = engine.train(x, y, order, columns=perm_d)
-                else:
-                    stats = engine.train(x_t, y, order)
+                stats = engine.train(x, y, order, columns=perm_d)
                 check_finite(state["epoch"] + 1, loss=stats.loss)
                 state["task_stats"].append((stats.accuracy, stats.loss))
                 state["task_epoch"] += 1
@@ -271,6 +298,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
 
             start = time.perf_counter()
             row = task_row(config, task, state)
+            row.update(state.get("task_extra", {}))
             if threshold is not None:
                 row["nc1_threshold_reached"] = bool(metrics and metrics["nc1"] < threshold)
             if metrics is None and is_measured(config, task):
@@ -291,6 +319,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
                 task=task + 1,
                 task_epoch=0,
                 task_stats=[],
+                task_extra={},
                 seconds=state["seconds"] + state["task_seconds"],
                 task_seconds=0.0,
             )

@@ -5,16 +5,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from plasticollapse.remedies import REMEDIES, weight_decay_of
+from plasticollapse.remedies import build_remedies as _build_remedies
+from plasticollapse.remedies.fields import RemedyFields, RemedyName
+from plasticollapse.remedies.weight_decay import DEFAULT_WEIGHT_DECAY
 from plasticollapse.runs.config import ConfigError, field
 
 NAME = "warmstart"
 
-SCHEMES = ("plain", "shrink_perturb", "nc1_reg", "weight_decay", "l2_init", "redo")
+#: Values of ``scheme``: one remedy by name (``plain``: none).
+SCHEMES = tuple(REMEDIES)
 DATASETS = ("cifar10", "fashion-mnist", "mnist", "digits")
 #: Decay of the ``weight_decay`` scheme when the ``weight_decay`` field is left unset.
-DEFAULT_SCHEME_WEIGHT_DECAY = 0.01
+DEFAULT_SCHEME_WEIGHT_DECAY = DEFAULT_WEIGHT_DECAY
 #: A warm-up epoch whose mean loss exceeds this in magnitude counts as diverged.
 LOSS_LIMIT = 1e4
 #: Batch size of evaluation passes (no gradients, so larger than training batches).
@@ -22,48 +27,52 @@ EVAL_BATCH = 1024
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(RemedyFields):
     """One warm-start run. Defaults are the paper's protocol (ResNet-18, CIFAR-10, plain).
 
     ``width`` is the ResNet's stem width (64: the paper), ``hidden`` the MLP's layer widths.
-    ``weight_decay`` is the warm-up's SGD weight decay: unset (none) means 0, or 0.01 for
-    the ``weight_decay`` scheme; probes never decay. ``amp`` (bf16 autocast) and
-    channels_last apply on CUDA only.
+    The warm-up applies ``remedies`` (several together), or the one remedy named by
+    ``scheme`` (the older spelling, kept so that old presets and run folders still work);
+    giving both is an error. ``weight_decay`` is the warm-up's SGD weight decay: unset
+    (none) means 0, or 0.01 under the ``weight_decay`` remedy; probes never decay. ``amp``
+    (bf16 autocast) and channels_last apply on CUDA only.
     """
 
-    dataset: Literal["cifar10", "fashion-mnist", "mnist", "digits"] = "cifar10"
-    data_root: str | None = None
-    download: bool = False
-    model: Literal["resnet18", "mlp"] = "resnet18"
-    width: int = 64
-    maxpool: bool = True
-    hidden: tuple[int, ...] = (100, 100, 100)
-    warmup_fraction: float = 0.5
-    warmup_epochs: int = 350
-    checkpoint_every: int = 5
-    lr: float = 1e-3
-    momentum: float = 0.0
-    weight_decay: float | None = None
-    batch_size: int = 128
-    augment: bool = False
-    finetune_target_acc: float = 0.99
-    finetune_max_epochs: int = 100
-    scheme: Literal["plain", "shrink_perturb", "nc1_reg", "weight_decay", "l2_init", "redo"] = (
-        "plain"
+    #: ``remedies`` came after the first runs: left out of the identity while empty.
+    IDENTITY_OMITS_DEFAULTS: ClassVar[frozenset] = frozenset({"remedies"})
+
+    dataset: Literal["cifar10", "fashion-mnist", "mnist", "digits"] = field(
+        "cifar10", help="training and test data"
     )
-    shrink: float = 0.6
-    perturb: float = 0.01
-    nc1_lambda: float = 0.05
-    nc1_clip: float = 200.0
-    l2_init_lambda: float = 0.01
-    redo_tau: float = 0.1
-    train_samples: int = 0
-    seed: int = 7
-    out: str = "runs/warmstart"
-    device: str = "auto"
-    amp: bool = True
-    threads: int = 0
-    progress: bool = True
+    data_root: str | None = field(
+        None, help="dataset folder (default: $PLASTICOLLAPSE_DATA or ~/.cache/plasticollapse)"
+    )
+    download: bool = field(False, help="download the dataset when it is missing")
+    model: Literal["resnet18", "mlp"] = field("resnet18", help="the network")
+    width: int = field(64, help="resnet18: stem width (64: the paper)")
+    maxpool: bool = field(True, help="resnet18: max-pool after the stem")
+    hidden: tuple[int, ...] = field((100, 100, 100), help="mlp: hidden layer widths")
+    warmup_fraction: float = field(0.5, help="share of the training set the warm-up sees")
+    warmup_epochs: int = field(350, help="warm-up epochs")
+    checkpoint_every: int = field(5, help="measure and probe every k warm-up epochs")
+    lr: float = field(1e-3, help="SGD learning rate (warm-up and probes)")
+    momentum: float = field(0.0, help="SGD momentum (warm-up and probes)")
+    batch_size: int = field(128, help="mini-batch size (warm-up and probes)")
+    augment: bool = field(False, help="random crops and flips of training batches")
+    finetune_target_acc: float = field(
+        0.99, help="a probe stops once an epoch's online training accuracy reaches this"
+    )
+    finetune_max_epochs: int = field(100, help="a probe trains at most this many epochs")
+    scheme: RemedyName = field(
+        "plain", help="one remedy by name (the older spelling of remedies; plain: none)"
+    )
+    train_samples: int = field(0, help="keep a seeded subset of the training set (0: all)")
+    seed: int = field(7, help="fixes the initialisation and every random draw")
+    out: str = field("runs/warmstart", help="folder of the run folders")
+    device: str = field("auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    amp: bool = field(True, help="bf16 autocast on CUDA")
+    threads: int = field(0, help="torch threads (0: torch's default)")
+    progress: bool = field(True, help="show progress bars")
     loggers: tuple[str, ...] = field((), help="loggers besides metrics.jsonl: tensorboard, wandb")
 
     def __post_init__(self):
@@ -78,6 +87,11 @@ class Config:
                 raise ConfigError(
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
+        if self.scheme != "plain" and self.remedies:
+            raise ConfigError(
+                f"give the remedies as remedies or as scheme, not both "
+                f"(scheme {self.scheme!r}, remedies {list(self.remedies)})"
+            )
         if not 0 < self.warmup_fraction <= 1:
             raise ConfigError(f"warmup_fraction must be in (0, 1], got {self.warmup_fraction}")
         for name in ("warmup_epochs", "checkpoint_every", "batch_size", "finetune_max_epochs"):
@@ -98,35 +112,27 @@ class Config:
             raise ConfigError(
                 f"finetune_target_acc must be in (0, 1], got {self.finetune_target_acc}"
             )
-        for name in ("momentum", "shrink", "perturb", "nc1_lambda", "l2_init_lambda", "redo_tau"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.nc1_clip <= 0:
-            raise ConfigError(f"nc1_clip must be > 0, got {self.nc1_clip}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0 (or none), got {self.weight_decay}")
-        if self.scheme == "weight_decay" and self.weight_decay == 0:
-            raise ConfigError(
-                "scheme 'weight_decay' needs weight_decay > 0 (the paper: 0.001, 0.01, 0.1), "
-                "or leave weight_decay unset for 0.01"
-            )
-        if self.scheme == "redo" and self.model != "mlp":
-            raise ConfigError("scheme 'redo' resets MLP units only; use --model mlp")
+        if self.momentum < 0:
+            raise ConfigError(f"momentum must be >= 0, got {self.momentum}")
         for name in ("train_samples", "threads", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        super().__post_init__()  # the remedies and their parameters
+
+    def requested_remedies(self) -> tuple[str, ...]:
+        """``remedies``, or the one named by ``scheme``."""
+        return self.remedies or (self.scheme,)
 
     @property
     def warmup_weight_decay(self) -> float:
         """The SGD weight decay of the warm-up (see the class docstring)."""
-        if self.weight_decay is not None:
-            return self.weight_decay
-        return DEFAULT_SCHEME_WEIGHT_DECAY if self.scheme == "weight_decay" else 0.0
+        return weight_decay_of(_build_remedies(self))
 
 
 def run_label(config: Config) -> str:
-    """``plain``, ``shrink_perturb``, ``weight_decay_wd0.01``, ``plain_wd0.001``, ..."""
-    label = config.scheme
+    """``plain``, ``shrink_perturb``, ``weight_decay_wd0.01``, ``plain_wd0.001``,
+    ``shrink_perturb+l2_init`` (remedies joined by ``+``), ..."""
+    label = "+".join(config.remedies) if config.remedies else config.scheme
     if config.warmup_weight_decay > 0:
         label += f"_wd{config.warmup_weight_decay:g}"
     return label

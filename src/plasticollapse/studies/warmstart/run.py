@@ -7,30 +7,34 @@ The protocol (the authors' warm-start code, with measurements in eval mode)::
     theta  = a fresh network (the seed fixes it)
     fresh probe: a copy of theta trained on D                -> fresh_full_test_acc (summary)
     for warm-up epoch e = 1 .. warmup_epochs:
-        one SGD epoch over W in a fresh random order, with the scheme's warm-up loss
+        one SGD epoch over W in a fresh random order: CE + the remedies' loss terms, SGD
+            with their weight decay, their after_step hooks after every update
         every checkpoint_every epochs (e = 5, 10, ..., as the authors; no epoch-0 row, the
         fresh probe is its baseline):
-            redo scheme: recycle the tau-dormant units of theta (part of its warm-up)
+            remedies' at_checkpoint (ReDo: recycle the tau-dormant units of theta; part of
+                the warm-up)
             measure theta on W in eval mode: NC1..NC4, accuracy, feature ranks, dormancy,
                 weight magnitude; and its test accuracy
-            probe: a copy of theta (shrink_perturb scheme: shrunk and perturbed) trained on
-                D with plain SGD (same lr and momentum, no weight decay, no regulariser)
-                until an epoch's online training accuracy reaches finetune_target_acc, at
-                most finetune_max_epochs; record its test accuracy
+            probe: a copy of theta (after the remedies' at_probe_start; Shrink & Perturb:
+                shrunk and perturbed) trained on D with plain SGD (same lr and momentum,
+                no weight decay, no regulariser) until an epoch's online training accuracy
+                reaches finetune_target_acc, at most finetune_max_epochs; record its test
+                accuracy
             append one row to metrics.jsonl
 
 The probe's stopping rule is the authors': the accuracy counted online during the epoch
 (each batch scored by the network before its update, in train mode), not a separate pass.
 
-Schemes (warm-up only; probes are always plain SGD):
+Remedies (:mod:`plasticollapse.remedies`; ``remedies = [...]``, or one named by the older
+``scheme``) change the warm-up only; probes are always plain SGD:
 
 - ``plain``: cross-entropy.
 - ``shrink_perturb``: the warm-up is plain; each probe starts from
   ``shrink * theta + perturb * theta_fresh`` (Ash & Adams 2020; 0.6 and 0.01).
 - ``nc1_reg``: L = CE - nc1_lambda * min(NC1_batch, nc1_clip) (the paper's regulariser).
 - ``weight_decay``: SGD weight decay during warm-up; ``weight_decay`` unset means 0.01
-  (the paper studies 0.001, 0.01 and 0.1). For every other scheme an unset weight_decay
-  means 0, and a value given explicitly applies to that scheme's warm-up too.
+  (the paper studies 0.001, 0.01 and 0.1). Without this remedy an unset weight_decay
+  means 0, and a value given explicitly applies to the warm-up too.
 - ``l2_init``: L = CE + l2_init_lambda / 2 * ||theta - theta_0||^2 (Kumar et al. 2023).
 - ``redo``: ReDo resets (Sokar et al. 2023) of units with dormancy score <= redo_tau at
   every checkpoint; MLPs only (all hidden layers).
@@ -86,6 +90,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from plasticollapse.remedies import RemedyContext, build_remedies, weight_decay_of
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import (
     generator_for,
@@ -105,7 +110,6 @@ from plasticollapse.studies.warmstart.training import (
     sgd,
     test_accuracy,
     train_epoch,
-    warmup_loss_fn,
 )
 
 # --------------------------------------------------------------------------- measuring
@@ -139,14 +143,13 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
         epoch, warmup_loss (mean training objective of the epoch), warmup_train_acc,
         warmup_train_loss, warmup_test_acc, every collapse and plasticity key of
         measure_model (nc1, nc1_quotient, cdnv, nc2_*, nc3_*, nc4_*, dormant_fraction,
-        effective_rank, srank, stable_rank, weight_magnitude, ...), redo_units_reset
-        (redo), callbacks' keys, full_test_acc, finetune_epochs, finetune_train_acc, seconds
+        effective_rank, srank, stable_rank, weight_magnitude, ...), the remedies' keys
+        (redo_units_reset), callbacks' keys, full_test_acc, finetune_epochs,
+        finetune_train_acc, seconds
 
     ``seconds`` is the run's wall time so far (summed over resumes). Returns the summary
     (:func:`summarise_run`).
     """
-    from plasticollapse.remedies.functional import redo_reset
-
     set_threads(config.threads)
     device = resolve_device(config.device)
     if device.type == "cuda":
@@ -157,8 +160,10 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     if device.type == "cuda" and config.model == "resnet18":
         model = model.to(memory_format=torch.channels_last)
     initial = copy.deepcopy(model)  # theta_0: the fresh probe's start
-    loss_fn = warmup_loss_fn(config, model, tensors.num_classes)
-    optimizer = sgd(model, config, config.warmup_weight_decay)
+    remedies = build_remedies(config)
+    for remedy in remedies:  # before the checkpoint: L2 Init's theta_0 is the initialisation
+        remedy.bind(model, RemedyContext(seed=config.seed, num_classes=tensors.num_classes))
+    optimizer = sgd(model, config, weight_decay_of(remedies))
     callbacks = list(callbacks)
 
     state: dict[str, Any] = folder.load_checkpoint() or {
@@ -170,6 +175,8 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     if "model" in state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+    for remedy, remedy_state in zip(remedies, state.get("remedies", ()), strict=False):
+        remedy.load_state_dict(remedy_state)
     clock = time.perf_counter()
     seconds_before = state["seconds"]
 
@@ -179,7 +186,12 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     def checkpoint(probe: dict[str, Any] | None = None) -> None:
         state.update(probe=probe, seconds=elapsed())
         folder.save_checkpoint(
-            {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            {
+                **state,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "remedies": [r.state_dict() for r in remedies],
+            }
         )
 
     def run_probe(start: nn.Module, tag: int | str, row: dict | None) -> dict[str, Any]:
@@ -215,7 +227,13 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
                 epoch = state["epoch"] + 1
                 generator = generator_for(config.seed, "warmup", epoch)
                 loss, _ = train_epoch(
-                    model, optimizer, tensors.warmup_x, tensors.warmup_y, generator, config, loss_fn
+                    model,
+                    optimizer,
+                    tensors.warmup_x,
+                    tensors.warmup_y,
+                    generator,
+                    config,
+                    remedies,
                 )
                 state["epoch"] = epoch
                 check_finite(epoch, limit=LOSS_LIMIT, loss=loss)
@@ -225,15 +243,8 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
                 if epoch % config.checkpoint_every != 0:
                     continue
                 row = {"epoch": epoch, "warmup_loss": loss}
-                if config.scheme == "redo":
-                    counts = redo_reset(
-                        model,
-                        tensors.warmup_x,
-                        config.redo_tau,
-                        generator=generator_for(config.seed, "redo", epoch),
-                        optimizer=optimizer,
-                    )
-                    row["redo_units_reset"] = sum(counts)
+                for remedy in remedies:
+                    row.update(remedy.at_checkpoint(model, optimizer, epoch, tensors.warmup_x))
                 row.update(measure(model, tensors, config))
                 check_finite(epoch, nc1=row["nc1"])
                 for callback in callbacks:
@@ -242,7 +253,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
                         row.update(extra)
                 checkpoint({"tag": epoch, "row": row})
 
-            row = {**row, **run_probe(probe_start(model, config, epoch), epoch, row)}
+            row = {**row, **run_probe(probe_start(model, remedies, epoch), epoch, row)}
             row["seconds"] = elapsed()
             folder.append_metrics(row)
             checkpoint()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from plasticollapse.runs.runtime import (
     generator_for,
 )
 from plasticollapse.studies.warmstart.config import EVAL_BATCH, Config
+
+if TYPE_CHECKING:
+    from plasticollapse.remedies.base import Remedy
 
 # --------------------------------------------------------------------------- data and model
 
@@ -129,14 +132,6 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-#: ``loss_fn(logits, features, labels) -> loss``: a scheme's training objective.
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def cross_entropy(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor):
-    return F.cross_entropy(logits.float(), labels)
-
-
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -144,13 +139,19 @@ def train_epoch(
     y: torch.Tensor,
     generator: torch.Generator,
     config: Config,
-    loss_fn: LossFn = cross_entropy,
+    remedies: Sequence[Remedy] = (),
 ) -> tuple[float, float]:
-    """One SGD epoch over ``(x, y)`` in the order drawn from ``generator``.
+    """One SGD epoch over ``(x, y)`` in the order drawn from ``generator``, minimising::
 
-    Returns ``(mean loss, online accuracy)``: each batch is scored by the network before
-    its own update (train mode), and the counts stay on the device until the epoch ends, so
-    the loop never waits for the GPU.
+        L = CE(logits, y) + sum_r remedy_r.loss(model, logits, features, y)
+
+    (the cross-entropy in float32, also under autocast), each remedy's ``after_step``
+    following every update. (Weight decay is the optimizer's.) Without remedies: plain SGD,
+    as the probes train.
+
+    Returns ``(mean L, online accuracy)``: each batch is scored by the network before its
+    own update (train mode), and the counts stay on the device until the epoch ends, so the
+    loop never waits for the GPU.
     """
     device = x.device
     n = len(y)
@@ -163,7 +164,7 @@ def train_epoch(
     model.train()
     correct = torch.zeros((), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for start in range(0, n, config.batch_size):
+    for step, start in enumerate(range(0, n, config.batch_size)):
         idx = order[start : start + config.batch_size]
         xb, yb = x[idx], y[idx]
         if config.augment:
@@ -172,10 +173,16 @@ def train_epoch(
         with autocast(config, device):
             features = model.features(xb)
             logits = model.classifier(features)
-        loss = loss_fn(logits, features, yb)
+        loss = F.cross_entropy(logits.float(), yb)
+        for remedy in remedies:
+            term = remedy.loss(model, logits, features, yb)
+            if term is not None:
+                loss = loss + term
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        for remedy in remedies:
+            remedy.after_step(model, optimizer, step)
         correct += (logits.argmax(1) == yb).sum()
         loss_sum += loss.detach().double() * len(idx)
     return float(loss_sum) / n, int(correct) / n
@@ -193,31 +200,6 @@ def test_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Co
         correct += (logits.argmax(1) == y[start : start + EVAL_BATCH]).sum()
     model.train(was_training)
     return int(correct) / len(y)
-
-
-def warmup_loss_fn(config: Config, model: nn.Module, num_classes: int) -> LossFn:
-    """The scheme's warm-up objective (weight decay lives in the optimizer instead)."""
-    from plasticollapse.remedies import functional as remedies
-
-    if config.scheme == "nc1_reg":
-
-        def nc1_reg(logits, features, labels):
-            loss, _, _ = remedies.nc1_regularised_loss(
-                logits, features, labels, num_classes, config.nc1_lambda, config.nc1_clip
-            )
-            return loss
-
-        return nc1_reg
-    if config.scheme == "l2_init":
-        # The network is initialised before this is called: these are theta_0.
-        initial = [p.detach().clone() for p in model.parameters()]
-
-        def l2_init(logits, features, labels):
-            penalty = remedies.l2_init_penalty(model, initial, config.l2_init_lambda)
-            return cross_entropy(logits, features, labels) + penalty
-
-        return l2_init
-    return cross_entropy
 
 
 def sgd(model: nn.Module, config: Config, weight_decay: float) -> torch.optim.SGD:
@@ -288,13 +270,10 @@ def finetune(
     }
 
 
-def probe_start(model: nn.Module, config: Config, epoch: int) -> nn.Module:
-    """The network a checkpoint's probe trains: a copy of the warm-up network, shrunk and
-    perturbed for the ``shrink_perturb`` scheme (fresh weights seeded by the epoch)."""
-    from plasticollapse.remedies.functional import shrink_perturb
-
+def probe_start(model: nn.Module, remedies: Sequence[Remedy], epoch: int) -> nn.Module:
+    """The network a checkpoint's probe trains: a copy of the warm-up network, changed by
+    each remedy's ``at_probe_start`` (Shrink & Perturb shrinks and perturbs it)."""
     start = copy.deepcopy(model)
-    if config.scheme == "shrink_perturb":
-        generator = generator_for(config.seed, "shrink_perturb", epoch)
-        shrink_perturb(start, config.shrink, config.perturb, generator=generator)
+    for remedy in remedies:
+        remedy.at_probe_start(start, epoch)
     return start

@@ -1,0 +1,158 @@
+"""What a remedy is: an object with hooks that a training loop calls at fixed points.
+
+A remedy for loss of plasticity acts at one or more of these points, and does nothing at
+the others (every hook of :class:`Remedy` is a no-op that a subclass overrides):
+
+=================  ===================================================  =====================
+hook               called                                               e.g.
+=================  ===================================================  =====================
+``bind``           once per run, on the freshly initialised network,    L2 Init keeps theta_0
+                   before a checkpoint is loaded
+``loss``           every step: an extra term added to the               NC1 regulariser,
+                   cross-entropy                                        L2 Init
+``weight_decay``   when the optimizer is built: SGD weight decay        weight decay
+``after_step``     after every optimizer step
+``at_task_start``  an online stream, before training task t >= 1        Shrink & Perturb, ReDo
+``at_checkpoint``  the warm start, at each checkpoint before measuring  ReDo
+``at_probe_start`` the warm start, on the probe's copy of the network   Shrink & Perturb
+=================  ===================================================  =====================
+
+The same object serves both studies: each calls the hooks its protocol has, so Shrink &
+Perturb shrinks the network at every new task of Permuted MNIST and at the start of every
+plasticity probe of the warm start.
+
+Randomness: a remedy draws from ``generator_for(context.seed, purpose, index)``
+(:func:`plasticollapse.runs.runtime.generator_for`) with its own purpose and the task or
+epoch as index, never from global state, so a resumed run draws what an uninterrupted one
+would. A remedy that keeps state across steps saves it through
+:meth:`Remedy.state_dict`; the studies put it in their checkpoints.
+
+This module imports no torch (configs are validated without it): tensors appear in
+annotations only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from plasticollapse.runs.config import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: Hooks a training loop calls at every step. An engine that cannot call them (the fast
+#: online engine) must not run a remedy that overrides any of them.
+PER_STEP_HOOKS = ("loss", "weight_decay", "after_step")
+
+
+@dataclasses.dataclass(frozen=True)
+class RemedyContext:
+    """What a remedy learns about its run when it is bound to the network."""
+
+    seed: int  # the run's seed: every random draw of a remedy derives from it
+    num_classes: int
+
+
+@dataclasses.dataclass
+class Remedy:
+    """Base class of remedies: every hook does nothing; a subclass overrides what it uses.
+
+    A subclass is a dataclass whose fields are its parameters, named as the config fields
+    they come from (``shrink``, ``redo_tau``, ...), so that :meth:`from_config` needs no
+    code; its ``__post_init__`` validates them with a :class:`ConfigError` naming the field.
+    """
+
+    #: The remedy's name in configs (``remedies = ["shrink_perturb"]``) and labels.
+    name: ClassVar[str] = ""
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_config(cls, config: Any) -> Remedy:
+        """The remedy with its parameters read from the config fields of the same names."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.init})
+
+    @classmethod
+    def check(cls, config: Any) -> None:
+        """Raise a :class:`ConfigError` when the run ``config`` describes cannot use this
+        remedy (called only for the remedies a run applies)."""
+
+    def bind(self, model: nn.Module, context: RemedyContext) -> None:
+        """Once per run, on the freshly initialised network, before a checkpoint is loaded.
+
+        Subclasses that override it call ``super().bind(model, context)`` first.
+        """
+        self.context = context
+
+    # ------------------------------------------------------------------ every step
+
+    def loss(
+        self,
+        model: nn.Module,
+        logits: torch.Tensor,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """An extra term of the training objective (added to the cross-entropy), or None.
+
+        ``features`` are the penultimate features whose linear map gave ``logits``.
+        """
+        return None
+
+    def weight_decay(self) -> float:
+        """The SGD weight decay this remedy asks for (several remedies' decays add up)."""
+        return 0.0
+
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """After every optimizer step; ``step`` counts the steps of the current pass from 0."""
+
+    # ------------------------------------------------------------------ boundaries
+
+    def at_task_start(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        task: int,
+        inputs: torch.Tensor,
+    ) -> dict[str, Any]:
+        """Before an online stream trains task ``task`` >= 1. ``inputs`` are a sample of the
+        new task's inputs; ``optimizer`` is None for an engine without one. Returns keys to
+        add to the task's row."""
+        return {}
+
+    def at_checkpoint(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+        inputs: torch.Tensor,
+    ) -> dict[str, Any]:
+        """At a warm-start checkpoint, before measuring (part of the warm-up); ``inputs``
+        are the warm-up set's. Returns keys to add to the checkpoint's row."""
+        return {}
+
+    def at_probe_start(self, model: nn.Module, epoch: int) -> None:
+        """On the copy of the warm-up network that the checkpoint's probe then trains."""
+
+    # ------------------------------------------------------------------ resuming
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue exactly (stateless remedies: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s result."""
+
+    # ------------------------------------------------------------------ introspection
+
+    def per_step_hooks(self) -> list[str]:
+        """The per-step hooks (:data:`PER_STEP_HOOKS`) this remedy's class overrides."""
+        return [h for h in PER_STEP_HOOKS if getattr(type(self), h) is not getattr(Remedy, h)]
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a :class:`ConfigError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)
