@@ -14,7 +14,7 @@ Missing values compare equal (None and NaN), and 1 equals 1.0, when matching set
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -46,16 +46,6 @@ def setting_groups(
         groups.setdefault(repr(row), (setting, []))[1].append(i)
     ordered = sorted(groups.values(), key=lambda g: [sort_key(v) for v in g[0].values()])
     return [(setting, runs.iloc[rows]) for setting, rows in ordered]
-
-
-def matching(runs: pd.DataFrame, where: Mapping[str, Any]) -> pd.DataFrame:
-    """The runs whose setting (or, failing a column, config field) has every ``where`` value."""
-
-    def value(row: pd.Series, key: str) -> Any:
-        return row[key] if key in row.index else (row.get("config") or {}).get(key)
-
-    keep = [all(same(value(row, k), v) for k, v in where.items()) for _, row in runs.iterrows()]
-    return runs[np.array(keep, dtype=bool)] if len(runs) else runs
 
 
 def metrics(table: pd.DataFrame, per_step: bool = True) -> list[str]:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from plasticollapse import analysis
 from plasticollapse.report.format import DASH, PaperNumber, common_config_text, fmt, runs_overview
-from plasticollapse.report.render import Doc, add_section
+from plasticollapse.report.render import Doc, add_section, relative
 from plasticollapse.studies import get_study, study_names
 from plasticollapse.studies.base import ReportSection, StudyResults
 
@@ -127,7 +127,7 @@ def main_report(
         doc.p(f"Registered studies with no runs here: {', '.join(absent)}.")
     doc.p(
         "Files: "
-        + ", ".join(p.relative_to(out).as_posix() for p in written)
+        + ", ".join(relative(p, out) for p in written)
         + " (the tidy table: one row per run, step and metric; summary values have no step)."
     )
     for name, study_runs, section in sections:
@@ -140,5 +140,5 @@ def main_report(
     written += [out / "report.md", out / "report.html"]
     print(f"report written to {out}/:")
     for path in written:
-        print(f"  {Path(path).relative_to(out).as_posix()}")
+        print(f"  {relative(path, out)}")
     return out

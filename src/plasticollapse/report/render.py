@@ -35,6 +35,12 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+def relative(path: str | Path, root: Path) -> str:
+    """``path`` relative to the report folder (as written), or whole when it lies outside."""
+    path = Path(path)
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 @dataclass
 class Doc:
     """A report as blocks, rendered to both Markdown and HTML from the same content."""
@@ -71,7 +77,7 @@ class Doc:
                 lines += ["| " + " | ".join(map(escape, r)) + " |" for r in b[1]]
                 out.append("\n".join(lines))
             elif kind == "img":
-                out.append(f"![{b[1]}]({b[0].relative_to(root).as_posix()})\n\n*{b[1]}*")
+                out.append(f"![{b[1]}]({relative(b[0], root)})\n\n*{b[1]}*")
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str) -> str:
@@ -115,7 +121,7 @@ def add_section(doc: Doc, section: ReportSection, root: Path, shared: str = "") 
     for caption, png in section.figures:
         doc.img(png, caption)
     if section.files:
-        names = ", ".join(Path(f).relative_to(root).as_posix() for f in section.files)
+        names = ", ".join(relative(f, root) for f in section.files)
         doc.p(f"Files: {names}.")
 
 
