@@ -1,17 +1,19 @@
-"""analysis: tidy table from run folders, correlations, bootstrap, sliding window."""
+"""analysis: the tidy table (pandas) from run folders, the one correlation, bootstrap over
+seeds, sliding windows. The studies' own analyses are tested in test_report.py."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
-from plasticollapse import analysis
+from plasticollapse import analysis, load_results
+from plasticollapse.studies.common import pearson
 
 NC_KEYS = ("nc1", "nc2_etf_error_weights", "nc3_zhu", "nc4_agreement")
 
@@ -124,8 +126,20 @@ def runs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def table(runs):
-    return analysis.load_runs([runs])
+def results(runs) -> analysis.Results:
+    return analysis.load([runs])
+
+
+@pytest.fixture(scope="module")
+def table(results) -> pd.DataFrame:
+    return results.table
+
+
+def rows_of(table: pd.DataFrame, **where) -> pd.DataFrame:
+    mask = np.ones(len(table), dtype=bool)
+    for column, value in where.items():
+        mask &= (table[column] == value).to_numpy()
+    return table[mask]
 
 
 def test_find_runs_accepts_parents_and_run_folders(runs):
@@ -137,8 +151,8 @@ def test_find_runs_accepts_parents_and_run_folders(runs):
     assert len(analysis.find_runs([runs, runs / "warm"])) == 11
 
 
-def test_tidy_table_columns_and_setting_keys(table):
-    assert table.column_names == [
+def test_tidy_table_columns_and_setting_keys(runs, results, table):
+    assert list(table.columns) == [
         "run_id",
         "experiment",
         "first_task_epochs",
@@ -149,76 +163,132 @@ def test_tidy_table_columns_and_setting_keys(table):
         "value",
     ]
     # Only the varying field (first_task_epochs / scheme); device and seed are not settings.
-    assert table.setting_keys == {"permuted": ["first_task_epochs"], "warmstart": ["scheme"]}
-    assert [s["first_task_epochs"] for s in table.settings("permuted")] == [1, 5]
-    assert [s["scheme"] for s in table.settings("warmstart")] == ["plain", "shrink_perturb"]
+    assert results.settings == {"permuted": ["first_task_epochs"], "warmstart": ["scheme"]}
+    perm, perm_runs = results.study("permuted")
+    assert "scheme" not in perm.columns and "scheme" not in perm_runs.columns
+    groups = analysis.setting_groups(perm_runs, ["first_task_epochs"])
+    assert [s["first_task_epochs"] for s, _ in groups] == [1, 5]
+    assert [list(r["seed"]) for _, r in groups] == [[0, 1, 2, 9], [0, 1, 2]]
+    # load_results is the same table, exported at the package's top level.
+    pd.testing.assert_frame_equal(load_results([runs]), table)
 
 
-def test_setting_keys_join_lists_and_include_always_keys():
+def test_setting_keys_join_lists_and_put_the_studys_keys_first():
     configs = [{"hidden": [100, 100], "lr": 0.1, "seed": 0}, {"hidden": [50], "lr": 0.1, "seed": 1}]
-    assert analysis.setting_keys_for("permuted", configs) == ["first_task_epochs", "hidden"]
+    assert analysis.setting_keys_for(configs, ("first_task_epochs",)) == [
+        "first_task_epochs",
+        "hidden",
+    ]
     assert analysis.normalise_setting([100, 100]) == "100,100"
 
 
-def test_steps_and_summary_rows(table):
-    perm = table.select(experiment="permuted", metric="nc1", where={"first_task_epochs": 5})
-    assert sorted(set(perm.column("step"))) == list(range(12))
+def test_steps_values_and_summary_rows(runs, table):
+    perm = rows_of(table, experiment="permuted", metric="nc1", first_task_epochs=5)
+    assert sorted(set(perm["step"])) == list(range(12))
     assert len(perm) == 3 * 12
-    # "epoch" stays a metric for permuted, it is the step for warmstart.
-    assert "epoch" in table.metrics("permuted")
-    assert "epoch" not in table.metrics("warmstart")
-    ws = table.select(experiment="warmstart", metric="full_test_acc")
-    assert sorted(set(ws.column("step"))) == list(range(5, 61, 5))
-    summary = table.select(metric="fresh_full_test_acc")
-    assert len(summary) == 4 and np.isnan(summary.column("step")).all()
-    assert "fresh_full_test_acc" in table.metrics("warmstart", per_step=False)
+    # The registry's step key: "task" for permuted (so "epoch" stays a metric there),
+    # "epoch" for warmstart (so it is the step, not a metric).
+    assert "epoch" in set(rows_of(table, experiment="permuted")["metric"])
+    assert "epoch" not in set(rows_of(table, experiment="warmstart")["metric"])
+    ws = rows_of(table, experiment="warmstart", metric="full_test_acc")
+    assert sorted(set(ws["step"])) == list(range(5, 61, 5))
+    # Each value is the number in metrics.jsonl at that run and step.
+    row = rows_of(table, run_id="ws-plain-s8", metric="nc1", step=25.0)
+    lines = (runs / "warm" / "ws-plain-s8" / "metrics.jsonl").read_text().splitlines()
+    written = next(r for r in map(json.loads, lines) if r["epoch"] == 25)
+    assert row["value"].item() == written["nc1"]
+    summary = rows_of(table, metric="fresh_full_test_acc")
+    assert len(summary) == 4 and summary["step"].isna().all()
     # Nulls are NaN; booleans are 0/1; strings (status) are left out.
-    assert np.isnan(table.select(metric="nc3_zhu", experiment="permuted").column("value")).all()
-    assert set(table.select(metric="diverged").column("value")) == {0.0}
-    assert "status" not in set(table.column("metric"))
+    assert rows_of(table, metric="nc3_zhu", experiment="permuted")["value"].isna().all()
+    assert set(rows_of(table, metric="diverged")["value"]) == {0.0}
+    assert "status" not in set(table["metric"])
 
 
-def test_partial_run_truncated_line_skipped(table):
-    info = table.runs["perm-partial"]
-    assert not info.complete and info.n_rows == 4 and info.last_step == 3
-    rows = table.select(run_ids=["perm-partial"])
-    assert set(rows.column("step")) == {0, 1, 2, 3}
-    assert table.runs["perm-e1-s0"].complete
+def test_run_table(results):
+    runs = results.runs.set_index("run_id")
+    partial = runs.loc["perm-partial"]
+    assert not partial["complete"] and partial["status"] == "partial"
+    assert partial["n_rows"] == 4 and partial["last_step"] == 3
+    done = runs.loc["ws-plain-s7"]
+    assert done["complete"] and done["status"] == "ok" and done["label"] == "scheme=plain"
+    assert done["fresh_full_test_acc"] == 0.6 and done["config"]["lr"] == 0.001
+    assert done["last_step"] == 60 and done["n_rows"] == 12
+    # The partial run's rows stop at its truncated line.
+    steps = rows_of(results.table, run_id="perm-partial")["step"]
+    assert set(steps) == {0, 1, 2, 3}
 
 
-def test_curves_pivot_aligns_steps(table):
-    c = table.curves("accuracy", "permuted", {"first_task_epochs": 1})
-    assert c.values.shape == (4, 12)  # 3 complete seeds + the partial run
-    assert c.seeds == [0, 1, 2, 9]
-    assert np.isnan(c.values[3, 4:]).all() and np.isfinite(c.values[:3]).all()
-    assert np.allclose(c.mean()[4:], c.values[:3, 4:].mean(axis=0))
+def test_curves_pivot_aligns_steps(results, table):
+    _, perm_runs = results.study("permuted")
+    ids = list(perm_runs.loc[perm_runs["first_task_epochs"] == 1, "run_id"])
+    c = analysis.curves(table, "accuracy", ids)
+    assert c.shape == (4, 12)  # 3 complete seeds + the partial run
+    assert list(c.index) == ["perm-e1-s0", "perm-e1-s1", "perm-e1-s2", "perm-partial"]
+    assert c.iloc[3, 4:].isna().all() and c.iloc[:3].notna().all().all()
+    steps, mean, std = analysis.band(c)
+    assert np.allclose(mean[4:], c.iloc[:3, 4:].mean(axis=0))
+    assert np.allclose(std[:4], c.iloc[:, :4].std(axis=0, ddof=0))
+    x, y = analysis.paired_curves(table, "nc1", "accuracy", ids)
+    assert list(x.columns) == list(y.columns) == list(range(12))
+    assert (
+        analysis.at(x, 3.0)[1]
+        == rows_of(table, run_id=ids[1], metric="nc1", step=3.0)["value"].item()
+    )
 
 
-def test_mixed_experiments_in_one_folder_and_csv_parquet(runs, table, tmp_path):
-    path = table.to_csv(tmp_path / "results.csv")
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == len(table)
-    summary_row = next(r for r in rows if r["metric"] == "fresh_full_test_acc")
-    assert summary_row["step"] == "" and summary_row["first_task_epochs"] == ""
-    assert next(r for r in rows if r["metric"] == "nc1")["step"] == "0"
-    pq = pytest.importorskip("pyarrow.parquet")
-    written = table.to_parquet(tmp_path / "results.parquet")
-    assert pq.read_table(written).num_rows == len(table)
+def test_wide_pivots_metrics_into_columns(table):
+    perm = rows_of(table, experiment="permuted")
+    w = analysis.wide(perm, index=["run_id", "step"], metrics=["nc1", "accuracy"])
+    assert list(w.columns) == ["run_id", "step", "nc1", "accuracy"]
+    assert len(w) == 6 * 12 + 4
+    one = w[(w["run_id"] == "perm-e5-s2") & (w["step"] == 7)]
+    tidy = rows_of(perm, run_id="perm-e5-s2", step=7.0)
+    assert one["nc1"].item() == rows_of(tidy, metric="nc1")["value"].item()
+    assert one["accuracy"].item() == rows_of(tidy, metric="accuracy")["value"].item()
+    # By default every identifying column is kept; summary rows keep step NaN.
+    full = analysis.wide(perm)
+    summary = full[full["step"].isna()]
+    assert len(summary) == 6 and summary["r_nc1_accuracy"].eq(-0.9).all()
+
+
+def test_results_csv_and_parquet(table, tmp_path):
+    written = analysis.write_results(table, tmp_path)
+    back = pd.read_csv(written[0])
+    assert len(back) == len(table)
+    summary_row = back[back["metric"] == "fresh_full_test_acc"].iloc[0]
+    assert math.isnan(summary_row["step"]) and math.isnan(summary_row["first_task_epochs"])
+    with written[0].open() as f:
+        next(f)
+        assert next(f).split(",")[5] == "0"  # whole steps print as integers
+    assert np.array_equal(back["value"].to_numpy(), table["value"].to_numpy(), equal_nan=True)
+    pytest.importorskip("pyarrow")
+    assert pd.read_parquet(tmp_path / "results.parquet").shape == table.shape
+
+
+def test_an_unregistered_study_still_loads(tmp_path):
+    rows = [{"step": 10 * i, "loss": 1.0 / (i + 1)} for i in range(3)]
+    _write_run(tmp_path / "a", "mystery", {"seed": 0, "width": 4}, rows, {"final": 1})
+    _write_run(tmp_path / "b", "mystery", {"seed": 1, "width": 8}, [{"loss": 2.0}] * 2, None)
+    results = analysis.load([tmp_path])
+    assert results.settings == {"mystery": ["width"]}  # no registry: the varying fields
+    a = rows_of(results.table, run_id="a", metric="loss")
+    assert list(a["step"]) == [0, 10, 20]  # a "step" key is the step
+    assert list(rows_of(results.table, run_id="b")["step"]) == [0, 1]  # else the row index
 
 
 def test_empty_and_missing_paths(tmp_path):
-    assert len(analysis.load_runs([tmp_path])) == 0
+    assert len(analysis.load_results([tmp_path])) == 0
     with pytest.raises(FileNotFoundError):
         analysis.find_runs([tmp_path / "nope"])
 
 
-def test_correlate_matches_scipy():
+def test_correlation_matches_scipy():
     rng = np.random.default_rng(1)
     x = rng.standard_normal(30)
     y = 0.5 * x + rng.standard_normal(30)
     y[3] = y[5]  # a tie for Spearman
-    got = analysis.correlate(x, y)
+    got = analysis.correlation(x, y)
     p = stats.pearsonr(x, y)
     s = stats.spearmanr(x, y)
     assert got["pearson_r"] == pytest.approx(p[0], abs=1e-12)
@@ -226,11 +296,23 @@ def test_correlate_matches_scipy():
     assert got["spearman_rho"] == pytest.approx(s[0], abs=1e-12)
     assert got["spearman_p"] == pytest.approx(s[1], rel=1e-9)
     assert got["n"] == 30
-    # Non-finite pairs dropped; too few or constant series give NaN.
-    x2, y2 = np.append(x, np.nan), np.append(y, 1.0)
-    assert analysis.correlate(x2, y2)["pearson_r"] == pytest.approx(p[0])
-    assert math.isnan(analysis.correlate([1, 2], [3, 4])["pearson_r"])
-    assert math.isnan(analysis.correlate([1, 1, 1], [3, 4, 5])["spearman_rho"])
+    assert analysis.correlate(x, y, "spearman") == got["spearman_rho"]
+    # Non-finite and None pairs dropped; too few or constant series give NaN.
+    x2, y2 = [*x, np.nan, 4.0, None], [*y, 1.0, np.inf, 2.0]
+    assert analysis.correlate(x2, y2) == pytest.approx(p[0], abs=1e-12)
+    assert math.isnan(analysis.correlate([1, 2], [3, 4]))
+    assert math.isnan(analysis.correlation([1, 1, 1], [3, 4, 5])["spearman_rho"])
+
+
+def test_one_pearson_everywhere():
+    # r of (1,2,3,4) and (1,3,2,4): deviations (-1.5,-.5,.5,1.5) and (-1.5,.5,-.5,1.5) give
+    # sum of products 4, sums of squares 5 and 5: r = 0.8.
+    assert analysis.correlate([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8, abs=1e-15)
+    # The summaries' pearson is the same function (None is missing, as in metrics rows).
+    assert pearson([1, 2, 3, 4, None], [1, 3, 2, 4, 7]) == pytest.approx(0.8, abs=1e-15)
+    assert analysis.per_run_r(np.array([[1, 2, 3, 4.0]]), np.array([[1, 3, 2, 4.0]]))[
+        0
+    ] == pytest.approx(0.8)
 
 
 def test_sliding_window_by_hand():
@@ -246,50 +328,54 @@ def test_sliding_window_by_hand():
         assert got == pytest.approx(stats.pearsonr(x[inside], y[inside])[0])
     # Window ending at 30 is steps 15, 20, 25, 30 -> x = 2, 5, 4, 6 and y = 4, 3, 6, 5.
     assert r[1] == pytest.approx(np.corrcoef([2, 5, 4, 6], [4, 3, 6, 5])[0, 1])
+    # windowed_r: the same per run, on one grid of ends; a run with a gap has fewer points.
+    x2, y2 = np.vstack([x, x]), np.vstack([y, y])
+    x2[1, 1] = np.nan
+    ends2, r2, n2 = analysis.windowed_r(steps, x2, y2, window=20, stride=10)
+    assert ends2.tolist() == ends.tolist() and np.allclose(r2[0], r)
+    assert n2[1].tolist() == [3, 4, 4, 4]  # step 10 lies only in the window (0, 20]
 
 
-def test_sliding_window_correlations_per_seed(table):
-    results = analysis.sliding_window_correlations(table, window=20, stride=5)
-    assert [w.setting["scheme"] for w in results] == ["plain", "shrink_perturb"]
-    w = results[0]
-    assert w.ends[0] == 20 and w.ends[-1] == 60 and w.r.shape == (2, w.ends.size)
-    c = table.curves("nc1", "warmstart", {"scheme": "plain"})
-    y = table.curves("full_test_acc", "warmstart", {"scheme": "plain"})
-    inside = (c.steps > 20) & (c.steps <= 40)
-    expect = stats.pearsonr(c.values[1, inside], y.values[1, inside])[0]
-    assert w.at(40)[1] == pytest.approx(expect)
-
-
-def test_bootstrap_contains_estimate_and_is_deterministic(table):
-    cx, cy = table.paired_curves("nc1", "accuracy", "permuted", {"first_task_epochs": 5})
-    a = analysis.bootstrap_over_seeds(cx.values, cy.values, "mean_curve", n_boot=200, seed=3)
-    b = analysis.bootstrap_over_seeds(cx.values, cy.values, "mean_curve", n_boot=200, seed=3)
-    assert a == b
+def test_bootstrap_contains_estimate_is_deterministic_and_uses_scipy():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 20))
+    y = x + rng.standard_normal((5, 20))
+    a = analysis.bootstrap_over_seeds(x, y, "mean_curve", n_boot=200, seed=3)
+    assert a == analysis.bootstrap_over_seeds(x, y, "mean_curve", n_boot=200, seed=3)
     assert a["low"] <= a["estimate"] <= a["high"]
-    assert a["estimate"] == pytest.approx(analysis.correlate(cx.mean(), cy.mean())["pearson_r"])
+    assert a["estimate"] == pytest.approx(analysis.correlate(x.mean(axis=0), y.mean(axis=0)))
+    # The interval is scipy's percentile bootstrap over run indices.
+    want = stats.bootstrap(
+        (np.arange(5),),
+        lambda i: analysis.mean_curve_r(x[i], y[i]),
+        n_resamples=200,
+        vectorized=False,
+        method="percentile",
+        rng=np.random.default_rng(3),
+    ).confidence_interval
+    assert (a["low"], a["high"]) == (want.low, want.high)
     for stat in ("mean_of_runs", "pooled"):
-        c = analysis.bootstrap_over_seeds(cx.values, cy.values, stat, n_boot=100, seed=0)
+        c = analysis.bootstrap_over_seeds(x, y, stat, n_boot=100, seed=0)
         assert c["low"] <= c["estimate"] <= c["high"]
-    one = analysis.bootstrap_over_seeds(cx.values[:1], cy.values[:1], n_boot=50)
+    one = analysis.bootstrap_over_seeds(x[:1], y[:1], n_boot=50)
     assert math.isnan(one["low"]) and math.isfinite(one["estimate"])
 
 
-def test_paper_analyses_on_synthetic_runs(table):
-    perm = analysis.permuted_correlations(table, max_tasks=10, n_boot=50)
-    assert [r["setting"]["first_task_epochs"] for r in perm] == [1, 5]
-    assert all(r["pearson_r"] < -0.8 and r["n"] == 10 for r in perm)
-    assert len(perm[1]["per_seed_r"]) == 3
-    ws = analysis.warmstart_seed_correlations(table, split=30, n_boot=50)
-    assert {r["range"] for r in ws} == {"all checkpoints", "epochs <= 30", "epochs > 30"}
-    first = next(r for r in ws if r["range"] == "epochs <= 30" and r["label"] == "scheme=plain")
-    assert first["n"] == 6 and first["n_seeds"] == 2 and first["pearson_r"] > 0.5
-    assert len(analysis.pretraining_nc1_vs_pl(table, upto=(5,))) == 1
+def test_bootstrap_narrows_with_more_seeds():
+    rng = np.random.default_rng(5)
+    per_seed = 0.5 + 0.2 * rng.standard_normal(40)
+    few = analysis.bootstrap_mean(per_seed[:4], n_boot=500)
+    many = analysis.bootstrap_mean(per_seed, n_boot=500)
+    assert many["high"] - many["low"] < 0.6 * (few["high"] - few["low"])
+    for ci, values in ((few, per_seed[:4]), (many, per_seed)):
+        assert ci["estimate"] == pytest.approx(values.mean())
+        assert ci["low"] <= ci["estimate"] <= ci["high"]
 
 
-def test_fast_coefficients_match_correlate():
-    rng = np.random.default_rng(2)
-    x, y = rng.standard_normal((3, 15)), rng.standard_normal((3, 15))
-    x[0, 2] = np.nan
-    for method, key in (("pearson", "pearson_r"), ("spearman", "spearman_rho")):
-        want = [analysis.correlate(a, b)[key] for a, b in zip(x, y, strict=True)]
-        assert analysis.per_run_r(x, y, method) == pytest.approx(want, abs=1e-12)
+def test_bootstrap_leaves_undefined_draws_out():
+    # Two runs with a constant x curve: a draw of only those gives NaN, and is left out.
+    x = np.array([[1.0, 2, 3, 4], [1, 1, 1, 1], [1, 1, 1, 1], [2, 3, 5, 4]])
+    y = np.array([[1.0, 2, 4, 3], [1, 2, 3, 4], [4, 3, 2, 1], [1, 3, 5, 4]])
+    ci = analysis.bootstrap_over_seeds(x, y, "mean_of_runs", n_boot=300, seed=1)
+    assert 0 < ci["n_valid"] < 300
+    assert math.isfinite(ci["low"]) and ci["low"] <= ci["high"]

@@ -1,18 +1,29 @@
-"""report and plots: the report renders from synthetic run folders; main_plot writes a file."""
+"""report and plots: the report renders each study's section from synthetic run folders, with
+numbers checked against ones computed here from metrics.jsonl; main_plot writes a file."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import math
 import re
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 from test_analysis import make_runs  # tests/ is on sys.path under pytest's default rootdir
 
-from plasticollapse import report
+from plasticollapse import analysis, report
 from plasticollapse.report import plots
+from plasticollapse.report.format import DASH, fmt
+from plasticollapse.studies import get_study
+from plasticollapse.studies.base import StudyResults
+from plasticollapse.studies.permuted import report as permuted_report
+from plasticollapse.studies.warmstart import report as warmstart_report
 
 
 @pytest.fixture(scope="module")
@@ -26,53 +37,194 @@ def out(runs, tmp_path_factory) -> Path:
     return report.main_report([runs], folder, window=20, stride=5, bootstrap=50, seed=0)
 
 
-def test_report_files(out):
-    for name in ("results.csv", "correlations.csv", "sliding_window.csv", "report.md"):
-        assert (out / name).stat().st_size > 0
-    pngs = sorted((out / "figures").glob("*.png"))
-    assert len(pngs) >= 6
+def rows(folder: Path, metric: str, step_key: str) -> dict[float, float]:
+    """step -> value of one metric, read straight from a run's metrics.jsonl."""
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return {r[step_key]: r[metric] for r in parsed}
+
+
+def markdown_table(md: str, first_header: str) -> dict[str, list[str]]:
+    """Every Markdown table whose header starts with ``first_header`` (one per study), as
+    first cell -> that row's cells (the first row of a first cell wins)."""
+    out: dict[str, list[str]] = {}
+    inside = False
+    for line in md.splitlines():
+        if line.startswith(f"| {first_header} |"):
+            inside = True
+        elif not line.startswith("|"):
+            inside = False
+        elif inside and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            out.setdefault(cells[0], cells)
+    return out
+
+
+def study_results(runs: Path, name: str, out: Path, **options) -> StudyResults:
+    loaded = analysis.load([runs])
+    table, study_runs = loaded.study(name)
+    return StudyResults(
+        name, table, study_runs, loaded.settings[name], out, bootstrap=50, options=options
+    )
+
+
+def test_every_figure_is_drawn_listed_and_decodes(out):
+    md = (out / "report.md").read_text()
+    linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.glob("*/figures/*.png"))
+    assert sorted(linked) == pngs
+    # Permuted: 2; warm start: NC1, NC-vs-acc (all, <= 100), sliding window, accuracy
+    # (no checkpoint after epoch 100 in 40 epochs: that figure is skipped, not empty).
+    assert len(pngs) == 7 and not any("after100" in p for p in pngs)
     for png in pngs:
-        assert png.stat().st_size > 0
-        assert mpimg.imread(png).ndim == 3  # decodes as an image
-        assert png.with_suffix(".pdf").exists()
+        assert mpimg.imread(out / png).ndim == 3  # decodes as an image
+        assert (out / png).with_suffix(".pdf").stat().st_size > 0
 
 
 def test_report_html_is_self_contained(out):
     text = (out / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) >= 6
+    assert len(images) == len(list(out.glob("*/figures/*.png")))
     assert mpimg.imread(io.BytesIO(base64.b64decode(images[0])), format="png").size > 0
     assert "http://" not in text and "https://" not in text  # opens with no network
-    assert "<table>" in text
 
 
-def test_report_md_compares_with_paper(out):
+def test_results_csv_is_the_tidy_table(runs, out):
+    back = pd.read_csv(out / "results.csv")
+    assert len(back) == len(analysis.load_results([runs]))
+    assert set(back["experiment"]) == {"permuted", "warmstart"}
+
+
+def test_paper_comparison_cells_hold_the_reproduced_numbers(runs, out):
     md = (out / "report.md").read_text()
-    assert "| experiment | quantity | paper | reproduced | difference | protocol run |" in md
-    assert "-0.94" in md and "61.0%" in md  # the paper's numbers are there
-    assert "not run (scheme=nc1_reg)" in md  # absent schemes render, not crash
-    assert "—" in md
-    assert "1 partial" in md or "partial)" in md
+    table = markdown_table(md, "quantity")
+    # Permuted headline, for the paper's setting (E=1): r across tasks of the per-task
+    # means over the E=1 runs, the killed run counting for the tasks it reached.
+    folders = sorted((runs / "permuted").glob("perm-e1-*")) + [runs / "permuted" / "perm-partial"]
+    nc1 = np.full((len(folders), 8), np.nan)
+    acc = np.full((len(folders), 8), np.nan)
+    for i, f in enumerate(folders):
+        for t, v in rows(f, "nc1", "task").items():
+            nc1[i, t] = v
+        for t, v in rows(f, "accuracy", "task").items():
+            acc[i, t] = v
+    r = np.corrcoef(np.nanmean(nc1, axis=0), np.nanmean(acc, axis=0))[0, 1]
+    headline = table["r(mean NC1, mean accuracy), first 140 tasks"]
+    assert headline[1:4] == ["-0.94", fmt(r, "r"), fmt(r + 0.94, "r")]
+    assert headline[4].startswith(
+        "mnist, lr 0.01, E=1, 8/8 tasks, 4 seeds (0, 1, 2, 9; 3 complete)"
+    )
+    # Shorter runs than the paper's: the value at the last task reached, and said so.
+    late = table["accuracy at task 140 (index 139)"]
+    assert late[2] == fmt(np.nanmean(acc[:, 7]), "frac") and "value at task 7" in late[4]
+    # Warm start: full-data accuracy at epoch 5 (plain), in percent, mean over seeds 7, 8.
+    plain = [rows(runs / "warm" / f"ws-plain-s{s}", "full_test_acc", "epoch")[5] for s in (7, 8)]
+    assert table["full-data test acc at epoch 5 (plain)"][2] == f"{100 * np.mean(plain):.1f}%"
+    # A scheme that was not run, and an epoch that was not reached, render as such.
+    assert table["full-data test acc at epoch 5 (NC1-reg)"][2:5] == [
+        DASH,
+        DASH,
+        "not run (scheme=nc1_reg)",
+    ]
+    assert table["NC1 at warm-up epoch 350 (plain)"][2] == DASH
 
 
-def test_paper_numbers_live_in_one_table():
-    assert any(n.value == -0.94 for n in report.PAPER_NUMBERS)
-    kinds = {n.kind for n in report.PAPER_NUMBERS}
-    assert kinds == {"permuted_r", "permuted_value", "warm_value", "warm_seed_r", "window_r"}
+def test_correlations_csv_and_bootstrap_interval(runs, out):
+    perm = pd.read_csv(out / "permuted" / "correlations.csv")
+    e5 = perm[perm["label"] == "first_task_epochs=5"].iloc[0]
+    nc1 = np.array([list(rows(f, "nc1", "task").values()) for f in runs.glob("permuted/perm-e5-*")])
+    acc = np.array(
+        [list(rows(f, "accuracy", "task").values()) for f in runs.glob("permuted/perm-e5-*")]
+    )
+    want = stats.pearsonr(nc1.mean(axis=0), acc.mean(axis=0))
+    assert e5["pearson_r"] == pytest.approx(want[0]) and e5["pearson_p"] == pytest.approx(want[1])
+    # (a resample of the three seeds in another order gives the estimate to rounding)
+    assert e5["ci_low"] - 1e-12 <= e5["pearson_r"] <= e5["ci_high"] + 1e-12
+    assert e5["ci_low"] < e5["ci_high"] and e5["n_seeds"] == 3
+    per_seed = sorted(float(v) for v in e5["per_seed_r"].split())
+    assert per_seed == pytest.approx(
+        sorted(stats.pearsonr(a, b)[0] for a, b in zip(nc1, acc, strict=True))
+    )
+
+
+def test_sliding_window_and_checkpoint_table(runs, out):
+    windows = pd.read_csv(out / "warmstart" / "sliding_window.csv")
+    one = windows[(windows["run_id"] == "ws-plain-s8") & (windows["window_end"] == 40)]
+    nc1 = rows(runs / "warm" / "ws-plain-s8", "nc1", "epoch")
+    acc = rows(runs / "warm" / "ws-plain-s8", "full_test_acc", "epoch")
+    inside = [e for e in nc1 if 20 < e <= 40]  # window 20: epochs 25, 30, 35, 40
+    assert one["n_points"].item() == 4
+    assert one["r"].item() == pytest.approx(
+        stats.pearsonr([nc1[e] for e in inside], [acc[e] for e in inside])[0]
+    )
+    md = (out / "report.md").read_text()
+    checkpoints = markdown_table(md, "setting | epoch")
+    nc1_at_5 = [rows(runs / "warm" / f"ws-plain-s{s}", "nc1", "epoch")[5] for s in (7, 8)]
+    plain_5 = next(v for k, v in checkpoints.items() if k == "scheme=plain")
+    assert plain_5[1] == "5"
+    assert plain_5[2] == f"{fmt(np.mean(nc1_at_5))} ± {fmt(np.std(nc1_at_5))}"
+
+
+def test_each_studys_paper_numbers_can_all_be_reproduced(runs, tmp_path):
+    # Every number of a study goes through its reproduce function (no unknown kind), and
+    # the paper's headline lives in the study's own table.
+    assert any(n.value == -0.94 for n in permuted_report.PAPER_NUMBERS)
+    perm = study_results(runs, "permuted", tmp_path)
+    for ref in permuted_report.PAPER_NUMBERS:
+        value, _ = permuted_report.reproduce(perm.table, ref, *perm_setting(perm))
+        assert math.isfinite(value)
+    ws = study_results(runs, "warmstart", tmp_path, window=20, stride=5)
+    corr, windows = warmstart_report.seed_correlations(ws), warmstart_report.sliding_windows(ws)
+    setting, group = analysis.setting_groups(ws.runs, ws.settings)[0]
+    for ref in warmstart_report.PAPER_NUMBERS:
+        warmstart_report.reproduce(ws, corr, windows, ref, setting, group)
+
+
+def perm_setting(results: StudyResults):
+    return analysis.setting_groups(results.runs, results.settings)[0]
+
+
+def test_study_analyses_on_synthetic_runs(runs, tmp_path):
+    perm = study_results(runs, "permuted", tmp_path)
+    rows_ = permuted_report.headline_correlations(perm, max_tasks=6)
+    assert [r["setting"]["first_task_epochs"] for r in rows_] == [1, 5]
+    assert all(r["pearson_r"] < -0.8 and r["n"] == 6 for r in rows_)
+    ws = study_results(runs, "warmstart", tmp_path)
+    seeds = warmstart_report.seed_correlations(ws, split=30)
+    assert {r["range"] for r in seeds} == {"all checkpoints", "epochs <= 30", "epochs > 30"}
+    first = next(r for r in seeds if r["range"] == "epochs <= 30" and r["label"] == "scheme=plain")
+    assert first["n"] == 6 and first["n_seeds"] == 2
+    assert first["pearson_r"] == pytest.approx(np.mean(first["per_seed_r"]))
+    # The threshold variant: NC1 after task 0 against mean PL over tasks 1..K, across runs.
+    across = permuted_report.pretraining_nc1_vs_pl(perm, upto=(5,))
+    folders = sorted(runs.glob("permuted/*"))
+    nc1_0 = [rows(f, "nc1", "task")[0] for f in folders]
+    pl = [np.mean([v for t, v in rows(f, "pl", "task").items() if 1 <= t <= 5]) for f in folders]
+    assert across[0]["pearson_r"] == pytest.approx(stats.pearsonr(nc1_0, pl)[0])
 
 
 def test_fmt_renders_missing_as_dash():
-    assert report.fmt(float("nan")) == "—"
-    assert report.fmt(None) == "—"
+    assert report.fmt(float("nan")) == DASH
+    assert report.fmt(None) == DASH
     assert report.fmt(0.9, "r") == "+0.90"
     assert report.fmt((57.3, 59.8), "%") == "57.3%..59.8%"
 
 
-def test_report_on_one_experiment_only(runs, tmp_path):
+def test_report_on_one_study_only(runs, tmp_path):
     folder = report.main_report([runs / "permuted"], tmp_path / "r", bootstrap=0)
     md = (folder / "report.md").read_text()
-    assert "no warmstart runs" in md
-    assert (folder / "figures" / "permuted_nc1_pl.png").exists()
+    assert "Registered studies with no runs here: warmstart." in md
+    assert get_study("warmstart").title.split(" (")[0] not in md
+    assert (folder / "permuted" / "figures" / "permuted_nc1_pl.png").exists()
+    assert not (folder / "warmstart").exists()
+    # No bootstrap: no interval, but the correlation itself is still there.
+    perm = pd.read_csv(folder / "permuted" / "correlations.csv")
+    assert perm["ci_low"].isna().all() and perm["pearson_r"].notna().all()
 
 
 def test_report_without_runs_raises(tmp_path):
@@ -82,10 +234,12 @@ def test_report_without_runs_raises(tmp_path):
 
 def test_main_plot_writes_a_file(runs, tmp_path):
     path = plots.main_plot([runs], "nc1", out=tmp_path / "nc1.png", experiment="permuted")
-    assert path.exists() and path.stat().st_size > 0
+    assert mpimg.imread(path).ndim == 3
     path = plots.main_plot([runs], "full_test_acc", x="nc1", out=tmp_path / "scatter")
     assert path.suffix == ".png" and path.exists()
     with pytest.raises(ValueError, match="experiment"):
-        plots.main_plot([runs], "nc1")  # both experiments report nc1
-    with pytest.raises(ValueError):
+        plots.main_plot([runs], "nc1")  # both studies report nc1
+    with pytest.raises(ValueError, match="no run reports"):
         plots.main_plot([runs], "no_such_metric")
+    with pytest.raises(ValueError, match="unknown setting key"):
+        plots.main_plot([runs], "nc1", experiment="permuted", group_by=["nope"])

@@ -1,11 +1,13 @@
-"""A toy experiment for the sweep tests: runs in milliseconds and fails or dies on request.
+"""A toy study for the sweep and seam tests: runs in milliseconds, fails or dies on request.
 
 ``STUDY`` implements :class:`plasticollapse.studies.Experiment`, and the module lives in a
 real file, so that spawned processes, Ray
 workers and submitit jobs can import it (``tests/`` is on their ``sys.path`` or PYTHONPATH).
 
 Each call of :func:`run` appends a line to ``calls.log`` in its run folder, so tests can count
-how often a run was (re)computed and from which step it resumed.
+how often a run was (re)computed and from which step it resumed. :func:`report` makes a
+table and a figure from its results with the package's generic helpers: this module plus
+one registry line is the whole study (tests/test_study_seam.py).
 """
 
 from __future__ import annotations
@@ -84,9 +86,43 @@ class ToyStudy:
         return f"{len(specs)} toy run(s)"
 
     def report(self, results):
-        from plasticollapse.studies.base import ReportSection
+        return report(results)
 
-        return ReportSection(title="Toy")
+
+def report(results):
+    """A small real report: per setting, the mean final value over seeds (a table) and the
+    value per step (one figure), built from the generic helpers alone."""
+    import pandas as pd
+
+    from plasticollapse import analysis
+    from plasticollapse.report import plots
+    from plasticollapse.studies.base import ReportSection
+
+    rows = []
+    fig, (ax,) = plots.panels(1)
+    for setting, runs in analysis.setting_groups(results.runs, results.settings):
+        frame = analysis.curves(results.table, "value", list(runs["run_id"]))
+        final = [row.dropna().iloc[-1] for _, row in frame.iterrows()]
+        rows.append(
+            {
+                "setting": analysis.setting_label(setting),
+                "runs": len(runs),
+                "mean final value": sum(final) / len(final),
+            }
+        )
+        plots.draw_band(ax, frame, plots.group_label(setting))
+    ax.set_xlabel(STUDY.step_key)
+    ax.set_ylabel("value")
+    plots.legend_outside(ax, plots.legend_title(results.settings))
+    png = plots.save(fig, results.out / "figures", "toy_value")
+    return ReportSection(
+        title="Toy: a study in one module",
+        protocol=f"{len(results.runs)} toy run(s).",
+        tables=[
+            ("Final values\nThe last value of each run, averaged over seeds.", pd.DataFrame(rows))
+        ],
+        figures=[("Toy: value per step (mean ± std over seeds)", png)],
+    )
 
 
 STUDY = ToyStudy()

@@ -3,9 +3,10 @@
 The public entry points most users need::
 
     from plasticollapse import collapse_metrics, CollapseAccumulator, measure_model
+    from plasticollapse import load_results   # run folders -> the tidy pandas table
 
 They are imported lazily, so ``import plasticollapse`` (and the command line's ``--version``)
-stays fast and does not load torch.
+stays fast and loads neither torch nor pandas.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _EXPORTS = {
     "nc1_loss": "plasticollapse.metrics.collapse",
     "measure_model": "plasticollapse.metrics.measure",
     "load_dataset": "plasticollapse.data",
+    "load_results": "plasticollapse.analysis",
 }
 
 __all__ = ["__version__", *_EXPORTS]

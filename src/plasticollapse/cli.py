@@ -98,11 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     sweep.set_defaults(handler=cmd_sweep, takes_fields=True)
 
-    report = sub.add_parser("report", help="tidy table, the paper's figures and a report")
+    report = sub.add_parser("report", help="tidy table, each study's figures and a report")
     report.add_argument("runs", nargs="+", help="run folders, or folders containing them")
     report.add_argument("--out", default="report", help="output folder (default: report)")
-    report.add_argument("--window", type=int, default=100, help="sliding window, in epochs")
-    report.add_argument("--stride", type=int, default=5, help="sliding window stride, in epochs")
+    report.add_argument(
+        "--window", type=int, default=100, help="sliding window of studies that use one, in steps"
+    )
+    report.add_argument("--stride", type=int, default=5, help="sliding window stride, in steps")
     report.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     report.set_defaults(handler=cmd_report)
@@ -111,7 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", help="run folders, or folders containing them")
     plot.add_argument("--metric", default="nc1", help="metric on the y axis (default nc1)")
     plot.add_argument("--x", default="step", help="x axis: step, or another metric")
-    plot.add_argument("--experiment", choices=("permuted", "warmstart"))
+    from plasticollapse.studies import study_names
+
+    plot.add_argument(
+        "--experiment",
+        choices=study_names(),
+        help="the study, when runs of several report the metric",
+    )
     plot.add_argument("--group-by", nargs="*", help="setting keys that make separate lines")
     plot.add_argument("--out", help="output file (.png or .pdf)")
     plot.set_defaults(handler=cmd_plot)

@@ -1,4 +1,5 @@
-"""Small helpers the experiments share: a NaN-tolerant Pearson r and table formatting."""
+"""Small helpers the studies share: the paper they reproduce, the one correlation, and
+table formatting."""
 
 from __future__ import annotations
 
@@ -8,20 +9,20 @@ from typing import Any
 
 import numpy as np
 
+#: The paper both built-in studies reproduce.
+PAPER = (
+    "Bonifazi, Chalas, Hess, Łucki, 'Can We Understand Plasticity Through Neural Collapse?' "
+    "(arXiv 2404.02719, 2024)"
+)
 
-def pearson(a: Sequence[float], b: Sequence[float]) -> float:
-    """Pearson r over the pairs where both are finite; NaN with < 3 pairs or a constant side.
 
-    r = sum (a_i - a_bar)(b_i - b_bar) / sqrt(sum (a_i - a_bar)^2 sum (b_i - b_bar)^2)
-    """
-    pairs = np.array(
-        [(u, v) for u, v in zip(a, b, strict=True) if finite(u) and finite(v)], dtype=float
-    )
-    if len(pairs) < 3:
-        return float("nan")
-    da, db = pairs[:, 0] - pairs[:, 0].mean(), pairs[:, 1] - pairs[:, 1].mean()
-    denominator = math.sqrt(float((da**2).sum() * (db**2).sum()))
-    return float((da * db).sum() / denominator) if denominator > 0 else float("nan")
+def pearson(a: Sequence[Any], b: Sequence[Any]) -> float:
+    """Pearson r over the pairs where both are finite (None counts as missing); NaN with
+    fewer than 3 pairs or a constant side. The package's one implementation:
+    :func:`plasticollapse.analysis.stats.correlate`."""
+    from plasticollapse.analysis.stats import correlate
+
+    return correlate(a, b, "pearson")
 
 
 def finite(v: Any) -> bool:

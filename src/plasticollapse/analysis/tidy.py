@@ -1,0 +1,361 @@
+"""Run folders -> the tidy long table and the run table (pandas DataFrames).
+
+:func:`find_runs` finds run folders (a directory holding ``config.json`` and
+``metrics.jsonl``) under any number of paths; :func:`load` reads them into
+
+* ``table``, the tidy long table, one row per measured number::
+
+      run_id, experiment, <setting columns>, seed, step, metric, value
+
+  ``step`` is the metrics.jsonl key the study names as its ``step_key`` (``task`` for
+  ``permuted``, ``epoch`` for ``warmstart``, read from the registry, never hard-coded);
+  a study that is not registered falls back to a ``step`` key, else the row's index.
+  The scalars of summary.json (present only for completed runs) are rows with
+  ``step = NaN``. ``value`` is a float: JSON ``null`` becomes NaN, booleans 0/1, and
+  non-numeric values (strings, lists) are left out (summary strings stay in the run table).
+* ``runs``, one row per run: ``run_id, folder, experiment, label, <setting columns>, seed,
+  status, complete, n_rows, last_step, config`` (the config dict) and the summary's scalars.
+
+The *setting columns* of a study are the config fields whose values differ between its
+runs (``seed`` and execution fields such as ``device`` or ``out`` excluded; lists joined as
+``"100,100,100"``), plus the study's ``setting_keys`` (always shown, so that a figure can be
+grouped by them even when one value was run). Rows of other studies hold None there.
+
+:func:`load_results` and :func:`load_runs` return the two tables alone; :func:`wide`
+pivots the metrics of the tidy table into columns; :func:`write_results` writes
+results.csv (and results.parquet when pyarrow is installed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from plasticollapse.runs.config import EXECUTION_FIELDS
+from plasticollapse.runs.folder import CONFIG, METRICS, SUMMARY, read_jsonl
+
+#: Never setting columns: the seed is its own column.
+NOT_SETTINGS = EXECUTION_FIELDS | {"seed", "run_id"}
+#: The run table's own columns; summary scalars of the same name get a ``summary_`` prefix.
+RUN_COLUMNS = ("run_id", "folder", "experiment", "label", "seed", "status", "complete")
+RUN_COLUMNS += ("n_rows", "last_step", "config")
+
+Paths = str | Path | Iterable[str | Path]
+
+
+# =========================================================================== finding runs
+
+
+def find_runs(paths: Paths) -> list[Path]:
+    """All run folders at or below ``paths``, sorted, each once.
+
+    A run folder is a directory containing both ``config.json`` and ``metrics.jsonl``.
+    A path may be a run folder itself or any parent of run folders.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found: dict[Path, None] = {}
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist")
+        if not p.is_dir():
+            continue
+        for folder in [p, *(c.parent for c in p.rglob(CONFIG))]:
+            if (folder / CONFIG).is_file() and (folder / METRICS).is_file():
+                found.setdefault(folder.resolve(), None)
+    return sorted(found)
+
+
+def study_keys(experiment: str) -> tuple[str | None, tuple[str, ...]]:
+    """``(step_key, setting_keys)`` of a registered study; ``(None, ())`` for any other."""
+    from plasticollapse.studies import get_study
+
+    try:
+        study = get_study(experiment)
+    except (ValueError, ImportError, AttributeError, TypeError):
+        return None, ()  # not registered (or its module is gone): still load its rows
+    return study.step_key, tuple(study.setting_keys)
+
+
+# =========================================================================== values
+
+
+def normalise_setting(value: Any) -> Any:
+    """A hashable, printable setting value: lists -> "a,b,c", dicts -> sorted JSON."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(normalise_setting(v)) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def as_float(value: Any) -> float | None:
+    """A metric value as float (null -> NaN, bool -> 0/1); None when it is not a number."""
+    if value is None:
+        return math.nan
+    if isinstance(value, (bool, int, float)):
+        return float(value)
+    return None
+
+
+def setting_keys_for(configs: Sequence[Mapping[str, Any]], always: Sequence[str] = ()) -> list[str]:
+    """``always`` first, then the config fields whose (normalised) value differs between runs.
+
+    A field missing from some configs counts as ``None`` there, so it differs too.
+    """
+    keys = sorted({k for c in configs for k in c} - NOT_SETTINGS)
+    varying = [k for k in keys if len({repr(normalise_setting(c.get(k))) for c in configs}) > 1]
+    return [*always, *(k for k in varying if k not in always)]
+
+
+def setting_label(settings: Mapping[str, Any]) -> str:
+    """``first_task_epochs=1, lr=0.01``; '(all runs)' when there are no setting keys."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "(all runs)"
+
+
+def sort_key(value: Any) -> tuple:
+    """Numbers numerically, then everything else by its printed form; None first."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return (0, 0.0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, float(value), "")
+    return (2, 0.0, str(value))
+
+
+# =========================================================================== reading
+
+
+@dataclass
+class _Run:
+    """What one run folder holds, read once."""
+
+    path: Path
+    record: dict[str, Any]
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    run_id: str = ""
+
+    @property
+    def experiment(self) -> str:
+        return str(self.record.get("experiment", "unknown"))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.record.get("config") or {}
+
+
+def _read_run(path: Path) -> _Run:
+    record = json.loads((path / CONFIG).read_text())
+    summary = None
+    if (path / SUMMARY).is_file():
+        try:
+            summary = json.loads((path / SUMMARY).read_text())
+        except json.JSONDecodeError:
+            summary = None  # a half-written summary: the run counts as partial
+    run = _Run(path, record, read_jsonl(path / METRICS), summary)
+    run.run_id = str(record.get("run_id") or path.name)
+    return run
+
+
+def _unique_run_ids(runs: list[_Run]) -> None:
+    """The same folder name in two sweeps: suffix ``#2``, ``#3`` so runs never merge."""
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[run.run_id] = seen.get(run.run_id, 0) + 1
+        if seen[run.run_id] > 1:
+            run.run_id = f"{run.run_id}#{seen[run.run_id]}"
+
+
+def _step_of(row: Mapping[str, Any], step_key: str | None, index: int) -> tuple[float, str | None]:
+    """The row's step and the key it came from (the study's key, else "step", else index)."""
+    for key in (step_key, "step"):
+        if key is not None and key in row and (value := as_float(row[key])) is not None:
+            return value, key
+    return float(index), None
+
+
+@dataclass
+class Results:
+    """The tidy ``table``, the ``runs`` table, and each study's setting columns."""
+
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    settings: dict[str, list[str]]
+
+    def experiments(self) -> list[str]:
+        return list(dict.fromkeys(self.runs["experiment"]))
+
+    def study(self, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(table, runs)`` of one study, keeping only its own setting columns."""
+        others = [c for k, v in self.settings.items() if k != experiment for c in v]
+        drop = [c for c in dict.fromkeys(others) if c not in self.settings.get(experiment, [])]
+        table = self.table[self.table["experiment"] == experiment].drop(columns=drop)
+        runs = self.runs[self.runs["experiment"] == experiment].drop(columns=drop)
+        return table.reset_index(drop=True), runs.reset_index(drop=True)
+
+
+def load(paths: Paths) -> Results:
+    """Read every run folder under ``paths`` (see the module doc)."""
+    loaded = [_read_run(p) for p in find_runs(paths)]
+    _unique_run_ids(loaded)
+    experiments = list(dict.fromkeys(r.experiment for r in loaded))
+    keys = {e: study_keys(e) for e in experiments}
+    settings = {
+        e: setting_keys_for([r.config for r in loaded if r.experiment == e], keys[e][1])
+        for e in experiments
+    }
+    all_settings = list(dict.fromkeys(k for e in experiments for k in settings[e]))
+
+    run_rows, columns = [], {c: [] for c in ("run_id", "step", "metric", "value")}
+    for run in loaded:
+        step_key = keys[run.experiment][0]
+        last_step, n_values = math.nan, 0
+        for i, row in enumerate(run.rows):
+            step, used = _step_of(row, step_key, i)
+            last_step = step if math.isnan(last_step) else max(last_step, step)
+            for metric, raw in row.items():
+                if metric != used and (value := as_float(raw)) is not None:
+                    columns["step"].append(step)
+                    columns["metric"].append(metric)
+                    columns["value"].append(value)
+                    n_values += 1
+        for metric, raw in (run.summary or {}).items():
+            if (value := as_float(raw)) is not None:
+                columns["step"].append(math.nan)
+                columns["metric"].append(metric)
+                columns["value"].append(value)
+                n_values += 1
+        columns["run_id"] += [run.run_id] * n_values
+        run_rows.append(_run_row(run, settings[run.experiment], all_settings, last_step))
+
+    runs = _run_table(run_rows, all_settings)
+    table = pd.DataFrame(
+        {
+            "run_id": pd.Series(columns["run_id"], dtype=object),
+            "step": pd.Series(columns["step"], dtype="float64"),
+            "metric": pd.Series(columns["metric"], dtype=object),
+            "value": pd.Series(columns["value"], dtype="float64"),
+        }
+    )
+    ident = runs[["run_id", "experiment", *all_settings, "seed"]]
+    table = table.merge(ident, on="run_id", how="left", sort=False, validate="many_to_one")
+    table = table[["run_id", "experiment", *all_settings, "seed", "step", "metric", "value"]]
+    # Runs in the run table's order (study, setting, seed); rows of a run in file order.
+    order = {rid: i for i, rid in enumerate(runs["run_id"])}
+    table = table.sort_values("run_id", key=lambda s: s.map(order), kind="stable")
+    return Results(table.reset_index(drop=True), runs, settings)
+
+
+def _run_row(
+    run: _Run, own: list[str], all_settings: list[str], last_step: float
+) -> dict[str, Any]:
+    settings = {k: normalise_setting(run.config.get(k)) for k in own}
+    summary = run.summary or {}
+    row = {
+        "run_id": run.run_id,
+        "folder": str(run.path),
+        "experiment": run.experiment,
+        "label": setting_label(settings),
+        **{k: settings.get(k) for k in all_settings},
+        "seed": run.config.get("seed"),
+        "status": summary.get("status", "complete") if run.summary is not None else "partial",
+        "complete": run.summary is not None,
+        "n_rows": len(run.rows),
+        "last_step": last_step,
+        "config": run.config,
+    }
+    for key, value in summary.items():
+        if isinstance(value, (bool, int, float, str)) and key != "status":
+            row[key if key not in row else f"summary_{key}"] = value
+    return row
+
+
+def _run_table(rows: list[dict[str, Any]], all_settings: list[str]) -> pd.DataFrame:
+    head = [*RUN_COLUMNS[:4], *all_settings, *RUN_COLUMNS[4:]]
+    runs = pd.DataFrame(rows, columns=list(dict.fromkeys([*head, *(k for r in rows for k in r)])))
+    for column in (*all_settings, "seed"):
+        values = [r.get(column) for r in rows]
+        plain_ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        # Object columns keep 1 as 1 (not 1.0) beside None, and "a" beside 3.
+        runs[column] = pd.Series(values, dtype="int64" if plain_ints and values else object)
+    if len(runs):
+        order = sorted(
+            range(len(rows)),
+            key=lambda i: (
+                rows[i]["experiment"],
+                [sort_key(rows[i].get(k)) for k in all_settings],
+                sort_key(rows[i]["seed"]),
+                rows[i]["run_id"],
+            ),
+        )
+        runs = runs.iloc[order].reset_index(drop=True)
+    return runs
+
+
+def load_results(paths: Paths) -> pd.DataFrame:
+    """The tidy long table of every run folder under ``paths`` (see the module doc)."""
+    return load(paths).table
+
+
+def load_runs(paths: Paths) -> pd.DataFrame:
+    """One row per run folder under ``paths`` (see the module doc)."""
+    return load(paths).runs
+
+
+# =========================================================================== reshaping, writing
+
+
+def wide(
+    table: pd.DataFrame, index: Sequence[str] | None = None, metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The tidy table with one column per metric (a repeated index and metric: last row wins).
+
+    ``index`` names the columns that identify a wide row (default: every column but
+    ``metric`` and ``value``: run, study, settings, seed and step, so summary rows keep
+    ``step = NaN``); ``metrics`` keeps those metrics, as columns in that order.
+    """
+    if metrics is not None:
+        table = table[table["metric"].isin(list(metrics))]
+    index = (
+        list(index)
+        if index is not None
+        else [c for c in table.columns if c not in ("metric", "value")]
+    )
+    last = table.drop_duplicates([*index, "metric"], keep="last")
+    out = last.pivot(index=index, columns="metric", values="value")
+    if metrics is not None:
+        out = out.reindex(columns=[m for m in metrics if m in out.columns])
+    out.columns.name = None
+    return out.reset_index()
+
+
+def write_results(table: pd.DataFrame, folder: str | Path) -> list[Path]:
+    """results.csv (NaN as empty cells, whole steps as integers) and, when pyarrow is
+    installed, results.parquet, into ``folder``; returns the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = table.copy()
+    steps = out["step"].dropna()
+    if (steps == steps.round()).all():
+        out["step"] = out["step"].astype("Int64")
+    written = [folder / "results.csv"]
+    out.to_csv(written[0], index=False)
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return written
+    for column in out.columns:
+        if not pd.api.types.is_object_dtype(out[column]):
+            continue
+        kinds = {type(v) for v in out[column] if v is not None}
+        if len(kinds) > 1:  # mixed types in one setting column: store the printed form
+            out[column] = [None if v is None else str(v) for v in out[column]]
+    written.append(folder / "results.parquet")
+    out.to_parquet(written[-1], index=False)
+    return written
