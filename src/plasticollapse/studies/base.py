@@ -18,6 +18,7 @@ Data flows one way: config -> study.run -> run folder -> analysis -> report.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,45 @@ class Experiment(Protocol):
 
     def report(self, results: StudyResults) -> ReportSection:
         """The study's analyses, figures and comparison with its paper's numbers."""
+
+
+class FolderStudy:
+    """An :class:`Experiment` whose parts are the modules of one study folder::
+
+        <package>/config.py    Config, run_label(config), estimated_cost(config)
+        <package>/run.py       run(config, folder, callbacks)
+        <package>/summary.py   summarise_study(specs)
+        <package>/report.py    report(results)
+
+    ``run``, ``summary`` and ``report`` are imported only when used, so listing the studies
+    (the CLI, a sweep's planning) does not import torch.
+    """
+
+    def __init__(
+        self, package: str, name: str, title: str, step_key: str, setting_keys: tuple[str, ...]
+    ):
+        self.package, self.name, self.title = package, name, title
+        self.step_key, self.setting_keys = step_key, setting_keys
+        self._config = importlib.import_module(f"{package}.config")
+        self.Config = self._config.Config
+
+    def _part(self, module: str) -> Any:
+        return importlib.import_module(f"{self.package}.{module}")
+
+    def run_label(self, config: Any) -> str:
+        return self._config.run_label(config)
+
+    def estimated_cost(self, config: Mapping[str, Any]) -> float:
+        return self._config.estimated_cost(config)
+
+    def run(self, config: Any, folder: Any, callbacks: Iterable[Callback] = ()) -> dict:
+        return self._part("run").run(config, folder, callbacks)
+
+    def summarise(self, specs: Sequence[RunSpec]) -> str:
+        return self._part("summary").summarise_study(specs)
+
+    def report(self, results: StudyResults) -> ReportSection:
+        return self._part("report").report(results)
 
 
 @dataclass

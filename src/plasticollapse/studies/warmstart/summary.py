@@ -87,7 +87,7 @@ def summarise_study(specs: Sequence[Any], max_rows: int = 8) -> str:
         summaries = [s for s, _ in runs]
 
         def across(key: str, summaries=summaries) -> float:
-            return mean_finite([s.get(key) for s in summaries])
+            return _mean_of(summaries, key)
 
         fresh = across("fresh_full_test_acc")
         lines.append(
@@ -108,7 +108,7 @@ def summarise_study(specs: Sequence[Any], max_rows: int = 8) -> str:
             at = [r for _, rows in runs for r in rows if r["epoch"] == epoch]
 
             def mean(key: str, at=at) -> float:
-                return mean_finite([r.get(key) for r in at])
+                return _mean_of(at, key)
 
             full = mean("full_test_acc")
             lines.append(
@@ -118,3 +118,8 @@ def summarise_study(specs: Sequence[Any], max_rows: int = 8) -> str:
                 f"{fmt(full - fresh, '+.3f', 7)} {fmt(mean('finetune_epochs'), '.1f', 9)}"
             )
     return "\n".join(lines)
+
+
+def _mean_of(records: Sequence[Mapping[str, Any]], key: str) -> float:
+    """The mean of ``key`` over the records that have a finite value of it (NaN if none)."""
+    return mean_finite([r.get(key) for r in records])
