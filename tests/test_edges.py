@@ -152,7 +152,7 @@ def test_a_preset_of_another_study_exits_2(tmp_path, capsys):
 
 def test_an_execution_field_cannot_be_an_axis(tmp_path, capsys):
     err = usage_error(["permuted", *TINY_ARGV, "--threads", "1", "2"], capsys)
-    assert "threads takes one value" in err
+    assert "threads takes one value: it says how runs execute" in err
 
 
 @pytest.mark.parametrize(

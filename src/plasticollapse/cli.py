@@ -298,20 +298,7 @@ def dry_run_table(specs: list) -> str:
     from plasticollapse.runs.config import EXECUTION_FIELDS
     from plasticollapse.runs.lock import RunLock
     from plasticollapse.runs.sweep import complete_note
-    from plasticollapse.studies.base import run_status
-
-    def shown(value) -> str:
-        if isinstance(value, float):
-            return f"{value:g}"
-        if isinstance(value, list):
-            return " ".join(map(shown, value)) or "none"
-        return (
-            "none"
-            if value is None
-            else str(value).lower()
-            if isinstance(value, bool)
-            else str(value)
-        )
+    from plasticollapse.studies.base import run_status, value_text
 
     keys = [
         k
@@ -330,7 +317,7 @@ def dry_run_table(specs: list) -> str:
         states.append(state)
     rows = [["state", *keys, "folder"]]
     rows += [
-        [state, *(shown(s.config.get(k)) for k in keys), s.folder]
+        [state, *(value_text(s.config.get(k)) for k in keys), s.folder]
         for state, s in zip(states, specs, strict=True)
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]

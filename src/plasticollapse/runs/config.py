@@ -59,8 +59,7 @@ EXECUTION_FIELDS = frozenset(
     {"out", "device", "threads", "data_root", "download", "progress", "loggers"}
 )
 
-#: Device types a ``device`` field may name (``cuda:1`` adds an index); whether this machine
-#: has one is checked when runs start (:func:`plasticollapse.runs.runtime.resolve_device`).
+#: Device types a ``device`` field may name (with an index: ``cuda:1``).
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 #: The TOML presets shipped as package data: ``<group>/<name>.toml``.
@@ -149,10 +148,7 @@ def parse_study(
         if len(values) == 1:
             base[name] = values[0]
         elif name in EXECUTION_FIELDS:
-            raise ConfigError(
-                f"{name} takes one value ({', '.join(map(str, values))} given): it says where "
-                "or how runs execute, not what they compute, so its values would all be one run"
-            )
+            raise ConfigError(f"{name} takes one value: it says how runs execute, not what")
         else:
             axes[name] = values
     study = Study(config_class, base, axes)
@@ -381,9 +377,8 @@ def _coerce(kind: Any, value: Any) -> Any:
 
 
 def check_device_name(name: str) -> None:
-    """ConfigError unless ``name`` is ``auto`` or a device such as ``cpu``, ``cuda``,
-    ``cuda:1``, ``mps`` (:data:`DEVICE_TYPES`). A config's ``__post_init__`` calls this, so
-    ``--device banana`` fails before anything is created; torch is not imported here."""
+    """ConfigError unless ``name`` is ``auto`` or one of :data:`DEVICE_TYPES` (``cuda:1``),
+    without importing torch; ``runtime.resolve_device`` checks this machine has it."""
     match = re.fullmatch(r"([a-z]+)(?::(\d+))?", name)
     if name != "auto" and not (match and match.group(1) in DEVICE_TYPES):
         raise ConfigError(
