@@ -1,18 +1,34 @@
 # plasticollapse: `make demo` and `make test` are all a newcomer needs.
+#
+#   make demo     .venv with the package alone (torch, numpy, ...), then the quick demo
+#   make test     .venv with the dev extras too (pytest, ruff, ray, submitit, pyarrow), then
+#                 the whole test suite
+#   make install  the package alone, into .venv;  make setup  the package with its dev extras
+#
+# Afterwards the command is .venv/bin/plasticollapse (or `source .venv/bin/activate`).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# One stamp per install: the package alone, and the package with its dev extras.
 STAMP := $(VENV)/.plasticollapse-installed
+DEV_STAMP := $(VENV)/.plasticollapse-dev-installed
 
-.PHONY: setup demo test lint format bench wheel clean
+.PHONY: install setup demo test lint format bench wheel clean
 
-setup: $(STAMP)
+install: $(STAMP)
+
+setup: $(DEV_STAMP)
 
 $(STAMP): pyproject.toml scripts/setup_venv.sh
-	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup_venv.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) EXTRAS= bash scripts/setup_venv.sh
 	touch $(STAMP)
 
-demo: setup
+# The dev install includes the package: it satisfies `install` too.
+$(DEV_STAMP): pyproject.toml scripts/setup_venv.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) EXTRAS=dev bash scripts/setup_venv.sh
+	touch $(DEV_STAMP) $(STAMP)
+
+demo: install
 	$(PY) -m plasticollapse demo
 
 test: setup
@@ -26,13 +42,13 @@ format: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
-bench: setup
+bench: install
 	$(PY) benchmarks/collapse_speed.py
 	$(PY) benchmarks/online_speed.py
 	$(PY) benchmarks/warmstart_speed.py
 
 # A wheel in dist/, presets included (`plasticollapse demo` runs from it once installed).
-wheel: setup
+wheel: install
 	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
 
 clean:

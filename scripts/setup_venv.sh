@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install plasticollapse with its dev extras.
+# Create .venv and install plasticollapse, with the extras named by $EXTRAS (comma-separated;
+# `make setup` and `make test` pass EXTRAS=dev, `make install` and `make demo` none).
 #
 # torch is chosen deliberately, because a plain `pip install torch` pulls a multi-GB CUDA build:
 #   - a torch already importable by $PYTHON (yours, GPU or not) is kept: the venv sees it;
@@ -9,6 +10,7 @@
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS-dev}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
 
@@ -35,5 +37,5 @@ if [ -n "$torch_spec" ] && ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&
         "${PIP[@]}" "$torch_spec"
     fi
 fi
-"${PIP[@]}" -e ".[dev]"
+"${PIP[@]}" -e ".${EXTRAS:+[$EXTRAS]}"
 "$VENV/bin/python" -c "import torch, plasticollapse; print('setup: plasticollapse', plasticollapse.__version__, 'with torch', torch.__version__, '(cuda)' if torch.cuda.is_available() else '(cpu)')"

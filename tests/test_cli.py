@@ -178,8 +178,10 @@ def test_sweep_takes_a_preset_name_and_any_seed_syntax(seeds, tmp_path, capsys):
     argv = ["sweep", "quick/permuted_digits", "--seeds", *seeds, "--out", str(tmp_path)]
     assert cli.main([*argv, "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "9 runs"  # 3 first-task settings x 3 seeds
-    assert {line.split("_seed")[1][0] for line in out[:-1]} == {"0", "1", "2"}
+    assert out[-1] == "9 runs: 9 new"  # 3 first-task settings x 3 seeds
+    assert out[0].split() == ["state", "first_task_epochs", "seed", "folder"]
+    assert {line.split()[2] for line in out[1:-1]} == {"0", "1", "2"}
+    assert not list(tmp_path.iterdir())  # a dry run creates nothing
 
 
 # --------------------------------------------------------------------------- errors

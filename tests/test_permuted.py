@@ -247,7 +247,7 @@ def test_divergence_stops_cleanly_and_keeps_the_rows(tmp_path, monkeypatch):
         engines, "make_engine", lambda name, m, lr, bs, remedies=(): Diverging(m, lr, bs)
     )
     spec = spec_for(tmp_path)
-    assert execute(spec) == "done"
+    assert execute(spec) == "diverged"  # the sweep says so (exit status 4)
     summary = RunFolder(spec.folder).read_summary()
     assert summary["status"] == "diverged" and summary["tasks_done"] == 1
     assert summary["diverged"]["metric"] == "loss" and summary["diverged"]["epoch"] == 3

@@ -104,7 +104,7 @@ def test_serial_sweep_skips_complete_runs_and_resumes_partial_ones(toy, tmp_path
     specs = specs_for(tmp_path, {"seed": 0}, {"seed": 1}, {"seed": 2})
     first = run_sweep(specs, echo=quiet)
     assert first.ok and statuses(first) == ["done"] * 3
-    assert first.counts == {"done": 3, "resumed": 0, "skipped": 0, "failed": 0}
+    assert first.counts == {"done": 3, "resumed": 0, "skipped": 0, "failed": 0, "diverged": 0}
 
     # Make seed 1 look killed after its first checkpoint: no summary, one row.
     folder = Path(specs[1].folder)

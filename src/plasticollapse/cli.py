@@ -4,8 +4,9 @@ plasticollapse demo                          the quick preset quick/permuted_dig
 plasticollapse presets                       the TOML presets shipped with the package
 plasticollapse <study> [--config PRESET] [--field value ...]   one per registered study
 plasticollapse sweep PRESET [--grid f=a,b ...] [--seeds 0-4] [--backend ...]
-plasticollapse report RUNS_DIR ... [--out DIR]
+plasticollapse report RUNS_DIR ... [--out DIR]   (default: RUNS_DIR/report)
 plasticollapse plot RUNS_DIR ... --metric nc1 [--x step] [--out FILE]
+                                             (default: RUNS_DIR/plots/<metric>.png)
 
 The study subcommands are made from the registry (:mod:`plasticollapse.studies`): this
 module names no study, and ``<study> --help`` lists every field of the study's config.
@@ -15,15 +16,24 @@ Exit status of the commands that run experiments (``demo``, ``permuted``, ``warm
 
 0  every run is complete;
 1  a run failed (its traceback is in its folder's error.txt);
-2  a usage or config error (nothing ran);
+2  a usage or config error: nothing ran (a bad value, an ``--out`` that cannot be written,
+   a device this machine lacks), or every failed run failed on a config error found once
+   its data was loaded (``--train_samples`` above the dataset's size);
 3  nothing failed, but some runs are unfinished because another process holds them
    ("running elsewhere"): rerun later, or pass ``--wait`` to wait for them and run any
-   whose holder died.
+   whose holder died;
+4  every run ended, but some diverged (non-finite or exploding loss): their rows up to the
+   divergence are kept, and the sweep's table says ``diverged``.
+
+Errors are one line on stderr (``plasticollapse: error: ...``), without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -46,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
         return args.handler(args, rest)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, ValueError) as e:
         print(f"plasticollapse: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be read or written: name it, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"plasticollapse: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
 
 
@@ -61,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"plasticollapse {__version__}")
     sub = parser.add_subparsers(dest="command")
 
-    demo = sub.add_parser("demo", help=f"run the quick preset {DEMO_PRESET} (about a minute)")
+    demo = sub.add_parser("demo", help=f"run the quick preset {DEMO_PRESET} (under a minute)")
     demo.add_argument("--out", default="runs/demo", help="where the run folders go")
     demo.set_defaults(handler=cmd_demo)
 
@@ -95,12 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("local", "debug"),
         help="slurm: run the job array through submitit's local or debug executor (no SLURM)",
     )
-    sweep.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    sweep.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each run's varying settings, whether it is new, partial or complete, and "
+        "its folder; run nothing",
+    )
     sweep.set_defaults(handler=cmd_sweep, takes_fields=True)
 
     report = sub.add_parser("report", help="tidy table, each study's figures and a report")
     report.add_argument("runs", nargs="+", help="run folders, or folders containing them")
-    report.add_argument("--out", default="report", help="output folder (default: report)")
+    report.add_argument("--out", help="output folder (default: the first RUNS folder's report/)")
     report.add_argument(
         "--window", type=int, default=100, help="sliding window of studies that use one, in steps"
     )
@@ -121,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the study, when runs of several report the metric",
     )
     plot.add_argument("--group-by", nargs="*", help="setting keys that make separate lines")
-    plot.add_argument("--out", help="output file (.png or .pdf)")
+    plot.add_argument(
+        "--out",
+        help="output file, .png, .pdf or .svg (default: the first RUNS folder's "
+        "plots/<metric>.png, or plots/<metric>_vs_<x>.png)",
+    )
     plot.set_defaults(handler=cmd_plot)
     return parser
 
@@ -203,8 +226,23 @@ def cmd_demo(args: argparse.Namespace, _: list[str]) -> int:
     print(f"plasticollapse demo: the {experiment} study of the preset {DEMO_PRESET}")
     specs = plan_from_file(experiment, DEMO_PRESET, ["--out", args.out])
     code = execute_and_summarise(experiment, specs, "process", None, {})
-    print(f"\nNext: plasticollapse report {args.out} --out {args.out}/report")
+    out = shlex.quote(args.out)
+    print(f"\nNext: {command()} report {out}    (writes {args.out}/report)")
     return code
+
+
+def command() -> str:
+    """This command as a new shell can run it: a virtual environment's script by its path
+    (``.venv/bin/plasticollapse``; it is on PATH only while the environment is activated),
+    else ``plasticollapse`` when it is on PATH, else ``python -m plasticollapse``."""
+    scripts = Path(sys.prefix) / ("Scripts" if os.name == "nt" else "bin")
+    script = scripts / "plasticollapse"
+    if sys.prefix != sys.base_prefix and script.exists():
+        relative = os.path.relpath(script)
+        return shlex.quote(relative if not relative.startswith("..") else str(script))
+    if shutil.which("plasticollapse"):
+        return "plasticollapse"
+    return f"{shlex.quote(sys.executable)} -m plasticollapse"
 
 
 def cmd_presets(args: argparse.Namespace, _: list[str]) -> int:
@@ -237,9 +275,7 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
         overrides += ["--out", args.out]
     specs = plan_from_file(experiment, args.config, overrides)
     if args.dry_run:
-        for spec in specs:
-            print(spec.folder)
-        print(f"{len(specs)} runs")
+        print(dry_run_table(specs))
         return 0
     options = {
         "partition": args.partition,
@@ -252,6 +288,47 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
     return execute_and_summarise(
         experiment, specs, args.backend, args.workers, options, wait=args.wait
     )
+
+
+def dry_run_table(specs: list) -> str:
+    """One line per planned run: its state (new, partial, complete, running elsewhere), the
+    settings that vary between the runs (and the seed), and its folder; then the counts."""
+    from collections import Counter
+
+    from plasticollapse.runs.config import EXECUTION_FIELDS
+    from plasticollapse.runs.lock import RunLock
+    from plasticollapse.runs.sweep import complete_note
+    from plasticollapse.studies.base import run_status, value_text
+
+    keys = [
+        k
+        for k in (specs[0].config if specs else {})
+        if k not in EXECUTION_FIELDS
+        and k != "seed"
+        and len({repr(s.config.get(k)) for s in specs}) > 1
+    ] + ["seed"]
+    states = []
+    for spec in specs:
+        state = run_status(spec)
+        if state == "complete":
+            state = complete_note(spec)
+        elif RunLock(spec.folder).is_live():
+            state = "running elsewhere"
+        states.append(state)
+    rows = [["state", *keys, "folder"]]
+    rows += [
+        [state, *(value_text(s.config.get(k)) for k in keys), s.folder]
+        for state, s in zip(states, specs, strict=True)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+    counts = Counter(states)
+    totals = ", ".join(f"{n} {state}" for state, n in counts.items())
+    lines.append(f"{len(specs)} runs" + (f": {totals}" if specs else ""))
+    return "\n".join(lines)
 
 
 def execute_and_summarise(
@@ -288,12 +365,32 @@ def default_backend(specs: list) -> str:
     return "serial"
 
 
+def check_run_configs(paths: list[str]) -> None:
+    """Every config.json under ``paths`` must be a run's: a ConfigError naming the first file
+    that is not (invalid JSON, or no ``experiment``/``config``), before anything is written."""
+    from plasticollapse.runs.folder import CONFIG, read_run_config
+
+    for path in map(Path, paths):
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file or folder; give run folders or their parents")
+        found = [path] if path.name == CONFIG else sorted(path.rglob(CONFIG))
+        for config in found:
+            read_run_config(config)
+
+
+def beside_runs(runs: list[str], *parts: str) -> Path:
+    """``<first RUNS folder>/<parts>``: where report and plot write by default."""
+    first = Path(runs[0])
+    return (first.parent if first.is_file() else first).joinpath(*parts)
+
+
 def cmd_report(args: argparse.Namespace, _: list[str]) -> int:
     from plasticollapse.report import main_report
 
+    check_run_configs(args.runs)
     main_report(
         args.runs,
-        Path(args.out),
+        Path(args.out) if args.out else beside_runs(args.runs, "report"),
         window=args.window,
         stride=args.stride,
         bootstrap=args.bootstrap,
@@ -305,11 +402,13 @@ def cmd_report(args: argparse.Namespace, _: list[str]) -> int:
 def cmd_plot(args: argparse.Namespace, _: list[str]) -> int:
     from plasticollapse.report.plots import main_plot
 
+    check_run_configs(args.runs)
+    name = args.metric if args.x == "step" else f"{args.metric}_vs_{args.x}"
     path = main_plot(
         args.runs,
         metric=args.metric,
         x=args.x,
-        out=Path(args.out) if args.out else None,
+        out=Path(args.out) if args.out else beside_runs(args.runs, "plots", f"{name}.png"),
         experiment=args.experiment,
         group_by=args.group_by,
     )

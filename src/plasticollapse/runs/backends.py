@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plasticollapse.runs.lock import RunLock
-from plasticollapse.runs.sweep import ELSEWHERE, RunOutcome
+from plasticollapse.runs.sweep import ELSEWHERE, RunOutcome, complete_note, divergence
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load torch
     from plasticollapse.studies.base import RunSpec
@@ -71,7 +71,7 @@ def execute_locked(
     finally:
         lock.release()
         _HELD = None
-    note = "complete" if status == "skipped" else ""
+    note = {"skipped": complete_note(spec), "diverged": divergence(spec) or ""}.get(status, "")
     return status, time.perf_counter() - start, None, note
 
 
@@ -167,7 +167,12 @@ def run_process(todo, workers, options, registry, report, echo) -> None:
     n_workers = min(workers or cores, cores, len(todo))
     if workers and workers > cores:
         echo(f"sweep: {workers} workers asked, {cores} cores available: using {n_workers}")
+    # Runs whose config sets threads use that many (config.json records it); the others
+    # get an even share of the cores.
     threads = max(1, cores // n_workers)
+    own = {int(spec.config.get("threads") or 0) for _, spec in todo}
+    if len(own) == 1 and min(own) > 0:
+        threads = own.pop()
     context = _process_context(options.get("start_method"))
     echo(f"sweep: {n_workers} worker processes x {threads} threads ({cores} cores)")
 

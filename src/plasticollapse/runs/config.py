@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import re
 import sys
 import textwrap
 import types
@@ -48,6 +49,8 @@ C = TypeVar("C")
 
 #: Plural spellings accepted for a field, so that ``--seeds 0 1 2`` reads naturally.
 ALIASES = {"seeds": "seed"}
+#: What ``--help`` adds to a field that has an alias.
+ALIAS_HELP = {"seed": "; several: --seeds 0 1 2, --seeds 0-4 or --seeds 0,2,5"}
 
 #: Fields that say where or how a run executes, not what it computes: they are left out of
 #: the run's identity (its folder name), so moving a study to a GPU or another data folder
@@ -55,6 +58,9 @@ ALIASES = {"seeds": "seed"}
 EXECUTION_FIELDS = frozenset(
     {"out", "device", "threads", "data_root", "download", "progress", "loggers"}
 )
+
+#: Device types a ``device`` field may name (with an index: ``cuda:1``).
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 #: The TOML presets shipped as package data: ``<group>/<name>.toml``.
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
@@ -141,6 +147,8 @@ def parse_study(
         values = coerce_values(config_class, name, value)
         if len(values) == 1:
             base[name] = values[0]
+        elif name in EXECUTION_FIELDS:
+            raise ConfigError(f"{name} takes one value: it says how runs execute, not what")
         else:
             axes[name] = values
     study = Study(config_class, base, axes)
@@ -368,6 +376,17 @@ def _coerce(kind: Any, value: Any) -> Any:
     raise TypeError(f"unsupported field type {kind!r}")
 
 
+def check_device_name(name: str) -> None:
+    """ConfigError unless ``name`` is ``auto`` or one of :data:`DEVICE_TYPES` (``cuda:1``),
+    without importing torch; ``runtime.resolve_device`` checks this machine has it."""
+    match = re.fullmatch(r"([a-z]+)(?::(\d+))?", name)
+    if name != "auto" and not (match and match.group(1) in DEVICE_TYPES):
+        raise ConfigError(
+            f"device {name!r} is not a device; use auto, {', '.join(DEVICE_TYPES)}, or an "
+            "indexed one such as cuda:1"
+        )
+
+
 def construct(config_class: type[C], values: dict[str, Any]) -> C:
     """Build the dataclass from typed values; its ``__post_init__`` validates."""
     try:
@@ -444,7 +463,8 @@ def describe_fields(config_class: type, heading: str | None = None) -> str:
     lines = [heading or f"fields of {config_class.__name__}:"]
     for f in dataclasses.fields(config_class):
         flag = f"  --{f.name} {type_text(kinds[f.name])}"
-        text = " ".join(filter(None, [f.metadata.get("help", ""), f"(default: {_default(f)})"]))
+        help_text = f.metadata.get("help", "") + ALIAS_HELP.get(f.name, "")
+        text = " ".join(filter(None, [help_text, f"(default: {_default(f)})"]))
         indent = " " * FLAG_COLUMN
         if len(flag) <= FLAG_COLUMN - 2:
             first = flag.ljust(FLAG_COLUMN)

@@ -6,19 +6,28 @@ A run folder holds::
                     checkout had changes, with a hash of them), torch version, device
     metrics.jsonl   one JSON object per task / checkpoint, appended and fsync'ed as it ends
                     (the config's ``loggers`` also send each row to TensorBoard or W&B)
-    checkpoint.pt   the latest training state (atomic replace), with the number of metric
-                    rows it corresponds to
+    checkpoint.pt   the latest training state, with the number of metric rows it
+                    corresponds to (written to a temporary file, fsync'ed, renamed over)
+    checkpoint.prev.pt  the checkpoint before it, the fallback when checkpoint.pt is unreadable
     summary.json    written once, when the run completes (its presence means "complete")
     error.txt       the traceback of a failed run (cleared when the run later succeeds)
 
 Resume protocol: the checkpoint records how many metrics rows existed when it was saved.
 On resume, rows after that count (written after the last checkpoint by a run killed before
 its next checkpoint) are dropped and recomputed, so a resumed run writes exactly the rows an
-uninterrupted one would.
+uninterrupted one would. A checkpoint.pt that does not load (truncated, corrupt), or that
+claims more rows than metrics.jsonl holds, is set aside as ``checkpoint.corrupt.pt`` and the
+run resumes from checkpoint.prev.pt instead (rows after *its* count are recomputed); when
+neither is usable the run restarts from scratch, with no rows. Either way one line on stderr
+says what happened.
+
+Files are created with the permissions the umask allows (as ``open`` would), not the 0600 of
+``mkstemp``, so collaborators sharing a run folder can read it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -38,6 +47,8 @@ from plasticollapse.runs.loggers import JsonlLogger, Logger, open_loggers
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+CORRUPT_CHECKPOINT = "checkpoint.corrupt.pt"
 SUMMARY = "summary.json"
 ERROR = "error.txt"
 
@@ -122,19 +133,85 @@ def git_info(source: Path) -> dict[str, Any] | None:
     return {"commit": commit.strip(), "dirty": dirty, "diff_sha256": digest if dirty else None}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+def current_umask() -> int:
+    """This process's umask (read from ``/proc`` where possible, so no thread sees it change)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_folder(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where folders cannot be fsync'ed)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w"):
+    """Write ``path`` atomically: a temporary file in the same folder (``.<name>.*.tmp``),
+    flushed and fsync'ed, given the umask's permissions, renamed over ``path``, and the
+    folder fsync'ed. A failure (or kill) leaves ``path`` as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; honour the umask
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(Path(path)) as f:
+        f.write(text)
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Remove the ``.<name>.*.tmp`` files that writes killed midway left in ``folder``."""
+    stale = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def ensure_writable(folder: str | Path, what: str = "--out") -> None:
+    """Create ``folder`` (with its parents) and check a file can be written in it.
+
+    Raises :class:`~plasticollapse.runs.config.ConfigError` naming ``what`` and the path
+    when a parent is a file, or the folder cannot be created or written (permissions, a
+    read-only or immutable folder, ``/proc``), so a run fails before it starts.
+    """
+    from plasticollapse.runs.config import ConfigError
+
+    folder = Path(folder)
+    advice = f"choose another {what}" if what.startswith("--") else "choose another folder"
+    for parent in [folder, *folder.parents]:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ConfigError(f"{what} {folder}: {parent} is a file, not a folder; {advice}")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ConfigError(f"{what} {folder}: cannot write there ({reason}); {advice}") from None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -186,6 +263,7 @@ class RunFolder:
         """
         folder = cls(path, step_key=step_key)
         folder.path.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(folder.path)  # of writes a kill cut short; the caller holds the run
         if folder.config_path.exists():
             stored = folder.read_config()
             if stored.get("experiment") != experiment or _identity(stored["config"]) != _identity(
@@ -195,6 +273,7 @@ class RunFolder:
                     f"{folder.path} already holds a different run (its config.json differs); "
                     "choose another --out, or delete that folder to start over"
                 )
+            _record_execution(folder.config_path, stored, config)
         else:
             record = {"experiment": experiment, "run_id": run_id, "config": config}
             record.update(environment_info(device))
@@ -215,6 +294,10 @@ class RunFolder:
         return self.path / CHECKPOINT
 
     @property
+    def previous_checkpoint_path(self) -> Path:
+        return self.path / PREVIOUS_CHECKPOINT
+
+    @property
     def summary_path(self) -> Path:
         return self.path / SUMMARY
 
@@ -223,7 +306,8 @@ class RunFolder:
         return self.path / ERROR
 
     def read_config(self) -> dict[str, Any]:
-        return json.loads(self.config_path.read_text())
+        """The folder's config.json; a ConfigError naming the file when it is not a run's."""
+        return read_run_config(self.config_path)
 
     @property
     def is_complete(self) -> bool:
@@ -254,30 +338,67 @@ class RunFolder:
 
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Atomically save ``state`` tagged with the current number of metrics rows."""
-        state = {**state, "metrics_rows": len(self.read_metrics())}
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".checkpoint.", suffix=".tmp")
-        os.close(fd)
-        try:
-            import torch
+        """Save ``state`` tagged with the current number of metrics rows, durably.
 
-            torch.save(state, tmp)
+        The state goes to a temporary file in the folder, which is fsync'ed; the current
+        checkpoint.pt becomes checkpoint.prev.pt and the new file is renamed to checkpoint.pt;
+        then the folder is fsync'ed. A kill at any point leaves a loadable checkpoint: the new
+        one, the old one, or (between the two renames) only checkpoint.prev.pt.
+        """
+        import torch
+
+        state = {**state, "metrics_rows": len(self.read_metrics())}
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{CHECKPOINT}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if self.checkpoint_path.exists():
+                os.replace(self.checkpoint_path, self.previous_checkpoint_path)
             os.replace(tmp, self.checkpoint_path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        fsync_folder(self.path)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint (metrics rows after it are dropped), or None for a fresh start."""
-        if not self.checkpoint_path.exists():
-            if self.metrics_path.exists():
-                self.truncate_metrics(0)
-            return None
-        import torch
+        """The last usable checkpoint (metrics rows after it are dropped), or None for a
+        fresh start (then no rows are kept).
 
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        self.truncate_metrics(state["metrics_rows"])
-        return state
+        checkpoint.pt is used when it loads and its row count is at most the rows on disk;
+        else checkpoint.prev.pt; else the run starts over. A checkpoint that was skipped
+        because it is unreadable is renamed checkpoint.corrupt.pt (so that the next save
+        does not keep it as the fallback), and one line on stderr says what happened.
+        """
+        rows = len(self.read_metrics())
+        problems: list[str] = []
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if not path.exists():
+                continue
+            state, problem = _load_state(path, rows)
+            if state is not None:
+                if problems:
+                    self._set_aside_corrupt()
+                    _say(
+                        f"{self.path}: {'; '.join(problems)}; resuming from {path.name} "
+                        f"(its {state['metrics_rows']} metrics rows kept, later ones redone)"
+                    )
+                self.truncate_metrics(state["metrics_rows"])
+                return state
+            problems.append(f"{path.name} {problem}")
+        if problems:
+            self._set_aside_corrupt()
+            self.previous_checkpoint_path.unlink(missing_ok=True)
+            _say(f"{self.path}: {'; '.join(problems)}; no usable checkpoint, restarting the run")
+        if self.metrics_path.exists():
+            self.truncate_metrics(0)
+        return None
+
+    def _set_aside_corrupt(self) -> None:
+        if self.checkpoint_path.exists():
+            os.replace(self.checkpoint_path, self.path / CORRUPT_CHECKPOINT)
 
     # ----------------------------------------------------------------- ending
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -290,6 +411,61 @@ class RunFolder:
     def write_error(self, exc: BaseException) -> None:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         atomic_write_text(self.error_path, text)
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A run's config.json: a dict with ``experiment`` and ``config``; ConfigError naming the
+    file and what to do otherwise."""
+    from plasticollapse.runs.config import ConfigError
+
+    advice = "repair it, or move that run folder away"
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({e}); {advice}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); {advice}") from None
+    if not (isinstance(record, dict) and isinstance(record.get("config"), dict)):
+        raise ConfigError(f"{path}: not a run's config.json (no `config` object); {advice}")
+    if not isinstance(record.get("experiment"), str):
+        raise ConfigError(f"{path}: not a run's config.json (no `experiment` name); {advice}")
+    return record
+
+
+def _load_state(path: Path, rows: int) -> tuple[dict[str, Any] | None, str]:
+    """``(state, "")`` when the checkpoint at ``path`` loads and is consistent with ``rows``
+    metrics rows on disk, else ``(None, why not)``."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated zip, bad pickle, I/O error: all mean "unusable"
+        return None, f"is unreadable ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})"
+    kept = state.get("metrics_rows") if isinstance(state, dict) else None
+    if not isinstance(kept, int) or kept < 0:
+        return None, "is not a checkpoint of this run (no metrics row count)"
+    if kept > rows:
+        return None, f"is ahead of metrics.jsonl ({kept} rows recorded, {rows} on disk)"
+    return state, ""
+
+
+def _say(line: str) -> None:
+    print(f"plasticollapse: {line}", file=sys.stderr, flush=True)
+
+
+def _record_execution(path: Path, record: dict[str, Any], config: dict[str, Any]) -> None:
+    """A resumed run's config.json takes the execution fields (threads, device, ...) it now
+    runs with, so that it records how the run last executed."""
+    from plasticollapse.runs.config import EXECUTION_FIELDS
+
+    changed = {
+        k: v
+        for k, v in jsonable(config).items()
+        if k in EXECUTION_FIELDS and record["config"].get(k) != v
+    }
+    if changed:
+        record["config"].update(changed)
+        atomic_write_text(path, json.dumps(jsonable(record), indent=2) + "\n")
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -11,12 +11,34 @@ import torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is checked and returned."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is checked and returned.
+
+    Raises :class:`~plasticollapse.runs.config.ConfigError` (one line, naming the value) for
+    a name torch does not know, and for ``cuda``/``cuda:N``/``mps`` this machine lacks.
+    """
+    from plasticollapse.runs.config import ConfigError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(
+            f"device {name!r} is not a device torch knows; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; "
+                "use --device cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r}: there are {torch.cuda.device_count()} CUDA device(s), "
+                f"numbered from 0; use --device cuda:0 or auto"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available here; use --device cpu")
     return device
 
 
@@ -51,7 +73,33 @@ def generator_for(seed: int, *keys: Any) -> torch.Generator:
 
 
 def fixed_subset(seed: int, what: str, n: int, size: int) -> torch.Tensor | None:
-    """A seeded random subset of ``size`` of ``range(n)`` (sorted), or None for all."""
+    """A seeded random subset of ``size`` of ``range(n)`` (sorted), or None for all.
+
+    ``size`` 0 (or ``n``) means all; a ``size`` above ``n`` is a
+    :class:`~plasticollapse.runs.config.ConfigError` naming the field ``what``, not a silent
+    "all".
+    """
+    if size > n:
+        from plasticollapse.runs.config import ConfigError
+
+        raise ConfigError(
+            f"{what} = {size} exceeds the {n} samples available; use at most {n}, or 0 for all"
+        )
     if size <= 0 or size >= n:
         return None
     return torch.randperm(n, generator=generator_for(seed, what))[:size].sort().values
+
+
+def check_classes(labels: torch.Tensor, num_classes: int, what: str) -> None:
+    """Raise a ConfigError naming ``what`` when some of the ``num_classes`` classes have no
+    sample in ``labels``: collapse metrics need every class's mean."""
+    present = set(torch.unique(labels).tolist())
+    missing = [c for c in range(num_classes) if c not in present]
+    if missing:
+        from plasticollapse.runs.config import ConfigError
+
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise ConfigError(
+            f"{what} leaves {len(missing)} of {num_classes} classes without a sample "
+            f"(class {shown}); use more samples, or 0 for all"
+        )

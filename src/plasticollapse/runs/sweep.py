@@ -7,7 +7,8 @@ finishes and a table at the end):
 
 ``serial``   in this process, one run after another.
 ``process``  a local pool of fresh processes (``workers`` runs at once, each pinned to
-             ``cores // workers`` threads so the machine is never oversubscribed).
+             ``cores // workers`` threads so the machine is never oversubscribed, unless
+             the run's config sets ``threads``: then exactly that many).
 ``ray``      Ray tasks on the cluster at ``RAY_ADDRESS``, or on a local Ray started here.
 ``slurm``    a SLURM job array through submitit (logs under ``<out>/slurm_logs``).
 
@@ -27,10 +28,18 @@ pid; or when its heartbeat (the holder touches the file every :data:`HEARTBEAT_S
 older than :data:`STALE_AFTER_S` seconds, which covers holders on other hosts (Ray, SLURM) that
 died without cleaning up.
 
+Before anything runs, :func:`preflight` checks what would make every run fail: each run's
+``out`` folder must be writable, and a device the runs name (``cuda``) must exist here when
+they run here (serial, process). A run that ends with summary status ``diverged`` is
+reported ``diverged``, both when it ends and when a later sweep finds it complete.
+
 ``SweepResult.exit_code`` is what the command exits with: :data:`EXIT_COMPLETE` (0) when every
-run is complete, :data:`EXIT_FAILED` (1) when a run failed, :data:`EXIT_ELSEWHERE` (3) when
-nothing failed but some runs are still running elsewhere (rerun, or wait for them). The
-command line keeps 2 for usage and config errors.
+run is complete; :data:`EXIT_FAILED` (1) when a run failed; :data:`EXIT_CONFIG` (2) when
+every failed run failed on a config error found once its data was loaded (``train_samples``
+above the dataset's size, say), as the command line exits for usage and config errors;
+:data:`EXIT_ELSEWHERE` (3) when nothing failed but some runs are still running elsewhere
+(rerun, or wait for them); :data:`EXIT_DIVERGED` (4) when every run ended but some diverged
+(their rows up to the divergence are kept; rerunning does not change them).
 
 Why forkserver: workers must not be forked from this process (torch and OpenMP state do
 not survive ``fork`` once used), and ``spawn`` makes every worker import torch again (about
@@ -60,16 +69,19 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load 
     from plasticollapse.studies.base import RunSpec
 
 BACKENDS = ("serial", "process", "ray", "slurm")
-STATUSES = ("done", "resumed", "skipped", "failed")
+STATUSES = ("done", "resumed", "skipped", "failed", "diverged")
 #: backend -> (module it needs, the package extra that installs it)
 EXTRAS = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}
 #: The note of a run skipped because another process holds its lock.
 ELSEWHERE = "running elsewhere"
+#: The note of a run skipped because it is complete, and of one that is complete but diverged.
+COMPLETE, DIVERGED_SUFFIX = "complete", ", diverged"
 
 #: Exit statuses (``SweepResult.exit_code``): every run complete; a run failed (or the sweep
-#: was interrupted); nothing failed but some runs are still running elsewhere, unfinished.
-#: (The command line uses 2 for usage and config errors.)
-EXIT_COMPLETE, EXIT_FAILED, EXIT_ELSEWHERE = 0, 1, 3
+#: was interrupted); every failure is a config error (as the command line's usage and
+#: config errors); nothing failed but some runs are still running elsewhere, unfinished;
+#: every run ended but some diverged.
+EXIT_COMPLETE, EXIT_FAILED, EXIT_CONFIG, EXIT_ELSEWHERE, EXIT_DIVERGED = 0, 1, 2, 3, 4
 #: How often ``run_sweep(wait=True)`` checks the locks of runs running elsewhere.
 WAIT_POLL_S = 2.0
 
@@ -95,6 +107,18 @@ class RunOutcome:
     def elsewhere(self) -> bool:
         """Skipped because another process holds the run's lock: not finished here."""
         return self.status == "skipped" and self.note == ELSEWHERE
+
+    @property
+    def diverged(self) -> bool:
+        """The run ended diverged: now, or before (then it is skipped as complete)."""
+        return self.status == "diverged" or (
+            self.status == "skipped" and self.note.endswith(DIVERGED_SUFFIX)
+        )
+
+    @property
+    def config_error(self) -> bool:
+        """It failed on a :class:`~plasticollapse.runs.config.ConfigError`."""
+        return self.status == "failed" and (self.error or "").startswith("ConfigError: ")
 
 
 @dataclass
@@ -129,12 +153,23 @@ class SweepResult:
         return self.ok and not self.elsewhere
 
     @property
+    def diverged(self) -> list[RunOutcome]:
+        """Runs that ended diverged (this time, or before)."""
+        return [o for o in self.outcomes if o.diverged]
+
+    @property
     def exit_code(self) -> int:
-        """:data:`EXIT_FAILED` if any run failed, else :data:`EXIT_ELSEWHERE` if some runs are
-        still running elsewhere, else :data:`EXIT_COMPLETE`."""
-        if not self.ok:
+        """:data:`EXIT_FAILED` if the sweep was interrupted or a run failed (but
+        :data:`EXIT_CONFIG` when every failure is a config error), else
+        :data:`EXIT_ELSEWHERE` if some runs are still running elsewhere, else
+        :data:`EXIT_DIVERGED` if some diverged, else :data:`EXIT_COMPLETE`."""
+        if self.interrupted:
             return EXIT_FAILED
-        return EXIT_ELSEWHERE if self.elsewhere else EXIT_COMPLETE
+        if self.failed:
+            return EXIT_CONFIG if all(o.config_error for o in self.failed) else EXIT_FAILED
+        if self.elsewhere:
+            return EXIT_ELSEWHERE
+        return EXIT_DIVERGED if self.diverged else EXIT_COMPLETE
 
     def unfinished_line(self) -> str:
         """The line saying how many runs are still running elsewhere ("" when none)."""
@@ -158,10 +193,13 @@ class SweepResult:
         lines = [f"{'status':<8} {'seconds':>8}  {'run folder':<{width}}  note"]
         for o in self.outcomes:
             note = o.note
+            error_txt = Path(o.folder) / "error.txt"
             if o.status == "failed":
-                note = f"{o.error}  (see {Path(o.folder) / 'error.txt'})"
+                note = f"{o.error}  (see {error_txt})" if error_txt.exists() else str(o.error)
             lines.append(f"{o.status:<8} {o.seconds:>8.1f}  {o.folder:<{width}}  {note}".rstrip())
-        totals = ", ".join(f"{n} {status}" for status, n in self.counts.items())
+        totals = ", ".join(  # "0 diverged" would be noise on every sweep
+            f"{n} {status}" for status, n in self.counts.items() if n or status != "diverged"
+        )
         tail = "; interrupted" if self.interrupted else ""
         lines.append(
             f"total: {totals} of {len(self.outcomes)} runs in {self.seconds:.1f} s "
@@ -169,6 +207,12 @@ class SweepResult:
         )
         if self.elsewhere:
             lines.append(self.unfinished_line())
+        if self.diverged:
+            n = len(self.diverged)
+            lines.append(
+                f"{n} run{'s' if n > 1 else ''} diverged (rows kept up to the divergence; "
+                "a smaller lr may not)"
+            )
         return "\n".join(lines)
 
 
@@ -232,11 +276,12 @@ def run_sweep(
     from plasticollapse.studies import REGISTRY
     from plasticollapse.studies.base import run_status
 
+    preflight(specs, backend)
     partial = 0
     for index, spec in enumerate(specs):
         status = run_status(spec)
         if status == "complete":
-            outcomes[index] = RunOutcome(spec, "skipped", note="complete")
+            outcomes[index] = RunOutcome(spec, "skipped", note=complete_note(spec))
         elif RunLock(spec.folder).is_live():
             outcomes[index] = RunOutcome(spec, "skipped", note=ELSEWHERE)
         else:
@@ -295,6 +340,45 @@ def run_sweep(
     return result
 
 
+def preflight(specs: list[RunSpec], backend: str) -> None:
+    """Raise a ConfigError (nothing has run) when every run would fail: an ``out`` folder
+    that cannot be written (a parent is a file, no permission, read-only, ``/proc``), or,
+    for runs executing here (serial, process), a device this machine lacks. Ray and SLURM
+    workers may have GPUs the submitting machine has not, so their devices are not checked.
+    """
+    from plasticollapse.runs.folder import ensure_writable
+
+    devices = {spec.config.get("device", "auto") for spec in specs}
+    if backend in ("serial", "process") and devices - {"auto", "cpu"}:
+        from plasticollapse.runs.runtime import resolve_device  # imports torch
+
+        for device in sorted(devices):
+            resolve_device(device)
+    for out in dict.fromkeys(str(Path(spec.folder).parent) for spec in specs):
+        ensure_writable(out)
+
+
+def complete_note(spec: RunSpec) -> str:
+    """The note of a complete run: ``complete``, or ``complete, diverged``."""
+    return COMPLETE + (DIVERGED_SUFFIX if divergence(spec) is not None else "")
+
+
+def divergence(spec: RunSpec) -> str | None:
+    """``"loss = nan at step 3"`` for a run whose summary says it diverged, else None."""
+    import json
+
+    try:
+        summary = json.loads((Path(spec.folder) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "diverged":
+        return None
+    info = summary.get("diverged") if isinstance(summary.get("diverged"), dict) else {}
+    where = info.get("epoch", info.get("step"))
+    what = f"{info.get('metric')} = {info.get('value')}" if info.get("metric") else "diverged"
+    return what + (f" at step {where}" if where is not None else "")
+
+
 def _wait_for_elsewhere(specs, outcomes, run, report, echo, poll_s: float) -> None:
     """Until no run is "running elsewhere": collect those whose holder completed them, and
     run those whose lock went free or stale (they resume from their checkpoints)."""
@@ -308,7 +392,8 @@ def _wait_for_elsewhere(specs, outcomes, run, report, echo, poll_s: float) -> No
         for index in waiting:
             spec = specs[index]
             if run_status(spec) == "complete":
-                report(index, RunOutcome(spec, "skipped", note="completed elsewhere"))
+                note = "completed elsewhere" + (DIVERGED_SUFFIX if divergence(spec) else "")
+                report(index, RunOutcome(spec, "skipped", note=note))
             elif not RunLock(spec.folder).is_live():
                 free.append((index, spec))
         if free:

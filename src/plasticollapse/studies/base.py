@@ -18,14 +18,24 @@ Data flows one way: config -> study.run -> run folder -> analysis -> report.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from plasticollapse.runs.config import Study, config_hash, from_dict, parse_study, to_dict
+from plasticollapse.runs.config import (
+    EXECUTION_FIELDS,
+    ConfigError,
+    Study,
+    config_hash,
+    from_dict,
+    parse_study,
+    to_dict,
+)
 from plasticollapse.runs.folder import RunFolder
 
 if TYPE_CHECKING:
@@ -161,13 +171,69 @@ class RunSpec:
         return Path(self.folder).name
 
 
-def run_id(experiment: Experiment, config: Any) -> str:
-    """``<label>_seed<k>_<hash>``: readable, and unique for every distinct setting."""
-    return f"{experiment.run_label(config)}_seed{config.seed}_{config_hash(config)}"
+#: Longest run-folder name (file systems allow 255 bytes); longer axis parts are cut.
+MAX_NAME = 200
+
+
+def run_id(experiment: Experiment, config: Any, axes: Sequence[str] = ()) -> str:
+    """``<label>[_<axis values>]_seed<k>_<hash>``: readable, and unique for every distinct
+    setting (the hash). ``axes`` are fields whose values the name shows besides the label
+    (``fte5_lr0.01_seed0_1a2b3c4d``): :func:`plan` passes the study's axes that the label
+    does not already tell apart."""
+    label = experiment.run_label(config)
+    values = "_".join(setting_text(name, getattr(config, name)) for name in axes)
+    tail = f"seed{config.seed}_{config_hash(config)}"
+    values = values[: max(0, MAX_NAME - len(label) - len(tail) - 2)]
+    return "_".join(part for part in (label, values, tail) if part)
+
+
+def value_text(value: Any) -> str:
+    """A setting's value as names and tables show it: ``0.01``, ``64-64``, ``true``, ``none``."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return "-".join(map(value_text, value)) or "none"
+    return str(value)
+
+
+def setting_text(name: str, value: Any) -> str:
+    """``lr0.01``, ``hidden64-64``, ``dataset-digits``, ``augment-true``: a field's value as
+    a run name shows it (characters other than letters, digits, ``.``, ``+`` and ``-``
+    become ``-``)."""
+    numeric = all(
+        isinstance(v, (int, float)) and not isinstance(v, bool)
+        for v in (value if isinstance(value, (tuple, list)) else [value])
+    )
+    shown = re.sub(r"[^A-Za-z0-9.+-]", "-", value_text(value))
+    return f"{name}{shown}" if numeric and shown else f"{name}-{shown}"
+
+
+def named_axes(experiment: Experiment, study: Study) -> list[str]:
+    """The study's axes a run name must show: all but ``seed``, execution fields, and axes
+    whose every value already gives the run another label (``first_task_epochs``: ``fte5``)."""
+    configs = study.expand()
+    if not configs:
+        return []
+    first = configs[0]
+    named = []
+    for name, values in study.axes.items():
+        if name == "seed" or name in EXECUTION_FIELDS:
+            continue
+        labels = {experiment.run_label(dataclasses.replace(first, **{name: v})) for v in values}
+        if len(labels) < len(values):
+            named.append(name)
+    return named
 
 
 def plan(experiment_name: str, study: Study) -> list[RunSpec]:
     """One :class:`RunSpec` per run of the study, each with its own folder under ``out``.
+
+    A run's folder is ``out/<run_id>`` (:func:`run_id`, naming the axes :func:`named_axes`
+    picks), unless that folder does not exist and a folder of the same run does under
+    another name: a folder of an older naming scheme (``<label>_seed<k>_<hash>``) or of a
+    sweep with other axes. Then that folder is reused, so existing runs resume.
 
     The runs' loggers are checked here, so that a missing optional extra (tensorboard,
     wandb) stops the study before its first run rather than inside a worker.
@@ -176,15 +242,47 @@ def plan(experiment_name: str, study: Study) -> list[RunSpec]:
     from plasticollapse.studies import get_study
 
     experiment = get_study(experiment_name)
+    axes = named_axes(experiment, study)
+    existing: dict[Path, dict[str, list[Path]]] = {}
     specs = []
     for config in study.expand():
         check_loggers(getattr(config, "loggers", ()))
-        folder = Path(config.out) / run_id(experiment, config)
+        folder = Path(config.out) / run_id(experiment, config, axes)
+        if not folder.exists():
+            folder = same_run_elsewhere(experiment_name, config, existing) or folder
         specs.append(RunSpec(experiment_name, to_dict(config), str(folder)))
     folders = [s.folder for s in specs]
-    if len(set(folders)) != len(folders):  # pragma: no cover - the hash makes this impossible
-        raise RuntimeError("two runs of the study map to one folder")
+    if len(set(folders)) != len(folders):
+        raise ConfigError("two runs of the study map to one folder; give each value once")
     return specs
+
+
+def same_run_elsewhere(
+    experiment_name: str, config: Any, cache: dict[Path, dict[str, list[Path]]]
+) -> Path | None:
+    """An existing folder under ``config.out`` whose name ends in the run's hash and whose
+    config.json describes this run (a complete one first), or None. ``cache`` keeps each
+    ``out``'s folders by hash, so a sweep lists its ``out`` once."""
+    out = Path(config.out)
+    if out not in cache:
+        by_hash: dict[str, list[Path]] = {}
+        if out.is_dir():
+            for child in sorted(out.iterdir()):
+                if child.is_dir() and "_" in child.name:
+                    by_hash.setdefault(child.name.rsplit("_", 1)[1], []).append(child)
+        cache[out] = by_hash
+    digest = config_hash(config)
+    matches = []
+    for candidate in cache[out].get(digest, []):
+        try:
+            record = RunFolder(candidate).read_config()
+            stored = from_dict(type(config), record["config"])
+        except (ConfigError, ValueError, KeyError, TypeError):
+            continue
+        if record["experiment"] == experiment_name and config_hash(stored) == digest:
+            matches.append(candidate)
+    matches.sort(key=lambda path: not RunFolder(path).is_complete)
+    return matches[0] if matches else None
 
 
 def plan_from_file(experiment_name: str, config_file: str | None, argv: list[str]) -> list[RunSpec]:
@@ -210,10 +308,12 @@ def run_status(spec: RunSpec) -> str:
 
 
 def execute(spec: RunSpec, threads: int | None = None) -> str:
-    """Run one spec to completion. Returns ``skipped``, ``resumed`` or ``done``.
+    """Run one spec to completion. Returns ``skipped`` (it was complete), ``resumed``,
+    ``done``, or ``diverged`` (it ended with summary status ``diverged``).
 
-    ``threads`` (when given) overrides the config's thread count: sweep backends use it to
-    keep workers x threads within the machine's cores.
+    ``threads`` is the thread count for a run whose config leaves ``threads`` at 0 (sweep
+    backends use it to keep workers x threads within the machine's cores); a config that
+    sets ``threads`` gets exactly that. The count used is what config.json records.
     """
     import torch
 
@@ -224,14 +324,17 @@ def execute(spec: RunSpec, threads: int | None = None) -> str:
     status = run_status(spec)
     if status == "complete":
         return "skipped"
-    n_threads = threads if threads is not None else config.threads
+    n_threads = config.threads if config.threads > 0 else threads
     if n_threads and n_threads > 0:
         torch.set_num_threads(n_threads)
         os.environ["NUMBA_NUM_THREADS"] = str(n_threads)
+    used = torch.get_num_threads()
+    if config.threads != used:
+        config = dataclasses.replace(config, threads=used)
     folder = RunFolder.open(
         spec.folder,
         spec.experiment,
-        spec.config,
+        {**spec.config, "threads": used},
         device=str(config.device),
         run_id=spec.run_id,
         step_key=experiment.step_key,
@@ -244,4 +347,6 @@ def execute(spec: RunSpec, threads: int | None = None) -> str:
     finally:
         folder.close()
     folder.write_summary(summary)
+    if summary.get("status") == "diverged":
+        return "diverged"
     return "resumed" if status == "partial" else "done"

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from plasticollapse.remedies import build_remedies, remedy_names
 from plasticollapse.remedies.fields import REMEDY_FIELDS, RemedyFields
-from plasticollapse.runs.config import ConfigError, field
+from plasticollapse.runs.config import ConfigError, check_device_name, field
 
 NAME = "permuted"
 
@@ -103,6 +103,7 @@ class Config(RemedyFields):
                 f"nc1_threshold must be > 0, or none to train the first task for "
                 f"first_task_epochs epochs; got {self.nc1_threshold}"
             )
+        check_device_name(self.device)
         super().__post_init__()  # the remedies and their parameters
         per_step = [r.name for r in build_remedies(self) if r.per_step_hooks()]
         if self.engine == "fast" and per_step:

@@ -63,6 +63,7 @@ from torch import nn
 from plasticollapse.remedies import RemedyContext, build_remedies
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import (
+    check_classes,
     fixed_subset,
     generator_for,
     resolve_device,
@@ -133,6 +134,7 @@ def load_task_data(config: Config, device: torch.device) -> tuple[torch.Tensor, 
     subset = fixed_subset(config.seed, "train_samples", len(y), config.train_samples)
     if subset is not None:
         x, y = x[subset], y[subset]
+        check_classes(y, data.num_classes, f"train_samples = {config.train_samples}")
     return x.contiguous().to(device), y.to(device), data.num_classes
 
 
@@ -260,6 +262,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     optimizer = getattr(engine, "optimizer", None)  # the fast engine has none
     x_measure = x if measure_idx is None else x[measure_idx.to(device)]
     y_measure = y if measure_idx is None else y[measure_idx.to(device)]
+    check_classes(y_measure, num_classes, f"measure_samples = {config.measure_samples}")
     divergence: DivergenceError | None = None
     try:
         for task in range(first_task, config.tasks):

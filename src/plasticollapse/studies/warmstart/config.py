@@ -11,7 +11,7 @@ from plasticollapse.remedies import REMEDIES, weight_decay_of
 from plasticollapse.remedies import build_remedies as _build_remedies
 from plasticollapse.remedies.fields import RemedyFields, RemedyName
 from plasticollapse.remedies.weight_decay import DEFAULT_WEIGHT_DECAY
-from plasticollapse.runs.config import ConfigError, field
+from plasticollapse.runs.config import ConfigError, check_device_name, field
 
 NAME = "warmstart"
 
@@ -117,6 +117,7 @@ class Config(RemedyFields):
         for name in ("train_samples", "threads", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_device_name(self.device)
         super().__post_init__()  # the remedies and their parameters
 
     def requested_remedies(self) -> tuple[str, ...]:

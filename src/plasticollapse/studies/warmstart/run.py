@@ -93,6 +93,7 @@ from torch import nn
 from plasticollapse.remedies import RemedyContext, build_remedies, weight_decay_of
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import (
+    check_classes,
     generator_for,
     resolve_device,
     seed_everything,
@@ -155,6 +156,9 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     tensors = load_tensors(config, device)
+    check_classes(
+        tensors.warmup_y, tensors.num_classes, "the warm-up set (train_samples x warmup_fraction)"
+    )
     seed_everything(config.seed)  # fixes the initialisation below
     model = build_model(config, tensors).to(device)
     if device.type == "cuda" and config.model == "resnet18":
