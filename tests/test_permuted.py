@@ -161,6 +161,29 @@ def test_killed_after_a_task_resumes_to_the_uninterrupted_rows(tmp_path, engine)
     assert execute(spec) == "skipped"
 
 
+def test_a_folder_from_before_the_remedy_fields_resumes(tmp_path):
+    """A partial run written by plasticollapse 0.1 (no remedy or logger fields in its
+    config.json) keeps its folder name and resumes to the uninterrupted rows."""
+    reference = spec_for(tmp_path / "whole")
+    execute(reference)
+    spec = spec_for(tmp_path / "old")
+
+    def kill_at_task_2(task, model, row):
+        if task == 2:
+            raise KeyboardInterrupt
+
+    folder = RunFolder.open(spec.folder, "permuted", spec.config, "cpu", spec.run_id)
+    with pytest.raises(KeyboardInterrupt):
+        permuted.run(permuted.Config(**spec.config), folder, callbacks=[kill_at_task_2])
+    record = json.loads(folder.config_path.read_text())
+    late = permuted.Config.IDENTITY_OMITS_DEFAULTS | {"loggers"}
+    record["config"] = {k: v for k, v in record["config"].items() if k not in late}
+    folder.config_path.write_text(json.dumps(record))
+    assert spec_for(tmp_path / "old").folder == spec.folder  # the same name as before
+    assert execute(spec) == "resumed"
+    assert without_seconds(rows_of(spec)) == without_seconds(rows_of(reference))
+
+
 def test_killed_inside_a_multi_epoch_task_resumes_from_the_epoch(tmp_path, monkeypatch):
     reference = spec_for(tmp_path / "whole", first_task_epochs=3)
     execute(reference)

@@ -266,9 +266,7 @@ class RunFolder:
         remove_temp_files(folder.path)  # of writes a kill cut short; the caller holds the run
         if folder.config_path.exists():
             stored = folder.read_config()
-            if stored.get("experiment") != experiment or _identity(stored["config"]) != _identity(
-                config
-            ):
+            if stored.get("experiment") != experiment or not _same_run(stored["config"], config):
                 raise ValueError(
                     f"{folder.path} already holds a different run (its config.json differs); "
                     "choose another --out, or delete that folder to start over"
@@ -472,6 +470,17 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     from plasticollapse.runs.config import EXECUTION_FIELDS
 
     return {k: v for k, v in config.items() if k not in EXECUTION_FIELDS}
+
+
+def _same_run(stored: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether a folder's stored config describes the run ``config`` asks for.
+
+    Only the fields both know are compared: a folder written before a study gained a field
+    (the remedies' fields, say) lacks it, and the folder was found by the run's hash, which
+    leaves such late fields out while they hold their defaults (IDENTITY_OMITS_DEFAULTS).
+    """
+    old, new = _identity(stored), _identity(config)
+    return all(old[key] == new[key] for key in old.keys() & new.keys())
 
 
 def progress_bar(**kwargs: Any):
