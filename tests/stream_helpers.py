@@ -163,3 +163,29 @@ def check_resume_after_a_kill(study: str, tmp_path) -> None:
     assert execute(spec) == "resumed"
     assert without_seconds(rows_of(spec)) == without_seconds(rows_of(whole))
     assert execute(spec) == "skipped"
+
+
+def check_full_preset_pins_the_source(study: str, source: dict, keys=None) -> None:
+    """The full preset holds the source's value of every constant (of ``keys``) that is a
+    config field."""
+    from plasticollapse.runs.config import load_toml
+
+    preset = load_toml(f"full/{study}")
+    fields = get_study(study).Config.__dataclass_fields__
+    pinned = {k: v for k, v in source.items() if k in fields and (keys is None or k in keys)}
+    assert pinned, study
+    for name, value in pinned.items():
+        got = preset[name]
+        assert (tuple(got) if isinstance(got, list) else got) == value, name
+
+
+def check_quick_preset_runs_shortened(study: str, tmp_path, capsys, *shorter: str) -> None:
+    """``plasticollapse <study> --config quick/<study>`` runs (2 tasks, 1 seed)."""
+    from plasticollapse import cli
+
+    argv = [study, "--config", f"quick/{study}", "--tasks", "2", "--seeds", "0", *shorter]
+    argv += ["--out", str(tmp_path), "--progress", "false"]
+    assert cli.main(argv) == 0
+    assert "1 stream run(s)" in capsys.readouterr().out
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert RunFolder(run).read_summary()["tasks_done"] == 2

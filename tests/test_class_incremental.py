@@ -4,7 +4,12 @@ end to end on tiny digits runs, and its masked head."""
 import pytest
 import torch
 import torch.nn.functional as F
-from stream_helpers import check_resume_after_a_kill, check_rows_hold_every_key
+from stream_helpers import (
+    check_full_preset_pins_the_source,
+    check_quick_preset_runs_shortened,
+    check_resume_after_a_kill,
+    check_rows_hold_every_key,
+)
 
 from plasticollapse.metrics.collapse import collapse_metrics
 from plasticollapse.metrics.measure import measure_model
@@ -15,6 +20,7 @@ from plasticollapse.studies.streams.model import MaskedLinear, build_model, set_
 from plasticollapse.studies.streams.stream import StreamData
 
 STUDY = "class_incremental"
+UNSCALED = ("epochs_per_task", "batch_size", "lr", "class_order")
 
 
 def test_rows_hold_every_key_with_finite_values(tmp_path):
@@ -29,6 +35,12 @@ def test_rows_hold_every_key_with_finite_values(tmp_path):
 
 def test_killed_after_a_task_resumes_to_the_uninterrupted_rows(tmp_path):
     check_resume_after_a_kill(STUDY, tmp_path)
+
+
+def test_the_quick_preset_runs_and_the_full_preset_pins_the_source(tmp_path, capsys):
+    check_quick_preset_runs_shortened(STUDY, tmp_path, capsys, "--epochs-per-task", "1")
+    # The class groups are scaled from 100 classes to 10 (test below); the rest is pinned.
+    check_full_preset_pins_the_source(STUDY, SOURCE, UNSCALED)
 
 
 def test_protocol_constants_equal_the_source():
@@ -48,7 +60,7 @@ def test_protocol_constants_equal_the_source():
     }
     assert source == SOURCE
     defaults = Config()
-    for name in ("epochs_per_task", "batch_size", "lr", "class_order"):
+    for name in UNSCALED:
         assert getattr(defaults, name) == source[name], name
     # Equal groups, the last task presenting every class, as the source's 5 + 19 x 5 = 100
     # (a 5 % share of 10 classes is half a class: groups of 2 give 5 tasks).

@@ -1,7 +1,13 @@
 """The label-permuted stream (UPGD's protocol) end to end on tiny digits runs."""
 
 import torch
-from stream_helpers import TINY, check_resume_after_a_kill, check_rows_hold_every_key
+from stream_helpers import (
+    TINY,
+    check_full_preset_pins_the_source,
+    check_quick_preset_runs_shortened,
+    check_resume_after_a_kill,
+    check_rows_hold_every_key,
+)
 
 from plasticollapse.studies.label_permuted.config import SOURCE, Config
 from plasticollapse.studies.label_permuted.run import LabelPermutedStream
@@ -18,6 +24,11 @@ def test_rows_hold_every_key_with_finite_values(tmp_path):
 
 def test_killed_after_a_task_resumes_to_the_uninterrupted_rows(tmp_path):
     check_resume_after_a_kill(STUDY, tmp_path)
+
+
+def test_the_quick_preset_runs_and_the_full_preset_pins_the_source(tmp_path, capsys):
+    check_quick_preset_runs_shortened(STUDY, tmp_path, capsys, "--task-samples", "100")
+    check_full_preset_pins_the_source(STUDY, SOURCE)
 
 
 def test_protocol_constants_equal_the_source():
