@@ -62,7 +62,9 @@ class Config(StreamConfig):
     )
     hidden: tuple[int, ...] = field((100, 100, 100), help="the MLP's hidden layer widths")
     init: Literal["pytorch", "kaiming"] = field(
-        "kaiming", help="kaiming: Kaiming-uniform, zero biases (the source: Kaiming init); pytorch"
+        "kaiming",
+        help="kaiming: Kaiming-uniform weights, zero biases (the source inits Kaiming); "
+        "pytorch: nn.Linear's default",
     )
     lr: float = field(0.1, help="SGD learning rate (the source: 0.1, with momentum 0.9)")
     batch_size: int = field(90, help="mini-batch size (the source: 90)")

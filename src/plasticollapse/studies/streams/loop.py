@@ -72,9 +72,8 @@ def restored(folder: RunFolder, model, remedies) -> dict[str, Any]:
     state = folder.load_checkpoint() or fresh_state()
     if "model" in state:
         model.load_state_dict(state.pop("model"))
-    saved = state.pop("remedies", [])
-    for remedy, remedy_state in zip(remedies, saved, strict=len(saved) > 0):
-        remedy.load_state_dict(remedy_state)
+    for remedy, saved in zip(remedies, state.pop("remedies", ()), strict=False):
+        remedy.load_state_dict(saved)
     return state
 
 
