@@ -32,6 +32,17 @@ from plasticollapse.metrics.plasticity import (
 
 #: Per-ReLU-layer keys reported with ``hidden_layers=True`` (suffixed ``_layer{k}``).
 LAYER_KEYS = ("dormant_fraction", "dead_fraction", "effective_rank", "srank")
+#: Per-ReLU-layer collapse keys added by ``layer_collapse=True`` (suffixed ``_layer{k}``):
+#: the NC metrics that need no classifier of that layer, and NC4 against the network's logits.
+LAYER_COLLAPSE_KEYS = (
+    "nc1",
+    "nc1_quotient",
+    "cdnv",
+    "nc2_equinorm_means",
+    "nc2_equiangularity",
+    "nc2_etf_error_means",
+    "nc4_agreement",
+)
 
 
 def find_classifier(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Module]:
@@ -76,6 +87,7 @@ def measure_model(
     layer: str | None = None,
     hidden_layers: bool = False,
     tau: float = DORMANT_TAU,
+    layer_collapse: bool = False,
 ) -> dict[str, float]:
     """Collapse and plasticity metrics of ``model`` on (``inputs``, ``labels``), one forward pass.
 
@@ -92,7 +104,14 @@ def measure_model(
     * ``weight_magnitude`` (mean |theta| over all parameters);
     * with ``hidden_layers=True``, for each ReLU call k = 1, 2, ... in forward order:
       ``dormant_fraction_layer{k}``, ``dead_fraction_layer{k}``, ``effective_rank_layer{k}``,
-      ``srank_layer{k}`` (conv activations: units are channels, see plasticity).
+      ``srank_layer{k}`` (conv activations: units are channels, see plasticity);
+    * with ``hidden_layers=True`` and ``layer_collapse=True``, also the collapse of each
+      ReLU layer's output, treated as features h^(k): every key of
+      :data:`LAYER_COLLAPSE_KEYS` suffixed ``_layer{k}``, from the same formulas as the
+      penultimate ones (NC1 = Tr(Sigma_W Sigma_B^+)/C of h^(k), ...; NC4: nearest class
+      mean of h^(k) against the network's prediction). Conv activations are averaged over
+      their spatial positions first (one value per channel). For an MLP the last ReLU's
+      output is the penultimate feature, so its ``nc1_layer{L}`` equals ``nc1``.
 
     Runs in eval mode under ``torch.no_grad`` and restores every module's train/eval mode.
     ``inputs`` may live on the CPU while the model is on a GPU: batches are moved.
@@ -102,6 +121,8 @@ def measure_model(
         raise ValueError(f"need as many labels as inputs (> 0), got {len(y_all)} and {len(inputs)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if layer_collapse and not hidden_layers:
+        raise ValueError("layer_collapse=True measures the hidden layers: pass hidden_layers=True")
     _, head = find_classifier(model, layer)
     device = model_device(model)
     captured: list[torch.Tensor] = []
@@ -119,6 +140,7 @@ def measure_model(
     features_stats = UnitStatistics(tau, gram=False)
     borrower: UnitStatistics | None = None
     layer_stats: list[UnitStatistics] = []
+    layer_collapse_stats: list[CollapseAccumulator] = []
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device,
     correct = torch.zeros((), dtype=torch.int64, device=device)  # read once at the end
     try:
@@ -144,6 +166,8 @@ def measure_model(
                         stats.with_gram, borrower = True, None
                     stats.update(a)
                 accumulator.update(h, y, logits)  # after the layers (see just above)
+                if layer_collapse:
+                    _update_layer_collapse(layer_collapse_stats, relu_calls, y, logits)
                 features_stats.update(h)
                 loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
                 correct += (logits.argmax(1) == y).sum()
@@ -162,7 +186,25 @@ def measure_model(
     for k, stats in enumerate(layer_stats, start=1):
         values = stats.compute()
         out.update({f"{key}_layer{k}": values[key] for key in LAYER_KEYS})
+    for k, layer_accumulator in enumerate(layer_collapse_stats, start=1):
+        values = layer_accumulator.compute()
+        out.update({f"{key}_layer{k}": values[key] for key in LAYER_COLLAPSE_KEYS})
     return out
+
+
+def _update_layer_collapse(
+    accumulators: list[CollapseAccumulator],
+    relu_calls: list[tuple[torch.Tensor, torch.Tensor]],
+    y: torch.Tensor,
+    logits: torch.Tensor,
+) -> None:
+    """Feed each ReLU call's output (conv: averaged over positions) to its layer's collapse
+    accumulator, created at the first batch."""
+    for k, (_, a) in enumerate(relu_calls):
+        features = a.flatten(2).mean(2) if a.ndim > 2 else a
+        if k == len(accumulators):
+            accumulators.append(CollapseAccumulator(logits.shape[1], features.shape[1]))
+        accumulators[k].update(features, y, logits)
 
 
 def _relu_hook(calls: list[tuple[torch.Tensor, torch.Tensor]]):

@@ -27,6 +27,9 @@ from plasticollapse.studies.base import Experiment
 REGISTRY: dict[str, str] = {
     "permuted": "plasticollapse.studies.permuted:STUDY",
     "warmstart": "plasticollapse.studies.warmstart:STUDY",
+    "label_permuted": "plasticollapse.studies.label_permuted:STUDY",
+    "random_labels": "plasticollapse.studies.random_labels:STUDY",
+    "class_incremental": "plasticollapse.studies.class_incremental:STUDY",
 }
 
 #: The entry-point group through which other packages register studies.
