@@ -46,7 +46,7 @@ _PAPER_SETTING = {"first_task_epochs": 1, "lr": 0.01}
 #: The paper's tasks for the headline correlation (tasks 0-139).
 MAX_TASKS = 140
 
-#: Source: the paper's text (see PAPER.md); accuracies as fractions.
+#: Source: the paper's text (see docs/paper.md); accuracies as fractions.
 # fmt: off
 PAPER_NUMBERS: tuple[PaperNumber, ...] = (
     PaperNumber("r(mean NC1, mean accuracy), first 140 tasks", -0.94, "r", "headline_r",

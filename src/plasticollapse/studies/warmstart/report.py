@@ -48,7 +48,7 @@ SPLIT = 100.0
 PAPER_EPOCHS = (5, 50, 100, 350)
 CHECKPOINT_METRICS = ("nc1", "warmup_test_acc", "full_test_acc", "finetune_epochs")
 
-#: Source: the authors' stored result files, mean over seeds 7-11 (see PAPER.md);
+#: Source: the authors' stored result files, mean over seeds 7-11 (see docs/paper.md);
 #: full-data accuracies in percent.
 # fmt: off
 PAPER_NUMBERS: tuple[PaperNumber, ...] = (
