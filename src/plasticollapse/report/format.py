@@ -93,7 +93,7 @@ def seeds_text(runs: pd.DataFrame) -> str:
     seeds = sorted({str(s) for s in runs["seed"]})
     done = int(runs["complete"].sum())
     diverged = int((runs["status"] == "diverged").sum())
-    text = f"{len(seeds)} seeds ({', '.join(seeds)}; {done} complete"
+    text = f"{len(seeds)} seed{'s' * (len(seeds) != 1)} ({', '.join(seeds)}; {done} complete"
     return text + (f", {diverged} diverged)" if diverged else ")")
 
 

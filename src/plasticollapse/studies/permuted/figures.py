@@ -57,7 +57,7 @@ def plot_nc1_pl(results: StudyResults, folder: Path) -> Path | None:
             plots.draw_band(ax, frame, plots.group_label(setting))
         ax.set_xlabel("task")
         ax.set_ylabel(ylabel, fontsize=8)
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
         if log:
             plots.log_axis(ax, "y")  # NC1 spans decades when Sigma_B is ill-conditioned
     plots.legend_outside(axes[-1], plots.legend_title(results.settings))
@@ -89,7 +89,7 @@ def plot_nc1_vs_accuracy(results: StudyResults, folder: Path, max_tasks: int = 1
         plots.log_axis(ax, "x")
         ax.set_xlabel(f"mean {metric} per task (log)")
         ax.set_ylabel("mean online accuracy per task")
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
         plots.legend_below(ax, plots.legend_title(results.settings))
     fig.suptitle(
         f"Permuted: NC1 vs accuracy, tasks 0-{last_shown:g}; r of per-task means over seeds\n"
