@@ -255,15 +255,7 @@ def test_main_plot_writes_a_file(runs, tmp_path):
 
 
 PAPER_LIKE = {
-    "dataset": "mnist",
-    "hidden": [100, 100, 100],
-    "lr": 0.01,
-    "batch_size": 1,
-    "epochs_per_task": 1,
-    "train_samples": 0,
-    "measure_samples": 0,
-    "measure_every": 1,
-    "remedies": [],
+    **permuted_report.PAPER_CONFIG,  # the paper's protocol, as the report knows it
     "tasks": 140,
     "first_task_epochs": 1,
     "nc1_threshold": None,

@@ -104,6 +104,51 @@ def reached(runs: pd.DataFrame) -> float:
     return float(steps.max()) if steps.size else math.nan
 
 
+def shared_value(runs: pd.DataFrame, key: str) -> str:
+    """A config field's value as text when every run has the same, else ``various``."""
+    values = {str(normalise_setting(c.get(key))) for c in runs["config"]}
+    return values.pop() if len(values) == 1 else "various"
+
+
+def rank_by_setting(
+    results: StudyResults,
+    targets: Sequence[str],
+    exclude: Sequence[str],
+    definition: str = "mean_curve",
+    select: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """:func:`~plasticollapse.analysis.ranking.rank_metrics` for every setting of a study,
+    stacked: ``setting``, ``rank`` (1 = largest |Pearson r| with the first target), then
+    its columns."""
+    from plasticollapse.analysis import rank_metrics
+
+    frames = []
+    for setting, runs in setting_groups(results.runs, results.settings):
+        ids = list(runs["run_id"])
+        ranked = rank_metrics(results.table, ids, targets, exclude, definition, select)
+        ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
+        ranked.insert(0, "setting", setting_label(setting))
+        frames.append(ranked)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def ranking_table(
+    ranking: pd.DataFrame,
+    top: int,
+    also: Callable[[str], bool],
+    columns: Mapping[str, tuple[str, str]],
+) -> pd.DataFrame:
+    """The report's view of :func:`rank_by_setting`: per setting its ``top`` metrics and
+    those ``also(metric)`` picks wherever they rank; ``columns`` maps each shown header to
+    (column of ``ranking``, :func:`fmt` unit)."""
+    if not len(ranking):
+        return ranking
+    shown = ranking[(ranking["rank"] <= top) | ranking["metric"].map(also).astype(bool)]
+    out = {"setting": shown["setting"], "rank": shown["rank"], "metric": shown["metric"]}
+    out.update({head: [fmt(v, unit) for v in shown[col]] for head, (col, unit) in columns.items()})
+    return pd.DataFrame(out)
+
+
 def common_config_text(runs: pd.DataFrame, settings: Sequence[str]) -> str:
     """``k=v, ...`` for the config fields every run shares (the fixed part of the protocol)."""
     configs = list(runs["config"])

@@ -140,6 +140,16 @@ def log_axis(ax: plt.Axes, which: str = "y") -> None:
     axis.set_tick_params(which="both", labelsize=8)
 
 
+def set_title(target: plt.Axes | plt.Figure, headline: str, run: str = "", size: int = 9) -> None:
+    """A title: the headline and, on a second line, what was run; on an Axes its title, on
+    a Figure its suptitle."""
+    text = headline + (f"\n{run}" if run else "")
+    if isinstance(target, plt.Figure):
+        target.suptitle(text, fontsize=size)
+    else:
+        target.set_title(text, fontsize=size)
+
+
 def legend_outside(ax: plt.Axes, title: str | None = None, fontsize: int = 7) -> None:
     """A legend to the right of the axes (saved figures grow to hold it)."""
     if ax.get_legend_handles_labels()[0]:  # an empty legend warns and says nothing

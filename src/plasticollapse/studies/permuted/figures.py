@@ -14,7 +14,7 @@ import pandas as pd
 
 from plasticollapse import analysis
 from plasticollapse.report import plots
-from plasticollapse.report.format import reached
+from plasticollapse.report.format import reached, shared_value
 from plasticollapse.studies.base import StudyResults
 
 #: Per-task panels of :func:`plot_nc1_pl`: (metric, axis label, log scale).
@@ -27,18 +27,13 @@ PANELS = (
 
 def what_was_run(results: StudyResults) -> str:
     """``fashion-mnist, MLP 100-100-100, lr 0.01, tasks 0-199, 3 runs``: a title's second line."""
-    configs = list(results.runs["config"])
-
-    def shared(key: str) -> str:
-        values = {str(analysis.normalise_setting(c.get(key))) for c in configs}
-        return values.pop() if len(values) == 1 else "various"
-
-    hidden = shared("hidden").replace(",", "-")
-    last = reached(results.runs)
+    runs = results.runs
+    last = reached(runs)
     tasks = f"tasks 0-{last:g}" if np.isfinite(last) else "no task"
     return (
-        f"{shared('dataset')}, MLP {hidden}, lr {shared('lr')}, batch {shared('batch_size')}, "
-        f"{tasks}, {len(configs)} run{'s' * (len(configs) != 1)}"
+        f"{shared_value(runs, 'dataset')}, MLP {shared_value(runs, 'hidden').replace(',', '-')}"
+        f", lr {shared_value(runs, 'lr')}, batch {shared_value(runs, 'batch_size')}, {tasks}, "
+        f"{len(runs)} run{'s' * (len(runs) != 1)}"
     )
 
 
@@ -61,11 +56,8 @@ def plot_nc1_pl(results: StudyResults, folder: Path) -> Path | None:
         if log:
             plots.log_axis(ax, "y")  # NC1 spans decades when Sigma_B is ill-conditioned
     plots.legend_outside(axes[-1], plots.legend_title(results.settings))
-    fig.suptitle(
-        "Permuted: NC1 and plasticity loss per task (mean ± std over seeds)\n"
-        + what_was_run(results),
-        fontsize=10,
-    )
+    headline = "Permuted: NC1 and plasticity loss per task (mean ± std over seeds)"
+    plots.set_title(fig, headline, what_was_run(results), 10)
     return plots.save(fig, folder, name)
 
 
@@ -91,11 +83,8 @@ def plot_nc1_vs_accuracy(results: StudyResults, folder: Path, max_tasks: int = 1
         ax.set_ylabel("mean online accuracy per task")
         ax.grid(alpha=0.3)
         plots.legend_below(ax, plots.legend_title(results.settings))
-    fig.suptitle(
-        f"Permuted: NC1 vs accuracy, tasks 0-{last_shown:g}; r of per-task means over seeds\n"
-        + what_was_run(results),
-        fontsize=10,
-    )
+    headline = f"Permuted: NC1 vs accuracy, tasks 0-{last_shown:g}; r of per-task means over seeds"
+    plots.set_title(fig, headline, what_was_run(results), 10)
     return plots.save(fig, folder, name)
 
 
@@ -124,12 +113,9 @@ def plot_threshold(
     plots.legend_outside(ax)
     configs = results.runs["config"]
     thresholds = sorted({c["nc1_threshold"] for c in configs if c.get("nc1_threshold")})
-    runs = int(frame["runs"].max())
-    ax.set_title(
-        f"NC-threshold variant: {runs} runs, thresholds {', '.join(f'{t:g}' for t in thresholds)};"
-        f" Gaussian sigma {sigma:g} tasks\n{what_was_run(results)}",
-        fontsize=9,
-    )
+    listed = ", ".join(f"{t:g}" for t in thresholds)
+    headline = f"NC-threshold variant: {int(frame['runs'].max())} runs, thresholds {listed}"
+    plots.set_title(ax, f"{headline}; Gaussian sigma {sigma:g} tasks", what_was_run(results))
     return plots.save(fig, folder, name)
 
 

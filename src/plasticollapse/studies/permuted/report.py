@@ -45,6 +45,8 @@ from plasticollapse.report.format import (
     correlation_tables,
     fmt,
     paper_tables,
+    rank_by_setting,
+    ranking_table,
     reached,
     seeds_text,
     to_fraction,
@@ -350,41 +352,22 @@ def metric_ranking(results: StudyResults, max_tasks: int = MAX_TASKS) -> pd.Data
     0..max_tasks-1 of the per-task means over seeds; with PL, r is exactly minus r with
     accuracy, since PL_i = acc_0 - acc_i). Columns: setting, rank, metric, Pearson r and
     Spearman rho with accuracy and with pl, n (tasks)."""
-    frames = []
-    for setting, runs in analysis.setting_groups(results.runs, results.settings):
-        ranked = analysis.rank_metrics(
-            results.table,
-            list(runs["run_id"]),
-            ("accuracy", "pl"),
-            exclude=NOT_RANKED,
-            select=partial(analysis.between, hi=max_tasks - 1),
-        )
-        ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
-        ranked.insert(0, "setting", analysis.setting_label(setting))
-        frames.append(ranked)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    select = partial(analysis.between, hi=max_tasks - 1)
+    return rank_by_setting(results, ("accuracy", "pl"), NOT_RANKED, select=select)
 
 
 def ranking_shown(ranking: pd.DataFrame, top: int = RANKING_SHOWN) -> pd.DataFrame:
     """The report's view: per setting the top metrics, and the NC1 variants wherever they
     rank."""
-    if not len(ranking):
-        return ranking
     nc1 = {m for m, _ in NC1_VARIANTS}
-    keep = (ranking["rank"] <= top) | ranking["metric"].isin(nc1)
-    shown = ranking[keep]
-    return pd.DataFrame(
-        {
-            "setting": shown["setting"],
-            "rank": shown["rank"],
-            "metric": shown["metric"],
-            "r with accuracy": [fmt(v, "r") for v in shown["pearson_r_accuracy"]],
-            "rho with accuracy": [fmt(v, "r") for v in shown["spearman_rho_accuracy"]],
-            "r with PL": [fmt(v, "r") for v in shown["pearson_r_pl"]],
-            "rho with PL": [fmt(v, "r") for v in shown["spearman_rho_pl"]],
-            "tasks": [fmt(v, "int") for v in shown["n"]],
-        }
-    )
+    columns = {
+        "r with accuracy": ("pearson_r_accuracy", "r"),
+        "rho with accuracy": ("spearman_rho_accuracy", "r"),
+        "r with PL": ("pearson_r_pl", "r"),
+        "rho with PL": ("spearman_rho_pl", "r"),
+        "tasks": ("n", "int"),
+    }
+    return ranking_table(ranking, top, nc1.__contains__, columns)
 
 
 # =========================================================================== the section

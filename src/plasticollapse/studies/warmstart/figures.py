@@ -17,7 +17,7 @@ import numpy as np
 
 from plasticollapse import analysis
 from plasticollapse.report import plots
-from plasticollapse.report.format import percent_scale
+from plasticollapse.report.format import percent_scale, shared_value
 from plasticollapse.studies.base import StudyResults
 
 if TYPE_CHECKING:
@@ -55,21 +55,17 @@ def _first_metric(results: StudyResults, candidates: Sequence[str]) -> str | Non
 
 
 def what_was_run(results: StudyResults) -> str:
-    """``fashion-mnist resnet18 (width 8), lr 0.001, 2000 images, 4 runs``: a title's last line."""
-    configs = list(results.runs["config"])
-
-    def shared(key: str) -> str:
-        values = {str(analysis.normalise_setting(c.get(key))) for c in configs}
-        return values.pop() if len(values) == 1 else "various"
-
-    model = shared("model")
+    """``fashion-mnist, resnet18 (width 8), lr 0.001, batch 128, 2000 images, 1 run``: a
+    title's last line."""
+    runs = results.runs
+    model = shared_value(runs, "model")
     if model == "resnet18":
-        model += f" (width {shared('width')})"
-    samples = shared("train_samples")
+        model += f" (width {shared_value(runs, 'width')})"
+    samples = shared_value(runs, "train_samples")
     data = "all images" if samples == "0" else f"{samples} images"
     return (
-        f"{shared('dataset')}, {model}, lr {shared('lr')}, batch {shared('batch_size')}, "
-        f"{data}, {len(configs)} run{'s' * (len(configs) != 1)}"
+        f"{shared_value(runs, 'dataset')}, {model}, lr {shared_value(runs, 'lr')}, batch "
+        f"{shared_value(runs, 'batch_size')}, {data}, {len(runs)} run{'s' * (len(runs) != 1)}"
     )
 
 
@@ -102,10 +98,8 @@ def plot_nc1(results: StudyResults, folder: Path) -> Path | None:
     plots.log_axis(ax, "y")
     ax.set_xlabel("warm-up epoch")
     ax.set_ylabel("NC1 (warm-up set, exact convention)")
-    ax.set_title(
-        f"Warm start: NC1 per checkpoint (mean ± std over seeds)\n{what_was_run(results)}",
-        fontsize=9,
-    )
+    headline = "Warm start: NC1 per checkpoint (mean ± std over seeds)"
+    plots.set_title(ax, headline, what_was_run(results))
     plots.legend_outside(ax, plots.legend_title(results.settings))
     ax.grid(alpha=0.3, which="both")
     return plots.save(fig, folder, name)
@@ -153,11 +147,11 @@ def plot_nc_vs_acc(
     if not drew:
         plots.plt.close(fig)
         return plots.skip(name, f"no checkpoints in {title}")
-    fig.suptitle(
+    headline = (
         f"Warm start: NC metrics vs full-data test accuracy, {title}; points: per-checkpoint "
-        f"means over seeds, r: mean per-seed r\n{what_was_run(results)}",
-        fontsize=9,
+        "means over seeds, r: mean per-seed r"
     )
+    plots.set_title(fig, headline, what_was_run(results))
     return plots.save(fig, folder, name)
 
 
@@ -200,11 +194,8 @@ def plot_sliding_window(
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("last warm-up epoch of the window")
     ax.set_ylabel(f"Pearson r ({x}, full-data test acc)")
-    ax.set_title(
-        f"Warm start: sliding window of {window:g} epochs, per-seed r (mean ± std over seeds)"
-        + (f"\n{subtitle}" if subtitle else ""),
-        fontsize=9,
-    )
+    headline = f"Warm start: sliding window of {window:g} epochs, per-seed r (mean ± std, seeds)"
+    plots.set_title(ax, headline, subtitle)
     plots.legend_outside(ax, plots.legend_title(settings))
     ax.grid(alpha=0.3)
     return plots.save(fig, folder, name)
@@ -255,10 +246,8 @@ def plot_accuracy(results: StudyResults, folder: Path) -> Path | None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     plots.legend_outside(axes[-1], plots.legend_title(results.settings))
-    fig.suptitle(
-        f"Warm start: accuracy per scheme (mean ± std over seeds)\n{what_was_run(results)}",
-        fontsize=9,
-    )
+    headline = "Warm start: accuracy per scheme (mean ± std over seeds)"
+    plots.set_title(fig, headline, what_was_run(results))
     return plots.save(fig, folder, name)
 
 

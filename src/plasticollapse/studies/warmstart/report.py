@@ -36,6 +36,8 @@ from plasticollapse.report.format import (
     mean_std,
     paper_tables,
     percent_scale,
+    rank_by_setting,
+    ranking_table,
     reached,
     seeds_text,
     to_percent,
@@ -448,37 +450,18 @@ def nc1_note(results: StudyResults, nc1: str) -> str:
 def metric_ranking(results: StudyResults) -> pd.DataFrame:
     """Every recorded metric of the warm-up network per scheme, ranked by |mean per-seed r|
     with full-data test accuracy across checkpoints (the per-seed tables' definition)."""
-    frames = []
-    for setting, runs in analysis.setting_groups(results.runs, results.settings):
-        ranked = analysis.rank_metrics(
-            results.table,
-            list(runs["run_id"]),
-            ("full_test_acc",),
-            exclude=NOT_RANKED,
-            definition="mean_of_runs",
-        )
-        ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
-        ranked.insert(0, "setting", analysis.setting_label(setting))
-        frames.append(ranked)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return rank_by_setting(results, ("full_test_acc",), NOT_RANKED, "mean_of_runs")
 
 
 def ranking_shown(ranking: pd.DataFrame, top: int = 8) -> pd.DataFrame:
     """The report's view of :func:`metric_ranking`: the top metrics per scheme, and every
     NC1 key wherever it ranks."""
-    if not len(ranking):
-        return ranking
-    shown = ranking[(ranking["rank"] <= top) | ranking["metric"].str.startswith("nc1")]
-    return pd.DataFrame(
-        {
-            "setting": shown["setting"],
-            "rank": shown["rank"],
-            "metric": shown["metric"],
-            "mean seed r": [fmt(v, "r") for v in shown["pearson_r_full_test_acc"]],
-            "mean seed rho": [fmt(v, "r") for v in shown["spearman_rho_full_test_acc"]],
-            "checkpoints": [fmt(v, "int") for v in shown["n"]],
-        }
-    )
+    columns = {
+        "mean seed r": ("pearson_r_full_test_acc", "r"),
+        "mean seed rho": ("spearman_rho_full_test_acc", "r"),
+        "checkpoints": ("n", "int"),
+    }
+    return ranking_table(ranking, top, lambda m: m.startswith("nc1"), columns)
 
 
 def report(results: StudyResults) -> ReportSection:
