@@ -473,3 +473,16 @@ def test_measuring_reads_unpermuted_pixels_through_the_first_layer():
     assert set(got) == set(want)
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
+
+
+def test_paper_presets_set_the_authors_protocol():
+    study = parse_study(permuted.Config, "paper/permuted_mnist", [])
+    for config in study.expand():
+        assert (config.sample_order, config.task_accuracy) == ("per_task", "mean")
+    threshold = parse_study(permuted.Config, "paper/permuted_nc_threshold", []).expand()
+    assert len(threshold) == 15
+    assert {c.nc1_threshold for c in threshold} == {0.22, 0.2, 0.18}
+    assert {c.seed for c in threshold} == {1, 2, 3, 4, 5}
+    for config in threshold:
+        assert config.threshold_metric == "nc1_pinv" and config.tasks == 150
+        assert config.first_task_epochs >= 1000  # a safety cap only
