@@ -330,6 +330,8 @@ def threshold_runs(root: Path) -> Path:
         config = {**PAPER_LIKE, "tasks": 100, "seed": seed, "nc1_threshold": threshold}
         config.update(threshold_metric="nc1_pinv", first_task_epochs=30)
         write_permuted(root / f"thr{threshold}-s{seed}", config, series)
+    # seed 2 met thresholds 0.4 and 0.35 in the same epoch: the same run twice
+    write_permuted(root / "thr0.35-s2", {**config, "nc1_threshold": 0.35}, series)
     outlier = [
         {"task": t, "accuracy": 0.5, "pl": 0.4 - 0.1 * t, "nc1_pinv": 9.0} for t in range(100)
     ]
@@ -343,7 +345,7 @@ def test_threshold_analysis_uses_the_threshold_runs_only(tmp_path):
     runs = threshold_runs(tmp_path / "runs")
     perm = study_results(runs, "permuted", tmp_path)
     frame = permuted_report.threshold_analysis(perm)
-    folders = sorted(runs.glob("thr*"))
+    folders = sorted(f for f in runs.glob("thr*") if f.name != "thr0.35-s2")  # counted once
     nc1_0 = [rows(f, "nc1_pinv", "task")[0] for f in folders]
     pl = np.array([[rows(f, "pl", "task")[t] for t in range(1, 100)] for f in folders])
     want = np.array([stats.pearsonr(nc1_0, pl[:, i])[0] for i in range(99)])
@@ -356,6 +358,7 @@ def test_threshold_analysis_uses_the_threshold_runs_only(tmp_path):
     row = next(v for k, v in table.items() if k.startswith("threshold") and "1-40" in k)
     assert row[2] == fmt(np.mean(gaussian_filter1d(np.abs(want), 4)[:40]), "r")
     assert "across 6 threshold runs" in row[4]
+    assert "7 threshold runs (1 the same run as another)" in (folder / "report.md").read_text()
     assert (folder / "permuted" / "figures" / "permuted_nc1_threshold.png").exists()
     assert (folder / "permuted" / "threshold.csv").exists()
 
