@@ -114,7 +114,9 @@ def plot_threshold(
     configs = results.runs["config"]
     thresholds = sorted({c["nc1_threshold"] for c in configs if c.get("nc1_threshold")})
     listed = ", ".join(f"{t:g}" for t in thresholds)
-    headline = f"NC-threshold variant: {int(frame['runs'].max())} runs, thresholds {listed}"
+    headline = (
+        f"NC-threshold variant: {int(frame['runs'].max())} distinct runs, thresholds {listed}"
+    )
     plots.set_title(ax, f"{headline}; Gaussian sigma {sigma:g} tasks", what_was_run(results))
     return plots.save(fig, folder, name)
 

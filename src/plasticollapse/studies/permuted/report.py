@@ -334,9 +334,10 @@ def threshold_table(frame: pd.DataFrame | None, results: StudyResults) -> pd.Dat
         part = frame[(frame["task"] >= lo) & (frame["task"] <= hi)]
         if not len(part):
             continue
+        first, last = part["task"].min(), part["task"].max()
         rows.append(
             {
-                "tasks": f"{lo}-{hi}" if lo != hi else f"{lo}",
+                "tasks": f"{first:g}-{last:g}" if first != last else f"{first:g}",
                 "smoothed |r(NC1 after task 0, PL_i)|": fmt(
                     analysis.nanmean(part["abs_r_smoothed"])
                 ),
