@@ -70,8 +70,10 @@ SCHEME_CONFIG: dict[str, dict[str, Any]] = {
 }
 #: Warm-up epochs <= SPLIT are the paper's "first 100 epochs".
 SPLIT = 100.0
-#: The paper's checkpoints shown in the checkpoint table (and each scheme's last one).
+#: The paper's checkpoints shown in the checkpoint table (and each scheme's last one) ...
 PAPER_EPOCHS = (5, 50, 100, 350)
+#: ... unless a scheme has at most this many checkpoints: then all of them.
+ALL_CHECKPOINTS_UP_TO = 10
 #: NC1 as the authors measured the plain (and S&P) networks: their torch.linalg.pinv
 #: convention, BatchNorm in train mode; then the nearest that the runs hold.
 AUTHORS_NC1 = ("nc1_pinv_bn_batch", "nc1_pinv", "nc1")
@@ -335,8 +337,8 @@ def gap_curves(results: StudyResults, ids: list[str]) -> pd.DataFrame:
 
 def checkpoint_table(results: StudyResults) -> pd.DataFrame:
     """NC1 (both BatchNorm modes when recorded), accuracies and the gap to a fresh network
-    at the paper's epochs and each setting's last checkpoint, mean ± std over seeds (std
-    with ddof 0; accuracies in percent)."""
+    at the paper's epochs and each setting's last checkpoint (every checkpoint of a short
+    run), mean ± std over seeds (std with ddof 0; accuracies in percent)."""
     available = set(analysis.metrics(results.table))
     shown = [(m, h) for m, h in CHECKPOINT_METRICS if m in available or m == "gap"]
     rows = []
@@ -349,7 +351,10 @@ def checkpoint_table(results: StudyResults) -> pd.DataFrame:
         steps = frames["nc1"].columns.to_numpy(dtype=float) if "nc1" in frames else np.empty(0)
         if steps.size == 0:
             continue
-        epochs = sorted({e for e in PAPER_EPOCHS if (steps == e).any()} | {steps.max()})
+        if steps.size <= ALL_CHECKPOINTS_UP_TO:  # a short run: every checkpoint
+            epochs = sorted(steps)
+        else:
+            epochs = sorted({e for e in PAPER_EPOCHS if (steps == e).any()} | {steps.max()})
         for e in epochs:
             row = {"setting": analysis.setting_label(setting), "epoch": fmt(e, "int")}
             for metric, frame in frames.items():
@@ -509,8 +514,10 @@ def report(results: StudyResults) -> ReportSection:
             ),
             (
                 "At the paper's checkpoints\nMean ± std over seeds (std with ddof 0); the last "
-                "row per scheme is its last checkpoint. Gap to fresh: full-data test accuracy "
-                "minus that of a fresh network probed the same way (percentage points).",
+                "row per scheme is its last checkpoint (a scheme with at most "
+                f"{ALL_CHECKPOINTS_UP_TO} checkpoints shows them all). Gap to fresh: full-data "
+                "test accuracy minus that of a fresh network probed the same way (percentage "
+                "points).",
                 checkpoint_table(results),
             ),
             (
