@@ -379,3 +379,62 @@ def test_bootstrap_leaves_undefined_draws_out():
     ci = analysis.bootstrap_over_seeds(x, y, "mean_of_runs", n_boot=300, seed=1)
     assert 0 < ci["n_valid"] < 300
     assert math.isfinite(ci["low"]) and ci["low"] <= ci["high"]
+
+
+def test_across_runs_r_by_hand_and_gaussian_smoothing_as_scipy():
+    from scipy.ndimage import gaussian_filter1d
+
+    x = np.array([0.2, 0.3, 0.4, 0.5])  # one number per run
+    y = np.array([[1.0, 4, 2], [2, 3, 2], [3, 2, 1], [4, 1, np.nan]])  # runs x steps
+    r = analysis.across_runs_r(x, y)
+    assert r[0] == pytest.approx(1.0) and r[1] == pytest.approx(-1.0)
+    # step 2: the last run has no value, so r is over the first three runs only
+    assert r[2] == pytest.approx(np.corrcoef(x[:3], y[:3, 2])[0, 1])
+    with pytest.raises(ValueError, match="runs"):
+        analysis.across_runs_r(x[:3], y)
+    series = np.sin(np.arange(30) / 3.0)
+    assert np.allclose(analysis.gaussian_smooth(series, 4), gaussian_filter1d(series, 4))
+    holed = series.copy()
+    holed[[0, 10]] = np.nan  # NaN stays NaN; the rest is smoothed as one sequence
+    got = analysis.gaussian_smooth(holed, 4)
+    assert np.isnan(got[[0, 10]]).all()
+    assert np.allclose(np.delete(got, [0, 10]), gaussian_filter1d(np.delete(series, [0, 10]), 4))
+
+
+def test_rank_metrics_orders_by_correlation_with_each_definition(tmp_path):
+    rows = []
+    rng = np.random.default_rng(2)
+    for run in range(3):
+        for step in range(10):
+            acc = 0.9 - 0.02 * step + 0.01 * rng.standard_normal()
+            rows.append(
+                {
+                    "run_id": f"r{run}",
+                    "step": float(step),
+                    "accuracy": acc,
+                    "pl": 0.9 - acc,
+                    "twin": 2 * acc + 1,  # an exact affine copy: r = +1
+                    "noisy": rng.standard_normal(),
+                    "constant": 1.0,
+                    "skipped": acc,
+                }
+            )
+    wide = pd.DataFrame(rows)
+    table = wide.melt(["run_id", "step"], var_name="metric", value_name="value")
+    ids = ["r0", "r1", "r2"]
+    ranked = analysis.rank_metrics(table, ids, ("accuracy", "pl"), exclude=("skipped",))
+    assert list(ranked["metric"]) == ["twin", "noisy"]  # constant: r undefined; skipped out
+    top = ranked.iloc[0]
+    assert top["pearson_r_accuracy"] == pytest.approx(1.0)
+    assert top["pearson_r_pl"] == pytest.approx(-1.0) and top["n"] == 10
+    noisy = wide.pivot(index="run_id", columns="step", values="noisy").to_numpy()
+    acc = wide.pivot(index="run_id", columns="step", values="accuracy").to_numpy()
+    assert ranked.iloc[1]["pearson_r_accuracy"] == pytest.approx(
+        np.corrcoef(noisy.mean(0), acc.mean(0))[0, 1]
+    )
+    per_run = analysis.rank_metrics(table, ids, ("accuracy",), definition="mean_of_runs")
+    want = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(noisy, acc, strict=True)])
+    got = per_run.set_index("metric").loc["noisy", "pearson_r_accuracy"]
+    assert got == pytest.approx(want)
+    with pytest.raises(ValueError, match="definition"):
+        analysis.rank_metrics(table, ids, ("accuracy",), definition="pooled")

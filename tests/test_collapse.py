@@ -8,6 +8,7 @@ import torch
 
 from plasticollapse.metrics.collapse import (
     EIGEN_RTOL,
+    FLOAT32_EPS,
     CollapseAccumulator,
     collapse_metrics,
     nc1_loss,
@@ -24,7 +25,7 @@ def etf_dist(a):
     return np.linalg.norm(a / np.linalg.norm(a) - ideal)
 
 
-def reference(h, y, num_classes, weight=None, bias=None, logits=None):
+def reference(h, y, num_classes, weight=None, bias=None, logits=None, pinv_rtol=None):
     h = np.asarray(h, dtype=np.float64)
     y = np.asarray(y)
     present = [c for c in range(num_classes) if (y == c).any()]
@@ -43,6 +44,12 @@ def reference(h, y, num_classes, weight=None, bias=None, logits=None):
     evals, evecs = evals[::-1][: c - 1], evecs[:, ::-1][:, : c - 1]
     keep = evals > EIGEN_RTOL * evals[0]
     sb_pinv = evecs[:, keep] @ np.diag(1 / evals[keep]) @ evecs[:, keep].T
+    rtol = h.shape[1] * FLOAT32_EPS if pinv_rtol is None else pinv_rtol
+    cut = keep & (evals > rtol * evals[0])
+    sb_cut = evecs[:, cut] @ np.diag(1 / evals[cut]) @ evecs[:, cut].T
+    pair_index = [(i, j) for i in range(c) for j in range(i + 1, c)]
+    dist = np.array([np.linalg.norm(means[i] - means[j]) for i, j in pair_index])
+    closest = pair_index[int(dist.argmin())]
     var = np.array([((h[y == k] - means[j]) ** 2).sum(1).mean() for j, k in enumerate(present)])
     pairs = [
         (var[i] + var[j]) / (2 * np.sum((means[i] - means[j]) ** 2))
@@ -60,9 +67,14 @@ def reference(h, y, num_classes, weight=None, bias=None, logits=None):
         "num_classes_present": c,
         "num_classes_absent": num_classes - c,
         "nc1": np.trace(sw @ sb_pinv) / c,
+        "nc1_pinv": np.trace(sw @ sb_cut) / c,
         "nc1_quotient": np.trace(sw) / np.trace(sb),
         "cdnv": np.mean(pairs),
         "sigma_b_rank": int(keep.sum()),
+        "sigma_b_condition": evals[keep].min() / evals[0],
+        "closest_pair_ratio": dist.min() / dist.mean(),
+        "closest_pair_a": present[closest[0]],
+        "closest_pair_b": present[closest[1]],
         "nc2_equinorm_means": np.std(norms, ddof=1) / np.mean(norms),
         "nc2_equiangularity": np.mean(np.abs(np.array(cos) + 1 / (c - 1))),
         "nc2_etf_error_means": etf_dist(centred @ centred.T),
@@ -185,6 +197,92 @@ def test_float16_and_integer_features_are_accepted():
 
 
 # ---------------------------------------------------------------------------------------------
+# Two NC1 conventions: the exact inverse and the authors' float32 torch.linalg.pinv
+# ---------------------------------------------------------------------------------------------
+
+
+def authors_nc1(h, y, num_classes):
+    """The authors' NC1 (gianhess/dl_project, utils/neural_collapse.py), vectorised: float32
+    class means, Sigma_W and Sigma_B, then trace(Sigma_W @ torch.linalg.pinv(Sigma_B)) / C
+    with pinv's default tolerance."""
+    h = torch.as_tensor(h, dtype=torch.float32)
+    y = torch.as_tensor(y)
+    mu_g = h.sum(0) / len(h)
+    means = torch.stack([h[y == k].sum(0) / int((y == k).sum()) for k in range(num_classes)])
+    d = h - means[y]
+    sigma_w = d.T @ d / len(h)
+    centred = means - mu_g
+    sigma_b = centred.T @ centred / num_classes
+    return float(torch.trace(sigma_w @ torch.linalg.pinv(sigma_b)) / num_classes)
+
+
+def merged_pair_features(delta, n_per_class=80, num_classes=10, dim=100, dead=30, seed=31):
+    """Float32 features like a late Permuted task: ``dead`` units always 0, class means of
+    size ~3 with classes 0 and 1 only ``delta`` apart, class 2 close to class 3 (a weak
+    but kept direction), within-class spread 0.5 centred exactly per class."""
+    rng = np.random.default_rng(seed)
+    live = dim - dead
+    means = rng.normal(scale=3.0, size=(num_classes, live))
+    means[1] = means[0] + delta * rng.normal(size=live) / np.sqrt(live)
+    means[3] = means[2] + 0.05 * rng.normal(size=live)
+    y = np.repeat(np.arange(num_classes), n_per_class)
+    noise = 0.5 * rng.normal(size=(len(y), live))
+    for k in range(num_classes):  # the sample class means are exactly ``means``
+        noise[y == k] -= noise[y == k].mean(0)
+    h = np.zeros((len(y), dim))
+    h[:, :live] = means[y] + noise
+    return h.astype(np.float32), y
+
+
+def test_nc1_pinv_equals_nc1_on_well_conditioned_features():
+    h, y = gaussian_classes(n=400, num_classes=10, dim=100, seed=32)
+    got = collapse_metrics(h.astype(np.float32), y, 10)
+    assert got["nc1_pinv"] == got["nc1"]
+    assert got["nc1_pinv"] == pytest.approx(authors_nc1(h, y, 10), rel=1e-3)
+    assert 1e-3 < got["sigma_b_condition"] <= 1
+
+
+@pytest.mark.parametrize("delta", [2e-3, 5e-3])
+def test_nc1_pinv_reproduces_torch_pinv_where_sigma_b_is_ill_conditioned(delta):
+    # Two class means delta apart: Sigma_B's weakest eigenvalue is ~delta^2 / 20, 1e-9 to
+    # 1e-8 of its largest: below pinv's cut-off (100 * eps_float32 = 1.2e-5), so the
+    # authors' float32 pinv drops that direction, while the exact inverse (cut at 1e-10)
+    # divides the within-class spread along it by that eigenvalue. The 2-3 pair's
+    # direction (~1e-4 relative) is kept by both.
+    h, y = merged_pair_features(delta)
+    got = collapse_metrics(h, y, 10)
+    want = authors_nc1(h, y, 10)
+    assert got["nc1_pinv"] == pytest.approx(want, rel=1e-3)
+    assert got["nc1"] > 1e3 * got["nc1_pinv"]  # the spike the exact convention shows
+    assert got["sigma_b_rank"] == 9
+    assert got["sigma_b_condition"] < 1e-7
+    assert (got["closest_pair_a"], got["closest_pair_b"]) == (0, 1)
+    assert got["closest_pair_ratio"] < 1e-3  # the reference below checks its value
+    assert_matches(got, reference(h.astype(np.float64), y, 10), 1e-6)
+
+
+def test_pinv_rtol_is_configurable():
+    h, y = merged_pair_features(2e-3)
+    exact = collapse_metrics(h, y, 10)
+    # rtol 0 keeps every direction the exact convention keeps
+    assert collapse_metrics(h, y, 10, pinv_rtol=0.0)["nc1_pinv"] == exact["nc1"]
+    # a cut-off above the 2-3 pair's direction drops it too: NC1 falls further
+    coarse = collapse_metrics(h, y, 10, pinv_rtol=1e-2)
+    assert coarse["nc1_pinv"] < exact["nc1_pinv"]
+    assert_matches(coarse, reference(h.astype(np.float64), y, 10, pinv_rtol=1e-2), 1e-6)
+    with pytest.raises(ValueError, match="pinv_rtol"):
+        CollapseAccumulator(10, 100, pinv_rtol=-1.0)
+
+
+def test_closest_pair_of_a_simplex_etf_is_at_the_mean_distance():
+    c = 5
+    y = np.repeat(np.arange(c), 3)
+    got = collapse_metrics(simplex_etf_means(c, 6)[y], y, c)
+    assert got["closest_pair_ratio"] == pytest.approx(1.0, abs=1e-12)
+    assert got["sigma_b_condition"] == pytest.approx(1.0, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
 # Streaming
 # ---------------------------------------------------------------------------------------------
 
@@ -266,7 +364,9 @@ def test_constant_features_give_nan_not_crash():
     w = np.random.default_rng(20).normal(size=(3, 4))
     got = collapse_metrics(h, y, 3, weight=w)
     assert got["sigma_b_rank"] == 0
-    for key in ("nc1", "nc1_quotient", "cdnv", "nc2_equinorm_means", "nc2_equiangularity"):
+    for key in ("nc1", "nc1_pinv", "nc1_quotient", "cdnv", "nc2_equinorm_means"):
+        assert math.isnan(got[key]), key
+    for key in ("nc2_equiangularity", "sigma_b_condition", "closest_pair_ratio"):
         assert math.isnan(got[key]), key
     for key in ("nc2_etf_error_means", "nc3_papyan", "nc3_zhu"):
         assert math.isnan(got[key]), key

@@ -38,6 +38,11 @@ TINY = {
 
 COLLAPSE_KEYS = (
     "nc1",
+    "nc1_pinv",
+    "sigma_b_condition",
+    "closest_pair_ratio",
+    "closest_pair_a",
+    "closest_pair_b",
     "nc1_quotient",
     "cdnv",
     "sigma_b_rank",
@@ -60,7 +65,16 @@ PLASTICITY_KEYS = (
     "stable_rank",
     "weight_magnitude",
 )
-TRAINING_KEYS = ("task", "task_epochs", "epoch", "accuracy", "accuracy_first_epoch", "loss", "pl")
+TRAINING_KEYS = (
+    "task",
+    "task_epochs",
+    "epoch",
+    "accuracy",
+    "accuracy_first_epoch",
+    "accuracy_last_epoch",
+    "loss",
+    "pl",
+)
 
 
 def spec_for(out, **fields):
@@ -77,19 +91,24 @@ def without_seconds(rows):
 
 
 class SpyEngine(ReferenceEngine):
-    """The reference engine, recording the inputs each pass trained on, x[:, columns]."""
+    """The reference engine, recording the inputs each pass trained on, x[:, columns], and
+    the online statistics each pass returned."""
 
     calls: list = []
+    stats: list = []
 
     def train(self, x, y, order, columns=None):
         inputs = x if columns is None else x[:, columns]
         SpyEngine.calls.append((inputs.clone(), y.clone(), order.clone()))
-        return super().train(x, y, order, columns)
+        stats = super().train(x, y, order, columns)
+        SpyEngine.stats.append(stats)
+        return stats
 
 
 @pytest.fixture
 def spy(monkeypatch):
     SpyEngine.calls = []
+    SpyEngine.stats = []
     monkeypatch.setattr(
         engines, "make_engine", lambda name, m, lr, bs, remedies=(): SpyEngine(m, lr, bs)
     )
@@ -314,6 +333,65 @@ def test_each_task_permutes_every_sample_alike_and_reshuffles_the_order(tmp_path
     assert all(sorted(o) == list(range(len(y))) for o in orders)
 
 
+def test_authors_protocol_one_order_per_task_and_mean_accuracy(tmp_path, spy):
+    spec = spec_for(
+        tmp_path, tasks=3, first_task_epochs=3, sample_order="per_task", task_accuracy="mean"
+    )
+    execute(spec)
+    orders = [tuple(o.tolist()) for _, _, o in spy]
+    assert orders[0] == orders[1] == orders[2]  # task 0's three epochs: one shuffle
+    assert len(set(orders)) == 3  # but each task its own
+    rows = rows_of(spec)
+    first = SpyEngine.stats[:3]
+    assert rows[0]["accuracy"] == pytest.approx(sum(s.accuracy for s in first) / 3, abs=1e-15)
+    assert rows[0]["loss"] == pytest.approx(sum(s.loss for s in first) / 3, rel=1e-12)
+    assert rows[0]["accuracy_first_epoch"] == first[0].accuracy
+    assert rows[0]["accuracy_last_epoch"] == first[2].accuracy
+    assert rows[0]["accuracy"] != rows[0]["accuracy_last_epoch"]  # the choice matters here
+    for row, stats in zip(rows[1:], SpyEngine.stats[3:], strict=True):  # one-epoch tasks
+        assert row["accuracy"] == row["accuracy_last_epoch"] == stats.accuracy
+        assert row["pl"] == pytest.approx(rows[0]["accuracy"] - stats.accuracy, abs=1e-15)
+
+
+def test_default_protocol_takes_the_last_epoch_and_reshuffles(tmp_path, spy):
+    spec = spec_for(tmp_path, tasks=2, first_task_epochs=3)
+    execute(spec)
+    assert len({tuple(o.tolist()) for _, _, o in spy}) == 4
+    first = rows_of(spec)[0]
+    assert first["accuracy"] == first["accuracy_last_epoch"] == SpyEngine.stats[2].accuracy
+    assert first["loss"] == SpyEngine.stats[2].loss
+
+
+def test_new_protocol_fields_at_their_defaults_keep_old_run_folders():
+    from plasticollapse.runs.config import config_hash
+
+    config = permuted.Config(dataset="digits", first_task_epochs=5)
+    old_style = {"task_accuracy", "sample_order", "threshold_metric"}
+    assert old_style <= permuted.Config.IDENTITY_OMITS_DEFAULTS
+    changed = permuted.Config(dataset="digits", first_task_epochs=5, task_accuracy="mean")
+    assert config_hash(changed) != config_hash(config)
+
+
+@pytest.mark.parametrize(("metric", "epochs"), [("nc1_pinv", 1), ("nc1", 3)])
+def test_threshold_metric_picks_the_nc1_convention_that_stops_task_0(
+    tmp_path, monkeypatch, metric, epochs
+):
+    # A network whose exact NC1 spikes (1.0) while the authors' convention reads 0.1.
+    real_measure = permuted.measure
+
+    def measured(*args, **kwargs):
+        return {**real_measure(*args, **kwargs), "nc1": 1.0, "nc1_pinv": 0.1}
+
+    monkeypatch.setattr(permuted, "measure", measured)
+    spec = spec_for(
+        tmp_path, tasks=2, first_task_epochs=3, nc1_threshold=0.5, threshold_metric=metric
+    )
+    execute(spec)
+    first = rows_of(spec)[0]
+    assert first["task_epochs"] == epochs
+    assert first["nc1_threshold_reached"] is (metric == "nc1_pinv")
+
+
 # --------------------------------------------------------------------------- config and CLI
 
 
@@ -326,6 +404,9 @@ def test_each_task_permutes_every_sample_alike_and_reshuffles_the_order(tmp_path
         ("measure_every", 0, "measure_every must be >= 1"),
         ("nc1_threshold", 0.0, "nc1_threshold must be > 0"),
         ("hidden", (), "hidden must be"),
+        ("task_accuracy", "best", "task_accuracy must be one of last, mean"),
+        ("sample_order", "random", "sample_order must be one of per_epoch, per_task"),
+        ("threshold_metric", "nc2", "threshold_metric must be one of nc1, nc1_pinv"),
     ],
 )
 def test_bad_fields_are_named(field, value, message):
@@ -415,3 +496,16 @@ def test_measuring_reads_unpermuted_pixels_through_the_first_layer():
     assert set(got) == set(want)
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
+
+
+def test_paper_presets_set_the_authors_protocol():
+    study = parse_study(permuted.Config, "paper/permuted_mnist", [])
+    for config in study.expand():
+        assert (config.sample_order, config.task_accuracy) == ("per_task", "mean")
+    threshold = parse_study(permuted.Config, "paper/permuted_nc_threshold", []).expand()
+    assert len(threshold) == 15
+    assert {c.nc1_threshold for c in threshold} == {0.22, 0.2, 0.18}
+    assert {c.seed for c in threshold} == {1, 2, 3, 4, 5}
+    for config in threshold:
+        assert config.threshold_metric == "nc1_pinv" and config.tasks == 150
+        assert config.first_task_epochs >= 1000  # a safety cap only

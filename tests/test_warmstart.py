@@ -1,5 +1,6 @@
 """Setup B end to end on digits with tiny networks: rows, schemes, resume, divergence."""
 
+import copy
 import math
 
 import pytest
@@ -258,3 +259,100 @@ def test_config_rules_and_labels():
     }
     quick = parse_study(ws_config.Config, "quick/warmstart_digits", []).expand()
     assert {c.scheme for c in quick} == set(ws_config.SCHEMES)
+
+
+# --------------------------------------------------------------------------- BatchNorm modes
+
+
+def tiny_resnet():
+    from plasticollapse.models import ResNet18
+
+    torch.manual_seed(0)
+    model = ResNet18(10, in_channels=1, width=4, maxpool=False)
+    model.train()
+    with torch.no_grad():  # running statistics that differ from any one batch's
+        for _ in range(3):
+            model(torch.randn(16, 1, 8, 8) * 2 + 1)
+    return model
+
+
+def test_batch_statistics_normalise_by_the_batch_and_leave_running_stats_alone():
+    model = tiny_resnet().eval()
+    buffers = {
+        k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_b" in k
+    }
+    x = torch.randn(12, 1, 8, 8)
+    twin = copy.deepcopy(model).train()  # train mode: batch statistics
+    with torch.no_grad():
+        want = twin(x)
+        eval_mode = model(x)
+        with ws_run.batch_statistics(model):
+            got = model(x)
+        after = model(x)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, eval_mode, atol=1e-3)  # the two modes really differ
+    assert torch.equal(after, eval_mode)  # restored on exit
+    for key, value in buffers.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert ws_run.has_batchnorm(model) and not ws_run.has_batchnorm(torch.nn.Linear(2, 2))
+
+
+def test_bn_batch_keys_measure_batches_of_batch_size_in_a_seeded_order(tmp_path):
+    from plasticollapse.metrics.collapse import collapse_metrics
+
+    config = make_config(tmp_path, model="resnet18", width=4, maxpool=False, batch_size=8)
+    model = tiny_resnet().eval()
+    x, y = torch.randn(40, 1, 8, 8), torch.arange(40) % 10
+    tensors = ws_training.Tensors(x, y, x, y, x[:4], y[:4], 10)
+    row = ws_run.measure_features(model, tensors, config, epoch=6)
+    # brute force: the same order, each batch of 8 through a train-mode copy
+    order = torch.randperm(40, generator=ws_run.generator_for(config.seed, "bn_batch", 6))
+    twin = copy.deepcopy(model).train()
+    feats = []
+    twin.classifier.register_forward_pre_hook(lambda _m, a: feats.append(a[0]))
+    with torch.no_grad():
+        for start in range(0, 40, 8):
+            twin(x[order][start : start + 8])
+    want = collapse_metrics(torch.cat(feats), y[order], 10)
+    assert row["nc1_bn_batch"] == pytest.approx(want["nc1"], rel=1e-5)
+    assert row["nc1_pinv_bn_batch"] == pytest.approx(want["nc1_pinv"], rel=1e-5)
+    assert row["nc1_bn_batch"] != pytest.approx(row["nc1"], rel=1e-3)
+    assert "warmup_train_acc_bn_batch" in row and "weight_magnitude_bn_batch" not in row
+
+
+def test_shrink_perturb_rows_record_nc1_after_shrinking_and_resnets_both_bn_modes(tmp_path):
+    resnet = dict(model="resnet18", width=4, maxpool=False, train_samples=64)
+    resnet.update(warmup_epochs=2, checkpoint_every=2, finetune_max_epochs=1)
+    rows, _ = run_whole(make_config(tmp_path / "sp", scheme="shrink_perturb", **resnet))
+    (row,) = rows
+    for key in ("nc1_after_sp", "nc1_pinv_after_sp", "nc1_after_sp_bn_batch", "nc1_bn_batch"):
+        assert math.isfinite(row[key]), key
+    assert row["nc1_after_sp"] != row["nc1"]  # shrinking moves the features
+    plain, _ = run_whole(make_config(tmp_path / "plain", **resnet))
+    assert "nc1_after_sp" not in plain[0] and "nc1_bn_batch" in plain[0]
+    mlp, _ = run_whole(make_config(tmp_path / "mlp", scheme="shrink_perturb"))
+    assert "nc1_after_sp" in mlp[0] and not any(k.endswith("_bn_batch") for k in mlp[0])
+
+
+def test_nc1_after_sp_is_nc1_of_the_probes_start(tmp_path):
+    from plasticollapse.metrics.measure import measure_model
+
+    config = make_config(tmp_path, scheme="shrink_perturb")
+    captured = {}
+
+    def keep(epoch, model, row):
+        captured[epoch] = copy.deepcopy(model)
+
+    rows, _ = run_whole(config, callbacks=[keep])
+    tensors = ws_training.load_tensors(config, torch.device("cpu"))
+    remedies = ws_run.build_remedies(config)
+    for remedy in remedies:
+        remedy.bind(captured[2], ws_run.RemedyContext(seed=config.seed, num_classes=10))
+    start = ws_training.probe_start(captured[2], remedies, 2)
+    want = measure_model(start, tensors.warmup_x, tensors.warmup_y, 10)["nc1"]
+    assert rows[0]["nc1_after_sp"] == pytest.approx(want, rel=1e-9)
+
+
+def test_paper_preset_is_float32_like_the_authors():
+    study = parse_study(ws_config.Config, "paper/warmstart_cifar10", [])
+    assert all(c.amp is False for c in study.expand())

@@ -8,7 +8,9 @@
 * :mod:`.frames`: settings, curves (runs x steps DataFrames) and bands of the tidy table.
 * :mod:`.stats`: the one Pearson / Spearman :func:`correlate` (and :func:`correlation`
   with p-values), bootstrap intervals over seeds with ``scipy.stats.bootstrap``, sliding
-  windows.
+  windows, correlations across runs per step and their Gaussian smoothing.
+* :mod:`.ranking`: :func:`rank_metrics`, every recorded metric ranked by its correlation
+  with a target (accuracy, plasticity loss), with either r definition the reports use.
 
 Each study's own analyses (the paper's correlations, checkpoint tables) live in its
 ``report`` module, e.g. :mod:`plasticollapse.studies.warmstart.report`.
@@ -27,12 +29,15 @@ from plasticollapse.analysis.frames import (
     setting_groups,
     summary_values,
 )
+from plasticollapse.analysis.ranking import DEFINITION_TEXT, rank_metrics
 from plasticollapse.analysis.stats import (
+    across_runs_r,
     bootstrap_ci,
     bootstrap_mean,
     bootstrap_over_seeds,
     correlate,
     correlation,
+    gaussian_smooth,
     mean_curve_r,
     nanmean,
     p_value,
@@ -60,8 +65,10 @@ from plasticollapse.analysis.tidy import (
 )
 
 __all__ = [
+    "DEFINITION_TEXT",
     "NOT_SETTINGS",
     "Results",
+    "across_runs_r",
     "as_float",
     "at",
     "band",
@@ -73,6 +80,7 @@ __all__ = [
     "correlation",
     "curves",
     "find_runs",
+    "gaussian_smooth",
     "load",
     "load_results",
     "load_runs",
@@ -84,6 +92,7 @@ __all__ = [
     "paired_curves",
     "per_run_r",
     "pooled_r",
+    "rank_metrics",
     "same",
     "setting_groups",
     "setting_keys_for",

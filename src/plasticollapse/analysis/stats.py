@@ -20,6 +20,12 @@ Sliding windows
 :func:`sliding_window_r` correlates x and y inside windows of steps;
 :func:`windowed_r` does it for every run of a pair of (runs x steps) curves on one grid of
 window ends.
+
+Across runs
+-----------
+:func:`across_runs_r` correlates one number per run with a per-step quantity, at every
+step (the NC-threshold analysis: NC1 after pre-training vs PL_i, for each task i), and
+:func:`gaussian_smooth` smooths such a series as the authors plotted it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import ndimage, stats
 
 METHODS = ("pearson", "spearman")
 
@@ -314,3 +320,30 @@ def windowed_r(
             e, r_i, n_i = sliding_window_r(steps, x[i], y[i], window, stride, ends[0], method)
             r[i, : e.size], n[i, : e.size] = r_i, n_i
     return ends, r, n
+
+
+# =========================================================================== across runs
+
+
+def across_runs_r(x: Any, y: np.ndarray, method: str = "pearson") -> np.ndarray:
+    """r_s = corr over runs of (x[r], y[r, s]) for every step s: ``x`` holds one number per
+    run (rows of the (runs x steps) ``y``). Runs missing either value at a step are left
+    out there; NaN where fewer than 3 remain."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.atleast_2d(np.asarray(y, dtype=np.float64))
+    if y.shape[0] != x.size:
+        raise ValueError(f"x has {x.size} runs but y has {y.shape[0]} rows")
+    return np.array([correlate(x, y[:, s], method) for s in range(y.shape[1])])
+
+
+def gaussian_smooth(values: Any, sigma: float = 4.0) -> np.ndarray:
+    """Gaussian smoothing with standard deviation ``sigma`` steps, as
+    ``scipy.ndimage.gaussian_filter1d`` (mode "reflect", truncated at 4 sigma: the authors'
+    call). NaN entries are left out, the finite ones smoothed as one sequence, and NaN put
+    back where they were."""
+    v = np.asarray(values, dtype=np.float64)
+    out = np.full(v.shape, np.nan)
+    ok = np.isfinite(v)
+    if ok.any():
+        out[ok] = ndimage.gaussian_filter1d(v[ok], sigma=sigma) if sigma > 0 else v[ok]
+    return out

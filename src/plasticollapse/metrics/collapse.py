@@ -1,6 +1,6 @@
 """Neural-collapse metrics NC1-NC4 of penultimate features, streamed or on a whole matrix.
 
-Notation (PAPER.md): N samples h_i in R^D with labels y_i, C classes, class means mu_c,
+Notation (docs/paper.md): N samples h_i in R^D with labels y_i, C classes, class means mu_c,
 global mean mu_G, centred means M~ (rows mu_c - mu_G, C x D), classifier W (C x D, as
 ``nn.Linear.weight`` stores it) and bias b.
 
@@ -37,10 +37,13 @@ from __future__ import annotations
 
 from plasticollapse.metrics.collapse_formulas import (
     EIGEN_RTOL,
+    FLOAT32_EPS,
     ClassStatistics,
     between_class_spectrum,
     cdnv,
+    closest_pair,
     coefficient_of_variation,
+    default_pinv_rtol,
     equiangularity,
     etf_distance,
     etf_error,
@@ -50,6 +53,8 @@ from plasticollapse.metrics.collapse_formulas import (
     nc3_papyan,
     nc3_zhu,
     nearest_class_mean,
+    pair_distances,
+    sigma_b_condition,
     simplex_etf,
 )
 from plasticollapse.metrics.collapse_loss import nc1_loss
@@ -57,12 +62,15 @@ from plasticollapse.metrics.collapse_stream import CollapseAccumulator, check_fe
 
 __all__ = [
     "EIGEN_RTOL",
+    "FLOAT32_EPS",
     "ClassStatistics",
     "CollapseAccumulator",
     "between_class_spectrum",
     "cdnv",
+    "closest_pair",
     "coefficient_of_variation",
     "collapse_metrics",
+    "default_pinv_rtol",
     "equiangularity",
     "etf_distance",
     "etf_error",
@@ -73,6 +81,8 @@ __all__ = [
     "nc3_papyan",
     "nc3_zhu",
     "nearest_class_mean",
+    "pair_distances",
+    "sigma_b_condition",
     "simplex_etf",
 ]
 
@@ -83,16 +93,27 @@ _CHUNK_ELEMENTS = 1 << 19
 
 
 def collapse_metrics(
-    features, labels, num_classes: int, weight=None, bias=None, logits=None
+    features,
+    labels,
+    num_classes: int,
+    weight=None,
+    bias=None,
+    logits=None,
+    pinv_rtol: float | None = None,
 ) -> dict[str, float]:
     """Neural-collapse metrics of a whole feature matrix (N x D, torch or numpy, any float).
 
     ``weight`` (C x D, as ``nn.Linear`` stores it) and ``bias`` (C,) are the classifier;
     ``logits`` (N x C) the network's outputs. Keys (C = classes present, see module doc):
 
-    * ``nc1`` Tr(Sigma_W Sigma_B^+)/C, ``nc1_quotient`` Tr Sigma_W / Tr Sigma_B, ``cdnv``,
-      ``sigma_b_rank`` (eigen-directions of Sigma_B kept), ``num_classes_present``,
-      ``num_classes_absent``;
+    * ``nc1`` Tr(Sigma_W Sigma_B^+)/C with the exact rank-(C-1) inverse, ``nc1_pinv`` the
+      same with the directions of Sigma_B at or below ``pinv_rtol`` x its largest
+      eigenvalue dropped (the authors' ``torch.linalg.pinv`` convention; default
+      ``pinv_rtol`` = D * eps_float32), ``nc1_quotient`` Tr Sigma_W / Tr Sigma_B, ``cdnv``,
+      ``sigma_b_rank`` (eigen-directions of Sigma_B kept), ``sigma_b_condition`` (smallest
+      kept eigenvalue / largest), ``closest_pair_ratio`` (closest pair of class means'
+      distance / the mean pairwise distance) with the pair's labels ``closest_pair_a``,
+      ``closest_pair_b``, ``num_classes_present``, ``num_classes_absent``;
     * ``nc2_equinorm_means``, ``nc2_equiangularity``, ``nc2_etf_error_means``;
     * with ``weight``: ``nc2_equinorm_weights``, ``nc2_etf_error_weights``, ``nc3_papyan``,
       ``nc3_zhu``;
@@ -104,7 +125,7 @@ def collapse_metrics(
     Same code path as :class:`CollapseAccumulator` (fed in row chunks), so they agree.
     """
     x = check_features(features, check_finite=False)  # the accumulator checks
-    acc = CollapseAccumulator(num_classes, x.shape[1])
+    acc = CollapseAccumulator(num_classes, x.shape[1], pinv_rtol=pinv_rtol)
     y = to_tensor(labels, "labels")
     z = None if logits is None else to_tensor(logits, "logits")
     if len(y) != len(x) or (z is not None and len(z) != len(x)):

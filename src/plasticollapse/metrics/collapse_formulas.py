@@ -8,6 +8,24 @@ and :func:`~plasticollapse.metrics.collapse.collapse_metrics` is the entry point
 feature matrix. The notation and conventions (classes present, mu_G, NaN for undefined
 metrics) are in :mod:`plasticollapse.metrics.collapse`; each function's docstring gives
 its formula and source.
+
+Two NC1 conventions (docs/metrics.md says which to trust when):
+
+* ``nc1``: Tr(Sigma_W Sigma_B^+)/C with Sigma_B^+ the exact float64 inverse on the top C-1
+  eigen-directions of Sigma_B (only directions below :data:`EIGEN_RTOL` x the largest,
+  rounding noise, are dropped). Every between-class direction counts, however weak, so
+  when two class means nearly merge the within-class spread along their difference is
+  divided by a tiny eigenvalue and NC1 spikes (10 to 1e6 on late Permuted Fashion-MNIST
+  tasks).
+* ``nc1_pinv``: the authors' convention (docs/paper.md, "Collapse metrics"): float32
+  covariances inverted by ``torch.linalg.pinv`` with its default tolerance, which zeroes
+  the singular values of Sigma_B at or below D * eps_float32 x the largest (D the feature
+  dimension). Computed here in float64 from the same statistics, keeping only the
+  eigen-directions above ``rtol`` x the largest (:func:`default_pinv_rtol`), so it does not
+  depend on float32 rounding away from the cut-off.
+
+``sigma_b_condition`` (smallest kept eigenvalue of Sigma_B over the largest) and the
+closest pair of class means (:func:`closest_pair`) tell, row by row, when the two differ.
 """
 
 from __future__ import annotations
@@ -21,6 +39,17 @@ import torch
 #: as zero: float64 rounding leaves the null directions near 1e-16 relative, genuine ones
 #: are many orders above.
 EIGEN_RTOL = 1e-10
+
+#: Machine epsilon of float32 (2^-23): ``torch.linalg.pinv``'s default tolerance on a float32
+#: D x D matrix is D times this, relative to the largest singular value.
+FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
+
+
+def default_pinv_rtol(dim: int) -> float:
+    """The authors' cut-off for ``nc1_pinv``: ``torch.linalg.pinv``'s default relative
+    tolerance for a float32 D x D matrix, max(D, D) * eps_float32 (PyTorch documents
+    ``rtol`` defaulting to max(m, n) * eps of the dtype when ``atol`` is not given)."""
+    return dim * FLOAT32_EPS
 
 
 @dataclass
@@ -63,7 +92,9 @@ def between_class_spectrum(centred_means: torch.Tensor) -> tuple[torch.Tensor, t
     return evals[keep], evecs[:, keep]
 
 
-def nc1_from_statistics(within: torch.Tensor, centred_means: torch.Tensor) -> float:
+def nc1_from_statistics(
+    within: torch.Tensor, centred_means: torch.Tensor, rtol: float | None = None
+) -> float:
     """NC1 = Tr(Sigma_W Sigma_B^+) / C (Papyan, Han & Donoho 2020, PNAS, Fig. 6).
 
     Sigma_B^+ is the pseudo-inverse over the top C-1 eigen-directions of Sigma_B (as Papyan's
@@ -71,18 +102,66 @@ def nc1_from_statistics(within: torch.Tensor, centred_means: torch.Tensor) -> fl
     largest. With Mc = M~, K = Mc Mc^T / C = U diag(l) U^T, one has
     Sigma_B^+ = (1/C) Mc^T U diag(l^-2) U^T Mc, hence
     NC1 = (1/C^2) sum_k u_k^T (Mc Sigma_W Mc^T) u_k / l_k^2. NaN if Sigma_B = 0.
+
+    ``rtol`` (the ``nc1_pinv`` convention) also drops the directions with
+    l_k <= rtol * l_max, as ``torch.linalg.pinv(Sigma_B, rtol=rtol)`` does.
     """
     c = centred_means.shape[0]
     evals, evecs = between_class_spectrum(centred_means)
     if len(evals) == 0:
         return math.nan
+    if rtol is not None:
+        keep = evals > rtol * evals[0]
+        evals, evecs = evals[keep], evecs[:, keep]
     projected = evecs.T @ centred_means  # rows: sqrt(C l_k) v_k, v_k eigenvectors of Sigma_B
     quad = ((projected @ within) * projected).sum(1)
     return float((quad / evals**2).sum() / c**2)
 
 
+def sigma_b_condition(evals: torch.Tensor) -> float:
+    """Conditioning of Sigma_B: its smallest kept eigenvalue over its largest (1 for one
+    direction, NaN for none), from :func:`between_class_spectrum`'s eigenvalues. Near
+    1 / ``nc1``'s blow-up factor: NC1's terms are divided by the eigenvalues, so a value
+    below :func:`default_pinv_rtol` means ``nc1`` and ``nc1_pinv`` differ."""
+    return float(evals[-1] / evals[0]) if len(evals) else math.nan
+
+
+def pair_distances(means: torch.Tensor) -> torch.Tensor:
+    """||mu_c - mu_c'||^2 for c < c' in row order (0,1), (0,2), ..., (1,2), ...: from
+    explicit differences, one row at a time, never ||a||^2 + ||b||^2 - 2ab (which would
+    cancel for close means)."""
+    c = means.shape[0]
+    rows = [((means[i + 1 :] - means[i]) ** 2).sum(1) for i in range(c - 1)]
+    return torch.cat(rows) if rows else means.new_zeros(0)
+
+
+def closest_pair(means: torch.Tensor, present: torch.Tensor) -> dict[str, float]:
+    """The two class means nearest each other, as the row that holds an NC1 spike shows it.
+
+    ``closest_pair_ratio`` = min_{c<c'} ||mu_c - mu_c'|| / mean_{c<c'} ||mu_c - mu_c'||
+    (1 for a simplex ETF, where all pairs are equally far; near 0 when two classes merge),
+    and their labels ``closest_pair_a`` < ``closest_pair_b``. NaN with < 2 classes or when
+    all means coincide.
+    """
+    nan = {"closest_pair_ratio": math.nan, "closest_pair_a": math.nan, "closest_pair_b": math.nan}
+    c = means.shape[0]
+    if c < 2:
+        return nan
+    dist = pair_distances(means).sqrt()
+    mean = float(dist.mean())
+    if mean == 0:
+        return nan
+    k = int(dist.argmin())
+    i, j = torch.triu_indices(c, c, offset=1, device=means.device)[:, k].tolist()
+    return {
+        "closest_pair_ratio": float(dist[k]) / mean,
+        "closest_pair_a": float(present[i]),
+        "closest_pair_b": float(present[j]),
+    }
+
+
 def nc1_quotient(within: torch.Tensor, centred_means: torch.Tensor) -> float:
-    """Tr(Sigma_W) / Tr(Sigma_B), the pseudo-inverse-free NC1 companion (PAPER.md). NaN if
+    """Tr(Sigma_W) / Tr(Sigma_B), the pseudo-inverse-free NC1 companion (docs/paper.md). NaN if
     Tr Sigma_B = 0."""
     trace_b = float((centred_means**2).sum()) / max(centred_means.shape[0], 1)
     return float(torch.trace(within)) / trace_b if trace_b > 0 else math.nan
@@ -99,13 +178,11 @@ def cdnv(means: torch.Tensor, variances: torch.Tensor) -> float:
     c = means.shape[0]
     if c < 2:
         return math.nan
-    ratios = []
-    for i in range(c - 1):
-        dist2 = ((means[i + 1 :] - means[i]) ** 2).sum(1)
-        if bool((dist2 == 0).any()):
-            return math.nan
-        ratios.append((variances[i] + variances[i + 1 :]) / (2 * dist2))
-    return float(torch.cat(ratios).mean())
+    dist2 = pair_distances(means)
+    if bool((dist2 == 0).any()):
+        return math.nan
+    i, j = torch.triu_indices(c, c, offset=1, device=means.device)
+    return float(((variances[i] + variances[j]) / (2 * dist2)).mean())
 
 
 def coefficient_of_variation(norms: torch.Tensor) -> float:
@@ -118,7 +195,7 @@ def coefficient_of_variation(norms: torch.Tensor) -> float:
 
 
 def equiangularity(centred_means: torch.Tensor) -> float:
-    """NC2 equiangularity = mean over c != c' of |cos(mu~_c, mu~_c') + 1/(C-1)| (PAPER.md;
+    """NC2 equiangularity = mean over c != c' of |cos(mu~_c, mu~_c') + 1/(C-1)| (docs/paper.md;
     Papyan et al. 2020 plot the spread of these cosines and their distance to -1/(C-1)).
     0 for a simplex ETF. NaN with < 2 classes or a zero centred mean."""
     c = centred_means.shape[0]
@@ -155,7 +232,7 @@ def etf_error(g: torch.Tensor) -> float:
 
 def nc3_papyan(weight: torch.Tensor, centred_means: torch.Tensor) -> float:
     """Self-duality || W/||W||_F - M~/||M~||_F ||_F^2 (Papyan et al. 2020, Fig. 5), W rows
-    against centred-mean rows (PAPER.md writes the transposes). NaN if W or M~ is zero."""
+    against centred-mean rows (docs/paper.md writes the transposes). NaN if W or M~ is zero."""
     nw = float(torch.linalg.matrix_norm(weight))
     nm = float(torch.linalg.matrix_norm(centred_means))
     if nw == 0 or nm == 0:
@@ -174,20 +251,28 @@ def nc3_zhu(weight: torch.Tensor, centred_means: torch.Tensor) -> float:
 
 
 def metrics_from_statistics(
-    stats: ClassStatistics, num_classes: int, weight: torch.Tensor | None = None
+    stats: ClassStatistics,
+    num_classes: int,
+    weight: torch.Tensor | None = None,
+    pinv_rtol: float | None = None,
 ) -> dict[str, float]:
     """Every NC1-NC3 key from class statistics; ``weight`` is the full (num_classes x D)
-    float64 classifier or None. NC4 needs the samples and is added by the accumulator."""
+    float64 classifier or None. NC4 needs the samples and is added by the accumulator.
+    ``pinv_rtol`` is ``nc1_pinv``'s cut-off (default :func:`default_pinv_rtol` of D)."""
     mc = stats.centred_means
     c = len(stats.present)
     evals, _ = between_class_spectrum(mc)
+    rtol = default_pinv_rtol(mc.shape[1]) if pinv_rtol is None else pinv_rtol
     out = {
         "num_classes_present": float(c),
         "num_classes_absent": float(num_classes - c),
         "nc1": nc1_from_statistics(stats.within, mc),
+        "nc1_pinv": nc1_from_statistics(stats.within, mc, rtol),
         "nc1_quotient": nc1_quotient(stats.within, mc),
         "cdnv": cdnv(stats.means, stats.variances),
         "sigma_b_rank": float(len(evals)),
+        "sigma_b_condition": sigma_b_condition(evals),
+        **closest_pair(stats.means, stats.present),
         "nc2_equinorm_means": coefficient_of_variation(mc.norm(dim=1)),
         "nc2_equiangularity": equiangularity(mc),
         "nc2_etf_error_means": etf_error(mc),

@@ -1,4 +1,4 @@
-"""The differentiable mini-batch NC1, for the NC1 regulariser (PAPER.md).
+"""The differentiable mini-batch NC1, for the NC1 regulariser (docs/paper.md).
 
 :func:`nc1_loss` computes the same NC1 = Tr(Sigma_W Sigma_B^+)/C as
 :func:`~plasticollapse.metrics.collapse.collapse_metrics`, but on one mini-batch and with a
@@ -37,7 +37,7 @@ def nc1_loss(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> 
     if features.ndim != 2 or labels.ndim != 1 or len(features) != len(labels):
         raise ValueError("nc1_loss needs features (n x D) and labels (n,) of the same length")
     out_dtype = features.dtype
-    features = features.to(torch.float64)  # float32 Sigma_B inverts noise (PAPER.md)
+    features = features.to(torch.float64)  # float32 Sigma_B inverts noise (docs/paper.md)
     labels = labels.to(features.device, torch.int64)
     present = torch.unique(labels)
     c = len(present)

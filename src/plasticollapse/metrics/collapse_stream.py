@@ -150,6 +150,10 @@ class CollapseAccumulator:
     classes present. With ``keep_features=False``, call :meth:`update_agreement` on every batch
     again after the first pass (the class means are then final).
 
+    ``pinv_rtol`` is the cut-off of ``nc1_pinv`` relative to Sigma_B's largest eigenvalue
+    (None: dim * eps_float32, ``torch.linalg.pinv``'s default on a float32 matrix; see
+    :mod:`~plasticollapse.metrics.collapse_formulas`).
+
     Example::
 
         acc = CollapseAccumulator(num_classes=10, dim=512)
@@ -158,9 +162,21 @@ class CollapseAccumulator:
         metrics = acc.compute(model.fc.weight, model.fc.bias)
     """
 
-    def __init__(self, num_classes: int, dim: int, keep_features: bool = True):
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        keep_features: bool = True,
+        pinv_rtol: float | None = None,
+    ):
         if num_classes < 1 or dim < 1:
             raise ValueError(f"num_classes and dim must be >= 1, got {num_classes}, {dim}")
+        if pinv_rtol is not None and not 0 <= pinv_rtol < 1:
+            raise ValueError(
+                f"pinv_rtol must be in [0, 1) (a cut-off relative to Sigma_B's largest "
+                f"eigenvalue), got {pinv_rtol}; None means dim * eps_float32"
+            )
+        self.pinv_rtol = pinv_rtol
         self.num_classes = int(num_classes)
         self.dim = int(dim)
         self.keep_features = keep_features
@@ -294,7 +310,7 @@ class CollapseAccumulator:
         """All metrics as a flat dict of floats (see :func:`collapse_metrics` for the keys)."""
         stats = self.statistics() if self._frozen is None else self._frozen
         w, b = _check_classifier(weight, bias, self.num_classes, self.dim, self.device)
-        out = metrics_from_statistics(stats, self.num_classes, w)
+        out = metrics_from_statistics(stats, self.num_classes, w, self.pinv_rtol)
         agreement = self._agreement(stats, w, b)
         if agreement is not None:
             out["nc4_agreement"] = agreement

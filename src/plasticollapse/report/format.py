@@ -93,7 +93,7 @@ def seeds_text(runs: pd.DataFrame) -> str:
     seeds = sorted({str(s) for s in runs["seed"]})
     done = int(runs["complete"].sum())
     diverged = int((runs["status"] == "diverged").sum())
-    text = f"{len(seeds)} seeds ({', '.join(seeds)}; {done} complete"
+    text = f"{len(seeds)} seed{'s' * (len(seeds) != 1)} ({', '.join(seeds)}; {done} complete"
     return text + (f", {diverged} diverged)" if diverged else ")")
 
 
@@ -102,6 +102,51 @@ def reached(runs: pd.DataFrame) -> float:
     steps = runs["last_step"].to_numpy(dtype=float)
     steps = steps[np.isfinite(steps)]
     return float(steps.max()) if steps.size else math.nan
+
+
+def shared_value(runs: pd.DataFrame, key: str) -> str:
+    """A config field's value as text when every run has the same, else ``various``."""
+    values = {str(normalise_setting(c.get(key))) for c in runs["config"]}
+    return values.pop() if len(values) == 1 else "various"
+
+
+def rank_by_setting(
+    results: StudyResults,
+    targets: Sequence[str],
+    exclude: Sequence[str],
+    definition: str = "mean_curve",
+    select: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """:func:`~plasticollapse.analysis.ranking.rank_metrics` for every setting of a study,
+    stacked: ``setting``, ``rank`` (1 = largest |Pearson r| with the first target), then
+    its columns."""
+    from plasticollapse.analysis import rank_metrics
+
+    frames = []
+    for setting, runs in setting_groups(results.runs, results.settings):
+        ids = list(runs["run_id"])
+        ranked = rank_metrics(results.table, ids, targets, exclude, definition, select)
+        ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
+        ranked.insert(0, "setting", setting_label(setting))
+        frames.append(ranked)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def ranking_table(
+    ranking: pd.DataFrame,
+    top: int,
+    also: Callable[[str], bool],
+    columns: Mapping[str, tuple[str, str]],
+) -> pd.DataFrame:
+    """The report's view of :func:`rank_by_setting`: per setting its ``top`` metrics and
+    those ``also(metric)`` picks wherever they rank; ``columns`` maps each shown header to
+    (column of ``ranking``, :func:`fmt` unit)."""
+    if not len(ranking):
+        return ranking
+    shown = ranking[(ranking["rank"] <= top) | ranking["metric"].map(also).astype(bool)]
+    out = {"setting": shown["setting"], "rank": shown["rank"], "metric": shown["metric"]}
+    out.update({head: [fmt(v, unit) for v in shown[col]] for head, (col, unit) in columns.items()})
+    return pd.DataFrame(out)
 
 
 def common_config_text(runs: pd.DataFrame, settings: Sequence[str]) -> str:
@@ -214,7 +259,10 @@ class PaperNumber:
     "frac", "%", or "" for plain numbers); ``kind`` and ``params`` tell the study's
     ``reproduce`` function what to compute. ``require`` are setting values a run must have
     to count (a different scheme is a different experiment); ``prefer`` the paper's values
-    of other settings, used to pick the closest setting that was run.
+    of other settings, used to pick the closest setting that was run. ``protocol`` holds
+    the paper's values of the config fields that must match for the two numbers to be
+    like for like (dataset, model, learning rate, ...): a difference is printed only when
+    they all match (and the runs reached the paper's step).
     """
 
     quantity: str
@@ -224,22 +272,65 @@ class PaperNumber:
     params: dict[str, Any] = field(default_factory=dict)
     require: dict[str, Any] = field(default_factory=dict)
     prefer: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
 
 
-#: ``reproduce(number, setting, runs) -> (value, note)``: the study's counterpart of a
-#: paper number for one setting (NaN when its runs cannot give it) and a note for the
-#: protocol column ("" or "; value at task 24").
-Reproduce = Callable[[PaperNumber, dict[str, Any], pd.DataFrame], tuple[Any, str]]
+@dataclass(frozen=True)
+class Reproduced:
+    """A study's counterpart of a paper number: the ``value`` (NaN when its runs cannot give
+    it), a ``note`` for the protocol column (``"tasks 0-24 only"``), and whether it is
+    ``comparable`` with the paper's (False when, e.g., the runs stop short of the paper's
+    step or measured another NC1 convention): then no difference is printed."""
+
+    value: Any
+    note: str = ""
+    comparable: bool = True
+
+
+#: ``reproduce(number, setting, runs) -> Reproduced``: the study's counterpart of a paper
+#: number for one setting.
+Reproduce = Callable[[PaperNumber, dict[str, Any], pd.DataFrame], Reproduced]
+
+
+#: Differences from the paper's protocol named in a cell (the rest are counted).
+MISMATCHES_SHOWN = 3
+
+
+def protocol_mismatch(ref: PaperNumber, runs: pd.DataFrame) -> str:
+    """``"dataset digits (paper mnist), lr 0.03 (paper 0.01)"``: the config fields of
+    ``ref.protocol`` where the runs differ from the paper; "" when all match (like for
+    like). A field the runs' configs lack counts as different (it is unknown)."""
+    differs = []
+    for key, want in ref.protocol.items():
+        have = {repr(normalise_setting(c.get(key))): c.get(key) for c in runs["config"]}
+        if len(have) == 1 and same(next(iter(have.values())), want):
+            continue
+        shown = normalise_setting(next(iter(have.values()))) if len(have) == 1 else "mixed"
+        differs.append(f"{key} {shown} (paper {normalise_setting(want)})")
+    if len(differs) > MISMATCHES_SHOWN:
+        differs[MISMATCHES_SHOWN:] = [f"{len(differs) - MISMATCHES_SHOWN} more"]
+    return ", ".join(differs)
+
+
+#: A ``require`` value meaning "set to anything but None" (e.g. a threshold variant's runs).
+ANY_VALUE = "<any value>"
+
+
+def _meets(value: Any, wanted: Any) -> bool:
+    if isinstance(wanted, str) and wanted == ANY_VALUE:
+        return value is not None and not (isinstance(value, float) and math.isnan(value))
+    return same(value, wanted)
 
 
 def pick_setting(
     runs: pd.DataFrame, settings: Sequence[str], require: Mapping[str, Any], prefer: Mapping
 ) -> tuple[dict[str, Any], pd.DataFrame] | None:
-    """The setting (and its runs) that has every ``require`` value and most ``prefer`` ones."""
+    """The setting (and its runs) that has every ``require`` value (:data:`ANY_VALUE`:
+    any value but None) and most ``prefer`` ones."""
     best, best_score = None, -1
     for setting, group in setting_groups(runs, settings):
         value = {**group["config"].iloc[0], **setting}
-        if any(not same(value.get(k), v) for k, v in require.items()):
+        if any(not _meets(value.get(k), v) for k, v in require.items()):
             continue
         score = sum(same(value.get(k), v) for k, v in prefer.items())
         if score > best_score:
@@ -276,23 +367,35 @@ def comparison_table(
     """quantity | paper | reproduced | difference | protocol run, one row per number.
 
     For each number the closest setting that was run is picked (:func:`pick_setting`);
-    ``protocol_line(setting, its runs)`` says what was run for it.
+    ``protocol_line(setting, its runs)`` says what was run for it. The difference is
+    computed only like for like: the runs match the number's ``protocol``
+    (:func:`protocol_mismatch`) and the study's ``reproduce`` calls its value comparable;
+    otherwise the cell says why not, and the reproduced value stands alone.
     """
     rows = []
     for ref in numbers:
         picked = pick_setting(runs, settings, ref.require, ref.prefer)
         if picked is None:
-            wanted = setting_label(ref.require) if ref.require else "any setting"
-            ours, protocol = math.nan, f"not run ({wanted})"
+            wanted = setting_label(ref.require).replace(f"={ANY_VALUE}", " set")
+            wanted = wanted or "any setting"
+            ours, protocol, difference = math.nan, f"not run ({wanted})", DASH
         else:
-            ours, note = reproduce(ref, *picked)
-            protocol = protocol_line(*picked) + note
+            got = reproduce(ref, *picked)
+            ours = got.value
+            protocol = protocol_line(*picked) + (f"; {got.note}" if got.note else "")
+            mismatch = protocol_mismatch(ref, picked[1])
+            if mismatch:
+                difference = f"not like for like: {mismatch}"
+            elif not got.comparable:
+                difference = f"not like for like: {got.note}" if got.note else DASH
+            else:
+                difference = difference_text(ours, ref)
         rows.append(
             {
                 "quantity": ref.quantity,
                 "paper": fmt(ref.value, ref.unit),
                 "reproduced": fmt(ours, ref.unit),
-                "difference": difference_text(ours, ref),
+                "difference": difference,
                 "protocol run": protocol,
             }
         )
@@ -318,7 +421,9 @@ def paper_tables(
         ("Protocol actually run", pd.DataFrame(protocols)),
         (
             f"Reproduced numbers beside the paper's\n{note} '{DASH}' means the runs cannot "
-            "give the number (not run, or not reached).",
+            "give the number (not run, or not reached). A difference is given only like for "
+            "like (same dataset, model, training protocol and step reached); otherwise the "
+            "difference column says what differs.",
             comparison,
         ),
     ]

@@ -6,7 +6,8 @@ A study's figure function draws with these helpers and :func:`save` s the figure
 
 * :func:`draw_band`: mean line and mean +- population std (ddof 0) band over runs, as in
   the paper; markers when there are few steps, so that one or two points still show;
-* :func:`scatter_means`: per-step means of two metrics against each other, with Pearson r;
+* :func:`scatter_means`: per-step means of two metrics against each other, with Pearson r
+  named by how it was computed;
 * :func:`legend_outside` / :func:`legend_below`: legends beside or under the axes, never
   over the data; :func:`log_axis`: a log axis with plain tick labels (0.5, 1, 10).
 
@@ -91,13 +92,26 @@ def draw_band(
     return line
 
 
+#: How a legend names each r definition (:data:`plasticollapse.analysis.ranking.DEFINITIONS`).
+R_LABELS = {"mean_curve": "r of means", "mean_of_runs": "mean seed r"}
+
+
 def scatter_means(
-    ax: plt.Axes, cx: pd.DataFrame, cy: pd.DataFrame, label: str, y_scale: float = 1.0
+    ax: plt.Axes,
+    cx: pd.DataFrame,
+    cy: pd.DataFrame,
+    label: str,
+    y_scale: float = 1.0,
+    definition: str = "mean_curve",
 ) -> float:
-    """Per-step means over runs of y against x, one point per step; returns their Pearson r."""
+    """Per-step means over runs of y against x, one point per step; returns Pearson r by
+    ``definition`` and names it in the legend: ``"mean_curve"``, r of these points (the
+    Permuted headline); ``"mean_of_runs"``, the mean of each run's own r (the warm-start
+    tables), so a figure shows the same number as the table beside it."""
     mx, my = cx.mean(axis=0).to_numpy(), cy.mean(axis=0).to_numpy() * y_scale
-    r = analysis.correlate(mx, my)
-    ax.scatter(mx, my, s=12, alpha=0.75, label=f"{label}: r = {fmt_r(r)}")
+    statistic = analysis.ranking.DEFINITIONS[definition]
+    r = statistic(cx.to_numpy(), cy.to_numpy(), "pearson")
+    ax.scatter(mx, my, s=12, alpha=0.75, label=f"{label}: {R_LABELS[definition]} {fmt_r(r)}")
     return r
 
 
@@ -124,6 +138,16 @@ def log_axis(ax: plt.Axes, which: str = "y") -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(FuncFormatter(minor))
     axis.set_tick_params(which="both", labelsize=8)
+
+
+def set_title(target: plt.Axes | plt.Figure, headline: str, run: str = "", size: int = 9) -> None:
+    """A title: the headline and, on a second line, what was run; on an Axes its title, on
+    a Figure its suptitle."""
+    text = headline + (f"\n{run}" if run else "")
+    if isinstance(target, plt.Figure):
+        target.suptitle(text, fontsize=size)
+    else:
+        target.set_title(text, fontsize=size)
 
 
 def legend_outside(ax: plt.Axes, title: str | None = None, fontsize: int = 7) -> None:

@@ -1,16 +1,27 @@
-"""The Permuted study's report: the paper's headline correlation, its numbers, two figures.
+"""The Permuted study's report: the paper's numbers like for like, correlations under both NC1
+conventions, the NC-threshold analysis, every metric ranked, and the figures (:mod:`.figures`).
 
 :func:`report` builds the study's :class:`~plasticollapse.studies.base.ReportSection`:
 
-* what was run per setting (data, learning rate, first-task epochs, tasks reached, seeds);
-* the paper's numbers (:data:`PAPER_NUMBERS`) beside ours, for the closest setting run;
-* correlations (``correlations.csv``): per setting, Pearson r / Spearman rho across tasks
-  between the per-task means over seeds of NC1 and of online accuracy, with a bootstrap
-  interval over seeds and each seed's own r (:func:`headline_correlations`); with the
-  threshold variant, NC1 after the first task against later plasticity loss, across runs
-  (:func:`pretraining_nc1_vs_pl`);
-* figures: NC1 and plasticity loss per task (the paper's Fig. 2), and the per-task means
-  of NC1 against accuracy.
+* what was run per setting (data, model, learning rate, first-task epochs, tasks reached,
+  seeds);
+* the paper's numbers (:data:`PAPER_NUMBERS`) beside ours: a difference only where the
+  protocol matches (:data:`PAPER_CONFIG`: MNIST, the 100-100-100 MLP, lr 0.01, batch 1, ...)
+  and the runs reached the paper's tasks; NC1 numbers in the authors' convention
+  (``nc1_pinv``, docs/metrics.md);
+* correlations (``correlations.csv``): per setting, r over tasks between the per-task means
+  over seeds of each NC1 variant (``nc1``, ``nc1_pinv``, log NC1, ``nc1_quotient``,
+  ``cdnv``) and of online accuracy, Pearson and Spearman, with a bootstrap interval over
+  seeds and each seed's own r (:func:`headline_correlations`);
+* the NC-threshold variant, over the threshold runs only (``threshold.csv``,
+  :func:`threshold_analysis`): for each task i, r across runs of NC1 after pre-training and
+  PL_i, |r| smoothed with a Gaussian (sigma = 4 tasks) over tasks 1-99, as the authors;
+* every recorded metric ranked by its correlation with accuracy and with PL
+  (``metric_ranking.csv``, :func:`metric_ranking`).
+
+One definition of r per quantity, said wherever an r is shown: the headline and the
+ranking are "r across tasks of the per-task means over seeds" (the paper's); "per-seed r"
+is each seed's own r across its tasks; the threshold analysis is "r across runs".
 """
 
 from __future__ import annotations
@@ -25,14 +36,17 @@ import numpy as np
 import pandas as pd
 
 from plasticollapse import analysis
-from plasticollapse.report import plots
 from plasticollapse.report.format import (
+    ANY_VALUE,
     DASH,
     PaperNumber,
+    Reproduced,
     bootstrap_text,
     correlation_tables,
     fmt,
     paper_tables,
+    rank_by_setting,
+    ranking_table,
     reached,
     seeds_text,
     to_fraction,
@@ -40,92 +54,203 @@ from plasticollapse.report.format import (
 from plasticollapse.studies.base import ReportSection, StudyResults
 from plasticollapse.studies.common import PAPER
 
-#: The paper's protocol (Setup A), and its values of our settings (to pick the closest run).
+#: The paper's protocol (Setup A) in words, and as the config values a like-for-like run has.
 PAPER_PROTOCOL = "MNIST, MLP 784-100x3-10, SGD lr 0.01, batch 1, 1 epoch/task, 200 tasks, 5 seeds"
+PAPER_CONFIG: dict[str, Any] = {
+    "dataset": "mnist",
+    "hidden": [100, 100, 100],
+    "lr": 0.01,
+    "batch_size": 1,
+    "epochs_per_task": 1,
+    "train_samples": 0,
+    "measure_samples": 0,
+    "measure_every": 1,
+    "remedies": [],
+}
+#: The threshold variant's protocol: the above, task 0 trained to an NC1 threshold in the
+#: authors' convention, its accuracy the mean over its epochs, one sample order per task.
+THRESHOLD_CONFIG = {
+    **PAPER_CONFIG,
+    "threshold_metric": "nc1_pinv",
+    "task_accuracy": "mean",
+    "sample_order": "per_task",
+}
 _PAPER_SETTING = {"first_task_epochs": 1, "lr": 0.01}
 #: The paper's tasks for the headline correlation (tasks 0-139).
 MAX_TASKS = 140
+#: The threshold analysis: tasks 1-99 (the authors' first 100 tasks), Gaussian sigma.
+THRESHOLD_TASKS, THRESHOLD_SIGMA = (1, 99), 4.0
+#: NC1 in the authors' convention first; ``nc1`` for runs that predate ``nc1_pinv``.
+AUTHORS_NC1 = ("nc1_pinv", "nc1")
+#: The NC1 variants correlated with accuracy side by side: (metric, transform).
+NC1_VARIANTS = (
+    ("nc1", None),
+    ("nc1_pinv", None),
+    ("nc1", "log"),
+    ("nc1_quotient", None),
+    ("cdnv", None),
+)
+#: Keys that are not metrics of the network (accuracy itself, bookkeeping, class labels).
+NOT_RANKED = (
+    "accuracy_first_epoch",
+    "accuracy_last_epoch",
+    "loss",
+    "eval_accuracy",
+    "eval_loss",
+    "epoch",
+    "task_epochs",
+    "seconds",
+    "closest_pair_a",
+    "closest_pair_b",
+    "num_classes_present",
+    "num_classes_absent",
+    "nc1_threshold_reached",
+)
+#: Metrics shown per setting in the report's ranking table (all are in metric_ranking.csv).
+RANKING_SHOWN = 8
 
-#: Source: the paper's text (see PAPER.md); accuracies as fractions.
+_E1 = {"protocol": {**PAPER_CONFIG, "first_task_epochs": 1}, "prefer": _PAPER_SETTING}
+_THRESHOLD = {"protocol": THRESHOLD_CONFIG, "require": {"nc1_threshold": ANY_VALUE}}
+
+#: Source: docs/paper.md (the authors' stored results); accuracies as fractions. The NC1
+#: numbers are in the authors' convention (nc1_pinv); "about task 140" is the mean of tasks
+#: 130-139 (one task is noisy).
 # fmt: off
 PAPER_NUMBERS: tuple[PaperNumber, ...] = (
-    PaperNumber("r(mean NC1, mean accuracy), first 140 tasks", -0.94, "r", "headline_r",
-                {"max_tasks": MAX_TASKS}, prefer=_PAPER_SETTING),
-    PaperNumber("accuracy, first task (index 0)", 0.925, "frac", "value",
-                {"metric": "accuracy", "at": "first"}, prefer=_PAPER_SETTING),
-    PaperNumber("accuracy at task 140 (index 139)", 0.81, "frac", "value",
-                {"metric": "accuracy", "at": 139}, prefer=_PAPER_SETTING),
-    PaperNumber("NC1, first task (index 0)", 0.235, "", "value",
-                {"metric": "nc1", "at": "first"}, prefer=_PAPER_SETTING),
-    PaperNumber("NC1 at task 140 (index 139)", 0.35, "", "value",
-                {"metric": "nc1", "at": 139}, prefer=_PAPER_SETTING),
+    PaperNumber("r(mean NC1, mean accuracy) across tasks 0-139 (r of per-task means)", -0.944,
+                "r", "headline_r", {"max_tasks": MAX_TASKS}, **_E1),
+    PaperNumber("accuracy, task 0", 0.923, "frac", "value",
+                {"metric": "accuracy", "tasks": (0, 0)}, **_E1),
+    PaperNumber("accuracy, mean of tasks 130-139", 0.81, "frac", "value",
+                {"metric": "accuracy", "tasks": (130, 139)}, **_E1),
+    PaperNumber("NC1 (authors' convention), task 0", 0.226, "", "value",
+                {"metric": "nc1_pinv", "tasks": (0, 0)}, **_E1),
+    PaperNumber("NC1 (authors' convention), mean of tasks 130-139", 0.34, "", "value",
+                {"metric": "nc1_pinv", "tasks": (130, 139)}, **_E1),
+    PaperNumber("threshold variant: smoothed |r(NC1 after task 0, PL_i)| across runs, "
+                "mean over tasks 1-40", 0.85, "r", "threshold_r", {"tasks": (1, 40)},
+                **_THRESHOLD),
+    PaperNumber("threshold variant: smoothed |r(NC1 after task 0, PL_i)| at task 99",
+                0.77, "r", "threshold_r", {"tasks": (99, 99)}, **_THRESHOLD),
 )
 # fmt: on
 
 
 def protocol_line(setting: dict[str, Any], runs: pd.DataFrame) -> str:
-    """One line saying what was run for a setting: data, lr, E, tasks reached, seeds."""
+    """One line saying what was run for a setting: data, model, lr, E, tasks reached, seeds."""
     c = runs["config"].iloc[0]
     last = reached(runs)
     tasks = fmt(last + 1, "int") if math.isfinite(last) else DASH
+    hidden = "-".join(str(h) for h in c.get("hidden", ())) or "?"
+    threshold = c.get("nc1_threshold")
+    first = f"E={c.get('first_task_epochs', '?')}"
+    if threshold is not None:
+        first = f"task 0 until {c.get('threshold_metric', 'nc1')} < {threshold:g} (cap {first})"
     return (
-        f"{c.get('dataset', '?')}, lr {c.get('lr', '?')}, E={c.get('first_task_epochs', '?')}"
-        f", {tasks}/{c.get('tasks', '?')} tasks, {seeds_text(runs)}"
+        f"{c.get('dataset', '?')}, MLP {hidden}, lr {c.get('lr', '?')}, {first}, "
+        f"{tasks}/{c.get('tasks', '?')} tasks, {seeds_text(runs)}"
     )
 
 
+def first_present(table: pd.DataFrame, candidates: Sequence[str]) -> str | None:
+    """The first of ``candidates`` the runs report per step (None when none is)."""
+    available = set(analysis.metrics(table))
+    return next((m for m in candidates if m in available), None)
+
+
+# =========================================================================== paper numbers
+
+
 def reproduce(
-    table: pd.DataFrame, ref: PaperNumber, setting: dict[str, Any], runs: pd.DataFrame
-) -> tuple[float, str]:
-    """Our number for a paper number, from the runs of one setting (mean over seeds)."""
-    ids = list(runs["run_id"])
+    results: StudyResults, ref: PaperNumber, setting: dict[str, Any], runs: pd.DataFrame
+) -> Reproduced:
+    """Our number for a paper number, from the runs of one setting (mean over seeds);
+    comparable only when the runs reached every task the paper's number covers."""
+    table, ids = results.table, list(runs["run_id"])
+    if ref.kind == "threshold_r":
+        return _threshold_number(results, ref)
+    metric = "nc1_pinv" if ref.kind == "headline_r" else ref.params["metric"]
+    note, comparable = "", True
+    if metric == "nc1_pinv":
+        metric = first_present(table, AUTHORS_NC1) or metric
+        if metric != "nc1_pinv":
+            note, comparable = "exact nc1: these runs have no nc1_pinv", False
     if ref.kind == "headline_r":
-        cx, cy = analysis.paired_curves(table, "nc1", "accuracy", ids)
+        cx, cy = analysis.paired_curves(table, metric, "accuracy", ids)
         last = ref.params["max_tasks"] - 1
-        return analysis.mean_curve_r(
-            analysis.between(cx, hi=last).to_numpy(), analysis.between(cy, hi=last).to_numpy()
-        ), ""
+        cx, cy = analysis.between(cx, hi=last), analysis.between(cy, hi=last)
+        steps = cx.columns.to_numpy(dtype=float)
+        if steps.size == 0:
+            return Reproduced(math.nan, "no task measured", False)
+        r = analysis.mean_curve_r(cx.to_numpy(), cy.to_numpy())
+        if steps.size < ref.params["max_tasks"]:
+            span = f"r over tasks {steps.min():g}-{steps.max():g} only"
+            return Reproduced(r, "; ".join(filter(None, (span, note))), False)
+        return Reproduced(r, note, comparable)
     if ref.kind == "value":
-        steps, mean, _ = analysis.band(analysis.curves(table, ref.params["metric"], ids))
-        ok = np.flatnonzero(np.isfinite(mean))
-        if ok.size == 0:
-            return math.nan, ""
-        at, note = ref.params["at"], ""
-        if at == "first":
-            i = ok[0]
-        else:  # the paper's task, or the last task reached when the runs are shorter
-            i = ok[steps[ok] <= at][-1]
-            if steps[i] != at:
-                note = f"; value at task {int(steps[i])}"
-        value = to_fraction([mean[i]])[0] if ref.unit == "frac" else mean[i]
-        return float(value), note
+        lo, hi = ref.params["tasks"]
+        steps, mean, _ = analysis.band(analysis.curves(table, metric, ids))
+        inside = (steps >= lo) & (steps <= hi) & np.isfinite(mean)
+        if inside.sum() < hi - lo + 1:
+            done = steps[np.isfinite(mean)]
+            end = f"runs end at task {done.max():g}" if done.size else "no task measured"
+            return Reproduced(math.nan, end, False)
+        value = float(mean[inside].mean())
+        if ref.unit == "frac":
+            value = float(to_fraction([value])[0])
+        return Reproduced(value, note, comparable)
     raise ValueError(f"unknown reproduction kind {ref.kind!r}")
 
 
+def _threshold_number(results: StudyResults, ref: PaperNumber) -> Reproduced:
+    frame = threshold_analysis(results)
+    if frame is None:
+        return Reproduced(math.nan, "fewer than 3 threshold runs", False)
+    lo, hi = ref.params["tasks"]
+    inside = frame[(frame["task"] >= lo) & (frame["task"] <= hi)]
+    values = inside["abs_r_smoothed"].to_numpy(dtype=float)
+    note = f"across {int(frame['runs'].max())} threshold runs"
+    if len(inside) < hi - lo + 1 or not np.isfinite(values).any():
+        return Reproduced(math.nan, f"{note}; runs end before task {hi}", False)
+    return Reproduced(analysis.nanmean(values), note)
+
+
+# =========================================================================== correlations
+
+
 def headline_correlations(
-    results: StudyResults, x: str = "nc1", y: str = "accuracy", max_tasks: int = MAX_TASKS
+    results: StudyResults,
+    x: str = "nc1",
+    y: str = "accuracy",
+    max_tasks: int = MAX_TASKS,
+    transform: str | None = None,
 ) -> list[dict[str, Any]]:
     """The Permuted MNIST headline, per setting (e.g. per ``first_task_epochs``).
 
-    For each setting: the per-task mean over seeds of ``x`` and of ``y`` (each task averaged
-    over the seeds that reached it), over tasks ``0 <= task < max_tasks`` (the paper: the
-    first 140 tasks; fewer when the runs hold fewer), then Pearson r / Spearman rho across
-    tasks of the two mean curves; a 95 % bootstrap interval by resampling seeds
-    (``"mean_curve"``); and each seed's own r over the same tasks.
+    For each setting: the per-task mean over seeds of ``x`` (``transform="log"``: of
+    log x) and of ``y`` (each task averaged over the seeds that reached it), over tasks
+    ``0 <= task < max_tasks`` (the paper: the first 140 tasks; fewer when the runs hold
+    fewer), then Pearson r / Spearman rho across tasks of the two mean curves; a 95 %
+    bootstrap interval by resampling seeds (``"mean_curve"``); and each seed's own r over
+    the same tasks.
     """
     rows = []
+    name = f"log {x}" if transform == "log" else x
     for setting, runs in analysis.setting_groups(results.runs, results.settings):
         cx, cy = analysis.paired_curves(results.table, x, y, list(runs["run_id"]))
         cx, cy = analysis.between(cx, hi=max_tasks - 1), analysis.between(cy, hi=max_tasks - 1)
-        if cx.shape[1] == 0:
+        if cx.shape[1] == 0 or not np.isfinite(cx.to_numpy()).any():
             continue
+        if transform == "log":
+            cx = np.log(cx.where(cx > 0))
         ci = analysis.bootstrap_over_seeds(
             cx.to_numpy(), cy.to_numpy(), "mean_curve", "pearson", results.bootstrap, results.seed
         )
         steps = cx.columns.to_numpy(dtype=float)
         rows.append(
             {
-                "analysis": f"corr(mean {x}, mean {y}) over tasks",
+                "analysis": f"r of per-task means: {name} vs {y}",
+                "x": name,
                 "setting": setting,
                 "label": analysis.setting_label(setting),
                 "steps": f"tasks {int(steps.min())}-{int(steps.max())}",
@@ -139,80 +264,122 @@ def headline_correlations(
     return rows
 
 
-def pretraining_nc1_vs_pl(
-    results: StudyResults, upto: Sequence[int] = (40, 100), x: str = "nc1", y: str = "pl"
-) -> list[dict[str, Any]]:
-    """Across runs: corr(x after the first task, mean of y over tasks 1..K), for each K.
+def threshold_runs(results: StudyResults) -> pd.DataFrame:
+    """The runs of the NC-threshold variant (``nc1_threshold`` set), and only those."""
+    keep = [c.get("nc1_threshold") is not None for c in results.runs["config"]]
+    return results.runs[np.asarray(keep, dtype=bool)]
 
-    Our reading of the paper's threshold variant (train task 0 until NC1 < threshold, then
-    measure PL): each run contributes one point, its ``x`` at task 0 and its mean ``y``
-    over tasks ``1 <= task <= K``. Needs at least 3 runs.
+
+def threshold_analysis(
+    results: StudyResults, sigma: float = THRESHOLD_SIGMA
+) -> pd.DataFrame | None:
+    """The authors' threshold analysis, over the threshold runs only (None if < 3 of them).
+
+    Each run gives its NC1 after pre-training (task 0's row, in the convention its
+    threshold tested: ``threshold_metric``, else ``nc1_pinv``, else ``nc1``) and its
+    pre-training epochs; runs with the same NC1 after pre-training are one run (a seed that
+    met two thresholds in the same epoch) and count once. For each task i in 1-99: r
+    across runs of NC1 after pre-training and PL_i = acc_0 - acc_i, and of the epochs and
+    PL_i; |r| smoothed with a Gaussian of ``sigma`` tasks
+    (:func:`~plasticollapse.analysis.stats.gaussian_smooth`, the authors'
+    ``gaussian_filter1d``). Returns one row per task: ``task, nc1_metric, r_nc1_pl, abs_r,
+    abs_r_smoothed, r_epochs_pl, r_epochs_pl_smoothed, runs`` (runs with PL_i).
     """
-    ids = list(results.runs["run_id"])
-    if len(ids) < 3:
-        return []
-    first = analysis.at(analysis.curves(results.table, x, ids), 0.0)
-    pl = analysis.curves(results.table, y, ids)
+    runs = threshold_runs(results)
+    if len(runs) < 3:
+        return None
+    ids = list(runs["run_id"])
+    configured = {c.get("threshold_metric") for c in runs["config"]} - {None}
+    metric = next(iter(configured)) if len(configured) == 1 else None
+    metric = metric or first_present(results.table, AUTHORS_NC1) or "nc1"
+    nc1_0 = analysis.at(analysis.curves(results.table, metric, ids), 0.0)
+    # A seed whose NC1 fell below two thresholds in the same epoch ran the same run twice;
+    # it counts once (the authors' notebook keys its runs by this NC1, which does the same).
+    _, first = np.unique(nc1_0, return_index=True)
+    keep = np.sort(first[np.isfinite(nc1_0[first])])
+    if keep.size < 3:
+        return None
+    ids, nc1_0 = [ids[i] for i in keep], nc1_0[keep]
+    epochs = analysis.at(analysis.curves(results.table, "task_epochs", ids), 0.0)
+    lo, hi = THRESHOLD_TASKS
+    pl = analysis.curves(results.table, "pl", ids)
+    pl = pl.loc[:, (pl.columns >= lo) & (pl.columns <= hi)]
+    if pl.shape[1] == 0:
+        return None
+    r = analysis.across_runs_r(nc1_0, pl.to_numpy())
+    r_epochs = analysis.across_runs_r(epochs, pl.to_numpy())
+    return pd.DataFrame(
+        {
+            "task": pl.columns.to_numpy(dtype=float),
+            "nc1_metric": metric,
+            "r_nc1_pl": r,
+            "abs_r": np.abs(r),
+            "abs_r_smoothed": analysis.gaussian_smooth(np.abs(r), sigma),
+            "r_epochs_pl": r_epochs,
+            "r_epochs_pl_smoothed": analysis.gaussian_smooth(r_epochs, sigma),
+            "runs": np.isfinite(pl.to_numpy()).sum(axis=0),
+        }
+    )
+
+
+def threshold_table(frame: pd.DataFrame | None, results: StudyResults) -> pd.DataFrame:
+    """The threshold analysis in a few numbers: smoothed |r| over task ranges."""
+    if frame is None:
+        return pd.DataFrame()
+    runs = threshold_runs(results)
+    thresholds = sorted({c["nc1_threshold"] for c in runs["config"]})
+    epochs = analysis.at(analysis.curves(results.table, "task_epochs", list(runs["run_id"])), 0.0)
     rows = []
-    for k in upto:
+    for lo, hi in ((1, 40), (41, 99), (99, 99)):
+        part = frame[(frame["task"] >= lo) & (frame["task"] <= hi)]
+        if not len(part):
+            continue
+        first, last = part["task"].min(), part["task"].max()
         rows.append(
             {
-                "analysis": f"corr({x} after task 0, mean {y} over tasks 1-{k}) across runs",
-                "setting": {},
-                "label": "all runs",
-                "steps": f"tasks 1-{k}",
-                **analysis.correlation(first, analysis.between(pl, 0, k).mean(axis=1)),
-                "n_seeds": len(ids),
+                "tasks": f"{first:g}-{last:g}" if first != last else f"{first:g}",
+                "smoothed |r(NC1 after task 0, PL_i)|": fmt(
+                    analysis.nanmean(part["abs_r_smoothed"])
+                ),
+                "raw r, mean": fmt(analysis.nanmean(part["r_nc1_pl"]), "r"),
+                "smoothed r(epochs of task 0, PL_i)": fmt(
+                    analysis.nanmean(part["r_epochs_pl_smoothed"]), "r"
+                ),
+                "runs": fmt(part["runs"].max(), "int"),
             }
         )
-    return rows
+    table = pd.DataFrame(rows)
+    distinct = int(frame["runs"].max())
+    same = f" ({len(runs) - distinct} the same run as another)" if len(runs) > distinct else ""
+    table.attrs["note"] = (
+        f"{len(runs)} threshold runs{same}, thresholds {', '.join(f'{t:g}' for t in thresholds)} "
+        f"on {frame['nc1_metric'].iloc[0]}, task 0 took {fmt(np.nanmin(epochs), 'int')}-"
+        f"{fmt(np.nanmax(epochs), 'int')} epochs"
+    )
+    return table
 
 
-# =========================================================================== figures
+def metric_ranking(results: StudyResults, max_tasks: int = MAX_TASKS) -> pd.DataFrame:
+    """Every recorded metric per setting, ranked by |r| with accuracy (r across tasks
+    0..max_tasks-1 of the per-task means over seeds; with PL, r is exactly minus r with
+    accuracy, since PL_i = acc_0 - acc_i). Columns: setting, rank, metric, Pearson r and
+    Spearman rho with accuracy and with pl, n (tasks)."""
+    select = partial(analysis.between, hi=max_tasks - 1)
+    return rank_by_setting(results, ("accuracy", "pl"), NOT_RANKED, select=select)
 
 
-def plot_nc1_pl(results: StudyResults, folder: Path) -> Path | None:
-    """The paper's Fig. 2: NC1 and plasticity loss per task, one line per setting."""
-    name = "permuted_nc1_pl"
-    available = analysis.metrics(results.table)
-    if "nc1" not in available:
-        return plots.skip(name, "no runs with nc1")
-    shown = [("nc1", "NC1")]
-    if "pl" in available:
-        shown.append(("pl", "plasticity loss  acc(0) - acc(i)"))
-    fig, axes = plots.panels(len(shown), width=5.2)
-    for ax, (metric, ylabel) in zip(axes, shown, strict=True):
-        for setting, runs in analysis.setting_groups(results.runs, results.settings):
-            frame = analysis.curves(results.table, metric, list(runs["run_id"]))
-            plots.draw_band(ax, frame, plots.group_label(setting))
-        ax.set_xlabel("task")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    plots.log_axis(axes[0], "y")  # NC1 spans decades when Sigma_B is ill-conditioned
-    plots.legend_outside(axes[-1], plots.legend_title(results.settings))
-    fig.suptitle("Permuted: collapse and plasticity loss per task (mean ± std over seeds)")
-    return plots.save(fig, folder, name)
-
-
-def plot_nc1_vs_accuracy(
-    results: StudyResults, folder: Path, max_tasks: int = MAX_TASKS
-) -> Path | None:
-    """NC1 against online accuracy: per-task means over seeds, one colour per setting."""
-    name = "permuted_nc1_vs_accuracy"
-    if not {"nc1", "accuracy"} <= set(analysis.metrics(results.table)):
-        return plots.skip(name, "no runs with nc1 and accuracy")
-    fig, (ax,) = plots.panels(1, width=5.5, height=4.2)
-    for setting, runs in analysis.setting_groups(results.runs, results.settings):
-        cx, cy = analysis.paired_curves(results.table, "nc1", "accuracy", list(runs["run_id"]))
-        last = max_tasks - 1
-        cx, cy = analysis.between(cx, hi=last), analysis.between(cy, hi=last)
-        plots.scatter_means(ax, cx, cy, plots.group_label(setting))
-    ax.set_xlabel("mean NC1 per task")
-    ax.set_ylabel("mean online accuracy per task")
-    ax.set_title(f"Permuted: NC1 vs accuracy, first {max_tasks} tasks")
-    plots.legend_outside(ax, plots.legend_title(results.settings))
-    ax.grid(alpha=0.3)
-    return plots.save(fig, folder, name)
+def ranking_shown(ranking: pd.DataFrame, top: int = RANKING_SHOWN) -> pd.DataFrame:
+    """The report's view: per setting the top metrics, and the NC1 variants wherever they
+    rank."""
+    nc1 = {m for m, _ in NC1_VARIANTS}
+    columns = {
+        "r with accuracy": ("pearson_r_accuracy", "r"),
+        "rho with accuracy": ("spearman_rho_accuracy", "r"),
+        "r with PL": ("pearson_r_pl", "r"),
+        "rho with PL": ("spearman_rho_pl", "r"),
+        "tasks": ("n", "int"),
+    }
+    return ranking_table(ranking, top, nc1.__contains__, columns)
 
 
 # =========================================================================== the section
@@ -220,39 +387,65 @@ def plot_nc1_vs_accuracy(
 
 def report(results: StudyResults) -> ReportSection:
     """The Permuted study's section of the report (see the module doc)."""
-    folder = Path(results.out)
-    rows = headline_correlations(results)
-    configs = results.runs["config"]
-    if any(c.get("nc1_threshold") is not None for c in configs):
-        rows += pretraining_nc1_vs_pl(results)
-    shown, raw = correlation_tables(rows)
-    correlations_csv = folder / "correlations.csv"
-    raw.to_csv(correlations_csv, index=False)
+    from plasticollapse.studies.permuted import figures
 
-    figures = [
-        ("Permuted: NC1 and plasticity loss per task (paper Fig. 2)", plot_nc1_pl),
-        ("Permuted: per-task mean NC1 vs mean accuracy, first 140 tasks", plot_nc1_vs_accuracy),
+    folder = Path(results.out)
+    available = set(analysis.metrics(results.table))
+    rows = []
+    for x, transform in NC1_VARIANTS:
+        if x in available:
+            rows += headline_correlations(results, x, transform=transform)
+    shown, raw = correlation_tables(rows)
+    files = [folder / "correlations.csv", folder / "metric_ranking.csv"]
+    raw.to_csv(files[0], index=False)
+    ranking = metric_ranking(results)
+    ranking.to_csv(files[1], index=False)
+    threshold = threshold_analysis(results)
+    tables = [
+        *paper_tables(
+            results,
+            PAPER_NUMBERS,
+            partial(reproduce, results),
+            protocol_line,
+            "Paper values: docs/paper.md (the authors' stored results, mean over 5 seeds; "
+            "NC1 in their convention, nc1_pinv). Reproduced values are means over seeds of "
+            "the closest setting that was run (the protocol column says which).",
+        ),
+        (
+            "Correlations with accuracy, both NC1 conventions and the companions\n"
+            "r of per-task means: Pearson r / Spearman rho with two-sided p-values across "
+            "tasks 0-139 (or fewer) between the per-task means over seeds. per-seed r: each "
+            "seed's own Pearson r across its tasks. " + bootstrap_text(results),
+            shown,
+        ),
+        (
+            "Which recorded metric tracks accuracy and plasticity loss\n"
+            f"Per setting, the top {RANKING_SHOWN} metrics by |r| with accuracy, and the NC1 "
+            "variants wherever they rank; r and rho of per-task means over seeds across "
+            "tasks 0-139 (PL_i = acc_0 - acc_i, so r with PL is minus r with accuracy). All "
+            "metrics: metric_ranking.csv.",
+            ranking_shown(ranking),
+        ),
     ]
-    drawn = [(caption, draw(results, folder / "figures")) for caption, draw in figures]
+    if threshold is not None:
+        files.append(folder / "threshold.csv")
+        threshold.to_csv(files[-1], index=False)
+        summary = threshold_table(threshold, results)
+        tables.append(
+            (
+                "NC-threshold variant (threshold runs only)\n"
+                f"{summary.attrs.get('note', '')}. For each task i, Pearson r across runs of "
+                "NC1 after pre-training and PL_i (and of task 0's epochs and PL_i), |r| "
+                f"smoothed with a Gaussian of sigma {THRESHOLD_SIGMA:g} tasks over tasks "
+                f"{THRESHOLD_TASKS[0]}-{THRESHOLD_TASKS[1]} (the authors' analysis). Per task: "
+                "threshold.csv.",
+                summary,
+            )
+        )
     return ReportSection(
         title="Permuted: online Permuted MNIST (the paper's Setup A)",
         protocol=f"Paper: {PAPER}; its protocol: {PAPER_PROTOCOL}.",
-        tables=[
-            *paper_tables(
-                results,
-                PAPER_NUMBERS,
-                partial(reproduce, results.table),
-                protocol_line,
-                "Reproduced values are means over seeds of the closest setting that was run "
-                "(the protocol column says which).",
-            ),
-            (
-                "Correlations\nPearson r and Spearman rho with two-sided p-values, across "
-                "tasks between the per-task means over seeds (tasks 0-139 or fewer). "
-                + bootstrap_text(results),
-                shown,
-            ),
-        ],
-        figures=[(caption, png) for caption, png in drawn if png is not None],
-        files=[correlations_csv],
+        tables=tables,
+        figures=figures.draw_all(results, folder / "figures", threshold),
+        files=files,
     )

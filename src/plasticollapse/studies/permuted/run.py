@@ -9,7 +9,9 @@ The protocol (the authors' code, forked from Dohare et al.'s online Permuted MNI
         P_t = P_{t-1}[Q_t]              (composed; "independent": P_t = Q_t)
         x_t = x[:, P_t]                 (pixel j of a task-t image is pixel P_t[j] of the original)
         for each epoch of the task (first_task_epochs for t = 0, else epochs_per_task):
-            one prequential SGD pass over x_t in a fresh random sample order
+            one prequential SGD pass over x_t in a random sample order: a fresh one each
+            epoch (sample_order = "per_epoch"), or the task's one order reused by every
+            epoch (sample_order = "per_task", the authors': they shuffle x_t once per task)
             (each sample scored before the update it causes; batch size 1 in the paper)
         measure NC1..NC4 and plasticity on (x_t, y) in eval mode; append one row
 
@@ -21,9 +23,17 @@ the same distribution, and differ only in which permutations a given seed draws.
 
 Accuracy of a task is its online (prequential) accuracy: (1/N) sum_i 1[argmax f(x_i) = y_i]
 with f the network just before the update on sample i. A task trained for several epochs
-(the first task, ``first_task_epochs = E``) reports the online accuracy of its LAST epoch as
-``accuracy`` and of its first as ``accuracy_first_epoch``. Plasticity loss, as the paper:
+(the first task, ``first_task_epochs = E``) reports as ``accuracy`` the mean of its E
+epochs' online accuracies (``task_accuracy = "mean"``, the authors': they average the
+online accuracy over every step of the task, docs/paper.md) or its last epoch's
+(``"last"``); ``loss`` follows the same rule. ``accuracy_first_epoch`` and
+``accuracy_last_epoch`` are always recorded. Plasticity loss, as the paper:
 ``pl_t = accuracy_0 - accuracy_t``.
+
+The threshold variant (``nc1_threshold``): task 0 trains epoch after epoch until the NC1
+measured after an epoch (``threshold_metric``: the exact ``nc1`` or the authors'
+``nc1_pinv``) is below the threshold, or ``first_task_epochs`` epochs (a safety cap; the
+authors had none) have passed; ``nc1_threshold_reached`` on its row says which.
 
 Randomness: the model's initialisation comes from ``seed_everything(seed)``; every other
 draw (the subset of samples, Q_t, the sample order of each epoch) comes from its own
@@ -45,7 +55,7 @@ return a dict of them), which are then written with the row.
 
 Example::
 
-    plasticollapse permuted --config configs/paper/permuted_mnist.toml
+    plasticollapse permuted --config paper/permuted_mnist
     plasticollapse permuted --dataset digits --tasks 20 --hidden 32 32 --lr 0.1 --seeds 0 1
 """
 
@@ -120,6 +130,13 @@ def permute_pixels(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 def sample_order(seed: int, task: int, epoch: int, n: int) -> torch.Tensor:
     """The order of the samples in epoch ``epoch`` of task ``task``: a fresh shuffle each."""
     return torch.randperm(n, generator=generator_for(seed, "order", task, epoch))
+
+
+def epoch_order(config: Config, task: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of epoch ``epoch`` of ``task`` under ``config.sample_order``: per_epoch
+    draws a fresh shuffle each epoch; per_task reuses epoch 0's shuffle for every epoch of
+    the task (the authors' loop shuffles the task's data once)."""
+    return sample_order(config.seed, task, 0 if config.sample_order == "per_task" else epoch, n)
 
 
 # --------------------------------------------------------------------------- the run
@@ -203,10 +220,11 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
 
     Each task appends one row::
 
-        task, task_epochs, epoch (cumulative), accuracy, accuracy_first_epoch, loss, pl,
-        seconds, and, on measured tasks, every key of ``measure_model(hidden_layers=True)``
-        (nc1, ..., nc4_agreement, dormant_fraction, effective_rank, ..., *_layer{k},
-        weight_magnitude) with its accuracy/loss as ``eval_accuracy``/``eval_loss``;
+        task, task_epochs, epoch (cumulative), accuracy, accuracy_first_epoch,
+        accuracy_last_epoch, loss, pl, seconds, and, on measured tasks, every key of
+        ``measure_model(hidden_layers=True)`` (nc1, nc1_pinv, sigma_b_condition, ...,
+        nc4_agreement, dormant_fraction, effective_rank, ..., *_layer{k}, weight_magnitude)
+        with its accuracy/loss as ``eval_accuracy``/``eval_loss``;
         ``nc1_threshold_reached`` on task 0 of the threshold variant; the remedies' keys
         (``redo_units_reset`` on tasks >= 1); callbacks' keys.
 
@@ -282,7 +300,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
 
             while state["task_epoch"] < max_epochs:
                 start = time.perf_counter()
-                order = sample_order(config.seed, task, state["task_epoch"], n).to(device)
+                order = epoch_order(config, task, state["task_epoch"], n).to(device)
                 stats = engine.train(x, y, order, columns=perm_d)
                 check_finite(state["epoch"] + 1, loss=stats.loss)
                 state["task_stats"].append((stats.accuracy, stats.loss))
@@ -292,7 +310,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
                 reached = False
                 if threshold is not None:
                     metrics = measure(model, x_measure, y_measure, num_classes, perm_d)
-                    reached = metrics["nc1"] < threshold
+                    reached = metrics[config.threshold_metric] < threshold
                 state["task_seconds"] += time.perf_counter() - start
                 if reached:
                     break
@@ -303,7 +321,9 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
             row = task_row(config, task, state)
             row.update(state.get("task_extra", {}))
             if threshold is not None:
-                row["nc1_threshold_reached"] = bool(metrics and metrics["nc1"] < threshold)
+                row["nc1_threshold_reached"] = bool(
+                    metrics and metrics[config.threshold_metric] < threshold
+                )
             if metrics is None and is_measured(config, task):
                 metrics = measure(model, x_measure, y_measure, num_classes, perm_d)
             if metrics is not None:
@@ -344,15 +364,23 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
 
 
 def task_row(config: Config, task: int, state: dict[str, Any]) -> dict[str, Any]:
-    """The training side of a task's row: online accuracy/loss of its last epoch, and pl."""
-    accuracy, loss = state["task_stats"][-1]
+    """The training side of a task's row: online accuracy and loss (of the last epoch, or
+    the mean over the task's epochs: ``config.task_accuracy``), the first and last epochs'
+    online accuracies, and pl."""
+    epochs = state["task_stats"]
+    if config.task_accuracy == "mean":
+        accuracy = float(np.mean([a for a, _ in epochs]))
+        loss = float(np.mean([lo for _, lo in epochs]))
+    else:
+        accuracy, loss = epochs[-1]
     accuracy_task0 = accuracy if task == 0 else state["accuracy_task0"]
     return {
         "task": task,
-        "task_epochs": len(state["task_stats"]),
+        "task_epochs": len(epochs),
         "epoch": state["epoch"],
         "accuracy": accuracy,
-        "accuracy_first_epoch": state["task_stats"][0][0],
+        "accuracy_first_epoch": epochs[0][0],
+        "accuracy_last_epoch": epochs[-1][0],
         "loss": loss,
         "pl": accuracy_task0 - accuracy,
     }

@@ -57,7 +57,10 @@ def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
       last ``window`` tasks (both one epoch per task, so their gap is plasticity loss
       free of the first task's extra epochs, and smoother than single tasks);
     - ``drop``: accuracy of task 0 - of the last task (``final_pl``);
-    - ``r(NC1, acc)``: Pearson r of NC1 and accuracy across the run's measured tasks.
+    - ``r of means``: Pearson r across tasks of the per-task means over seeds of NC1 and
+      accuracy (the paper's headline and the report's definition);
+    - ``mean seed r``: the mean over seeds of each run's own r across its tasks (each run's
+      line shows its own as ``per-run r``).
     """
     from plasticollapse.runs.config import from_dict
     from plasticollapse.studies.base import run_status
@@ -78,11 +81,13 @@ def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
                     **summary,
                     "acc_early": float(np.mean(accuracy[1 : window + 1])) if late else None,
                     "acc_late": float(np.mean(late)) if late else None,
+                    "rows": rows,
                 }
             )
             detail = (
                 f"{summary['tasks_done']} tasks, accuracy {fmt(summary['accuracy_task0'])} -> "
-                f"{fmt(summary['final_accuracy'])}, r(NC1, acc) {fmt(summary['r_nc1_accuracy'])}"
+                f"{fmt(summary['final_accuracy'])}, per-run r(NC1, acc) "
+                f"{fmt(summary['r_nc1_accuracy'])}"
             )
         else:
             detail = f"{len(rows)} tasks so far"
@@ -92,15 +97,34 @@ def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
         f"per setting, mean over seeds (early = tasks 1-{window}, late = last {window} tasks, "
         "drop = task 0 - last task):"
     )
-    columns = ("acc task 0", "acc early", "acc late", "drop", "r(NC1, acc)")
-    keys = ("accuracy_task0", "acc_early", "acc_late", "final_pl", "r_nc1_accuracy")
+    columns = ("acc task 0", "acc early", "acc late", "drop", "r of means", "mean seed r")
+    keys = ("accuracy_task0", "acc_early", "acc_late", "final_pl", None, "r_nc1_accuracy")
     lines.append(f"  {'setting':<20} {'runs':>4} " + " ".join(f"{c:>11}" for c in columns))
     for label, summaries in groups.items():
         means = []
         for key in keys:
+            if key is None:
+                means.append(mean_curve_r([s["rows"] for s in summaries]))
+                continue
             values = [s[key] for s in summaries if finite(s.get(key))]
             means.append(float(np.mean(values)) if values else float("nan"))
         lines.append(
             f"  {label:<20} {len(summaries):>4} " + " ".join(f"{fmt(m):>11}" for m in means)
         )
+    lines.append("  r: Pearson r(NC1, online accuracy) across tasks (see the report for more)")
     return "\n".join(lines)
+
+
+def mean_curve_r(runs: Sequence[Sequence[dict[str, Any]]]) -> float:
+    """Pearson r across tasks of the per-task means over runs of NC1 and of accuracy."""
+    from plasticollapse.analysis.stats import mean_curve_r as r_of_means
+
+    tasks = sorted({r["task"] for rows in runs for r in rows if r.get("nc1") is not None})
+    nc1 = np.full((len(runs), len(tasks)), np.nan)
+    acc = np.full((len(runs), len(tasks)), np.nan)
+    where = {t: j for j, t in enumerate(tasks)}
+    for i, rows in enumerate(runs):
+        for r in rows:
+            if r.get("nc1") is not None and r["task"] in where:
+                nc1[i, where[r["task"]]], acc[i, where[r["task"]]] = r["nc1"], r["accuracy"]
+    return r_of_means(nc1, acc) if tasks else float("nan")

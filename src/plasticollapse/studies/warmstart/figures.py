@@ -17,7 +17,7 @@ import numpy as np
 
 from plasticollapse import analysis
 from plasticollapse.report import plots
-from plasticollapse.report.format import percent_scale
+from plasticollapse.report.format import percent_scale, shared_value
 from plasticollapse.studies.base import StudyResults
 
 if TYPE_CHECKING:
@@ -54,18 +54,52 @@ def _first_metric(results: StudyResults, candidates: Sequence[str]) -> str | Non
     return None
 
 
+def what_was_run(results: StudyResults) -> str:
+    """``fashion-mnist, resnet18 (width 8), lr 0.001, batch 128, 2000 images, 1 run``: a
+    title's last line."""
+    runs = results.runs
+    model = shared_value(runs, "model")
+    if model == "resnet18":
+        model += f" (width {shared_value(runs, 'width')})"
+    samples = shared_value(runs, "train_samples")
+    data = "all images" if samples == "0" else f"{samples} images"
+    return (
+        f"{shared_value(runs, 'dataset')}, {model}, lr {shared_value(runs, 'lr')}, batch "
+        f"{shared_value(runs, 'batch_size')}, {data}, {len(runs)} run{'s' * (len(runs) != 1)}"
+    )
+
+
+#: NC1 keys drawn by :func:`plot_nc1`: (metric, line style, legend suffix).
+NC1_LINES = (
+    ("nc1", "-", "eval mode"),
+    ("nc1_bn_batch", "--", "batch statistics"),
+)
+
+
 def plot_nc1(results: StudyResults, folder: Path) -> Path | None:
-    """NC1 on the warm-up set per checkpoint, per scheme (log scale)."""
+    """NC1 on the warm-up set per checkpoint, per scheme (log scale): in eval mode (solid)
+    and, for BatchNorm networks, with batch statistics (dashed, same colour)."""
     name = "warmstart_nc1"
-    if "nc1" not in analysis.metrics(results.table):
+    available = analysis.metrics(results.table)
+    if "nc1" not in available:
         return plots.skip(name, "no runs with nc1")
+    lines = [line for line in NC1_LINES if line[0] in available]
     fig, (ax,) = plots.panels(1, width=6.0)
     for setting, ids in _groups(results):
-        plots.draw_band(ax, analysis.curves(results.table, "nc1", ids), plots.group_label(setting))
+        color = None
+        for metric, style, suffix in lines:
+            frame = analysis.curves(results.table, metric, ids)
+            if not np.isfinite(frame.to_numpy()).any():
+                continue
+            label = plots.group_label(setting) + (f", {suffix}" if len(lines) > 1 else "")
+            drawn = plots.draw_band(ax, frame, label, color=color)
+            drawn.set_linestyle(style)
+            color = drawn.get_color()
     plots.log_axis(ax, "y")
     ax.set_xlabel("warm-up epoch")
-    ax.set_ylabel("NC1 (warm-up set)")
-    ax.set_title("Warm start: NC1 per checkpoint (mean ± std over seeds)")
+    ax.set_ylabel("NC1 (warm-up set, exact convention)")
+    headline = "Warm start: NC1 per checkpoint (mean ± std over seeds)"
+    plots.set_title(ax, headline, what_was_run(results))
     plots.legend_outside(ax, plots.legend_title(results.settings))
     ax.grid(alpha=0.3, which="both")
     return plots.save(fig, folder, name)
@@ -100,7 +134,8 @@ def plot_nc_vs_acc(
             cx, cy = analysis.between(cx, lo, hi), analysis.between(cy, lo, hi)
             if cx.shape[1]:
                 scale = percent_scale(cy.to_numpy())
-                plots.scatter_means(ax, cx, cy, plots.group_label(setting), scale)
+                group = plots.group_label(setting)
+                plots.scatter_means(ax, cx, cy, group, scale, definition="mean_of_runs")
                 drew = True
         ax.set_xlabel(f"{label}  [{metric}]", fontsize=8)
         if ax is axes[0]:  # one shared meaning; labelling every panel crowds them
@@ -112,14 +147,23 @@ def plot_nc_vs_acc(
     if not drew:
         plots.plt.close(fig)
         return plots.skip(name, f"no checkpoints in {title}")
-    fig.suptitle(f"Warm start: NC metrics vs full-data test accuracy, {title}")
+    headline = (
+        f"Warm start: NC metrics vs full-data test accuracy, {title}; points: per-checkpoint "
+        "means over seeds, r: mean per-seed r"
+    )
+    plots.set_title(fig, headline, what_was_run(results))
     return plots.save(fig, folder, name)
 
 
 def plot_sliding_window(
-    windows: Sequence[WindowResult], folder: Path, window: float, settings: Sequence[str]
+    windows: Sequence[WindowResult],
+    folder: Path,
+    window: float,
+    settings: Sequence[str],
+    x: str = "nc1",
+    subtitle: str = "",
 ) -> Path | None:
-    """The paper's Fig. 3: sliding-window r(NC1, full-data test acc) vs the window's last
+    """The paper's Fig. 3: sliding-window r(``x``, full-data test acc) vs the window's last
     epoch, per scheme (mean ± std over seeds)."""
     name = "warmstart_sliding_window"
     windows = [w for w in windows if np.isfinite(w.r).any()]
@@ -149,8 +193,9 @@ def plot_sliding_window(
     ax.axhline(0, color="k", lw=0.6)
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("last warm-up epoch of the window")
-    ax.set_ylabel("Pearson r (NC1, full-data test acc)")
-    ax.set_title(f"Sliding window of {window:g} epochs (mean ± std over seeds)")
+    ax.set_ylabel(f"Pearson r ({x}, full-data test acc)")
+    headline = f"Warm start: sliding window of {window:g} epochs, per-seed r (mean ± std, seeds)"
+    plots.set_title(ax, headline, subtitle)
     plots.legend_outside(ax, plots.legend_title(settings))
     ax.grid(alpha=0.3)
     return plots.save(fig, folder, name)
@@ -201,7 +246,8 @@ def plot_accuracy(results: StudyResults, folder: Path) -> Path | None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     plots.legend_outside(axes[-1], plots.legend_title(results.settings))
-    fig.suptitle("Warm start: accuracy per scheme (mean ± std over seeds)")
+    headline = "Warm start: accuracy per scheme (mean ± std over seeds)"
+    plots.set_title(fig, headline, what_was_run(results))
     return plots.save(fig, folder, name)
 
 
@@ -211,6 +257,7 @@ def draw_all(
     windows: Sequence[WindowResult],
     window: float = 100,
     split: float = 100,
+    x: str = "nc1",
 ) -> list[tuple[str, Path]]:
     """Every figure the data allows, as (caption, PNG) pairs (PDFs lie beside them)."""
 
@@ -222,8 +269,10 @@ def draw_all(
         ("Warm start: NC1 on the warm-up set per checkpoint", plot_nc1(results, folder)),
         *((ranged(w), plot_nc_vs_acc(results, folder, w, split)) for w in RANGES),
         (
-            "Warm start: sliding-window r(NC1, full-data acc) (paper Fig. 3)",
-            plot_sliding_window(windows, folder, window, results.settings),
+            f"Warm start: sliding-window r({x}, full-data acc) (paper Fig. 3)",
+            plot_sliding_window(
+                windows, folder, window, results.settings, x, what_was_run(results)
+            ),
         ),
         (
             "Warm start: warm-up and full-data test accuracy per scheme (paper Fig. 4)",

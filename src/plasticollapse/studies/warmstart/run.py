@@ -15,6 +15,8 @@ The protocol (the authors' warm-start code, with measurements in eval mode)::
                 the warm-up)
             measure theta on W in eval mode: NC1..NC4, accuracy, feature ranks, dormancy,
                 weight magnitude; and its test accuracy
+            with BatchNorm: measure theta on W again with batch statistics (keys + _bn_batch)
+            Shrink & Perturb: NC1 of the shrunk and perturbed copy (nc1_after_sp, ...)
             probe: a copy of theta (after the remedies' at_probe_start; Shrink & Perturb:
                 shrunk and perturbed) trained on D with plain SGD (same lr and momentum,
                 no weight decay, no regulariser) until an epoch's online training accuracy
@@ -41,7 +43,19 @@ Remedies (:mod:`plasticollapse.remedies`; ``remedies = [...]``, or one named by 
 
 Rows describe the warm-up network at that epoch (for ``redo``, after the checkpoint's
 reset, which belongs to its warm-up; for ``shrink_perturb``, before shrinking, which belongs
-to the probe only).
+to the probe only; ``nc1_after_sp`` and ``nc1_pinv_after_sp`` are NC1 of the probe's shrunk
+and perturbed start, as the authors also recorded).
+
+BatchNorm when measuring (docs/paper.md, "Collapse metrics"): the authors measured the plain
+and Shrink & Perturb networks in train mode (each batch of 128 normalised by its own
+statistics) and the regularised and weight-decay ones in eval mode (running statistics).
+A network with BatchNorm is measured both ways: every key of ``measure_model`` in eval mode
+(``nc1``, ...), and again with batch statistics under the same name plus ``_bn_batch``
+(``nc1_bn_batch``, ``nc1_pinv_bn_batch``, ``warmup_train_acc_bn_batch``, ...): the warm-up
+set in a seeded random order (``generator_for(seed, "bn_batch", epoch)``), in batches of
+``batch_size``, each normalised by its own mean and variance; the running statistics are
+neither used nor changed (:func:`batch_statistics`). A network without BatchNorm gets no
+``_bn_batch`` keys (they would equal the eval-mode ones).
 
 Data: CIFAR-10 is normalised once on the device; MNIST, Fashion-MNIST and digits stay in
 [0, 1], as Setup A. With ``augment``, warm-up and probe batches (never measurements) get a
@@ -65,9 +79,11 @@ non-finite NC1, appends a row ``{"epoch", "diverged": true, "diverged_metric",
 "diverged_value"}`` and ends the run with summary status ``diverged``.
 
 Speed: whole datasets live on the device as tensors, batches are slices through a
-permutation (no DataLoader); on CUDA the ResNet runs channels_last with bf16 autocast
-(``amp``) for training and test accuracy. Collapse is measured in float32: bf16 rounding of
-the features (about 0.4% of their size) would swamp the small within-class spread of a
+permutation (no DataLoader); on CUDA the ResNet runs channels_last, and with ``amp`` in
+bf16 autocast for training and test accuracy (the authors trained in float32, and so does
+the paper preset, ``amp = false``; bf16 is an option for speed whose effect on NC1 has not
+been measured yet, docs/metrics.md). Collapse is always measured in float32: bf16 rounding
+of the features (about 0.4% of their size) would swamp the small within-class spread of a
 collapsed network.
 
 User metrics plug in as callbacks: ``run(config, folder, callbacks=[f])`` calls
@@ -76,21 +92,23 @@ keys to ``row`` or return a dict of them.
 
 Example::
 
-    plasticollapse warmstart --config configs/paper/warmstart_cifar10.toml
-    plasticollapse warmstart --config configs/quick/warmstart_digits.toml --seeds 0 1
+    plasticollapse warmstart --config paper/warmstart_cifar10
+    plasticollapse warmstart --config quick/warmstart_digits --seeds 0 1
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
 from plasticollapse.remedies import RemedyContext, build_remedies, weight_decay_of
+from plasticollapse.remedies.base import Remedy
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import (
     check_classes,
@@ -116,21 +134,91 @@ from plasticollapse.studies.warmstart.training import (
 # --------------------------------------------------------------------------- measuring
 
 
-def measure(model: nn.Module, tensors: Tensors, config: Config) -> dict[str, Any]:
-    """Collapse and plasticity of the warm-up network on the warm-up set, in eval mode and
-    float32, with the warm-up set's accuracy from the same forward pass, and test accuracy.
+#: measure_model's accuracy and loss on the warm-up set, as a row names them.
+RENAMED = {"accuracy": "warmup_train_acc", "loss": "warmup_train_loss"}
+#: Suffix of the keys measured with BatchNorm's batch statistics.
+BN_BATCH = "_bn_batch"
+#: Keys that do not depend on the BatchNorm mode (not repeated with the suffix).
+MODE_FREE = frozenset({"weight_magnitude"})
 
-    ``measure_model``'s ``accuracy``/``loss`` become ``warmup_train_acc``/``warmup_train_loss``.
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether any BatchNorm layer keeps running statistics (the mode then matters)."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        for m in model.modules()
+    )
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside, every BatchNorm layer normalises each batch by its own mean and (biased)
+    variance, in any mode, and its running statistics are neither read nor updated.
+
+    PyTorch's BatchNorm uses batch statistics whenever its running buffers are None (and
+    then has nothing to update), so they are set aside here and put back on exit, untouched.
     """
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            saved.append((m, m.running_mean, m.running_var))
+            m.running_mean, m.running_var = None, None
+    try:
+        yield
+    finally:
+        for m, mean, var in saved:
+            m.running_mean, m.running_var = mean, var
+
+
+def measure_features(
+    model: nn.Module, tensors: Tensors, config: Config, epoch: int
+) -> dict[str, float]:
+    """``measure_model`` on the warm-up set in eval mode and float32 (``accuracy``/``loss``
+    renamed :data:`RENAMED`); with BatchNorm, again with batch statistics (keys + ``_bn_batch``,
+    see the module doc)."""
     from plasticollapse.metrics.measure import measure_model
 
-    metrics = measure_model(
-        model, tensors.warmup_x, tensors.warmup_y, tensors.num_classes, batch_size=EVAL_BATCH
-    )
-    renamed = {"accuracy": "warmup_train_acc", "loss": "warmup_train_loss"}
-    row = {renamed.get(k, k): float(v) for k, v in metrics.items()}
+    x, y, c = tensors.warmup_x, tensors.warmup_y, tensors.num_classes
+    metrics = measure_model(model, x, y, c, batch_size=EVAL_BATCH)
+    row = {RENAMED.get(k, k): float(v) for k, v in metrics.items()}
+    if has_batchnorm(model):
+        order = torch.randperm(len(y), generator=generator_for(config.seed, "bn_batch", epoch))
+        order = order.to(y.device)
+        with batch_statistics(model):
+            batch = measure_model(model, x[order], y[order], c, batch_size=config.batch_size)
+        row.update(
+            {RENAMED.get(k, k) + BN_BATCH: float(v) for k, v in batch.items() if k not in MODE_FREE}
+        )
+    return row
+
+
+def measure(model: nn.Module, tensors: Tensors, config: Config, epoch: int = 0) -> dict[str, Any]:
+    """Collapse and plasticity of the warm-up network on the warm-up set
+    (:func:`measure_features`), with the warm-up set's accuracy from the same forward pass,
+    and test accuracy (eval mode)."""
+    row: dict[str, Any] = measure_features(model, tensors, config, epoch)
     row["warmup_test_acc"] = test_accuracy(model, tensors.test_x, tensors.test_y, config)
     return row
+
+
+def changes_probe_start(remedies: Sequence[Remedy]) -> bool:
+    """Whether a remedy changes the probe's start (Shrink & Perturb)."""
+    return any(type(r).at_probe_start is not Remedy.at_probe_start for r in remedies)
+
+
+def measure_probe_start(
+    start: nn.Module, tensors: Tensors, config: Config, epoch: int
+) -> dict[str, float]:
+    """NC1 of the network the probe starts from, for Shrink & Perturb rows (the authors'
+    ``NC1_SP``): ``nc1_after_sp``, ``nc1_pinv_after_sp`` and, with BatchNorm, their
+    ``_bn_batch`` twins."""
+    metrics = measure_features(start, tensors, config, epoch)
+    out = {}
+    for key in ("nc1", "nc1_pinv"):
+        out[f"{key}_after_sp"] = metrics[key]
+        if key + BN_BATCH in metrics:
+            out[f"{key}_after_sp{BN_BATCH}"] = metrics[key + BN_BATCH]
+    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -143,10 +231,11 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
 
         epoch, warmup_loss (mean training objective of the epoch), warmup_train_acc,
         warmup_train_loss, warmup_test_acc, every collapse and plasticity key of
-        measure_model (nc1, nc1_quotient, cdnv, nc2_*, nc3_*, nc4_*, dormant_fraction,
-        effective_rank, srank, stable_rank, weight_magnitude, ...), the remedies' keys
-        (redo_units_reset), callbacks' keys, full_test_acc, finetune_epochs,
-        finetune_train_acc, seconds
+        measure_model (nc1, nc1_pinv, nc1_quotient, cdnv, sigma_b_condition, nc2_*, nc3_*,
+        nc4_*, dormant_fraction, effective_rank, srank, stable_rank, weight_magnitude, ...),
+        with BatchNorm the same keys + _bn_batch, for Shrink & Perturb nc1_after_sp and
+        nc1_pinv_after_sp (+ _bn_batch), the remedies' keys (redo_units_reset), callbacks'
+        keys, full_test_acc, finetune_epochs, finetune_train_acc, seconds
 
     ``seconds`` is the run's wall time so far (summed over resumes). Returns the summary
     (:func:`summarise_run`).
@@ -249,7 +338,11 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
                 row = {"epoch": epoch, "warmup_loss": loss}
                 for remedy in remedies:
                     row.update(remedy.at_checkpoint(model, optimizer, epoch, tensors.warmup_x))
-                row.update(measure(model, tensors, config))
+                row.update(measure(model, tensors, config, epoch))
+                if changes_probe_start(remedies):
+                    start = probe_start(model, remedies, epoch)
+                    row.update(measure_probe_start(start, tensors, config, epoch))
+                    del start
                 check_finite(epoch, nc1=row["nc1"])
                 for callback in callbacks:
                     extra = callback(epoch, model, row)

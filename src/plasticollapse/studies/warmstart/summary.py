@@ -93,7 +93,7 @@ def summarise_study(specs: Sequence[Any], max_rows: int = 8) -> str:
         lines.append(
             f"{label}: {len(runs)} seed(s), fresh-init full-data test acc {fmt(fresh)} "
             f"(in {fmt(across('fresh_finetune_epochs'), '.1f')} epochs), "
-            f"r(NC1, full acc) {fmt(across('r_nc1_full_test_acc'))}, "
+            f"mean per-seed r(NC1, full acc) {fmt(across('r_nc1_full_test_acc'))}, "
             f"{fmt(across('seconds'), '.0f')} s/run"
         )
         epochs = sorted({r["epoch"] for _, rows in runs for r in rows})
