@@ -27,6 +27,7 @@ from plasticollapse.studies.base import Experiment
 REGISTRY: dict[str, str] = {
     "permuted": "plasticollapse.studies.permuted:STUDY",
     "warmstart": "plasticollapse.studies.warmstart:STUDY",
+    "bitflip_regression": "plasticollapse.studies.bitflip_regression:STUDY",
 }
 
 #: The entry-point group through which other packages register studies.
