@@ -117,6 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.set_defaults(handler=cmd_sweep, takes_fields=True)
 
+    matrix = sub.add_parser(
+        "matrix",
+        help="every study x remedy x seed cell of a matrix preset: one table and a heatmap",
+        description="Run (resumably) or read every (study x remedy x seed) cell of a matrix "
+        "preset, then write matrix.csv, matrix.md, a heatmap and per-study correlations.",
+    )
+    matrix.add_argument("config", nargs="?", help="a matrix preset (quick/matrix) or TOML file")
+    matrix.add_argument("--config", dest="config_option", metavar="PRESET", help="the same")
+    matrix.add_argument("--out", help="parent folder of the cells' run folders")
+    matrix.add_argument("--report", help="folder of the matrix's files (default <out>/matrix)")
+    matrix.add_argument("--seeds", help="seeds: 0-4, 0,1,2 (default: the preset's)")
+    matrix.add_argument("--studies", nargs="+", help="only these studies of the preset")
+    matrix.add_argument("--remedies", nargs="+", help="only these remedies of the preset")
+    matrix.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    matrix.add_argument("--read-only", action="store_true", help="run nothing; read the cells")
+    add_execution_flags(matrix)
+    matrix.set_defaults(handler=cmd_matrix)
+
     report = sub.add_parser("report", help="tidy table, each study's figures and a report")
     report.add_argument("runs", nargs="+", help="run folders, or folders containing them")
     report.add_argument("--out", help="output folder (default: the first RUNS folder's report/)")
@@ -382,6 +400,27 @@ def beside_runs(runs: list[str], *parts: str) -> Path:
     """``<first RUNS folder>/<parts>``: where report and plot write by default."""
     first = Path(runs[0])
     return (first.parent if first.is_file() else first).joinpath(*parts)
+
+
+def cmd_matrix(args: argparse.Namespace, _: list[str]) -> int:
+    from plasticollapse.matrix import main_matrix
+
+    ref = args.config or args.config_option
+    if ref is None:
+        raise ConfigError("matrix needs a preset: plasticollapse matrix quick/matrix")
+    return main_matrix(
+        ref,
+        out=args.out,
+        report=args.report,
+        seeds=args.seeds,
+        studies=args.studies,
+        remedies=args.remedies,
+        dry_run=args.dry_run,
+        read_only=args.read_only,
+        backend=args.backend,
+        workers=args.workers,
+        wait=args.wait,
+    )
 
 
 def cmd_report(args: argparse.Namespace, _: list[str]) -> int:

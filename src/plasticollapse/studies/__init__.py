@@ -30,6 +30,7 @@ REGISTRY: dict[str, str] = {
     "label_permuted": "plasticollapse.studies.label_permuted:STUDY",
     "random_labels": "plasticollapse.studies.random_labels:STUDY",
     "class_incremental": "plasticollapse.studies.class_incremental:STUDY",
+    "bitflip_regression": "plasticollapse.studies.bitflip_regression:STUDY",
 }
 
 #: The entry-point group through which other packages register studies.

@@ -1,0 +1,268 @@
+"""Online SGD on the slowly-changing regression stream, measured after every flip period.
+
+The protocol (Dohare et al.'s lop/slowly_changing_regression/expr.py and lop/algos/bp.py,
+re-written; the stream is :mod:`.stream`)::
+
+    target = the fixed LTU network of the run's seed
+    learner = ReLU MLP m -> hidden -> n, Kaiming-uniform weights, zero biases (their FFNN)
+    for task (flip period) t = 0 .. tasks-1:
+        remedies' at_task_start (t >= 1) on the new period's evaluation inputs
+        for each of its flip_after steps: x = flipping bits of t + fresh random bits,
+            y = target(x); score (x, y) with the squared error, then one SGD step on it
+        measure on eval_samples fresh inputs of period t; append one row
+
+Engines: the package's online engines train classifiers with the cross-entropy, so this
+study has its own prequential loop with autograd and ``torch.optim.SGD``: the objective of
+a step is ``MSE(f(x), y) + sum_r remedy_r.loss(model, f(x), h(x), y)``, with SGD weight
+decay ``sum_r remedy_r.weight_decay()`` and every remedy's ``after_step`` after the update,
+as the reference engine does for classifiers. Remedies that need class labels are refused
+by the config.
+
+Each period appends one row::
+
+    task, step (cumulative), loss (online mean squared error over the period, each sample
+    scored before its update, as the source's errs), pl = loss_t - loss_0 (plasticity loss
+    as an error: > 0 when the learner does worse than on its first period),
+    the remedies' keys (redo_units_reset), seconds, and on measured periods
+    (:func:`measure`): eval_loss, nrc1, nrc2, nrc3 (Andriopoulos et al. 2024) and
+    dormant_fraction, dead_fraction, effective_rank, srank, stable_rank of the penultimate
+    features; for every hidden layer k: nrc1_layer{k}, dormant_fraction_layer{k},
+    dead_fraction_layer{k}, effective_rank_layer{k}, srank_layer{k}; weight_magnitude.
+
+Opt-in keys: ``probe_steps > 0``: plasticity_score, probe_loss_before, probe_loss_after
+(:func:`plasticollapse.metrics.trainability.plasticity_score` with the squared error, on a
+copy of the network at the start of the period, after the remedies, with the period's
+evaluation batch and lr); ``retrained``: retrained_loss, the online loss of a freshly
+initialised network trained by plain SGD on the same period's samples, and retrained_gap =
+loss - retrained_loss (> 0: the continual learner does worse than a fresh one, the
+"retrained" baseline of the loss-of-plasticity code); ``forgetting``: task0_eval_loss, the
+squared error on period 0's evaluation inputs.
+
+The evaluation inputs are fresh draws of the current period's distribution, but that
+distribution has only 2^(m - f) points (32 in the source), all of which training visits:
+there is no held-out split to speak of, so rows carry no ``test_`` keys.
+
+The run checkpoints after every period (a period of the source is about a second of
+training); callbacks ``f(task, model, row)`` may add keys to a row, as in the other studies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plasticollapse.remedies import RemedyContext, build_remedies, weight_decay_of
+from plasticollapse.remedies.base import Remedy
+from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
+from plasticollapse.runs.runtime import (
+    generator_for,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
+from plasticollapse.studies.base import Callback
+from plasticollapse.studies.bitflip_regression.config import Config, is_measured
+from plasticollapse.studies.bitflip_regression.stream import (
+    TargetNetwork,
+    target_network,
+    task_inputs,
+)
+from plasticollapse.studies.bitflip_regression.summary import summarise_run
+
+#: Per-hidden-layer keys of a measured row (suffixed ``_layer{k}``).
+LAYER_KEYS = ("nrc1", "dormant_fraction", "dead_fraction", "effective_rank", "srank")
+
+
+def task_data(
+    config: Config, target: TargetNetwork, task: int, n: int, purpose: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` samples (inputs, targets) of period ``task``; ``purpose`` "bits" (training)
+    or "eval" picks the generator of their random bits."""
+    x = task_inputs(config.seed, task, n, config.inputs, config.flipping_bits, config.flip, purpose)
+    return x, target(x)
+
+
+def train_period(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    remedies: Sequence[Remedy],
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> float:
+    """One prequential pass, one sample per step, in order; the mean squared error of the
+    predictions made before each update (remedies' loss terms are trained on, not counted)."""
+    model.train()
+    with_terms = [r for r in remedies if "loss" in r.per_step_hooks()]
+    squared_error = torch.zeros((), dtype=torch.float64, device=x.device)
+    for step in range(len(x)):
+        xb, yb = x[step : step + 1], y[step : step + 1]
+        h = model.features(xb)
+        prediction = model.classifier(h)
+        loss = F.mse_loss(prediction, yb)
+        objective = loss
+        for remedy in with_terms:
+            term = remedy.loss(model, prediction, h, yb)
+            objective = objective if term is None else objective + term
+        squared_error += loss.detach()
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        for remedy in remedies:
+            remedy.after_step(model, optimizer, step)
+    return float(squared_error) / len(x)
+
+
+def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Regression collapse and plasticity metrics on (x, y), in eval mode, without autograd.
+
+    NRC1-3 of the penultimate features h with the head's weight and the targets
+    (:func:`~plasticollapse.metrics.regression.regression_collapse_metrics`); unit and rank
+    statistics (:class:`~plasticollapse.metrics.plasticity.UnitStatistics`) of h and of
+    every hidden ReLU layer, and NRC1 of each layer's activations (their distance to their
+    top-n principal subspace). With one target NRC3 is 0 for any network (a 1 x 1 matrix
+    normalised is 1): it says something only for ``outputs >= 2``.
+    """
+    from plasticollapse.metrics.plasticity import (
+        UnitStatistics,
+        capture_activations,
+        eval_mode,
+        weight_magnitude,
+    )
+    from plasticollapse.metrics.regression import nrc1, regression_collapse_metrics
+
+    n_targets = y.shape[1]
+    layers = capture_activations(model, x)
+    with eval_mode(model), torch.no_grad():
+        h = model.features(x)
+        out = {"eval_loss": float(F.mse_loss(model.classifier(h), y))}
+    out.update(regression_collapse_metrics(h, model.classifier.weight, y))
+    stats = UnitStatistics()
+    stats.update(h)
+    out.update(stats.compute())
+    for k, a in enumerate(layers, start=1):
+        layer = UnitStatistics()
+        layer.update(a)
+        values = {**layer.compute(), "nrc1": nrc1(a, min(n_targets, a.shape[1]))}
+        out.update({f"{key}_layer{k}": values[key] for key in LAYER_KEYS})
+    out["weight_magnitude"] = weight_magnitude(model)
+    return out
+
+
+def retrained_loss(
+    config: Config, model: nn.Module, task: int, x: torch.Tensor, y: torch.Tensor
+) -> float:
+    """The online loss of a freshly initialised network (plain SGD, same lr) on the period."""
+    from plasticollapse.remedies.functional import fresh_like
+
+    fresh = fresh_like(model, generator_for(config.seed, "retrained", task))
+    return train_period(fresh, torch.optim.SGD(fresh.parameters(), lr=config.lr), (), x, y)
+
+
+class Learner:
+    """The network, its optimizer and remedies, and the stream it learns: one period at a time."""
+
+    def __init__(self, config: Config, device: torch.device):
+        from plasticollapse.models import MLP
+
+        self.config, self.device = config, device
+        self.target = target_network(
+            config.seed, config.inputs, config.target_hidden, config.outputs, config.beta
+        )
+        seed_everything(config.seed)  # fixes the initialisation
+        self.model = MLP(config.inputs, config.hidden, config.outputs).to(device)
+        self.remedies = build_remedies(config)
+        context = RemedyContext(seed=config.seed, num_classes=config.outputs)
+        for remedy in self.remedies:  # before a checkpoint loads: L2 Init keeps theta_0
+            remedy.bind(self.model, context)
+        decay = weight_decay_of(self.remedies)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, weight_decay=decay)
+
+    def data(self, task: int, n: int, purpose: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = task_data(self.config, self.target, task, n, purpose)
+        return x.to(self.device), y.to(self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "remedies": [r.state_dict() for r in self.remedies],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "model" in state:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        for remedy, remedy_state in zip(self.remedies, state.get("remedies", ()), strict=False):
+            remedy.load_state_dict(remedy_state)
+
+    def period(self, task: int) -> dict[str, Any]:
+        """Train on period ``task`` and measure: its row, without ``pl`` and ``seconds``."""
+        from plasticollapse.metrics.trainability import plasticity_score
+
+        config, model = self.config, self.model
+        x, y = self.data(task, config.flip_after, "bits")
+        x_eval, y_eval = self.data(task, config.eval_samples, "eval")
+        before: dict[str, Any] = {}
+        if task > 0:
+            for remedy in self.remedies:
+                before.update(remedy.at_task_start(model, self.optimizer, task, x_eval))
+        if config.probe_steps:
+            probe = plasticity_score(
+                model, x_eval, y_eval, config.probe_steps, config.lr, F.mse_loss
+            )
+            before.update(probe)
+        row: dict[str, Any] = {"task": task, "step": (task + 1) * config.flip_after}
+        row["loss"] = train_period(model, self.optimizer, self.remedies, x, y)
+        check_finite(task, loss=row["loss"])
+        if config.retrained:
+            row["retrained_loss"] = retrained_loss(config, model, task, x, y)
+            row["retrained_gap"] = row["loss"] - row["retrained_loss"]
+        row.update(before)
+        if is_measured(config, task):
+            row.update(measure(model, x_eval, y_eval))
+        if config.forgetting:
+            x0, y0 = self.data(0, config.eval_samples, "eval")
+            with torch.no_grad():
+                row["task0_eval_loss"] = float(F.mse_loss(model(x0), y0))
+        return row
+
+
+def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
+    """Train online over ``config.tasks`` flip periods, resuming from ``folder``'s checkpoint;
+    append one row per period (keys in the module docstring); return the summary."""
+    set_threads(config.threads)
+    learner = Learner(config, resolve_device(config.device))
+    state = folder.load_checkpoint() or {"task": 0, "loss_task0": None, "seconds": 0.0}
+    learner.load_state_dict(state)
+    callbacks = list(callbacks)
+    bar = None
+    if config.progress:
+        bar = progress_bar(total=config.tasks, initial=state["task"], desc=folder.path.name)
+    divergence: DivergenceError | None = None
+    try:
+        for task in range(state["task"], config.tasks):
+            start = time.perf_counter()
+            row = learner.period(task)
+            if task == 0:
+                state["loss_task0"] = row["loss"]
+            row["pl"] = row["loss"] - state["loss_task0"]
+            for callback in callbacks:
+                row.update(callback(task, learner.model, row) or {})
+            row["seconds"] = time.perf_counter() - start
+            folder.append_metrics(row)
+            state.update(task=task + 1, seconds=state["seconds"] + row["seconds"])
+            folder.save_checkpoint({**state, **learner.state_dict()})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({"task": task, "mse": f"{row['loss']:.3g}"})
+    except DivergenceError as e:
+        divergence = e
+    finally:
+        if bar is not None:
+            bar.close()
+    return summarise_run(folder.read_metrics(), state["seconds"], divergence)
