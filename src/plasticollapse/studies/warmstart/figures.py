@@ -21,7 +21,7 @@ from plasticollapse.report.format import percent_scale, shared_value
 from plasticollapse.studies.base import StudyResults
 
 if TYPE_CHECKING:
-    from plasticollapse.studies.warmstart.report import WindowResult
+    from plasticollapse.studies.warmstart.windows import WindowResult
 
 #: The NC panels: (metric candidates, the first one present wins; axis label).
 NC_PANELS: tuple[tuple[tuple[str, ...], str], ...] = (
