@@ -21,6 +21,7 @@ from plasticollapse.remedies import (
     build_remedies,
     remedy_names,
 )
+from plasticollapse.remedies.cbp import ContinualBackprop
 from plasticollapse.remedies.functional import (
     fresh_like,
     l2_init_penalty,
@@ -31,6 +32,7 @@ from plasticollapse.remedies.functional import (
 from plasticollapse.remedies.l2_init import L2Init
 from plasticollapse.remedies.nc1_reg import NC1Regulariser
 from plasticollapse.remedies.redo import ReDo
+from plasticollapse.remedies.reset import ResetAll, ResetHead
 from plasticollapse.remedies.shrink_perturb import ShrinkPerturb
 from plasticollapse.remedies.weight_decay import WeightDecay
 from plasticollapse.runs.config import ConfigError, Study, field_help, parse_study
@@ -366,24 +368,47 @@ def test_two_remedies_in_one_engine_apply_both():
 # --------------------------------------------------------------------------- engines
 
 
-def test_auto_engine_keeps_the_fast_engine_unless_a_remedy_acts_every_step():
+def test_auto_engine_keeps_the_fast_engine_unless_a_remedy_has_no_compiled_form(capsys):
+    import plasticollapse.engines as engines
+
     mlp = MLP(64, (16,), 10)
     assert isinstance(make_engine("auto", mlp, 0.01, 1), FastEngine)
-    boundary_only = [ShrinkPerturb(0.6, 0.01), ReDo(0.1)]
+    boundary_only = [ShrinkPerturb(0.6, 0.01), ReDo(0.1), ResetAll(), ResetHead()]
     assert isinstance(make_engine("auto", mlp, 0.01, 1, boundary_only), FastEngine)
-    for remedy in (WeightDecay(0.01), L2Init(0.01), NC1Regulariser(0.05, 200.0)):
-        assert type(make_engine("auto", mlp, 0.01, 1, [remedy])) is ReferenceEngine
-        with pytest.raises(ValueError, match=remedy.name):
-            make_engine("fast", mlp, 0.01, 1, [remedy])
+    every_step = [
+        WeightDecay(0.01),
+        L2Init(0.01),
+        ContinualBackprop(1e-4, 0.99, 100, "contribution"),
+    ]
+    for remedy in every_step:
+        remedy.bind(mlp, RemedyContext(seed=0, num_classes=10))
+    assert isinstance(make_engine("auto", mlp, 0.01, 1, every_step), FastEngine)
+    engines._SAID.clear()
+    remedy = NC1Regulariser(0.05, 200.0)
+    assert type(make_engine("auto", mlp, 0.01, 1, [remedy])) is ReferenceEngine
+    with pytest.raises(ValueError, match="nc1_reg"):
+        make_engine("fast", mlp, 0.01, 1, [remedy])
+    normed = MLP(64, (16,), 10, layer_norm=True)
+    for _ in range(2):
+        assert type(make_engine("auto", normed, 0.01, 1)) is ReferenceEngine
+    err = capsys.readouterr().err
+    assert err.count("engine auto:") == 2 and err.count("LayerNorm") == 1  # once each
+    assert "nc1_reg" in err
 
 
 # --------------------------------------------------------------------------- in both studies
 
 # The studies' own tiny runs (digits, 200 samples, a 16-16 or 16 MLP), with ReDo's threshold
-# raised so that it recycles units in so short a run.
-PERMUTED = {**test_permuted.TINY, "engine": "auto", "batch_size": 8, "tasks": 3}
-PERMUTED["redo_tau"] = 0.5  # and batch_size 8: the NC1 regulariser needs two classes
-WARMSTART = {**test_warmstart.TINY, "threads": 1, "redo_tau": 0.5}
+# raised and Continual Backprop's rate and maturity changed so that they act in so short a
+# run.
+SHORT = {"redo_tau": 0.5, "cbp_replacement_rate": 0.01, "cbp_maturity": 5}
+PERMUTED = {**test_permuted.TINY, "engine": "auto", "batch_size": 8, "tasks": 3, **SHORT}
+# (batch_size 8: the NC1 regulariser needs two classes)
+WARMSTART = {**test_warmstart.TINY, "threads": 1, **SHORT}
+#: Remedies of the online studies only (they act inside an engine's pass).
+ONLINE_ONLY = {"cbp"}
+#: Remedies whose warm-start action is on the probe's start only: the warm-up stays plain.
+PROBE_ONLY = {"shrink_perturb", "reset_head", "reset_all"}
 
 
 def run_rows(study, out, **fields):
@@ -406,20 +431,33 @@ def plain_rows(tmp_path_factory):
 @pytest.mark.parametrize("study", ["permuted", "warmstart"])
 @pytest.mark.parametrize("name", [n for n in REMEDIES if n != "plain"])
 def test_every_remedy_runs_in_both_studies_and_changes_the_rows(tmp_path, plain_rows, study, name):
+    if study == "warmstart" and name in ONLINE_ONLY:
+        with pytest.raises(ConfigError, match="online"):
+            WarmstartConfig(**{**WARMSTART, "remedies": (name,)})
+        return
     rows = run_rows(study, tmp_path, remedies=(name,))
     plain = plain_rows[study]
     assert [r.get("task", r.get("epoch")) for r in rows] == [
         r.get("task", r.get("epoch")) for r in plain
     ]
-    assert rows != plain
+    # The numbers change, not only the keys.
+    numbers = ("loss", "nc1", "full_test_acc", "finetune_train_acc")
+    assert [[r.get(k) for k in numbers] for r in rows] != [
+        [r.get(k) for k in numbers] for r in plain
+    ]
     resets = [r["redo_units_reset"] for r in rows if "redo_units_reset" in r]
     if name == "redo":
         assert len(resets) == 2  # tasks 1 and 2 / epochs 2 and 4
         assert sum(resets) > 0
     else:
         assert resets == []
-    if study == "warmstart" and name == "shrink_perturb":
-        # The warm-up is plain; only the probes start from shrunk weights.
+    replaced = [r.get("cbp_units_replaced") for r in rows]
+    if name == "cbp":
+        assert all(n is not None for n in replaced) and sum(replaced) > 0
+    else:
+        assert set(replaced) == {None}
+    if study == "warmstart" and name in PROBE_ONLY:
+        # The warm-up is plain; only the probes start from changed weights.
         assert [r["nc1"] for r in rows] == [r["nc1"] for r in plain]
         assert [r["full_test_acc"] for r in rows] != [r["full_test_acc"] for r in plain] or [
             r["finetune_train_acc"] for r in rows
@@ -443,7 +481,7 @@ def test_scheme_is_an_alias_of_one_remedy(tmp_path):
         assert by_scheme == by_list
 
 
-def test_permuted_plain_runs_still_use_the_fast_engine(tmp_path, monkeypatch):
+def test_permuted_runs_use_the_fast_engine_unless_a_remedy_needs_autograd(tmp_path, monkeypatch):
     import plasticollapse.engines as engines
 
     made = []
@@ -457,11 +495,42 @@ def test_permuted_plain_runs_still_use_the_fast_engine(tmp_path, monkeypatch):
     fields = dict(batch_size=1, tasks=2)
     plain = run_rows("permuted", tmp_path / "plain", **fields)
     sp = run_rows("permuted", tmp_path / "sp", remedies=("shrink_perturb",), **fields)
-    run_rows("permuted", tmp_path / "l2", remedies=("l2_init",), **fields)
-    assert [type(e) for e in made] == [FastEngine, FastEngine, ReferenceEngine]
+    run_rows("permuted", tmp_path / "l2", remedies=("l2_init", "cbp"), **fields)
+    run_rows("permuted", tmp_path / "ln", layer_norm=True, **fields)
+    assert [type(e) for e in made] == [FastEngine, FastEngine, FastEngine, ReferenceEngine]
     assert all(isinstance(e, engines.Engine) for e in made)
     # Task 0 is the same; Shrink & Perturb acts on the fast engine's model before task 1.
     assert sp[0] == plain[0] and sp[1]["loss"] != plain[1]["loss"]
+
+
+ENGINE_PAIRS = {
+    "weight_decay": {"weight_decay": 0.01},
+    "l2_init": {},
+    "cbp": {},
+    "etf_head": {},
+    "shrink_perturb": {"shrink_perturb_every": 50},
+    "redo": {"redo_every": 40},
+    "reset_all": {},
+    "reset_head": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENGINE_PAIRS))
+def test_each_remedy_gives_the_same_rows_in_both_engines(tmp_path, name):
+    """The permuted study at batch size 1 with each remedy, fast vs reference engine: the
+    same rows to float32 rounding (same initialisation, order and fresh draws)."""
+    fields = {"batch_size": 1, "tasks": 3, "remedies": (name,), **ENGINE_PAIRS[name]}
+    rows = {
+        engine: run_rows("permuted", tmp_path / engine, engine=engine, **fields)
+        for engine in ("fast", "reference")
+    }
+    for fast_row, ref_row in zip(rows["fast"], rows["reference"], strict=True):
+        assert fast_row.keys() == ref_row.keys()
+        for key, value in ref_row.items():
+            if isinstance(value, float):
+                assert fast_row[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+            else:
+                assert fast_row[key] == value, key
 
 
 def test_a_run_killed_inside_a_task_does_not_repeat_the_task_start(tmp_path, monkeypatch):
@@ -516,7 +585,7 @@ def test_remedies_parse_from_the_command_line_and_a_preset(tmp_path):
     preset.write_text('remedies = ["redo", "weight_decay"]\nweight_decay = 0.001\n')
     (config,) = parse_study(WarmstartConfig, preset, ["--model", "mlp"]).expand()
     assert [(type(r), dataclasses.astuple(r)) for r in build_remedies(config)] == [
-        (ReDo, (0.1,)),
+        (ReDo, (0.1, 0)),
         (WeightDecay, (0.001,)),
     ]
 
@@ -542,8 +611,21 @@ def test_weight_decay_rules_of_the_warm_start_hold_for_remedies_too():
         (PermutedConfig, {"shrink": -1.0}, ["shrink must be >= 0"]),
         (PermutedConfig, {"nc1_clip": 0.0}, ["nc1_clip must be > 0"]),
         (PermutedConfig, {"remedies": ("nc1_reg",)}, ["nc1_reg", "batch_size >= 2"]),
-        (PermutedConfig, {"remedies": ("l2_init",), "engine": "fast"}, ["fast", "l2_init"]),
-        (PermutedConfig, {"weight_decay": 0.01, "engine": "fast"}, ["fast", "weight_decay"]),
+        (
+            PermutedConfig,
+            {"remedies": ("nc1_reg",), "batch_size": 4, "engine": "fast"},
+            ["fast", "nc1_reg"],
+        ),
+        (PermutedConfig, {"layer_norm": True, "engine": "fast"}, ["fast", "layer_norm"]),
+        (PermutedConfig, {"remedies": ("cbp",), "crelu": True}, ["cbp", "crelu"]),
+        (PermutedConfig, {"remedies": ("redo",), "crelu": True}, ["redo", "crelu"]),
+        (PermutedConfig, {"cbp_decay_rate": 1.0}, ["cbp_decay_rate", "(0, 1)"]),
+        (PermutedConfig, {"cbp_replacement_rate": -1e-4}, ["cbp_replacement_rate"]),
+        (PermutedConfig, {"cbp_utility": "weight"}, ["cbp_utility", "adaptable_contribution"]),
+        (PermutedConfig, {"etf_scale": 0.0}, ["etf_scale must be > 0"]),
+        (PermutedConfig, {"redo_every": -1}, ["redo_every must be >= 0"]),
+        (WarmstartConfig, {"remedies": ("cbp",), "model": "mlp"}, ["cbp", "online", "permuted"]),
+        (WarmstartConfig, {"scheme": "shrink_perturb", "shrink_perturb_every": 10}, ["probe"]),
         (WarmstartConfig, {"scheme": "redo"}, ["redo", "mlp"]),
         (WarmstartConfig, {"remedies": ("weight_decay",), "weight_decay": 0.0}, ["> 0"]),
         (WarmstartConfig, {"scheme": "redo", "remedies": ("l2_init",)}, ["not both"]),

@@ -31,11 +31,13 @@ draw (the subset of samples, Q_t, the sample order of each epoch) comes from its
 the whole stream, and a resumed run redraws exactly what an uninterrupted one would
 without storing generator states.
 
-Remedies (``remedies = [...]``, :mod:`plasticollapse.remedies`) act in two places: before
+Remedies (``remedies = [...]``, :mod:`plasticollapse.remedies`) act in three places: before
 training task t >= 1 (``at_task_start``, on a sample of the new task's inputs: Shrink &
-Perturb, ReDo), and at every step inside the engine (loss terms, weight decay,
-``after_step``: the NC1 regulariser, weight decay, L2 Init; only the reference engine runs
-these, and ``engine = "auto"`` picks it for them).
+Perturb, ReDo, resets), every k steps inside a pass (``at_interval``) and at every step
+inside the engine (loss terms, weight decay, ``after_step``: weight decay, L2 Init and
+Continual Backprop in both engines, the NC1 regulariser in the reference engine only,
+which ``engine = "auto"`` then picks). Counts the engine reports for a pass
+(``cbp_units_replaced``, ``redo_units_reset``) are summed into the task's row.
 
 Every task appends one row to ``metrics.jsonl`` (keys in :func:`run`), and the run
 checkpoints after every task and every epoch of a multi-epoch task, so a kill loses at
@@ -60,6 +62,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from plasticollapse.engines.stats import add_counts
 from plasticollapse.remedies import RemedyContext, build_remedies
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import (
@@ -222,7 +225,9 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     x, y, num_classes = load_task_data(config, device)
     n, dim = x.shape
     seed_everything(config.seed)  # fixes the initialisation
-    model = MLP(dim, config.hidden, num_classes).to(device)
+    model = MLP(
+        dim, config.hidden, num_classes, layer_norm=config.layer_norm, crelu=config.crelu
+    ).to(device)
     remedies = build_remedies(config)
     for remedy in remedies:  # before the checkpoint: L2 Init's theta_0 is the initialisation
         remedy.bind(model, RemedyContext(seed=config.seed, num_classes=num_classes))
@@ -282,6 +287,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
                 order = sample_order(config.seed, task, state["task_epoch"], n).to(device)
                 stats = engine.train(x, y, order, columns=perm_d)
                 check_finite(state["epoch"] + 1, loss=stats.loss)
+                add_counts(state["task_extra"], [stats.extra])  # e.g. cbp_units_replaced
                 state["task_stats"].append((stats.accuracy, stats.loss))
                 state["task_epoch"] += 1
                 state["epoch"] += 1
