@@ -214,6 +214,35 @@ class _SparseRows:
             self.xd = x2
 
 
+#: The rows of the last data tensor any engine or measurement built: ``(key, x, rows)``.
+#: Measuring after a task (:func:`plasticollapse.engines.fast_measure.first_layer_outputs`)
+#: reads the same data the engine trained on, so its rows are built once for both.
+_SHARED: list = [None, None, None]
+
+
+def shared_rows(
+    x: torch.Tensor, n_in: int, dense_threshold: float = DENSE_THRESHOLD
+) -> _SparseRows:
+    """The CSR (or dense) rows of ``x`` as (N, ``n_in``) float32, from the one-entry cache
+    shared by the engines and measuring (keyed as :func:`_cache_key`), built on a miss."""
+    key = (_cache_key(x), dense_threshold)
+    if _SHARED[0] == key:
+        return _SHARED[2]
+    _SHARED[:] = [None, None, None]  # drop the old rows first (peak memory)
+    x2 = x.detach()
+    if x2.device.type != "cpu":
+        x2 = x2.cpu()
+    x2 = x2.reshape(x2.shape[0], -1)
+    if x2.shape[1] != n_in:
+        raise ValueError(f"x has {x2.shape[1]} features per sample, the model takes {n_in}")
+    if not x2.is_floating_point():
+        raise TypeError(f"x must be floating point, got {x2.dtype}")
+    x2 = x2.to(torch.float32).contiguous()
+    rows = _SparseRows(x2.numpy(), dense_threshold)
+    _SHARED[:] = [key, x, rows]
+    return rows
+
+
 def _permutation(columns: torch.Tensor, n_in: int) -> np.ndarray:
     """``columns`` as an int64 array, checked to be a permutation of ``range(n_in)``."""
     perm = np.ascontiguousarray(torch.as_tensor(columns).detach().cpu().numpy(), dtype=np.int64)
@@ -326,16 +355,7 @@ class FastEngine:
         if self._cached_rows is not None and self._cached_key == key:
             return self._cached_rows
         self.clear_cache()  # drop the old rows before building new ones (peak memory)
-        x2 = x.detach()
-        if x2.device.type != "cpu":
-            x2 = x2.cpu()
-        x2 = x2.reshape(x2.shape[0], -1)
-        if x2.shape[1] != n_in:
-            raise ValueError(f"x has {x2.shape[1]} features per sample, the model takes {n_in}")
-        if not x2.is_floating_point():
-            raise TypeError(f"x must be floating point, got {x2.dtype}")
-        x2 = x2.to(torch.float32).contiguous()
-        rows = _SparseRows(x2.numpy(), self.dense_threshold)
+        rows = shared_rows(x, n_in, self.dense_threshold)
         self._cached_x, self._cached_key, self._cached_rows = x, key, rows
         return rows
 

@@ -83,6 +83,7 @@ class RemedyPlan:
             tuple(np.zeros(w, np.int64) for w in widths),
         )
         self._in_abs1 = np.zeros(width, np.float64)
+        self._zeros: tuple | None = None
 
     @property
     def active(self) -> bool:
@@ -90,10 +91,14 @@ class RemedyPlan:
         return bool(self.decay or self.anchor is not None or self.cbp is not None)
 
     def anchors(self, first, weights, biases, perm, transpose_in):
-        """``(a1t, ab1, aws, abs_)``: theta_0 in the pass's layout, or the parameters
-        themselves as typed placeholders when nothing is anchored."""
+        """``(a1t, ab1, aws, abs_)``: theta_0 in the pass's layout (W_1 transposed and
+        column-permuted like the pass's copy ``first``); without an anchor, zeros for the
+        first layer (with pull 0, ``g + 0 (w - 0)`` is ``g`` exactly) and None for the
+        deeper layers (the kernel then compiles without them)."""
         if self.anchor is None:
-            return first, biases[0], tuple(weights[1:]), tuple(biases[1:])
+            if self._zeros is None or self._zeros[0].shape != first.shape:
+                self._zeros = (np.zeros_like(first), np.zeros_like(biases[0]))
+            return self._zeros[0], self._zeros[1], None, None
         arrays = [np.ascontiguousarray(a.detach().cpu().numpy(), np.float32) for a in self.anchor]
         return (
             transpose_in(arrays[0], perm),
@@ -102,6 +107,16 @@ class RemedyPlan:
             tuple(arrays[3::2]),
         )
 
+    def scaled_first_layer(self, first, a1t):
+        """The scaled first layer (module docstring of the kernels): ``(rows, fixed)``,
+        the deviations from the fixed point of decay and pull, ``w* = pull / (decay +
+        pull) * theta_0``, stacked on w* itself (None without an anchor: w* = 0, and the
+        deviations are the weights, trained in place)."""
+        if self.anchor is None:
+            return first, None
+        fixed = np.float32(self.pull / (self.decay + self.pull)) * a1t
+        return np.ascontiguousarray(np.concatenate([first - fixed, fixed])), fixed
+
     def run(
         self, first, b1, ws, bs, rows, y, order, lr, head_lr, head_frozen, perm, transpose_in,
         weights,
@@ -109,8 +124,14 @@ class RemedyPlan:
         """One segment of a pass with the remedies' per-step work: ``(correct, loss_sum)``.
         ``head_lr``: the classifier's learning rate (0 when ``head_frozen``)."""
         a1t, ab1, aws, abs_ = self.anchors(first, weights, (b1, *bs), perm, transpose_in)
-        inv = np.arange(first.shape[0]) if perm is None else _inverse(perm)
         cbp = self.cbp
+        scaled = bool(self.decay or self.pull) and cbp is None
+        n_in = first.shape[0]
+        scales = np.ones(n_in, np.float64)
+        w1 = first
+        if scaled:
+            w1, fixed = self.scaled_first_layer(first, a1t)
+        inv = np.arange(n_in) if perm is None else _inverse(perm)
         if cbp is not None:
             state = cbp.compiled_state()
             utils, means, powers, ages = (
@@ -133,23 +154,28 @@ class RemedyPlan:
             bounds = np.zeros(self.n_hidden, np.float32)
             util_code, decay, rate, maturity, need = 0, 0.0, 0.0, 0, 0
         correct, loss_sum, t = 0, 0.0, 0
-        while t < len(order):
-            if cbp is not None:
-                buffer, cursor = cbp.stream.window(need)
-            else:
-                buffer, cursor = np.zeros(0, np.float32), 0
-            c, loss, t, cursor = kernels.train_pass_remedied(
-                first, b1, ws, bs, rows.sparse, rows.indptr, rows.indices, rows.values,
-                rows.xd, y, order, t, lr, head_lr, head_frozen,
-                self.decay, self.pull, self.anchor is not None, a1t, ab1, aws, abs_,
-                cbp is not None, util_code, decay, rate, maturity, utils, means, powers, ages,
-                accs, replaced, bounds, inv, perm is not None, buffer, cursor, need,
-                self._in_abs1,
-            )  # fmt: skip
-            correct += c
-            loss_sum += loss
-            if cbp is not None:
-                cbp.stream.advance(cursor)
+        try:
+            while t < len(order):
+                if cbp is not None:
+                    buffer, cursor = cbp.stream.window(need)
+                else:
+                    buffer, cursor = np.zeros(0, np.float32), 0
+                c, loss, t, cursor = kernels.train_pass_remedied(
+                    w1, b1, ws, bs, rows.sparse, rows.indptr, rows.indices, rows.values,
+                    rows.xd, y, order, t, lr, head_lr, head_frozen,
+                    self.decay, self.pull, a1t, ab1, aws, abs_, scales, self.anchor is not None,
+                    cbp is not None, util_code, decay, rate, maturity, utils, means, powers,
+                    ages, accs, replaced, bounds, inv, perm is not None, buffer, cursor, need,
+                    self._in_abs1,
+                )  # fmt: skip
+                correct += c
+                loss_sum += loss
+                if cbp is not None:
+                    cbp.stream.advance(cursor)
+        finally:
+            if scaled:  # W_1 = w* + scale * deviation
+                deviation = scales[:, None] * w1[:n_in]
+                first[...] = deviation if fixed is None else fixed + deviation
         return correct, loss_sum
 
 

@@ -58,6 +58,7 @@ import numpy as np
 from numba import njit
 
 from plasticollapse.engines.fast_kernels import (
+    DOT_MATH,
     STEP_MATH,
     deeper_backward_update,
     deeper_forward,
@@ -78,29 +79,24 @@ ADAPTABLE_CONTRIBUTION = 1
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
-def _decayed(w, g, a, nlr, decay, pull, anchored):
-    """One entry: ``w + nlr * ((g + pull (w - a)) + decay w)``."""
-    if anchored:
-        g = g + pull * (w - a)
-    return w + nlr * (g + decay * w)
+def _decayed(w, g, a, nlr, decay, pull):
+    """One entry: ``w + nlr * ((g + pull (w - a)) + decay w)`` (SGD's order: the two
+    gradients summed, then the decay added)."""
+    return w + nlr * ((g + pull * (w - a)) + decay * w)
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def first_layer_update_decayed(
-    w1t, b1, a1t, ab1, delta, sparse, indices, values, xd, s, lo, hi, nlr, decay, pull,
-    anchored, track, in_abs,
-):  # fmt: skip
-    """The dense decayed update of W_1 (transposed, ``w1t``; anchor ``a1t``) and b_1.
-
-    Every input row k is visited: g = delta_1 x_k (0 for a zero input). With ``track``,
-    ``in_abs[i]`` becomes ``sum_k |W_1[i, k]|`` of the updated weights (float64).
-    """
+    w1t, b1, a1t, ab1, delta, sparse, indices, values, xd, s, lo, hi, nlr, decay, pull, in_abs
+):  # pragma: no cover - compiled
+    """The dense decayed update of W_1 (transposed, ``w1t``; anchor ``a1t``) and b_1, every
+    input row k visited (g = delta_1 x_k, 0 for a zero input), for Continual Backprop's
+    adaptable utility: ``in_abs[i]`` becomes ``sum_k |W_1[i, k]|`` of the updated weights."""
     zero = np.float32(0.0)
     h1 = b1.shape[0]
     for j in range(h1):
-        b1[j] = _decayed(b1[j], delta[j], ab1[j], nlr, decay, pull, anchored)
-        if track:
-            in_abs[j] = 0.0
+        b1[j] = _decayed(b1[j], delta[j], ab1[j], nlr, decay, pull)
+        in_abs[j] = 0.0
     p = lo
     for k in range(w1t.shape[0]):
         v = zero
@@ -110,29 +106,72 @@ def first_layer_update_decayed(
                 p += 1
         else:
             v = xd[s, k]
-        if anchored:
-            for j in range(h1):
-                w = w1t[k, j]
-                w1t[k, j] = w + nlr * ((delta[j] * v + pull * (w - a1t[k, j])) + decay * w)
+        for j in range(h1):
+            w1t[k, j] = _decayed(w1t[k, j], delta[j] * v, a1t[k, j], nlr, decay, pull)
+        for j in range(h1):
+            in_abs[j] += abs(w1t[k, j])
+
+
+@njit(cache=True, nogil=True, fastmath=STEP_MATH)
+def scaled_inputs(sparse, indices, values, xd, s, lo, hi, scales, n_in, anchored, idx, val, raw):
+    """Sample s's nonzero inputs as the scaled first layer reads them (module docstring):
+    entries ``(k, x_k * scale_k)`` on the deviations' rows and, ``anchored``, ``(n_in + k,
+    x_k)`` on the fixed point's rows; ``raw`` gets x_k. Returns the number of inputs."""
+    m = 0
+    n = hi - lo if sparse else xd.shape[1]
+    for q in range(n):
+        if sparse:
+            k = indices[lo + q]
+            v = values[lo + q]
         else:
-            for j in range(h1):
-                w = w1t[k, j]
-                w1t[k, j] = w + nlr * (delta[j] * v + decay * w)
-        if track:
-            for j in range(h1):
-                in_abs[j] += abs(w1t[k, j])
+            k = q
+            v = xd[s, k]
+            if v == 0:
+                continue
+        idx[m] = k
+        raw[m] = v
+        val[m] = np.float32(v * scales[k])
+        m += 1
+    if anchored:
+        for q in range(m):
+            idx[m + q] = n_in + idx[q]
+            val[m + q] = raw[q]
+    return m
+
+
+@njit(cache=True, nogil=True, fastmath=STEP_MATH)
+def first_layer_update_scaled(dev, b1, ab1, delta, idx, raw, m, scales, rho, nlr, decay, pull):
+    """Step t's update of the scaled first layer (module docstring): every row's scale is
+    multiplied by rho (its decay and pull); the m rows sample s reads are then rewritten
+    as ``scale_k * u_k + nlr * delta_1 x_k`` with scale 1 (``raw``: the x_k); b_1 gets the
+    exact per-step formula."""
+    h1 = b1.shape[0]
+    for j in range(h1):
+        b1[j] = _decayed(b1[j], delta[j], ab1[j], nlr, decay, pull)
+    for k in range(scales.shape[0]):
+        scales[k] *= rho
+    for q in range(m):
+        k = idx[q]
+        v = raw[q]
+        sk = np.float32(scales[k])
+        for j in range(h1):
+            dev[k, j] = sk * dev[k, j] + nlr * (delta[j] * v)
+        scales[k] = 1.0
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def first_layer_update_tracked(
-    w1t, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr, in_abs
+    w1t, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr, in_abs, change
 ):  # pragma: no cover - compiled
     """:func:`~plasticollapse.engines.fast_kernels.first_layer_update` (the same updates)
-    that also adds ``|w_new| - |w_old|`` of every changed entry to ``in_abs`` (float64)."""
+    that also adds ``|w_new| - |w_old|`` of every changed entry to ``in_abs`` (float64;
+    one step's changes are summed in float32 in ``change`` first, so that the inner loop
+    stays in float32)."""
     zero = np.float32(0.0)
     h1 = b1.shape[0]
     for j in range(h1):
         b1[j] = b1[j] + nlr * delta[j]
+        change[j] = zero
     p = lo
     n = hi - lo if sparse else xd.shape[1]
     for q in range(n):
@@ -149,40 +188,62 @@ def first_layer_update_tracked(
             old = w1t[k, j]
             new = old + nlr * (delta[j] * v)
             w1t[k, j] = new
-            in_abs[j] += np.float64(abs(new)) - np.float64(abs(old))
+            change[j] += abs(new) - abs(old)
+    for j in range(h1):
+        in_abs[j] += change[j]
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def deeper_backward_update_decayed(
-    ws, bs, aws, abs_, acts, delta, dprev, nlr, nlr_head, decay, pull, anchored
+    ws, bs, aws, abs_, acts, delta, dprev, nlr, nlr_head, decay, pull
 ):  # pragma: no cover - compiled
     """As :func:`~plasticollapse.engines.fast_kernels.deeper_backward_update`, with every
-    row decayed (and pulled to the anchors ``aws``/``abs_``): dprev = W_l^T delta_l over all
-    rows (inactive ones add exact zeros), then the dense decayed update of W_l and b_l."""
+    row decayed and pulled to the anchors ``aws``/``abs_`` (None for weight decay alone:
+    Numba then compiles a version without them): dprev = W_l^T delta_l over all rows
+    (inactive ones add exact zeros), then the dense decayed update of W_l and b_l, four
+    rows per sweep over dprev."""
     zero = np.float32(0.0)
     for l in range(len(ws) - 1, -1, -1):
         nlr_l = nlr_head if l == len(ws) - 1 else nlr
         w = ws[l]
         b = bs[l]
-        aw = aws[l]
-        ab = abs_[l]
         n_out, n_in = w.shape
         for k in range(n_in):
             dprev[k] = zero
         for j in range(n_out):
-            dj = delta[j]
-            b[j] = _decayed(b[j], dj, ab[j], nlr_l, decay, pull, anchored)
-            if anchored:
+            anchor = zero if abs_ is None else abs_[l][j]
+            b[j] = _decayed(b[j], delta[j], anchor, nlr_l, decay, pull)
+        j = 0
+        while j + 4 <= n_out:
+            d0, d1, d2, d3 = delta[j], delta[j + 1], delta[j + 2], delta[j + 3]
+            if aws is None:
                 for k in range(n_in):
-                    wk = w[j, k]
-                    dprev[k] += wk * dj
-                    g = dj * acts[l, k] + pull * (wk - aw[j, k])
-                    w[j, k] = wk + nlr_l * (g + decay * wk)
+                    ak = acts[l, k]
+                    w0, w1_, w2, w3 = w[j, k], w[j + 1, k], w[j + 2, k], w[j + 3, k]
+                    dprev[k] = (((dprev[k] + w0 * d0) + w1_ * d1) + w2 * d2) + w3 * d3
+                    w[j, k] = w0 + nlr_l * (d0 * ak + decay * w0)
+                    w[j + 1, k] = w1_ + nlr_l * (d1 * ak + decay * w1_)
+                    w[j + 2, k] = w2 + nlr_l * (d2 * ak + decay * w2)
+                    w[j + 3, k] = w3 + nlr_l * (d3 * ak + decay * w3)
             else:
+                aw = aws[l]
                 for k in range(n_in):
-                    wk = w[j, k]
-                    dprev[k] += wk * dj
-                    w[j, k] = wk + nlr_l * (dj * acts[l, k] + decay * wk)
+                    ak = acts[l, k]
+                    w0, w1_, w2, w3 = w[j, k], w[j + 1, k], w[j + 2, k], w[j + 3, k]
+                    dprev[k] = (((dprev[k] + w0 * d0) + w1_ * d1) + w2 * d2) + w3 * d3
+                    w[j, k] = _decayed(w0, d0 * ak, aw[j, k], nlr_l, decay, pull)
+                    w[j + 1, k] = _decayed(w1_, d1 * ak, aw[j + 1, k], nlr_l, decay, pull)
+                    w[j + 2, k] = _decayed(w2, d2 * ak, aw[j + 2, k], nlr_l, decay, pull)
+                    w[j + 3, k] = _decayed(w3, d3 * ak, aw[j + 3, k], nlr_l, decay, pull)
+            j += 4
+        while j < n_out:
+            dj = delta[j]
+            for k in range(n_in):
+                wk = w[j, k]
+                dprev[k] += wk * dj
+                anchor = zero if aws is None else aws[l][j, k]
+                w[j, k] = _decayed(wk, dj * acts[l, k], anchor, nlr_l, decay, pull)
+            j += 1
         for k in range(n_in):
             delta[k] = dprev[k] if acts[l, k] > zero else zero  # relu'(z) = 1[a > 0]
 
@@ -212,6 +273,37 @@ def column_abs_sums(w, out, row):
             out[row, k] += abs(w[i, k])
 
 
+@njit(cache=True, nogil=True, fastmath=DOT_MATH)
+def row_abs_sum(w, i):
+    """``sum_k |w[i, k]|`` (float32), reassociated so that it vectorises, as torch's
+    reductions are: float32 rounding."""
+    total = np.float32(0.0)
+    for k in range(w.shape[1]):
+        total += abs(w[i, k])
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=STEP_MATH)
+def cbp_utilities(i, acts, util, mean, power, age, mags, adaptable, decay):
+    """Layer i's ages, bias corrections (into ``mags[2]``), means and utilities, in
+    branch-free sweeps over its units (``mags[0]``: out_i; ``mags[1]``: in_i)."""
+    d = np.float32(decay)
+    omd = np.float32(1.0 - decay)
+    for u in range(util.shape[0]):
+        age[u] += 1
+        power[u] *= decay
+        mags[2, u] = np.float32(1.0 - power[u])
+    for u in range(util.shape[0]):
+        h = acts[i, u]
+        m = mean[u] * d + omd * h
+        mean[u] = m
+        if adaptable:
+            new = mags[0, u] * abs(h - m / mags[2, u]) / mags[1, u]
+        else:
+            new = mags[0, u] * abs(h)
+        util[u] = util[u] * d + omd * new
+
+
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def cbp_step(
     w1t, b1, ws, bs, acts, inv, has_perm, head_frozen, in_abs1, mags, taken, chosen, nsel,
@@ -225,22 +317,21 @@ def cbp_step(
     (counts) are the remedy's state, one entry per hidden layer. ``in_abs1`` holds
     ``sum_k |W_1[i, k]|`` (kept up to date by the first layer's update). ``inv`` maps a
     row of ``w1t`` to the model's input column (P^-1; unused unless ``has_perm``).
-    Scratch: ``mags`` (2 x width, float32), ``taken`` (width), ``chosen`` (layers x
+    Scratch: ``mags`` (3 x width, float32), ``taken`` (width), ``chosen`` (layers x
     width), ``nsel`` (layers).
     """
-    d = np.float32(decay)
-    omd = np.float32(1.0 - decay)
+    adaptable = util_code == ADAPTABLE_CONTRIBUTION
     n_hidden = len(ws)
     for i in range(n_hidden):
         util = utils[i]
-        mean = means[i]
-        power = powers[i]
         age = ages[i]
         width = util.shape[0]
         nsel[i] = 0
         column_abs_sums(ws[i], mags, 0)
         n_out = np.float32(ws[i].shape[0])
-        if util_code == ADAPTABLE_CONTRIBUTION:
+        for u in range(width):
+            mags[0, u] = mags[0, u] / n_out
+        if adaptable:
             if i == 0:
                 n_in = np.float32(w1t.shape[0])
                 for u in range(width):
@@ -249,31 +340,19 @@ def cbp_step(
                 inw = ws[i - 1]
                 n_in = np.float32(inw.shape[1])
                 for u in range(width):
-                    total = np.float32(0.0)
-                    for k in range(inw.shape[1]):
-                        total += abs(inw[u, k])
-                    mags[1, u] = total / n_in
+                    mags[1, u] = row_abs_sum(inw, u) / n_in
+        cbp_utilities(i, acts, util, means[i], powers[i], age, mags, adaptable, decay)
         eligible = 0
         for u in range(width):
-            age[u] += 1
-            power[u] *= decay
-            correction = np.float32(1.0 - power[u])
-            h = acts[i, u]
-            mean[u] = mean[u] * d + omd * h
-            out_mag = mags[0, u] / n_out
-            if util_code == ADAPTABLE_CONTRIBUTION:
-                new = out_mag * abs(h - mean[u] / correction) / mags[1, u]
-            else:
-                new = out_mag * abs(h)
-            util[u] = util[u] * d + omd * new
-            if age[u] > maturity:
-                eligible += 1
+            eligible += age[u] > maturity
         if eligible == 0:
             continue
         accs[i] += rate * eligible
         count = int(accs[i])
         accs[i] -= count
         count = min(count, eligible)
+        if count == 0:
+            continue
         for u in range(width):
             taken[u] = False
         for q in range(count):
@@ -281,7 +360,7 @@ def cbp_step(
             best_score = np.float32(0.0)
             for u in range(width):
                 if age[u] > maturity and not taken[u]:
-                    score = util[u] / np.float32(1.0 - power[u])
+                    score = util[u] / mags[2, u]
                     if best < 0 or score < best_score:
                         best = u
                         best_score = score
@@ -289,7 +368,7 @@ def cbp_step(
             chosen[i, q] = best
         for q in range(count):
             util[chosen[i, q]] = np.float32(0.0)
-            mean[chosen[i, q]] = np.float32(0.0)
+            means[i][chosen[i, q]] = np.float32(0.0)
         nsel[i] = count
     for i in range(n_hidden):  # generate: all layers were tested on the same weights
         bound = bounds[i]
@@ -329,17 +408,19 @@ def cbp_step(
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def train_pass_remedied(
     w1t, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, start, lr, head_lr,
-    head_frozen,
-    decay, pull, anchored, a1t, ab1, aws, abs_,
+    head_frozen, decay, pull, a1t, ab1, aws, abs_, scales, anchored,
     cbp, util_code, cbp_decay, rate, maturity, utils, means, powers, ages, accs, replaced,
     bounds, inv, has_perm, buffer, cursor, need, in_abs1,
 ):  # fmt: skip  # pragma: no cover - compiled; covered through FastEngine in tests
     """The prequential pass of :func:`~plasticollapse.engines.fast_kernels.train_pass` over
     ``order[start:]`` with the remedies' per-step work (module docstring): decayed updates
-    when ``decay`` or ``anchored``, generate-and-test after each update when ``cbp``.
+    when ``decay`` or ``pull``, generate-and-test after each update when ``cbp``.
 
-    ``head_lr`` is 0 for a fixed classifier (``head_frozen``: replaced units' outgoing
-    weights in it are not zeroed).
+    With decay and without ``cbp``, ``w1t`` is the scaled first layer: the deviations'
+    rows, then (``anchored``) the fixed point's, with the deviations' float64 ``scales``;
+    otherwise W_1 itself (``a1t``: its anchor). ``aws``/``abs_``: the deeper layers'
+    anchors, or None. ``head_lr`` is 0 for a fixed classifier (``head_frozen``: replaced
+    units' outgoing weights in it are not zeroed).
 
     Returns ``(correct, loss_sum, stop, cursor)``: the pass stopped before ``order[stop]``
     (``len(order)`` when done; earlier when fewer than ``need`` numbers were left in
@@ -349,11 +430,17 @@ def train_pass_remedied(
     nlr_head = np.float32(-head_lr)
     f_decay = np.float32(decay)
     f_pull = np.float32(pull)
-    dense = decay != 0.0 or anchored
+    dense = decay != 0.0 or pull != 0.0
+    scaled = dense and not cbp
+    rho = 1.0 - lr * (decay + pull)
     track = cbp and util_code == ADAPTABLE_CONTRIBUTION
+    n_in = scales.shape[0]
     acts, delta, dprev, active = step_buffers(b1.shape[0], ws)
+    idx = np.zeros(2 * n_in, np.int32)
+    val = np.zeros(2 * n_in, np.float32)
+    raw = np.zeros(n_in, np.float32)
     width = acts.shape[1]
-    mags = np.zeros((2, width), np.float32)
+    mags = np.zeros((3, width), np.float32)
     taken = np.zeros(width, np.bool_)
     chosen = np.zeros((len(ws), width), np.int64)
     nsel = np.zeros(len(ws), np.int64)
@@ -368,7 +455,15 @@ def train_pass_remedied(
         s = order[t]
         lo = indptr[s] if sparse else 0
         hi = indptr[s + 1] if sparse else 0
-        first_layer_forward(w1t, b1, acts, sparse, indices, values, xd, s, lo, hi)
+        m = 0
+        if scaled:
+            m = scaled_inputs(
+                sparse, indices, values, xd, s, lo, hi, scales, n_in, anchored, idx, val, raw
+            )
+            n_read = 2 * m if anchored else m
+            first_layer_forward(w1t, b1, acts, True, idx, val, xd, s, 0, n_read)
+        else:
+            first_layer_forward(w1t, b1, acts, sparse, indices, values, xd, s, lo, hi)
         deeper_forward(ws, bs, acts)
         pred, log_p = score_and_output_delta(acts, n_dense, n_cls, y[s], delta)
         loss_sum -= log_p
@@ -376,20 +471,25 @@ def train_pass_remedied(
             correct += 1
         if dense:
             deeper_backward_update_decayed(
-                ws, bs, aws, abs_, acts, delta, dprev, nlr, nlr_head, f_decay, f_pull, anchored
+                ws, bs, aws, abs_, acts, delta, dprev, nlr, nlr_head, f_decay, f_pull
             )
-            first_layer_update_decayed(
-                w1t, b1, a1t, ab1, delta, sparse, indices, values, xd, s, lo, hi, nlr,
-                f_decay, f_pull, anchored, track, in_abs1,
-            )  # fmt: skip
         else:
             deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr, nlr_head)
-            if track:
-                first_layer_update_tracked(
-                    w1t, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr, in_abs1
-                )
-            else:
-                first_layer_update(w1t, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr)
+        if scaled:
+            first_layer_update_scaled(
+                w1t, b1, ab1, delta, idx, raw, m, scales, rho, nlr, f_decay, f_pull
+            )
+        elif dense:
+            first_layer_update_decayed(
+                w1t, b1, a1t, ab1, delta, sparse, indices, values, xd, s, lo, hi, nlr,
+                f_decay, f_pull, in_abs1,
+            )  # fmt: skip
+        elif track:
+            first_layer_update_tracked(
+                w1t, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr, in_abs1, dprev
+            )
+        else:
+            first_layer_update(w1t, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr)
         if cbp:
             cursor = cbp_step(
                 w1t, b1, ws, bs, acts, inv, has_perm, head_frozen, in_abs1, mags, taken,

@@ -152,20 +152,29 @@ def measure(
     this data) are renamed ``eval_accuracy``/``eval_loss``: ``accuracy`` and ``loss`` of a
     row are the online ones.
 
-    With ``columns`` = P the data is ``x[:, P]``. For an :class:`~plasticollapse.models.MLP`
-    it is not built: a copy of the model whose first layer reads the unpermuted pixels
-    (:func:`reading_unpermuted`) is measured on ``x``. That computes the same activations
-    up to float32 rounding and spares a 60,000 x 784 gather per task.
+    With ``columns`` = P the data is ``x[:, P]``, never built. For the plain ReLU MLP on
+    the CPU the first layer is computed from the sparse rows of ``x`` that the fast engine
+    trained on, with W_1's columns permuted by P^-1
+    (:func:`~plasticollapse.engines.fast_measure.first_layer_outputs`), and the rest of
+    the network in PyTorch (:func:`~plasticollapse.metrics.measure.mlp_forward`); another
+    MLP is measured as a copy whose first layer reads the unpermuted pixels
+    (:func:`reading_unpermuted`). Either computes the same activations up to float32
+    rounding (another summation order).
     """
-    from plasticollapse.metrics.measure import measure_model
+    from plasticollapse.engines import fast_measure
+    from plasticollapse.metrics.measure import measure_model, mlp_forward
     from plasticollapse.models import MLP
 
-    if columns is not None:
+    forward = None
+    if fast_measure.applies(model, x):
+        first_layer = fast_measure.first_layer_outputs(model, x, columns)
+        forward = mlp_forward(model, x, first_layer)
+    elif columns is not None:
         if isinstance(model, MLP):
             model = reading_unpermuted(model, columns)
         else:
             x = permute_pixels(x, columns)
-    metrics = measure_model(model, x, y, num_classes, hidden_layers=True)
+    metrics = measure_model(model, x, y, num_classes, hidden_layers=True, forward=forward)
     renamed = {"accuracy": "eval_accuracy", "loss": "eval_loss"}
     return {renamed.get(k, k): float(v) for k, v in metrics.items()}
 
