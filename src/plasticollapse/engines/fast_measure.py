@@ -7,6 +7,11 @@ engine already built for training (shared through :func:`~plasticollapse.engines
 shared_rows`), with the training step's own compiled first layer
 (:func:`~plasticollapse.engines.fast_kernels.first_layer_forward`): the same activations
 as ``relu(x[:, P] @ W_1.T + b_1)`` up to float32 rounding (another summation order).
+
+It pays where inputs are sparse: on one core, 60,000 MNIST-like images (19% nonzero) take
+0.06 s against 0.11 s for PyTorch's dense layer, Fashion-MNIST (50% nonzero) 0.13 s
+against 0.11 s. Above :data:`SPARSE_DENSITY` the dense layer is used
+(:func:`first_layer_outputs` returns None).
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from numba import njit
 
 from plasticollapse.engines import fast
 from plasticollapse.engines.fast_kernels import STEP_MATH, first_layer_forward
+
+#: Inputs with at most this fraction of nonzeros go through the sparse first layer.
+SPARSE_DENSITY = 0.4
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
@@ -42,12 +50,15 @@ def applies(model: torch.nn.Module, x: torch.Tensor) -> bool:
 @torch.no_grad()
 def first_layer_outputs(
     model: torch.nn.Module, x: torch.Tensor, columns: torch.Tensor | None = None
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """``relu(x[:, P] @ W_1.T + b_1)`` (P = ``columns``, or none) of the MLP ``model`` for
-    every row of ``x``, as an (N, h1) float32 tensor, without building ``x[:, P]``."""
+    every row of ``x``, as an (N, h1) float32 tensor, without building ``x[:, P]``; None
+    when ``x`` is denser than :data:`SPARSE_DENSITY` (a dense layer is then faster)."""
     first = model.hidden_linears[0]
     n_in = first.in_features
     rows = fast.shared_rows(x, n_in)
+    if rows.density > SPARSE_DENSITY:
+        return None
     w1 = first.weight.detach().numpy()
     if columns is None:
         w1t = np.ascontiguousarray(w1.T)

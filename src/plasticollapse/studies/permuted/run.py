@@ -152,14 +152,14 @@ def measure(
     this data) are renamed ``eval_accuracy``/``eval_loss``: ``accuracy`` and ``loss`` of a
     row are the online ones.
 
-    With ``columns`` = P the data is ``x[:, P]``, never built. For the plain ReLU MLP on
-    the CPU the first layer is computed from the sparse rows of ``x`` that the fast engine
-    trained on, with W_1's columns permuted by P^-1
-    (:func:`~plasticollapse.engines.fast_measure.first_layer_outputs`), and the rest of
-    the network in PyTorch (:func:`~plasticollapse.metrics.measure.mlp_forward`); another
-    MLP is measured as a copy whose first layer reads the unpermuted pixels
-    (:func:`reading_unpermuted`). Either computes the same activations up to float32
-    rounding (another summation order).
+    With ``columns`` = P the data is ``x[:, P]``, never built: an MLP is measured as a
+    copy whose first layer reads the unpermuted pixels (:func:`reading_unpermuted`). For
+    the plain ReLU MLP on the CPU, the forward pass is
+    :func:`~plasticollapse.metrics.measure.mlp_forward` (no hooks; the hidden layers'
+    grams through syrk), and on sparse inputs (MNIST) its first layer comes from the rows
+    of ``x`` that the fast engine trained on, with W_1's columns permuted by P^-1
+    (:func:`~plasticollapse.engines.fast_measure.first_layer_outputs`). Each computes the
+    same activations up to float32 rounding (another summation order).
     """
     from plasticollapse.engines import fast_measure
     from plasticollapse.metrics.measure import measure_model, mlp_forward
@@ -168,12 +168,15 @@ def measure(
     forward = None
     if fast_measure.applies(model, x):
         first_layer = fast_measure.first_layer_outputs(model, x, columns)
-        forward = mlp_forward(model, x, first_layer)
-    elif columns is not None:
+        if first_layer is not None:
+            forward = mlp_forward(model, x, first_layer)
+    if columns is not None and forward is None:
         if isinstance(model, MLP):
             model = reading_unpermuted(model, columns)
         else:
             x = permute_pixels(x, columns)
+    if forward is None and fast_measure.applies(model, x):
+        forward = mlp_forward(model, x)
     metrics = measure_model(model, x, y, num_classes, hidden_layers=True, forward=forward)
     renamed = {"accuracy": "eval_accuracy", "loss": "eval_loss"}
     return {renamed.get(k, k): float(v) for k, v in metrics.items()}
