@@ -496,11 +496,18 @@ def test_permuted_runs_use_the_fast_engine_unless_a_remedy_needs_autograd(tmp_pa
     plain = run_rows("permuted", tmp_path / "plain", **fields)
     sp = run_rows("permuted", tmp_path / "sp", remedies=("shrink_perturb",), **fields)
     run_rows("permuted", tmp_path / "l2", remedies=("l2_init", "cbp"), **fields)
-    run_rows("permuted", tmp_path / "ln", layer_norm=True, **fields)
+    normed = run_rows("permuted", tmp_path / "ln", layer_norm=True, remedies=("l2_init",), **fields)
     assert [type(e) for e in made] == [FastEngine, FastEngine, FastEngine, ReferenceEngine]
     assert all(isinstance(e, engines.Engine) for e in made)
     # Task 0 is the same; Shrink & Perturb acts on the fast engine's model before task 1.
     assert sp[0] == plain[0] and sp[1]["loss"] != plain[1]["loss"]
+    assert normed[0]["loss"] != plain[0]["loss"]  # layer norm with L2 Init: both apply
+    crelu = run_rows("permuted", tmp_path / "crelu", crelu=True, **fields)
+    assert type(made[-1]) is ReferenceEngine and crelu[0]["loss"] != plain[0]["loss"]
+    assert "dormant_fraction_layer2" in crelu[0]  # its CReLU outputs are measured
+    from plasticollapse.studies.permuted.config import run_label
+
+    assert run_label(PermutedConfig(layer_norm=True, crelu=True)) == "fte1_ln_crelu"
 
 
 ENGINE_PAIRS = {
@@ -668,3 +675,84 @@ def test_every_config_field_has_a_help_line(config_class):
     for f in dataclasses.fields(config_class):
         text = field_help(config_class, f.name)
         assert text and "\n" not in text, f.name
+
+
+# --------------------------------------------------------------------------- new remedies
+
+
+def test_simplex_etf_has_unit_rows_at_cosine_minus_one_over_c_minus_one():
+    from plasticollapse.models import simplex_etf
+
+    for classes, dim in ((10, 100), (3, 3), (2, 5)):
+        w = simplex_etf(classes, dim, scale=2.0, generator=torch.Generator().manual_seed(0))
+        assert w.shape == (classes, dim)
+        gram = (w.double() @ w.double().T) / 4.0  # rows of norm 2
+        expected = torch.full((classes, classes), -1.0 / (classes - 1), dtype=torch.float64)
+        expected.fill_diagonal_(1.0)
+        torch.testing.assert_close(gram, expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(w.sum(0), torch.zeros(dim), rtol=0, atol=1e-5)  # centred
+    with pytest.raises(ValueError, match="dimension >= 10"):
+        simplex_etf(10, 9)
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_etf_head_stays_fixed_while_the_body_trains_and_remedies_leave_it_alone(engine):
+    from plasticollapse.remedies.etf_head import ETFHead
+
+    x, y = DIGITS[0][:400], DIGITS[1][:400]
+    torch.manual_seed(0)
+    model = MLP(64, (32, 32), 10)
+    body = flat_params(model)[: -(10 * 32 + 10)]
+    remedies = [ETFHead(1.0), ContinualBackprop(0.01, 0.9, 5, "adaptable_contribution")]
+    remedies += [ShrinkPerturb(0.5, 0.1, 150), ReDo(0.5, 100)]
+    for remedy in remedies:
+        remedy.bind(model, RemedyContext(seed=3, num_classes=10))
+    head = model.classifier.weight.detach().clone()
+    torch.testing.assert_close(head.norm(dim=1), torch.ones(10))
+    make = FastEngine if engine == "fast" else ReferenceEngine
+    trainer = make(model, 0.05, remedies) if engine == "fast" else make(model, 0.05, 1, remedies)
+    stats = trainer.train(x, y, torch.randperm(400, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(model.classifier.weight, head)  # trained, shrunk, recycled: fixed
+    assert torch.count_nonzero(model.classifier.bias) == 0
+    assert not torch.equal(flat_params(model)[: len(body)], body)  # the body learnt
+    assert stats.extra["cbp_units_replaced"] > 0 and stats.extra["redo_units_reset"] >= 0
+    assert stats.accuracy > 0.3  # it learns through a fixed head
+
+
+def test_reset_all_is_a_fresh_network_and_reset_head_only_a_fresh_classifier():
+    torch.manual_seed(0)
+    model = MLP(64, (32, 32), 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # far from any initialisation
+    trained = snapshot(model)
+    head, everything = ResetHead(), ResetAll()
+    head.bind(model, RemedyContext(seed=4, num_classes=10))
+    head.at_task_start(model, None, 7, DIGITS[0][:8])
+    fresh = dict(fresh_like(model, generator_for(4, "reset_head", 7)).named_parameters())
+    for name, param in model.named_parameters():
+        want = fresh[name] if name.startswith("classifier") else trained[name]
+        assert torch.equal(param, want), name
+    everything.bind(model, RemedyContext(seed=4, num_classes=10))
+    everything.at_task_start(model, None, 7, DIGITS[0][:8])
+    fresh = dict(fresh_like(model, generator_for(4, "reset_all", 7)).named_parameters())
+    assert all(torch.equal(p, fresh[n]) for n, p in model.named_parameters())
+
+
+def test_mlp_options_layer_norm_and_crelu():
+    from torch import nn
+
+    from plasticollapse.models import CReLU
+
+    torch.manual_seed(0)
+    model = MLP(64, (16, 8), 10, layer_norm=True, crelu=True)
+    kinds = [type(m) for m in model.body]
+    assert kinds == [nn.Linear, nn.LayerNorm, CReLU, nn.Linear, nn.LayerNorm, CReLU]
+    assert model.hidden_linears[1].in_features == 32 and model.classifier.in_features == 16
+    x = DIGITS[0][:5]
+    logits, hidden = model.forward_hidden(x)
+    assert torch.equal(logits, model(x)) and [h.shape[1] for h in hidden] == [32, 16]
+    z = torch.tensor([[-1.0, 2.0]])
+    assert CReLU()(z).tolist() == [[0.0, 2.0, 1.0, 0.0]]
+    # fresh_like (Shrink & Perturb, ReDo, resets) rebuilds the same architecture
+    assert [type(m) for m in fresh_like(model).body] == kinds

@@ -275,6 +275,16 @@ def score_and_output_delta(logits, row, n_cls, yi, delta):
     return pred, float((logits[row, yi] - m) - lse)
 
 
+@njit(cache=True, nogil=True)
+def backward_layer(ws, bs, l, nlr, nlr_head, dprev):
+    """Deeper layer l's ``(W_l, b_l, -eta_l)`` for its backward step (the classifier's
+    learning rate is ``nlr_head``), with ``dprev`` zeroed over its inputs."""
+    w = ws[l]
+    for k in range(w.shape[1]):
+        dprev[k] = np.float32(0.0)
+    return w, bs[l], nlr_head if l == len(ws) - 1 else nlr
+
+
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr, nlr_head):
     """Top down through the deeper layers: dprev = W_l^T delta_l with the pre-update W_l,
@@ -283,12 +293,8 @@ def deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr, nlr_head):
     as it is); leaves delta_1 (the first hidden layer's) in ``delta``."""
     zero = np.float32(0.0)
     for l in range(len(ws) - 1, -1, -1):
-        nlr_l = nlr_head if l == len(ws) - 1 else nlr
-        w = ws[l]
-        b = bs[l]
+        w, b, nlr_l = backward_layer(ws, bs, l, nlr, nlr_head, dprev)
         n_out, n_in = w.shape
-        for k in range(n_in):
-            dprev[k] = zero
         # Rows with delta_l[j] == 0 (inactive ReLUs) change neither W_l nor dprev: skip.
         n_act = 0
         for j in range(n_out):

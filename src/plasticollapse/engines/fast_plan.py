@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from plasticollapse.engines import fast_cbp_kernels as cbp_kernels
 from plasticollapse.engines import fast_remedy_kernels as kernels
 
 if TYPE_CHECKING:
@@ -145,8 +146,8 @@ class RemedyPlan:
                 state["util_code"], state["decay"], state["rate"], state["maturity"]
             )  # fmt: skip
             need = cbp.numbers_per_step_at_most()
-            if util_code == kernels.ADAPTABLE_CONTRIBUTION:
-                kernels.row_abs_sums(weights[0], self._in_abs1)
+            if util_code == cbp_kernels.ADAPTABLE_CONTRIBUTION:
+                cbp_kernels.row_abs_sums(weights[0], self._in_abs1)
         else:
             utils, means, powers, ages = self._no_cbp
             accs = np.zeros(self.n_hidden, np.float64)

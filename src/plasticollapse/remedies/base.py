@@ -100,6 +100,8 @@ class Remedy:
     name: ClassVar[str] = ""
     #: Whether :meth:`after_step` needs the hidden activations of the step's forward pass.
     needs_activations: ClassVar[bool] = False
+    #: Whether only the online studies (which train through an engine) can run it.
+    online_only: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ building
 

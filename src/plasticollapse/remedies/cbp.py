@@ -109,6 +109,7 @@ class ContinualBackprop(Remedy):
 
     name = "cbp"
     needs_activations = True
+    online_only = True
     cbp_replacement_rate: float
     cbp_decay_rate: float
     cbp_maturity: int
@@ -189,7 +190,7 @@ class ContinualBackprop(Remedy):
 
     def compiled_state(self) -> dict[str, Any]:
         """The state as the compiled step takes it (NumPy views: updated in place)."""
-        from plasticollapse.engines.fast_remedy_kernels import (
+        from plasticollapse.engines.fast_cbp_kernels import (
             ADAPTABLE_CONTRIBUTION,
             CONTRIBUTION,
         )

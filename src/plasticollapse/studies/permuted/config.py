@@ -127,10 +127,11 @@ class Config(RemedyFields):
 
 def run_label(config: Config) -> str:
     """``fte5``, ``fte100_nc1lt0.2`` for the threshold variant, ``fte1_shrink_perturb+redo``
-    with remedies (joined by ``+``)."""
+    with remedies (joined by ``+``), ``fte1_ln_crelu`` with the MLP's options."""
     label = f"fte{config.first_task_epochs}"
     if config.nc1_threshold is not None:
         label += f"_nc1lt{config.nc1_threshold:g}"
+    label += "_ln" * config.layer_norm + "_crelu" * config.crelu
     if remedy_names(config):
         label += "_" + "+".join(remedy_names(config))
     return label
