@@ -87,10 +87,11 @@ def gathered_first_layer_update(w1, b1, delta, sparse, indices, values, xd, s, l
 
 
 @njit(nogil=True, fastmath=STEP_MATH)
-def gathered_train_pass(w1, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, lr):
+def gathered_train_pass(w1, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, lr, head_lr):
     """:func:`plasticollapse.engines.fast_kernels.train_pass` with the gathering first
     layer: same arguments, except that ``w1`` is W_1 in PyTorch's layout (out x in)."""
     nlr = np.float32(-lr)
+    nlr_head = np.float32(-head_lr)
     acts, delta, dprev, active = fast_kernels.step_buffers(b1.shape[0], ws)
     n_dense = len(ws)
     n_cls = ws[n_dense - 1].shape[0]
@@ -106,7 +107,7 @@ def gathered_train_pass(w1, b1, ws, bs, sparse, indptr, indices, values, xd, y, 
         loss_sum -= log_p
         if pred == y[s]:
             correct += 1
-        fast_kernels.deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr)
+        fast_kernels.deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr, nlr_head)
         gathered_first_layer_update(w1, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr)
     return correct, loss_sum
 

@@ -9,12 +9,20 @@ Measures, for the paper's 784-100-100-100-10 MLP:
 4. study-level throughput: ``--workers`` processes (default: all cores), each running the
    fast engine on one thread, total steps/s;
 5. what a task costs besides training, timed: ``permuted.measure`` (every NC and
-   plasticity metric on the task's 60k images, hidden layers included), building x[:, P]
-   (now only for the reference engine) and saving the row and checkpoint;
+   plasticity metric on the task's 60k images, hidden layers included; its first layer
+   from the engine's sparse rows) beside the measuring it replaced (PyTorch's dense first
+   layer through a column-permuted copy of the model, ``measure_before``), building
+   x[:, P] (now only for the reference engine) and saving the row and checkpoint;
 6. the projected wall time of the paper's full Permuted MNIST study: first-task epochs
    {1, 2, 5, 10, 50, 100} x 5 seeds x 200 tasks of 60,000 samples (~409M updates) at the
    measured multi-process throughput, plus the CSR rows (once per run), measuring and
-   saving after each task x 200 tasks x 30 runs, spread over the workers.
+   saving after each task x 200 tasks x 30 runs, spread over the workers; with the
+   measuring before and after;
+7. the remedies in the fast engine, one core, beside plain in the same run: weight decay,
+   L2 Init, Continual Backprop (both utilities), the fixed ETF head, Shrink & Perturb and
+   ReDo every 1,000 steps, as updates/s and their ratio to plain (targets: CBP >= 0.5,
+   L2 Init and weight decay >= 0.7); and the reference engine's speed on the MLP with
+   layer norm or CReLU, which only it runs.
 
 Data: synthetic MNIST-like (784 inputs, ~81% zeros as in MNIST, 10 learnable classes) by
 default; also the real Fashion-MNIST when it is found (``plasticollapse.data`` or the IDX
@@ -161,7 +169,9 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
 
     - ``measure``: ``permuted.measure`` as the run calls it (``measure_model`` with
       ``hidden_layers=True`` on all 60k images, the task's permutation P applied through
-      the first layer's columns, so x[:, P] is never built);
+      the first layer's columns, so x[:, P] is never built; the first layer from the
+      engine's CSR rows), in thread CPU time; ``measure_before``: the same metrics as it
+      was computed before, PyTorch's dense first layer on a column-permuted copy;
     - ``measure_built``: the same metrics on a built x[:, P] (what a run with the
       reference engine does), and ``gather``: building x[:, P] itself;
     - ``forward``: one eval-mode forward pass over 60k (the least any measuring costs);
@@ -183,8 +193,14 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
             for chunk in x.split(1024):
                 model(chunk)
 
+    def measure_before():  # permuted.measure before the sparse first layer
+        twin = permuted.reading_unpermuted(model, perm)
+        return measure_model(twin, x, y, 10, hidden_layers=True)
+
+    permuted.measure(model, x, y, 10, perm)  # compiles the kernel, builds the rows
     out = {
-        "measure": best_of(lambda: permuted.measure(model, x, y, 10, perm), repeats)[0],
+        "measure": best_of(lambda: permuted.measure(model, x, y, 10, perm), repeats)[1],
+        "measure_before": best_of(measure_before, repeats)[1],
         "measure_built": best_of(
             lambda: measure_model(model, x_t, y, 10, hidden_layers=True), repeats
         )[0],
@@ -204,6 +220,69 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
 
         out["checkpoint"] = best_of(checkpoint, repeats)[0]
     return out
+
+
+def remedy_cases():
+    """(label, remedies factory) of the remedies timed beside plain."""
+    from plasticollapse.remedies.cbp import ContinualBackprop
+    from plasticollapse.remedies.etf_head import ETFHead
+    from plasticollapse.remedies.l2_init import L2Init
+    from plasticollapse.remedies.redo import ReDo
+    from plasticollapse.remedies.shrink_perturb import ShrinkPerturb
+    from plasticollapse.remedies.weight_decay import WeightDecay
+
+    return [
+        ("plain", lambda: []),
+        ("weight_decay", lambda: [WeightDecay(1e-3)]),
+        ("l2_init", lambda: [L2Init(1e-3)]),
+        ("cbp", lambda: [ContinualBackprop(1e-4, 0.99, 100, "adaptable_contribution")]),
+        ("cbp (contribution)", lambda: [ContinualBackprop(1e-4, 0.99, 100, "contribution")]),
+        ("etf_head", lambda: [ETFHead(1.0)]),
+        ("shrink_perturb every 1000", lambda: [ShrinkPerturb(0.8, 0.01, 1000)]),
+        ("redo every 1000", lambda: [ReDo(0.1, 1000)]),
+    ]
+
+
+def remedies_one_core(x, y, steps: int, repeats: int) -> dict[str, float]:
+    """Fast-engine updates/s (thread CPU time, best of ``repeats``) with each remedy, on
+    the same data and order; all cases are timed in turn within each repeat, so that
+    load on the machine hits them alike."""
+    from plasticollapse.remedies import RemedyContext
+
+    torch.manual_seed(0)
+    base = MLP(x.shape[1], HIDDEN, 10)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+    order = order.repeat(-(-steps // len(order)))[:steps]
+    columns = torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(2))
+    rates: dict[str, float] = {}
+    for _ in range(repeats):
+        for label, make in remedy_cases():
+            model, remedies = copy.deepcopy(base), make()
+            for remedy in remedies:
+                remedy.bind(model, RemedyContext(seed=0, num_classes=10))
+            engine = fast.FastEngine(model, 0.01, remedies)
+            engine.train(x, y, order[:200], columns=columns)  # compile / load, CSR rows
+            cpu = time.thread_time()
+            engine.train(x, y, order, columns=columns)
+            rates[label] = max(rates.get(label, 0.0), steps / (time.thread_time() - cpu))
+    return rates
+
+
+def reference_architectures(x, y, steps: int, repeats: int) -> dict[str, float]:
+    """Reference-engine updates/s of the plain MLP and of its layer-norm and CReLU
+    variants (which the fast engine does not run), thread CPU time."""
+    rates = {}
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:steps]
+    for label, options in (
+        ("plain", {}),
+        ("layer_norm", {"layer_norm": True}),
+        ("crelu", {"crelu": True}),
+    ):
+        torch.manual_seed(0)
+        engine = ReferenceEngine(MLP(x.shape[1], HIDDEN, 10, **options), 0.01)
+        engine.train(x, y, order[:50])
+        rates[label] = steps / best_of(lambda e=engine: e.train(x, y, order), repeats)[1]
+    return rates
 
 
 def compile_seconds() -> tuple[float, float]:
@@ -276,11 +355,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ref-steps", type=int, default=2000)
     parser.add_argument("--fast-steps", type=int, default=120_000)
     parser.add_argument("--study-steps", type=int, default=120_000, help="per worker, round")
+    parser.add_argument("--remedy-steps", type=int, default=60_000, help="per remedy, repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer steps, for a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
         args.ref_steps, args.fast_steps, args.study_steps = 300, 20_000, 30_000
+        args.remedy_steps = 10_000
         args.repeats = 2
     torch.set_num_threads(1)
 
@@ -322,14 +403,36 @@ def main(argv: list[str] | None = None) -> None:
         f"{base['fast'] / base['ref']:.0f}x)"
     )
 
+    print("\nRemedies in the fast engine, one core (updates/s, thread CPU, best of repeats):")
+    for name, (x, y) in datasets.items():
+        rates = remedies_one_core(x, y, args.remedy_steps, args.repeats)
+        print(f"  {name}:")
+        for label, rate in rates.items():
+            print(f"    {label:<26} {rate:>9,.0f}  {rate / rates['plain']:.2f} x plain")
+        targets = {"cbp": 0.5, "l2_init": 0.7, "weight_decay": 0.7}
+        verdicts = []
+        for label, target in targets.items():
+            ratio = rates[label] / rates["plain"]
+            verdicts.append(f"{label} {ratio:.2f} {'met' if ratio >= target else 'NOT met'}")
+            verdicts[-1] += f" (>= {target})"
+        print(f"    targets: {', '.join(verdicts)}")
+    x, y = datasets["synthetic MNIST-like"]
+    ref = reference_architectures(x, y, args.ref_steps, args.repeats)
+    print(
+        "  reference engine (what runs layer_norm / crelu), synthetic MNIST-like: "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in ref.items())
+        + f" updates/s; the fast engine's plain: {results['synthetic MNIST-like']['fast_cpu']:,.0f}"
+    )
+
     print("\nPer task besides training, one thread (s; best of repeats):")
     task_costs = {}
     for name, (x, y) in datasets.items():
         c = per_task_seconds(x, y, args.repeats)
         task_costs[name] = c
         print(
-            f"  {name}: measure {c['measure']:.3f} (on a built x[:, P]: "
-            f"{c['measure_built']:.3f} + gather {c['gather']:.3f}); forward alone "
+            f"  {name}: measure {c['measure']:.3f} s CPU (before the sparse first layer: "
+            f"{c['measure_before']:.3f}, {c['measure_before'] / c['measure']:.2f}x; on a built "
+            f"x[:, P]: {c['measure_built']:.3f} + gather {c['gather']:.3f}); forward alone "
             f"{c['forward']:.3f}; row + checkpoint {c['checkpoint']:.3f}"
         )
     workers = args.workers
@@ -362,7 +465,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ref_s = STUDY_STEPS / base["ref"] / workers
     total = train_s + csr_s + measure_s
-    print(f"  total               {hours(total)}  (target: under 1 h)")
+    print(f"  total               {hours(total)}  (target: under 40 min)")
+    before = (cost["measure_before"] + cost["checkpoint"]) * TASKS * RUNS / workers
+    print(
+        f"  with the measuring before the sparse first layer ({cost['measure_before']:.3f} s "
+        f"a task): {hours(train_s + csr_s + before)}"
+    )
     total_cpu = STUDY_STEPS / study_cpu + csr_s + measure_s
     print(f"  total at the CPU-time throughput: {hours(total_cpu)}")
     for name, c in task_costs.items():

@@ -88,7 +88,9 @@ def test_help_shows_types_choices_and_defaults(capsys):
     assert field_entry(permuted, "loggers").endswith("(default: none)")
     warmstart = help_of("warmstart", capsys)
     scheme = field_entry(warmstart, "scheme")
-    assert "{plain, shrink_perturb, nc1_reg, weight_decay, l2_init, redo}" in scheme
+    from plasticollapse.remedies import REMEDIES
+
+    assert "{" + ", ".join(REMEDIES) + "}" in scheme  # every registered remedy
     assert "(default: plain)" in scheme
     assert "(default: 7)" in field_entry(warmstart, "seed")
 

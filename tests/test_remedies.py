@@ -21,6 +21,7 @@ from plasticollapse.remedies import (
     build_remedies,
     remedy_names,
 )
+from plasticollapse.remedies.cbp import ContinualBackprop
 from plasticollapse.remedies.functional import (
     fresh_like,
     l2_init_penalty,
@@ -31,6 +32,7 @@ from plasticollapse.remedies.functional import (
 from plasticollapse.remedies.l2_init import L2Init
 from plasticollapse.remedies.nc1_reg import NC1Regulariser
 from plasticollapse.remedies.redo import ReDo
+from plasticollapse.remedies.reset import ResetAll, ResetHead
 from plasticollapse.remedies.shrink_perturb import ShrinkPerturb
 from plasticollapse.remedies.weight_decay import WeightDecay
 from plasticollapse.runs.config import ConfigError, Study, field_help, parse_study
@@ -366,24 +368,47 @@ def test_two_remedies_in_one_engine_apply_both():
 # --------------------------------------------------------------------------- engines
 
 
-def test_auto_engine_keeps_the_fast_engine_unless_a_remedy_acts_every_step():
+def test_auto_engine_keeps_the_fast_engine_unless_a_remedy_has_no_compiled_form(capsys):
+    import plasticollapse.engines as engines
+
     mlp = MLP(64, (16,), 10)
     assert isinstance(make_engine("auto", mlp, 0.01, 1), FastEngine)
-    boundary_only = [ShrinkPerturb(0.6, 0.01), ReDo(0.1)]
+    boundary_only = [ShrinkPerturb(0.6, 0.01), ReDo(0.1), ResetAll(), ResetHead()]
     assert isinstance(make_engine("auto", mlp, 0.01, 1, boundary_only), FastEngine)
-    for remedy in (WeightDecay(0.01), L2Init(0.01), NC1Regulariser(0.05, 200.0)):
-        assert type(make_engine("auto", mlp, 0.01, 1, [remedy])) is ReferenceEngine
-        with pytest.raises(ValueError, match=remedy.name):
-            make_engine("fast", mlp, 0.01, 1, [remedy])
+    every_step = [
+        WeightDecay(0.01),
+        L2Init(0.01),
+        ContinualBackprop(1e-4, 0.99, 100, "contribution"),
+    ]
+    for remedy in every_step:
+        remedy.bind(mlp, RemedyContext(seed=0, num_classes=10))
+    assert isinstance(make_engine("auto", mlp, 0.01, 1, every_step), FastEngine)
+    engines._SAID.clear()
+    remedy = NC1Regulariser(0.05, 200.0)
+    assert type(make_engine("auto", mlp, 0.01, 1, [remedy])) is ReferenceEngine
+    with pytest.raises(ValueError, match="nc1_reg"):
+        make_engine("fast", mlp, 0.01, 1, [remedy])
+    normed = MLP(64, (16,), 10, layer_norm=True)
+    for _ in range(2):
+        assert type(make_engine("auto", normed, 0.01, 1)) is ReferenceEngine
+    err = capsys.readouterr().err
+    assert err.count("engine auto:") == 2 and err.count("LayerNorm") == 1  # once each
+    assert "nc1_reg" in err
 
 
 # --------------------------------------------------------------------------- in both studies
 
 # The studies' own tiny runs (digits, 200 samples, a 16-16 or 16 MLP), with ReDo's threshold
-# raised so that it recycles units in so short a run.
-PERMUTED = {**test_permuted.TINY, "engine": "auto", "batch_size": 8, "tasks": 3}
-PERMUTED["redo_tau"] = 0.5  # and batch_size 8: the NC1 regulariser needs two classes
-WARMSTART = {**test_warmstart.TINY, "threads": 1, "redo_tau": 0.5}
+# raised and Continual Backprop's rate and maturity changed so that they act in so short a
+# run.
+SHORT = {"redo_tau": 0.5, "cbp_replacement_rate": 0.01, "cbp_maturity": 5}
+PERMUTED = {**test_permuted.TINY, "engine": "auto", "batch_size": 8, "tasks": 3, **SHORT}
+# (batch_size 8: the NC1 regulariser needs two classes)
+WARMSTART = {**test_warmstart.TINY, "threads": 1, **SHORT}
+#: Remedies of the online studies only (they act inside an engine's pass).
+ONLINE_ONLY = {"cbp"}
+#: Remedies whose warm-start action is on the probe's start only: the warm-up stays plain.
+PROBE_ONLY = {"shrink_perturb", "reset_head", "reset_all"}
 
 
 def run_rows(study, out, **fields):
@@ -406,20 +431,33 @@ def plain_rows(tmp_path_factory):
 @pytest.mark.parametrize("study", ["permuted", "warmstart"])
 @pytest.mark.parametrize("name", [n for n in REMEDIES if n != "plain"])
 def test_every_remedy_runs_in_both_studies_and_changes_the_rows(tmp_path, plain_rows, study, name):
+    if study == "warmstart" and name in ONLINE_ONLY:
+        with pytest.raises(ConfigError, match="online"):
+            WarmstartConfig(**{**WARMSTART, "remedies": (name,)})
+        return
     rows = run_rows(study, tmp_path, remedies=(name,))
     plain = plain_rows[study]
     assert [r.get("task", r.get("epoch")) for r in rows] == [
         r.get("task", r.get("epoch")) for r in plain
     ]
-    assert rows != plain
+    # The numbers change, not only the keys.
+    numbers = ("loss", "nc1", "full_test_acc", "finetune_train_acc")
+    assert [[r.get(k) for k in numbers] for r in rows] != [
+        [r.get(k) for k in numbers] for r in plain
+    ]
     resets = [r["redo_units_reset"] for r in rows if "redo_units_reset" in r]
     if name == "redo":
         assert len(resets) == 2  # tasks 1 and 2 / epochs 2 and 4
         assert sum(resets) > 0
     else:
         assert resets == []
-    if study == "warmstart" and name == "shrink_perturb":
-        # The warm-up is plain; only the probes start from shrunk weights.
+    replaced = [r.get("cbp_units_replaced") for r in rows]
+    if name == "cbp":
+        assert all(n is not None for n in replaced) and sum(replaced) > 0
+    else:
+        assert set(replaced) == {None}
+    if study == "warmstart" and name in PROBE_ONLY:
+        # The warm-up is plain; only the probes start from changed weights.
         assert [r["nc1"] for r in rows] == [r["nc1"] for r in plain]
         assert [r["full_test_acc"] for r in rows] != [r["full_test_acc"] for r in plain] or [
             r["finetune_train_acc"] for r in rows
@@ -443,7 +481,7 @@ def test_scheme_is_an_alias_of_one_remedy(tmp_path):
         assert by_scheme == by_list
 
 
-def test_permuted_plain_runs_still_use_the_fast_engine(tmp_path, monkeypatch):
+def test_permuted_runs_use_the_fast_engine_unless_a_remedy_needs_autograd(tmp_path, monkeypatch):
     import plasticollapse.engines as engines
 
     made = []
@@ -457,11 +495,49 @@ def test_permuted_plain_runs_still_use_the_fast_engine(tmp_path, monkeypatch):
     fields = dict(batch_size=1, tasks=2)
     plain = run_rows("permuted", tmp_path / "plain", **fields)
     sp = run_rows("permuted", tmp_path / "sp", remedies=("shrink_perturb",), **fields)
-    run_rows("permuted", tmp_path / "l2", remedies=("l2_init",), **fields)
-    assert [type(e) for e in made] == [FastEngine, FastEngine, ReferenceEngine]
+    run_rows("permuted", tmp_path / "l2", remedies=("l2_init", "cbp"), **fields)
+    normed = run_rows("permuted", tmp_path / "ln", layer_norm=True, remedies=("l2_init",), **fields)
+    assert [type(e) for e in made] == [FastEngine, FastEngine, FastEngine, ReferenceEngine]
     assert all(isinstance(e, engines.Engine) for e in made)
     # Task 0 is the same; Shrink & Perturb acts on the fast engine's model before task 1.
     assert sp[0] == plain[0] and sp[1]["loss"] != plain[1]["loss"]
+    assert normed[0]["loss"] != plain[0]["loss"]  # layer norm with L2 Init: both apply
+    crelu = run_rows("permuted", tmp_path / "crelu", crelu=True, **fields)
+    assert type(made[-1]) is ReferenceEngine and crelu[0]["loss"] != plain[0]["loss"]
+    assert "dormant_fraction_layer2" in crelu[0]  # its CReLU outputs are measured
+    from plasticollapse.studies.permuted.config import run_label
+
+    assert run_label(PermutedConfig(layer_norm=True, crelu=True)) == "fte1_ln_crelu"
+
+
+ENGINE_PAIRS = {
+    "weight_decay": {"weight_decay": 0.01},
+    "l2_init": {},
+    "cbp": {},
+    "etf_head": {},
+    "shrink_perturb": {"shrink_perturb_every": 50},
+    "redo": {"redo_every": 40},
+    "reset_all": {},
+    "reset_head": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENGINE_PAIRS))
+def test_each_remedy_gives_the_same_rows_in_both_engines(tmp_path, name):
+    """The permuted study at batch size 1 with each remedy, fast vs reference engine: the
+    same rows to float32 rounding (same initialisation, order and fresh draws)."""
+    fields = {"batch_size": 1, "tasks": 3, "remedies": (name,), **ENGINE_PAIRS[name]}
+    rows = {
+        engine: run_rows("permuted", tmp_path / engine, engine=engine, **fields)
+        for engine in ("fast", "reference")
+    }
+    for fast_row, ref_row in zip(rows["fast"], rows["reference"], strict=True):
+        assert fast_row.keys() == ref_row.keys()
+        for key, value in ref_row.items():
+            if isinstance(value, float):
+                assert fast_row[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+            else:
+                assert fast_row[key] == value, key
 
 
 def test_a_run_killed_inside_a_task_does_not_repeat_the_task_start(tmp_path, monkeypatch):
@@ -516,7 +592,7 @@ def test_remedies_parse_from_the_command_line_and_a_preset(tmp_path):
     preset.write_text('remedies = ["redo", "weight_decay"]\nweight_decay = 0.001\n')
     (config,) = parse_study(WarmstartConfig, preset, ["--model", "mlp"]).expand()
     assert [(type(r), dataclasses.astuple(r)) for r in build_remedies(config)] == [
-        (ReDo, (0.1,)),
+        (ReDo, (0.1, 0)),
         (WeightDecay, (0.001,)),
     ]
 
@@ -542,8 +618,21 @@ def test_weight_decay_rules_of_the_warm_start_hold_for_remedies_too():
         (PermutedConfig, {"shrink": -1.0}, ["shrink must be >= 0"]),
         (PermutedConfig, {"nc1_clip": 0.0}, ["nc1_clip must be > 0"]),
         (PermutedConfig, {"remedies": ("nc1_reg",)}, ["nc1_reg", "batch_size >= 2"]),
-        (PermutedConfig, {"remedies": ("l2_init",), "engine": "fast"}, ["fast", "l2_init"]),
-        (PermutedConfig, {"weight_decay": 0.01, "engine": "fast"}, ["fast", "weight_decay"]),
+        (
+            PermutedConfig,
+            {"remedies": ("nc1_reg",), "batch_size": 4, "engine": "fast"},
+            ["fast", "nc1_reg"],
+        ),
+        (PermutedConfig, {"layer_norm": True, "engine": "fast"}, ["fast", "layer_norm"]),
+        (PermutedConfig, {"remedies": ("cbp",), "crelu": True}, ["cbp", "crelu"]),
+        (PermutedConfig, {"remedies": ("redo",), "crelu": True}, ["redo", "crelu"]),
+        (PermutedConfig, {"cbp_decay_rate": 1.0}, ["cbp_decay_rate", "(0, 1)"]),
+        (PermutedConfig, {"cbp_replacement_rate": -1e-4}, ["cbp_replacement_rate"]),
+        (PermutedConfig, {"cbp_utility": "weight"}, ["cbp_utility", "adaptable_contribution"]),
+        (PermutedConfig, {"etf_scale": 0.0}, ["etf_scale must be > 0"]),
+        (PermutedConfig, {"redo_every": -1}, ["redo_every must be >= 0"]),
+        (WarmstartConfig, {"remedies": ("cbp",), "model": "mlp"}, ["cbp", "online", "permuted"]),
+        (WarmstartConfig, {"scheme": "shrink_perturb", "shrink_perturb_every": 10}, ["probe"]),
         (WarmstartConfig, {"scheme": "redo"}, ["redo", "mlp"]),
         (WarmstartConfig, {"remedies": ("weight_decay",), "weight_decay": 0.0}, ["> 0"]),
         (WarmstartConfig, {"scheme": "redo", "remedies": ("l2_init",)}, ["not both"]),
@@ -586,3 +675,84 @@ def test_every_config_field_has_a_help_line(config_class):
     for f in dataclasses.fields(config_class):
         text = field_help(config_class, f.name)
         assert text and "\n" not in text, f.name
+
+
+# --------------------------------------------------------------------------- new remedies
+
+
+def test_simplex_etf_has_unit_rows_at_cosine_minus_one_over_c_minus_one():
+    from plasticollapse.models import simplex_etf
+
+    for classes, dim in ((10, 100), (3, 3), (2, 5)):
+        w = simplex_etf(classes, dim, scale=2.0, generator=torch.Generator().manual_seed(0))
+        assert w.shape == (classes, dim)
+        gram = (w.double() @ w.double().T) / 4.0  # rows of norm 2
+        expected = torch.full((classes, classes), -1.0 / (classes - 1), dtype=torch.float64)
+        expected.fill_diagonal_(1.0)
+        torch.testing.assert_close(gram, expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(w.sum(0), torch.zeros(dim), rtol=0, atol=1e-5)  # centred
+    with pytest.raises(ValueError, match="dimension >= 10"):
+        simplex_etf(10, 9)
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_etf_head_stays_fixed_while_the_body_trains_and_remedies_leave_it_alone(engine):
+    from plasticollapse.remedies.etf_head import ETFHead
+
+    x, y = DIGITS[0][:400], DIGITS[1][:400]
+    torch.manual_seed(0)
+    model = MLP(64, (32, 32), 10)
+    body = flat_params(model)[: -(10 * 32 + 10)]
+    remedies = [ETFHead(1.0), ContinualBackprop(0.01, 0.9, 5, "adaptable_contribution")]
+    remedies += [ShrinkPerturb(0.5, 0.1, 150), ReDo(0.5, 100)]
+    for remedy in remedies:
+        remedy.bind(model, RemedyContext(seed=3, num_classes=10))
+    head = model.classifier.weight.detach().clone()
+    torch.testing.assert_close(head.norm(dim=1), torch.ones(10))
+    make = FastEngine if engine == "fast" else ReferenceEngine
+    trainer = make(model, 0.05, remedies) if engine == "fast" else make(model, 0.05, 1, remedies)
+    stats = trainer.train(x, y, torch.randperm(400, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(model.classifier.weight, head)  # trained, shrunk, recycled: fixed
+    assert torch.count_nonzero(model.classifier.bias) == 0
+    assert not torch.equal(flat_params(model)[: len(body)], body)  # the body learnt
+    assert stats.extra["cbp_units_replaced"] > 0 and stats.extra["redo_units_reset"] >= 0
+    assert stats.accuracy > 0.3  # it learns through a fixed head
+
+
+def test_reset_all_is_a_fresh_network_and_reset_head_only_a_fresh_classifier():
+    torch.manual_seed(0)
+    model = MLP(64, (32, 32), 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # far from any initialisation
+    trained = snapshot(model)
+    head, everything = ResetHead(), ResetAll()
+    head.bind(model, RemedyContext(seed=4, num_classes=10))
+    head.at_task_start(model, None, 7, DIGITS[0][:8])
+    fresh = dict(fresh_like(model, generator_for(4, "reset_head", 7)).named_parameters())
+    for name, param in model.named_parameters():
+        want = fresh[name] if name.startswith("classifier") else trained[name]
+        assert torch.equal(param, want), name
+    everything.bind(model, RemedyContext(seed=4, num_classes=10))
+    everything.at_task_start(model, None, 7, DIGITS[0][:8])
+    fresh = dict(fresh_like(model, generator_for(4, "reset_all", 7)).named_parameters())
+    assert all(torch.equal(p, fresh[n]) for n, p in model.named_parameters())
+
+
+def test_mlp_options_layer_norm_and_crelu():
+    from torch import nn
+
+    from plasticollapse.models import CReLU
+
+    torch.manual_seed(0)
+    model = MLP(64, (16, 8), 10, layer_norm=True, crelu=True)
+    kinds = [type(m) for m in model.body]
+    assert kinds == [nn.Linear, nn.LayerNorm, CReLU, nn.Linear, nn.LayerNorm, CReLU]
+    assert model.hidden_linears[1].in_features == 32 and model.classifier.in_features == 16
+    x = DIGITS[0][:5]
+    logits, hidden = model.forward_hidden(x)
+    assert torch.equal(logits, model(x)) and [h.shape[1] for h in hidden] == [32, 16]
+    z = torch.tensor([[-1.0, 2.0]])
+    assert CReLU()(z).tolist() == [[0.0, 2.0, 1.0, 0.0]]
+    # fresh_like (Shrink & Perturb, ReDo, resets) rebuilds the same architecture
+    assert [type(m) for m in fresh_like(model).body] == kinds

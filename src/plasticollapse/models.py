@@ -13,30 +13,67 @@ import torch
 from torch import nn
 
 
+class CReLU(nn.ReLU):
+    """Concatenated ReLU (Shang et al. 2016): ``[relu(z), relu(-z)]``, twice as wide as z.
+
+    Abbas et al. ("Loss of Plasticity in Continual Deep Reinforcement Learning", 2023) find
+    it keeps plasticity: one of each unit's two halves always passes gradient. A subclass
+    of ``nn.ReLU`` so that metrics hooking ReLUs (``measure_model``'s hidden layers) see its
+    output; engines that need a plain ReLU check the exact type.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((torch.relu(x), torch.relu(-x)), dim=-1)
+
+
 class MLP(nn.Module):
     """ReLU MLP ``input -> hidden... -> classes`` (Setup A: 784-100-100-100-10).
 
     Initialisation follows the authors' code (Dohare et al.'s DeepFFNN): Kaiming-uniform
     weights (ReLU gain for hidden layers, linear gain for the classifier) and zero biases.
     Inputs of any shape are flattened, so images (N, 1, 28, 28) and vectors (N, 784) both work.
+
+    Architecture options (both off: the paper's network):
+
+    - ``layer_norm``: a ``nn.LayerNorm`` (elementwise affine, initialised to weight 1, bias
+      0) between each hidden Linear and its activation (Lyle et al. 2023, "Understanding
+      plasticity in neural networks", find normalisation keeps plasticity);
+    - ``crelu``: :class:`CReLU` instead of ReLU, so each hidden layer of width h feeds
+      2h values to the next layer (whose fan-in, and Kaiming bound, is 2h).
     """
 
-    def __init__(self, input_dim: int, hidden: Sequence[int], num_classes: int):
+    def __init__(
+        self,
+        input_dim: int,
+        hidden: Sequence[int],
+        num_classes: int,
+        layer_norm: bool = False,
+        crelu: bool = False,
+    ):
         super().__init__()
         if not hidden:
             raise ValueError("MLP needs at least one hidden layer (hidden=(100, 100, 100), ...)")
+        self.layer_norm, self.crelu = bool(layer_norm), bool(crelu)
         layers: list[nn.Module] = []
         width = input_dim
         for h in hidden:
             linear = nn.Linear(width, h)
             nn.init.kaiming_uniform_(linear.weight, nonlinearity="relu")
             nn.init.zeros_(linear.bias)
-            layers += [linear, nn.ReLU()]
-            width = h
+            layers.append(linear)
+            if layer_norm:
+                layers.append(nn.LayerNorm(h))
+            layers.append(CReLU() if crelu else nn.ReLU())
+            width = 2 * h if crelu else h
         self.body = nn.Sequential(*layers)
         self.classifier = nn.Linear(width, num_classes)
         nn.init.kaiming_uniform_(self.classifier.weight, nonlinearity="linear")
         nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def plain(self) -> bool:
+        """True for the paper's architecture (no layer norm, ReLU activations)."""
+        return not (self.layer_norm or self.crelu)
 
     @property
     def hidden_linears(self) -> list[nn.Linear]:
@@ -52,6 +89,47 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+    def forward_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits and every hidden layer's output (after its activation), in order: what
+        Continual Backprop's utilities read (the same arithmetic as :meth:`forward`)."""
+        hidden: list[torch.Tensor] = []
+        a = x.flatten(1)
+        for module in self.body:
+            a = module(a)
+            if isinstance(module, nn.ReLU):
+                hidden.append(a)
+        return self.classifier(a), hidden
+
+
+def simplex_etf(
+    num_classes: int, dim: int, scale: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A (num_classes, dim) simplex equiangular tight frame, rows of norm ``scale``::
+
+        W = scale * sqrt(C / (C - 1)) * (I_C - 1 1^T / C) U^T
+
+    with U a (dim, C) matrix of orthonormal columns (QR of a Gaussian drawn from
+    ``generator``). Its rows have equal norms and pairwise cosines -1/(C-1): the classifier
+    neural collapse converges to (Papyan, Han & Donoho 2020, NC2), fixed in advance as in
+    Zhu et al. 2021 ("A Geometric Analysis of Neural Collapse with Unconstrained Features")
+    and Yang et al. 2022. A random rotation U (not the first C coordinates) lets every
+    feature dimension reach the logits. Needs dim >= C.
+    """
+    if num_classes < 2:
+        raise ValueError(f"a simplex ETF needs at least 2 classes, got {num_classes}")
+    if dim < num_classes:
+        raise ValueError(
+            f"a simplex ETF of {num_classes} classes needs features of dimension >= "
+            f"{num_classes}, got {dim}; widen the last hidden layer"
+        )
+    gaussian = torch.randn(dim, num_classes, generator=generator, dtype=torch.float64)
+    u, r = torch.linalg.qr(gaussian)
+    u = u * torch.sign(torch.diagonal(r))  # a unique, sign-fixed Q
+    c = num_classes
+    centred = torch.eye(c, dtype=torch.float64) - 1.0 / c
+    w = scale * (c / (c - 1)) ** 0.5 * centred @ u.T
+    return w.float()
 
 
 class BasicBlock(nn.Module):

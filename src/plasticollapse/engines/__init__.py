@@ -8,14 +8,18 @@ that updates the model's parameters in place.
   any remedy (:mod:`plasticollapse.remedies`): their loss terms, weight decay and
   ``after_step`` hooks run inside its loop.
 - ``fast``: a fused, compiled per-sample SGD step for ReLU MLPs at batch size 1 on the CPU
-  (:mod:`plasticollapse.engines.fast`). Its step is plain SGD on the cross-entropy, so it
-  runs no remedy that acts at every step; remedies acting between passes (at a task
-  boundary: Shrink & Perturb, ReDo) work with it, since they change the model's
-  parameters, which every pass reads afresh.
+  (:mod:`plasticollapse.engines.fast`). It runs the per-step work of the remedies that
+  declare a compiled form (weight decay, L2 Init, Continual Backprop; a fixed ETF head),
+  those acting every k steps between segments of a pass, and those acting between passes
+  (at a task boundary: Shrink & Perturb, ReDo, resets), which change the model's
+  parameters that every pass reads afresh. Not the NC1 regulariser (a loss term through
+  autograd), nor the MLP's layer norm or CReLU: ``auto`` then takes ``reference`` and says
+  so once.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -29,7 +33,14 @@ if TYPE_CHECKING:
 
 ENGINES = ("auto", "fast", "reference")
 
-__all__ = ["ENGINES", "Engine", "OnlineStats", "ReferenceEngine", "make_engine"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "OnlineStats",
+    "ReferenceEngine",
+    "make_engine",
+    "remedies_reason",
+]
 
 
 @runtime_checkable
@@ -54,8 +65,10 @@ def make_engine(
 ) -> Engine:
     """Build an engine. ``auto`` takes ``fast`` whenever it applies, else ``reference``.
 
-    Asking for ``fast`` where it cannot apply (GPU, batch size > 1, not a ReLU MLP, a
-    remedy acting at every step) raises a ValueError that says why.
+    Asking for ``fast`` where it cannot apply (GPU, batch size > 1, not a plain ReLU MLP,
+    a remedy without a compiled form) raises a ValueError that says why; ``auto`` falls
+    back to ``reference`` and, where the fast engine would otherwise have been expected
+    (batch size 1 on the CPU), says why once per process on stderr.
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
@@ -63,21 +76,30 @@ def make_engine(
         return ReferenceEngine(model, lr, batch_size, remedies)
     from plasticollapse.engines import fast
 
-    reason = fast.unsupported_reason(model, batch_size) or _per_step_reason(remedies)
+    reason = fast.unsupported_reason(model, batch_size) or remedies_reason(remedies)
     if reason is None:
-        return fast.FastEngine(model, lr)
+        return fast.FastEngine(model, lr, remedies)
     if name == "fast":
         raise ValueError(f"the fast engine does not apply: {reason}; use --engine reference")
+    if batch_size == 1 and not next(model.parameters()).is_cuda:
+        say_once(f"engine auto: the reference engine (autograd) runs this, since {reason}")
     return ReferenceEngine(model, lr, batch_size, remedies)
 
 
-def _per_step_reason(remedies: Sequence[Remedy]) -> str | None:
+def remedies_reason(remedies: Sequence[Remedy]) -> str | None:
     """Why the fast engine cannot run these remedies (None: it can)."""
-    for remedy in remedies:
-        hooks = remedy.per_step_hooks()
-        if hooks:
-            return (
-                f"remedy {remedy.name!r} acts at every step ({', '.join(hooks)}), "
-                "which only the reference engine runs"
-            )
-    return None
+    from plasticollapse.engines.fast_plan import merge_terms
+
+    merged = merge_terms(remedies)
+    return merged if isinstance(merged, str) else None
+
+
+_SAID: set[str] = set()
+
+
+def say_once(message: str) -> None:
+    """Print ``message`` to stderr the first time this process asks (a sweep of many runs
+    in one process says it once)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        print(message, file=sys.stderr)

@@ -23,6 +23,17 @@ float32, writable and to start at the parameter's ``data_ptr()``; a parameter th
 contiguous is trained on a contiguous copy that is written back at the end. After a pass
 every parameter's autograd version counter is bumped, as an in-place torch op would do.
 
+Remedies
+--------
+Given remedies (:mod:`plasticollapse.remedies`), the engine runs their per-step work in
+the compiled step, as each declares it (:meth:`~plasticollapse.remedies.base.Remedy.
+step_terms`: weight decay, L2 Init's pull to theta_0, Continual Backprop;
+:mod:`plasticollapse.engines.fast_remedy_kernels`), cuts a pass into segments for those
+acting every k steps (Shrink & Perturb or ReDo with ``*_every``; between segments the
+model is current and the remedy acts on it in PyTorch), and trains a frozen classifier
+(``etf_head``) with learning rate 0. Without remedies the pass is the plain one, bit for
+bit as before.
+
 Threads
 -------
 The step is single-threaded (no ``parallel=True``, no BLAS) and releases the GIL
@@ -34,13 +45,19 @@ depth, later processes load it in well under a second.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 
-from plasticollapse.engines import fast_kernels
-from plasticollapse.engines.stats import OnlineStats
+from plasticollapse.engines import fast_kernels, fast_plan
+from plasticollapse.engines.stats import OnlineStats, add_counts, recent_samples
 from plasticollapse.models import MLP
+
+if TYPE_CHECKING:
+    from plasticollapse.remedies.base import Remedy
 
 __all__ = ["FastEngine", "unsupported_reason", "warmup"]
 
@@ -85,6 +102,9 @@ def _model_linears(model: nn.Module) -> list[nn.Linear] | str:
         if type(model).forward is not MLP.forward or type(model).features is not MLP.features:
             return f"{type(model).__name__} overrides MLP.forward/features"
         mods = list(model.body)
+        for m in mods:
+            if type(m) not in (nn.Linear, nn.ReLU):  # LayerNorm, CReLU, ...
+                return f"its body holds a {type(m).__name__} (the fast engine runs Linear, ReLU)"
         if len(mods) % 2:
             return "its body is not (Linear, ReLU) pairs"
         for i, m in enumerate(mods):
@@ -101,9 +121,10 @@ def unsupported_reason(model: nn.Module, batch_size: int) -> str | None:
     """``None`` if :class:`FastEngine` reproduces the reference engine for this model and
     batch size; otherwise a short human-readable reason.
 
-    Supported: a :class:`~plasticollapse.models.MLP`, or an ``nn.Sequential`` of
-    ``[Flatten,] Linear, ReLU, ..., Linear`` with at least one hidden layer, all
-    parameters float32 on the CPU, trainable, with biases, no hooks; batch size 1.
+    Supported: a :class:`~plasticollapse.models.MLP` (without layer norm or CReLU), or an
+    ``nn.Sequential`` of ``[Flatten,] Linear, ReLU, ..., Linear`` with at least one hidden
+    layer, all parameters float32 on the CPU, trainable (the classifier may be frozen,
+    weight and bias together: a fixed head), with biases, no hooks; batch size 1.
     """
     if batch_size != 1:
         return f"batch size is {batch_size} (the fast engine trains one sample per step)"
@@ -121,13 +142,16 @@ def unsupported_reason(model: nn.Module, batch_size: int) -> str | None:
             return f"Linear layer {i} has no bias"
         if i and lin.in_features != linears[i - 1].out_features:
             return f"Linear layer {i} does not chain to layer {i - 1}"
+    head = linears[-1]
+    if head.weight.requires_grad != head.bias.requires_grad:
+        return "its classifier's weight and bias are not both trainable or both frozen"
     for p in params:
         if p.device.type != "cpu":
             return f"the model is on {p.device} (the fast engine runs on the CPU)"
         if p.dtype != torch.float32:
             return f"its parameters are {p.dtype}, not float32"
-        if not p.requires_grad:
-            return "some parameters are frozen (requires_grad=False)"
+        if not p.requires_grad and p is not head.weight and p is not head.bias:
+            return "some parameters are frozen (requires_grad=False; only a fixed head may be)"
     for m in model.modules():
         if (
             m._forward_hooks
@@ -190,6 +214,35 @@ class _SparseRows:
             self.xd = x2
 
 
+#: The rows of the last data tensor any engine or measurement built: ``(key, x, rows)``.
+#: Measuring after a task (:func:`plasticollapse.engines.fast_measure.first_layer_outputs`)
+#: reads the same data the engine trained on, so its rows are built once for both.
+_SHARED: list = [None, None, None]
+
+
+def shared_rows(
+    x: torch.Tensor, n_in: int, dense_threshold: float = DENSE_THRESHOLD
+) -> _SparseRows:
+    """The CSR (or dense) rows of ``x`` as (N, ``n_in``) float32, from the one-entry cache
+    shared by the engines and measuring (keyed as :func:`_cache_key`), built on a miss."""
+    key = (_cache_key(x), dense_threshold)
+    if _SHARED[0] == key:
+        return _SHARED[2]
+    _SHARED[:] = [None, None, None]  # drop the old rows first (peak memory)
+    x2 = x.detach()
+    if x2.device.type != "cpu":
+        x2 = x2.cpu()
+    x2 = x2.reshape(x2.shape[0], -1)
+    if x2.shape[1] != n_in:
+        raise ValueError(f"x has {x2.shape[1]} features per sample, the model takes {n_in}")
+    if not x2.is_floating_point():
+        raise TypeError(f"x must be floating point, got {x2.dtype}")
+    x2 = x2.to(torch.float32).contiguous()
+    rows = _SparseRows(x2.numpy(), dense_threshold)
+    _SHARED[:] = [key, x, rows]
+    return rows
+
+
 def _permutation(columns: torch.Tensor, n_in: int) -> np.ndarray:
     """``columns`` as an int64 array, checked to be a permutation of ``range(n_in)``."""
     perm = np.ascontiguousarray(torch.as_tensor(columns).detach().cpu().numpy(), dtype=np.int64)
@@ -230,7 +283,9 @@ class FastEngine:
 
     Args:
         model: a ReLU MLP that :func:`unsupported_reason` accepts.
-        lr: the SGD learning rate (no momentum, no weight decay).
+        lr: the SGD learning rate (no momentum).
+        remedies: remedies whose per-step work has a compiled form (module docstring);
+            :func:`fast_plan.merge_terms` says why others cannot run here.
         dense_threshold: inputs denser than this fraction are read densely, not as CSR.
 
     During a pass the first layer's weight is a transposed copy (in x out), written back
@@ -252,6 +307,7 @@ class FastEngine:
         self,
         model: nn.Module,
         lr: float,
+        remedies: Sequence[Remedy] = (),
         *,
         dense_threshold: float = DENSE_THRESHOLD,
     ):
@@ -260,6 +316,10 @@ class FastEngine:
             raise ValueError(f"the fast engine does not apply: {reason}")
         self.model = model
         self.lr = float(lr)
+        self.remedies = list(remedies)
+        linears = _model_linears(model)
+        assert not isinstance(linears, str)
+        self.plan = fast_plan.RemedyPlan(self.remedies, linears)
         self.batch_size = 1
         self.dense_threshold = float(dense_threshold)
         self._cached_x: torch.Tensor | None = None
@@ -295,16 +355,7 @@ class FastEngine:
         if self._cached_rows is not None and self._cached_key == key:
             return self._cached_rows
         self.clear_cache()  # drop the old rows before building new ones (peak memory)
-        x2 = x.detach()
-        if x2.device.type != "cpu":
-            x2 = x2.cpu()
-        x2 = x2.reshape(x2.shape[0], -1)
-        if x2.shape[1] != n_in:
-            raise ValueError(f"x has {x2.shape[1]} features per sample, the model takes {n_in}")
-        if not x2.is_floating_point():
-            raise TypeError(f"x must be floating point, got {x2.dtype}")
-        x2 = x2.to(torch.float32).contiguous()
-        rows = _SparseRows(x2.numpy(), self.dense_threshold)
+        rows = shared_rows(x, n_in, self.dense_threshold)
         self._cached_x, self._cached_key, self._cached_rows = x, key, rows
         return rows
 
@@ -355,8 +406,28 @@ class FastEngine:
 
         perm = None if columns is None else _permutation(columns, n_in)
         rows = self._rows(x, n_in)
-
+        head_lr = self.lr if linears[-1].weight.requires_grad else 0.0
         params = [p for lin in linears for p in (lin.weight, lin.bias)]
+        correct, loss_sum, extra = 0, 0.0, {}
+        for start, stop, due in fast_plan.segments(len(order_np), self.remedies):
+            c, loss = self._train_segment(params, perm, rows, y_np, order_np[start:stop], head_lr)
+            correct += c
+            loss_sum += loss
+            if due:  # the model is current between segments
+                span = max(r.interval() for r in due)
+                recent = torch.from_numpy(recent_samples(order_np, stop, span))
+                inputs = x[recent].reshape(len(recent), -1)
+                if perm is not None:
+                    inputs = inputs[:, torch.from_numpy(perm)]
+                add_counts(extra, (r.at_interval(self.model, None, inputs) for r in due))
+        add_counts(extra, (r.pass_summary() for r in self.remedies))
+        return OnlineStats(
+            correct=int(correct), count=len(order_np), loss_sum=float(loss_sum), extra=extra
+        )
+
+    def _train_segment(self, params, perm, rows, y_np, order_np, head_lr) -> tuple[int, float]:
+        """The compiled pass over ``order_np``, on the parameters' memory (module docstring),
+        with the remedies' per-step work when there is any."""
         arrays = [_param_array(p) for p in params]
         # The kernel takes float32 C-contiguous arrays: views of the parameters where
         # possible, and W_1 as a private transposed (maybe column-permuted) copy.
@@ -364,7 +435,13 @@ class FastEngine:
         biases = tuple(a for a, _ in arrays[1::2])
         first = self._first_layer_in(weights[0], perm)
         try:
-            correct, loss_sum = self._train_pass(
+            if self.plan.active:
+                return self.plan.run(
+                    first, biases[0], tuple(weights[1:]), biases[1:], rows, y_np, order_np,
+                    self.lr, head_lr, not params[-1].requires_grad, perm,
+                    self._first_layer_in, weights,
+                )  # fmt: skip
+            return self._train_pass(
                 first,
                 biases[0],
                 tuple(weights[1:]),
@@ -377,6 +454,7 @@ class FastEngine:
                 y_np,
                 order_np,
                 self.lr,
+                head_lr,
             )
         finally:
             # Write back whatever is not the parameter's own memory (W_1's copy, copies of
@@ -389,7 +467,6 @@ class FastEngine:
                         p.copy_(torch.from_numpy(arr))
                 # Tell autograd the parameters changed in place, as optimizer.step() does.
                 torch.autograd.graph.increment_version(params)
-        return OnlineStats(correct=int(correct), count=len(order_np), loss_sum=float(loss_sum))
 
 
 def warmup(hidden_layers: int = 3) -> float:

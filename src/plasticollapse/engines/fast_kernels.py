@@ -275,18 +275,26 @@ def score_and_output_delta(logits, row, n_cls, yi, delta):
     return pred, float((logits[row, yi] - m) - lse)
 
 
+@njit(cache=True, nogil=True)
+def backward_layer(ws, bs, l, nlr, nlr_head, dprev):
+    """Deeper layer l's ``(W_l, b_l, -eta_l)`` for its backward step (the classifier's
+    learning rate is ``nlr_head``), with ``dprev`` zeroed over its inputs."""
+    w = ws[l]
+    for k in range(w.shape[1]):
+        dprev[k] = np.float32(0.0)
+    return w, bs[l], nlr_head if l == len(ws) - 1 else nlr
+
+
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
-def deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr):
+def deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr, nlr_head):
     """Top down through the deeper layers: dprev = W_l^T delta_l with the pre-update W_l,
-    then W_l -= eta delta_l a_{l-1}^T and b_l -= eta delta_l (``nlr`` = -eta); leaves
-    delta_1 (the first hidden layer's) in ``delta``."""
+    then W_l -= eta delta_l a_{l-1}^T and b_l -= eta delta_l (``nlr`` = -eta; the
+    classifier's is ``nlr_head``: 0 for a fixed head, which ``w + 0 * g`` leaves exactly
+    as it is); leaves delta_1 (the first hidden layer's) in ``delta``."""
     zero = np.float32(0.0)
     for l in range(len(ws) - 1, -1, -1):
-        w = ws[l]
-        b = bs[l]
+        w, b, nlr_l = backward_layer(ws, bs, l, nlr, nlr_head, dprev)
         n_out, n_in = w.shape
-        for k in range(n_in):
-            dprev[k] = zero
         # Rows with delta_l[j] == 0 (inactive ReLUs) change neither W_l nor dprev: skip.
         n_act = 0
         for j in range(n_out):
@@ -297,29 +305,29 @@ def deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr):
         while q + 4 <= n_act:  # four rows at a time: dprev[k] is loaded/stored once
             j0, j1, j2, j3 = active[q], active[q + 1], active[q + 2], active[q + 3]
             d0, d1, d2, d3 = delta[j0], delta[j1], delta[j2], delta[j3]
-            b[j0] = b[j0] + nlr * d0
-            b[j1] = b[j1] + nlr * d1
-            b[j2] = b[j2] + nlr * d2
-            b[j3] = b[j3] + nlr * d3
+            b[j0] = b[j0] + nlr_l * d0
+            b[j1] = b[j1] + nlr_l * d1
+            b[j2] = b[j2] + nlr_l * d2
+            b[j3] = b[j3] + nlr_l * d3
             for k in range(n_in):
                 ak = acts[l, k]
                 w0, w1_, w2, w3 = w[j0, k], w[j1, k], w[j2, k], w[j3, k]
                 # pre-update weights into dprev, rows in ascending order
                 dprev[k] = (((dprev[k] + w0 * d0) + w1_ * d1) + w2 * d2) + w3 * d3
                 # float32 gradient d*a, then w + (-eta) g with an fma, as torch does
-                w[j0, k] = w0 + nlr * (d0 * ak)
-                w[j1, k] = w1_ + nlr * (d1 * ak)
-                w[j2, k] = w2 + nlr * (d2 * ak)
-                w[j3, k] = w3 + nlr * (d3 * ak)
+                w[j0, k] = w0 + nlr_l * (d0 * ak)
+                w[j1, k] = w1_ + nlr_l * (d1 * ak)
+                w[j2, k] = w2 + nlr_l * (d2 * ak)
+                w[j3, k] = w3 + nlr_l * (d3 * ak)
             q += 4
         while q < n_act:
             j = active[q]
             dj = delta[j]
-            b[j] = b[j] + nlr * dj
+            b[j] = b[j] + nlr_l * dj
             for k in range(n_in):
                 wk = w[j, k]
                 dprev[k] += wk * dj
-                w[j, k] = wk + nlr * (dj * acts[l, k])
+                w[j, k] = wk + nlr_l * (dj * acts[l, k])
             q += 1
         for k in range(n_in):
             delta[k] = dprev[k] if acts[l, k] > zero else zero  # relu'(z) = 1[a > 0]
@@ -369,7 +377,7 @@ def step_buffers(h1, ws):
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def train_pass(
-    w1t, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, lr
+    w1t, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, lr, head_lr
 ):  # pragma: no cover - compiled; covered through FastEngine in tests
     """One prequential SGD pass over ``order``; returns ``(correct, loss_sum)``.
 
@@ -377,9 +385,11 @@ def train_pass(
     ``ws``/``bs``: the deeper layers' weights (out x in) and biases, the classifier last.
     Inputs are CSR rows (``indptr``, ``indices``, ``values``) if ``sparse``, else the dense
     rows ``xd``. All parameter arrays are updated in place. Each sample is scored and its
-    loss recorded before its update.
+    loss recorded before its update. ``head_lr`` is the classifier's learning rate (``lr``,
+    or 0 for a fixed head).
     """
     nlr = np.float32(-lr)
+    nlr_head = np.float32(-head_lr)
     acts, delta, dprev, active = step_buffers(b1.shape[0], ws)
     n_dense = len(ws)
     n_cls = ws[n_dense - 1].shape[0]
@@ -395,6 +405,6 @@ def train_pass(
         loss_sum -= log_p
         if pred == y[s]:
             correct += 1
-        deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr)
+        deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr, nlr_head)
         first_layer_update(w1t, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr)
     return correct, loss_sum

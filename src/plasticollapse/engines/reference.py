@@ -9,7 +9,12 @@ Remedies (:mod:`plasticollapse.remedies`) act at every step here: the objective 
     L = CE(logits, y) + sum_r remedy_r.loss(model, logits, features, y)
 
 minimised by SGD with weight decay ``sum_r remedy_r.weight_decay()``, and every remedy's
-``after_step`` follows each update. Without remedies this is the plain loop, bit for bit.
+``after_step`` follows each update (with the step's hidden activations for those that
+need them: Continual Backprop). A remedy with an ``interval()`` k acts after every k steps
+(``at_interval``, on the pass's last samples); every remedy's ``pass_summary`` ends the
+pass. Without remedies this is the plain loop, bit for bit.
+
+It is the ground truth that the fast engine's compiled remedies are tested against.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from plasticollapse.engines.stats import OnlineStats
+from plasticollapse.engines.stats import OnlineStats, add_counts, recent_samples
 
 if TYPE_CHECKING:
     from plasticollapse.remedies.base import Remedy
@@ -53,9 +58,21 @@ class ReferenceEngine:
         # Only remedies with a loss term need the penultimate features, and a model
         # without ``features``/``classifier`` can still train plainly.
         self.loss_terms = [r for r in self.remedies if "loss" in r.per_step_hooks()]
+        self.hidden = any(r.needs_activations for r in self.remedies)
+        self.periodic = [r for r in self.remedies if r.interval() > 0]
         self.optimizer = torch.optim.SGD(
             model.parameters(), lr=lr, weight_decay=weight_decay_of(self.remedies)
         )
+
+    def _forward(self, xb: Tensor) -> tuple[Tensor, Tensor | None, list[Tensor] | None]:
+        """(logits, penultimate features or None, hidden activations or None)."""
+        if self.hidden:
+            logits, hidden = self.model.forward_hidden(xb)
+            return logits, hidden[-1], hidden
+        if self.loss_terms:
+            features = self.model.features(xb)
+            return self.model.classifier(features), features, None
+        return self.model(xb), None, None
 
     def train(
         self, x: Tensor, y: Tensor, order: Tensor, columns: Tensor | None = None
@@ -68,16 +85,13 @@ class ReferenceEngine:
             columns = columns.to(device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        extra: dict[str, float] = {}
         for step, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start : start + self.batch_size]
             xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
             if columns is not None:
                 xb = xb[:, columns]
-            if self.loss_terms:
-                features = self.model.features(xb)
-                logits = self.model.classifier(features)
-            else:
-                logits = self.model(xb)
+            logits, features, hidden = self._forward(xb)
             loss = F.cross_entropy(logits, yb)
             objective = loss
             for remedy in self.loss_terms:
@@ -90,5 +104,19 @@ class ReferenceEngine:
             objective.backward()
             self.optimizer.step()
             for remedy in self.remedies:
-                remedy.after_step(self.model, self.optimizer, step)
-        return OnlineStats(correct=int(correct), count=len(order), loss_sum=float(loss_sum))
+                if remedy.needs_activations:
+                    remedy.after_step(self.model, self.optimizer, step, hidden)
+                else:
+                    remedy.after_step(self.model, self.optimizer, step)
+            due = [r for r in self.periodic if (step + 1) % r.interval() == 0]
+            if due:
+                steps = max(r.interval() for r in due)
+                recent = recent_samples(order, start + len(idx), steps, self.batch_size)
+                inputs = x[recent].to(device)
+                if columns is not None:
+                    inputs = inputs[:, columns]
+                add_counts(extra, (r.at_interval(self.model, self.optimizer, inputs) for r in due))
+        add_counts(extra, (r.pass_summary() for r in self.remedies))
+        return OnlineStats(
+            correct=int(correct), count=len(order), loss_sum=float(loss_sum), extra=extra
+        )

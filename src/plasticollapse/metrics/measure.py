@@ -17,6 +17,9 @@ moved to the model's device), captures the penultimate features h (the *input* o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,6 +81,11 @@ def _as_labels(labels) -> torch.Tensor:
     return y.to(torch.int64)
 
 
+#: ``forward(start, stop) -> (logits, penultimate features, [each ReLU's output])`` of
+#: rows ``start:stop``: how :func:`measure_model` can be given a faster forward pass.
+Forward = Callable[[int, int], tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]
+
+
 def measure_model(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -88,6 +96,7 @@ def measure_model(
     hidden_layers: bool = False,
     tau: float = DORMANT_TAU,
     layer_collapse: bool = False,
+    forward: Forward | None = None,
 ) -> dict[str, float]:
     """Collapse and plasticity metrics of ``model`` on (``inputs``, ``labels``), one forward pass.
 
@@ -115,6 +124,10 @@ def measure_model(
 
     Runs in eval mode under ``torch.no_grad`` and restores every module's train/eval mode.
     ``inputs`` may live on the CPU while the model is on a GPU: batches are moved.
+
+    ``forward`` replaces running ``model`` with hooks: it gives each batch's logits,
+    penultimate features and ReLU outputs itself (e.g. :func:`mlp_forward`, whose first
+    layer reads sparse inputs); the metrics are the same up to float rounding.
     """
     y_all = _as_labels(labels)
     if len(inputs) != len(y_all) or len(inputs) == 0:
@@ -141,16 +154,26 @@ def measure_model(
     borrower: UnitStatistics | None = None
     layer_stats: list[UnitStatistics] = []
     layer_collapse_stats: list[CollapseAccumulator] = []
+    grams: list[SyrkGram | None] = []
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device,
     correct = torch.zeros((), dtype=torch.int64, device=device)  # read once at the end
+    if forward is not None:  # no hooks: the forward hands over what they would capture
+        for handle in handles:
+            handle.remove()
+        handles = []
     try:
         with eval_mode(model), torch.no_grad():
             for start in range(0, len(y_all), batch_size):
                 captured.clear()
                 relu_calls.clear()
-                x = inputs[start : start + batch_size].to(device)
                 y = y_all[start : start + batch_size].to(device)
-                logits = model(x)
+                if forward is None:
+                    logits = model(inputs[start : start + batch_size].to(device))
+                else:
+                    logits, features, outputs = forward(start, start + len(y))
+                    captured.append(features)
+                    if hidden_layers:
+                        relu_calls.extend((a, a) for a in outputs)
                 h = _penultimate(captured, logits, len(y), num_classes)
                 if accumulator is None:
                     accumulator = CollapseAccumulator(num_classes, h.shape[1])
@@ -159,12 +182,18 @@ def measure_model(
                 for k, (output, a) in enumerate(relu_calls):
                     if k == len(layer_stats):
                         last = k == len(relu_calls) - 1
-                        layer_stats.append(borrower if last and borrower else UnitStatistics(tau))
+                        own = last and borrower
+                        # A given forward runs on the CPU: its layers' grams go through syrk.
+                        syrk = forward is not None and not own
+                        layer_stats.append(own or UnitStatistics(tau, gram=not syrk))
+                        grams.append(SyrkGram() if syrk else None)
                     stats = layer_stats[k]
                     if stats is borrower and output is not h:  # not the features after all:
                         stats.gram = accumulator.uncentred_gram()  # its gram of the rows so far
                         stats.with_gram, borrower = True, None
                     stats.update(a)
+                    if grams[k] is not None:
+                        grams[k].update(a)
                 accumulator.update(h, y, logits)  # after the layers (see just above)
                 if layer_collapse:
                     _update_layer_collapse(layer_collapse_stats, relu_calls, y, logits)
@@ -183,7 +212,9 @@ def measure_model(
     out["loss"] = float(loss_sum) / len(y_all)
     out.update(features_stats.compute())
     out["weight_magnitude"] = weight_magnitude(model)
-    for k, stats in enumerate(layer_stats, start=1):
+    for k, (stats, gram) in enumerate(zip(layer_stats, grams, strict=True), start=1):
+        if gram is not None:
+            stats.gram = gram.gram()
         values = stats.compute()
         out.update({f"{key}_layer{k}": values[key] for key in LAYER_KEYS})
     for k, layer_accumulator in enumerate(layer_collapse_stats, start=1):
@@ -205,6 +236,28 @@ def _update_layer_collapse(
         if k == len(accumulators):
             accumulators.append(CollapseAccumulator(logits.shape[1], features.shape[1]))
         accumulators[k].update(features, y, logits)
+
+
+class SyrkGram:
+    """The float64 gram A^T A of row batches of A, through BLAS ``dsyrk`` (the upper
+    triangle only: half the products of a matmul), mirrored at the end. Equal to
+    ``sum_batches a.double().T @ a.double()`` up to float64 rounding. CPU tensors."""
+
+    def __init__(self):
+        self.upper: np.ndarray | None = None
+
+    def update(self, a: torch.Tensor) -> None:
+        from scipy.linalg.blas import dsyrk
+
+        rows = a.detach().to(torch.float64).numpy().T  # (H, n), Fortran order: no copy
+        if self.upper is None:
+            self.upper = dsyrk(1.0, rows)
+        else:
+            self.upper = dsyrk(1.0, rows, beta=1.0, c=self.upper, overwrite_c=1)
+
+    def gram(self) -> torch.Tensor:
+        upper = np.triu(self.upper)
+        return torch.from_numpy(upper + np.triu(upper, 1).T)
 
 
 def _relu_hook(calls: list[tuple[torch.Tensor, torch.Tensor]]):
@@ -238,3 +291,36 @@ def _penultimate(captured, logits, n: int, num_classes: int) -> torch.Tensor:
             f"got {shape}"
         )
     return h
+
+
+def mlp_forward(
+    model: nn.Module, inputs: torch.Tensor, first_layer: torch.Tensor | None = None
+) -> Forward:
+    """A :data:`Forward` for the package's :class:`~plasticollapse.models.MLP` on
+    ``inputs``, the same arithmetic as ``model.forward``: per batch, each ReLU's output,
+    the last being the penultimate features, and the logits.
+
+    ``first_layer`` (N x h1), when given, holds the first hidden layer's outputs
+    relu(W_1 x + b_1) of every row, computed elsewhere (e.g. from sparse inputs:
+    :func:`plasticollapse.engines.fast_measure.first_layer_outputs`); the forward then
+    starts from them and never reads ``inputs``.
+    """
+    modules = list(model.body)
+    device = model_device(model)
+
+    def forward(start: int, stop: int):
+        outputs: list[torch.Tensor] = []
+        if first_layer is not None:
+            a = first_layer[start:stop].to(device)
+            outputs.append(a)
+            rest = modules[2:]  # after the first Linear and its ReLU
+        else:
+            a = inputs[start:stop].to(device).flatten(1)
+            rest = modules
+        for module in rest:
+            a = module(a)
+            if isinstance(module, nn.ReLU):
+                outputs.append(a)
+        return model.classifier(a), a, outputs
+
+    return forward

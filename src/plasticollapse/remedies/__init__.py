@@ -9,7 +9,10 @@ Each remedy is one module with one :class:`~plasticollapse.remedies.base.Remedy`
 - ``nc1_reg``: L = CE - lambda * min(NC1_batch, clip) (the paper's regulariser);
 - ``weight_decay``: SGD weight decay;
 - ``l2_init``: L = CE + lambda/2 * ||theta - theta_0||^2 (Kumar et al. 2023);
-- ``redo``: recycle tau-dormant units (Sokar et al. 2023).
+- ``redo``: recycle tau-dormant units (Sokar et al. 2023);
+- ``cbp``: Continual Backprop, generate-and-test of hidden units (Dohare et al. 2024);
+- ``reset_head`` / ``reset_all``: a fresh classifier / a fresh network at each new task;
+- ``etf_head``: a fixed simplex-ETF classifier.
 
 A run applies a list of them (``remedies = ["shrink_perturb", "l2_init"]``), with their
 parameters as flat config fields (:class:`~plasticollapse.remedies.fields.RemedyFields`,
@@ -26,16 +29,23 @@ from collections.abc import Iterable
 from typing import Any
 
 from plasticollapse.remedies.base import Remedy, RemedyContext
+from plasticollapse.remedies.cbp import ContinualBackprop
+from plasticollapse.remedies.etf_head import ETFHead
 from plasticollapse.remedies.l2_init import L2Init
 from plasticollapse.remedies.nc1_reg import NC1Regulariser
 from plasticollapse.remedies.plain import Plain
 from plasticollapse.remedies.redo import ReDo
+from plasticollapse.remedies.reset import ResetAll, ResetHead
 from plasticollapse.remedies.shrink_perturb import ShrinkPerturb
 from plasticollapse.remedies.weight_decay import WeightDecay
 
 #: Every remedy by its config name.
 REMEDIES: dict[str, type[Remedy]] = {
-    cls.name: cls for cls in (Plain, ShrinkPerturb, NC1Regulariser, WeightDecay, L2Init, ReDo)
+    cls.name: cls
+    for cls in (
+        *(Plain, ShrinkPerturb, NC1Regulariser, WeightDecay, L2Init, ReDo),
+        *(ContinualBackprop, ResetHead, ResetAll, ETFHead),
+    )
 }
 
 __all__ = [

@@ -11,7 +11,10 @@ hook               called                                               e.g.
 ``loss``           every step: an extra term added to the               NC1 regulariser,
                    cross-entropy                                        L2 Init
 ``weight_decay``   when the optimizer is built: SGD weight decay        weight decay
-``after_step``     after every optimizer step
+``after_step``     after every optimizer step (with the step's hidden      Continual Backprop
+                   activations when ``needs_activations``)
+``at_interval``    an online engine, after every ``interval()`` steps     Shrink & Perturb or
+                   of a pass                                            ReDo every k steps
 ``at_task_start``  an online stream, before training task t >= 1        Shrink & Perturb, ReDo
 ``at_checkpoint``  the warm start, at each checkpoint before measuring  ReDo
 ``at_probe_start`` the warm start, on the probe's copy of the network   Shrink & Perturb
@@ -26,6 +29,12 @@ Randomness: a remedy draws from ``generator_for(context.seed, purpose, index)``
 epoch as index, never from global state, so a resumed run draws what an uninterrupted one
 would. A remedy that keeps state across steps saves it through
 :meth:`Remedy.state_dict`; the studies put it in their checkpoints.
+
+Engines: the reference engine (autograd) calls every hook. The compiled fast engine has no
+autograd and no optimizer; it runs a remedy's per-step work only in the form the remedy
+declares with :meth:`Remedy.step_terms` (a decay folded into the SGD update, a pull
+towards theta_0, Continual Backprop's generate-and-test), and falls back to the reference
+engine for a remedy that declares none (the NC1 regulariser).
 
 This module imports no torch (configs are validated without it): tensors appear in
 annotations only.
@@ -43,8 +52,31 @@ if TYPE_CHECKING:
     from torch import nn
 
 #: Hooks a training loop calls at every step. An engine that cannot call them (the fast
-#: online engine) must not run a remedy that overrides any of them.
+#: online engine) runs a remedy that overrides any of them only through its
+#: :meth:`Remedy.step_terms`.
 PER_STEP_HOOKS = ("loss", "weight_decay", "after_step")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTerms:
+    """A remedy's per-step work in the form the compiled engine runs (all off by default).
+
+    The SGD update of every trainable parameter theta becomes::
+
+        theta <- theta - lr * (g + decay * theta + pull * (theta - anchor))
+
+    (g the cross-entropy's gradient), which is what ``torch.optim.SGD(weight_decay=decay)``
+    does with a loss term ``pull / 2 * ||theta - anchor||^2``. ``anchor`` holds one tensor
+    per parameter, in ``model.parameters()`` order (empty before the remedy is bound, which
+    still says that it has one). ``generate_and_test`` is a remedy whose
+    compiled step (utilities and replacement, after the update) the engine runs: Continual
+    Backprop (:class:`~plasticollapse.remedies.cbp.ContinualBackprop`).
+    """
+
+    decay: float = 0.0
+    pull: float = 0.0
+    anchor: tuple[Any, ...] | None = None
+    generate_and_test: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +98,10 @@ class Remedy:
 
     #: The remedy's name in configs (``remedies = ["shrink_perturb"]``) and labels.
     name: ClassVar[str] = ""
+    #: Whether :meth:`after_step` needs the hidden activations of the step's forward pass.
+    needs_activations: ClassVar[bool] = False
+    #: Whether only the online studies (which train through an engine) can run it.
+    online_only: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ building
 
@@ -105,8 +141,43 @@ class Remedy:
         """The SGD weight decay this remedy asks for (several remedies' decays add up)."""
         return 0.0
 
-    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
-        """After every optimizer step; ``step`` counts the steps of the current pass from 0."""
+    def after_step(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        step: int,
+        activations: list[torch.Tensor] | None = None,
+    ) -> None:
+        """After every optimizer step; ``step`` counts the steps of the current pass from 0.
+
+        ``activations``: the hidden layers' outputs of the step's forward pass (before the
+        update), given by engines when the class sets :attr:`needs_activations`.
+        """
+
+    def step_terms(self) -> StepTerms | None:
+        """This remedy's per-step work as the compiled engine runs it, or None when it has
+        no such form (then only the reference engine runs the remedy). A remedy without
+        per-step hooks has none to do: an empty :class:`StepTerms`."""
+        return None if self.per_step_hooks() else StepTerms()
+
+    # ------------------------------------------------------------------ every k steps
+
+    def interval(self) -> int:
+        """Call :meth:`at_interval` after every this many steps of a pass (0: never)."""
+        return 0
+
+    def at_interval(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None, inputs: torch.Tensor
+    ) -> dict[str, float]:
+        """After every :meth:`interval` steps of an online pass; ``inputs`` are the pass's
+        most recent samples (at most :data:`INTERVAL_SAMPLES`), as trained on. Returns
+        counts that the engine sums into the pass's statistics (``OnlineStats.extra``)."""
+        return {}
+
+    def pass_summary(self) -> dict[str, float]:
+        """At the end of every online pass: counts of what the remedy did during it, which
+        the engine sums into ``OnlineStats.extra`` (Continual Backprop: units replaced)."""
+        return {}
 
     # ------------------------------------------------------------------ boundaries
 
@@ -150,6 +221,16 @@ class Remedy:
     def per_step_hooks(self) -> list[str]:
         """The per-step hooks (:data:`PER_STEP_HOOKS`) this remedy's class overrides."""
         return [h for h in PER_STEP_HOOKS if getattr(type(self), h) is not getattr(Remedy, h)]
+
+
+#: How many of the most recent samples an engine passes to :meth:`Remedy.at_interval`.
+INTERVAL_SAMPLES = 2048
+
+
+def is_online(config: Any) -> bool:
+    """Whether ``config`` is an online study's: one trained through an engine
+    (:mod:`plasticollapse.engines`), which calls ``at_interval`` and passes activations."""
+    return hasattr(config, "engine")
 
 
 def require(condition: bool, message: str) -> None:

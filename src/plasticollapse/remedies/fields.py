@@ -18,11 +18,22 @@ from plasticollapse.runs.config import ConfigError, field
 #: ``scheme``), read from the registry so that a new remedy is one registry line.
 RemedyName = Literal[tuple(REMEDIES)]  # type: ignore[valid-type]
 
+#: Fields added with the online remedies (Continual Backprop, every-k-steps options, the
+#: ETF head): every study lists them in its ``IDENTITY_OMITS_DEFAULTS``, so that runs
+#: made before them keep their folder names.
+ONLINE_REMEDY_FIELDS = frozenset(
+    {"shrink_perturb_every", "redo_every", "etf_scale"}
+    | {"cbp_replacement_rate", "cbp_decay_rate", "cbp_maturity", "cbp_utility"}
+)
+
 #: Fields of :class:`RemedyFields`; a study that adds them to an existing config lists them
 #: in its ``IDENTITY_OMITS_DEFAULTS`` so that its old run folders keep their names.
-REMEDY_FIELDS = frozenset(
-    {"remedies", "shrink", "perturb", "nc1_lambda", "nc1_clip", "weight_decay"}
-    | {"l2_init_lambda", "redo_tau"}
+REMEDY_FIELDS = (
+    frozenset(
+        {"remedies", "shrink", "perturb", "nc1_lambda", "nc1_clip", "weight_decay"}
+        | {"l2_init_lambda", "redo_tau"}
+    )
+    | ONLINE_REMEDY_FIELDS
 )
 
 
@@ -49,6 +60,21 @@ class RemedyFields:
     )
     l2_init_lambda: float = field(0.01, help="l2_init: strength of the pull to theta_0")
     redo_tau: float = field(0.1, help="redo: units scoring <= tau are dormant and recycled")
+    shrink_perturb_every: int = field(
+        0, help="shrink_perturb: every k steps of a pass instead of at each task (0: per task)"
+    )
+    redo_every: int = field(
+        0, help="redo: every k steps of a pass instead of at each task (0: per task)"
+    )
+    cbp_replacement_rate: float = field(
+        1e-6, help="cbp: units replaced per eligible unit and step (Dohare et al.: 1e-6)"
+    )
+    cbp_decay_rate: float = field(0.99, help="cbp: decay of the running utility (0.99)")
+    cbp_maturity: int = field(100, help="cbp: steps before a unit may be replaced (100)")
+    cbp_utility: Literal["contribution", "adaptable_contribution"] = field(
+        "adaptable_contribution", help="cbp: utility measure (adaptable_contribution)"
+    )
+    etf_scale: float = field(1.0, help="etf_head: norm of each class's fixed weight row (1)")
 
     def __post_init__(self):
         # A string would otherwise become a tuple of its characters; lists (JSON, TOML)

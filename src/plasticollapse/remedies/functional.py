@@ -13,6 +13,11 @@ its paper.
 - :func:`l2_init_penalty`: lambda/2 * ||theta - theta_0||^2
   (:class:`~plasticollapse.remedies.l2_init.L2Init`).
 - :func:`redo_reset`: re-initialise tau-dormant units (:class:`~plasticollapse.remedies.redo.ReDo`).
+- :func:`load_trainable`: a fresh network's values into the trainable parameters
+  (:mod:`~plasticollapse.remedies.reset`).
+
+Frozen parameters (``requires_grad=False``: the fixed classifier of
+:class:`~plasticollapse.remedies.etf_head.ETFHead`) are left alone by all of them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import nn
 
 __all__ = [
     "fresh_like",
+    "load_trainable",
     "l2_init_penalty",
     "nc1_regularised_loss",
     "nc1_term",
@@ -69,7 +75,13 @@ def _construct_like(model: nn.Module) -> nn.Module:
     if type(model) is MLP:
         first = model.hidden_linears[0]
         hidden = [layer.out_features for layer in model.hidden_linears]
-        return MLP(first.in_features, hidden, model.classifier.out_features)
+        return MLP(
+            first.in_features,
+            hidden,
+            model.classifier.out_features,
+            layer_norm=model.layer_norm,
+            crelu=model.crelu,
+        )
     if type(model) is ResNet18:
         conv = model.stem[0]
         return ResNet18(
@@ -114,8 +126,26 @@ def shrink_perturb(
     for name, param in model.named_parameters():
         if name not in fresh_params or fresh_params[name].shape != param.shape:
             raise ValueError(f"fresh network does not match the model at parameter {name!r}")
-        param.mul_(shrink).add_(fresh_params[name].to(param), alpha=perturb)
+        if param.requires_grad:  # a frozen (fixed ETF) head is not trained: not shrunk
+            param.mul_(shrink).add_(fresh_params[name].to(param), alpha=perturb)
     return model
+
+
+@torch.no_grad()
+def load_trainable(
+    model: nn.Module,
+    fresh: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    names: set[str] | None = None,
+) -> None:
+    """Copy ``fresh``'s values into ``model``'s trainable parameters (those in ``names``,
+    or all), in place, and clear their optimizer state. Buffers are left as they are."""
+    fresh_params = dict(fresh.named_parameters())
+    for name, param in model.named_parameters():
+        if (names is None or name in names) and param.requires_grad:
+            param.copy_(fresh_params[name].to(param))
+            if optimizer is not None:
+                optimizer.state.pop(param, None)
 
 
 # --------------------------------------------------------------------------- NC1 regulariser
@@ -242,16 +272,19 @@ def redo_reset(
         layers[l].weight[mask] = fresh_layers[l].weight[mask]
         layers[l].bias[mask] = fresh_layers[l].bias[mask]
         if optimizer is not None:
-            _zero_momentum(optimizer, layers[l].weight, (mask,))
-            _zero_momentum(optimizer, layers[l].bias, (mask,))
+            zero_momentum(optimizer, layers[l].weight, (mask,))
+            zero_momentum(optimizer, layers[l].bias, (mask,))
     for l, mask in enumerate(masks):
+        if not layers[l + 1].weight.requires_grad:  # a fixed (etf_head) classifier
+            continue
         layers[l + 1].weight[:, mask] = 0.0
         if optimizer is not None:
-            _zero_momentum(optimizer, layers[l + 1].weight, (slice(None), mask))
+            zero_momentum(optimizer, layers[l + 1].weight, (slice(None), mask))
     return [int(mask.sum()) for mask in masks]
 
 
-def _zero_momentum(optimizer: torch.optim.Optimizer, param: torch.Tensor, index: tuple) -> None:
+def zero_momentum(optimizer: torch.optim.Optimizer, param: torch.Tensor, index: tuple) -> None:
+    """Zero ``param``'s SGD momentum buffer at ``index`` (no buffer: nothing to do)."""
     state = optimizer.state.get(param, {})
     buffer = state.get("momentum_buffer")
     if buffer is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from plasticollapse.remedies.base import Remedy, RemedyContext, require
+from plasticollapse.remedies.base import Remedy, RemedyContext, StepTerms, require
 
 
 @dataclasses.dataclass
@@ -19,7 +19,8 @@ class L2Init(Remedy):
     resumed run, which binds before loading its checkpoint, has the same theta_0). Every
     parameter counts, biases and normalisation parameters included. Unlike weight decay,
     which pulls towards zero and so shrinks the weights' scale, it pulls towards a point
-    known to be trainable.
+    known to be trainable. The fast engine folds the pull into its compiled update
+    (:class:`~plasticollapse.remedies.base.StepTerms`).
     """
 
     name = "l2_init"
@@ -36,3 +37,7 @@ class L2Init(Remedy):
         from plasticollapse.remedies.functional import l2_init_penalty
 
         return l2_init_penalty(model, self.initial, self.l2_init_lambda)
+
+    def step_terms(self) -> StepTerms:
+        # Before bind (a config's check) theta_0 is not known yet: an empty anchor.
+        return StepTerms(pull=self.l2_init_lambda, anchor=tuple(getattr(self, "initial", ())))

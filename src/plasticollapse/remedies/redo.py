@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from plasticollapse.remedies.base import Remedy, require
+from plasticollapse.remedies.base import Remedy, is_online, require
 
 
 @dataclasses.dataclass
@@ -23,19 +23,28 @@ class ReDo(Remedy):
     use tau 0.1 (0 in their ReLU experiments: exactly silent units).
 
     - Permuted study: before every task t >= 1, scored on a sample of the new task's inputs,
-      fresh weights from ``generator_for(seed, "redo", t)``.
+      fresh weights from ``generator_for(seed, "redo", t)``; or, with ``redo_every`` = k
+      > 0, after every k steps of each pass instead (Sokar et al. recycle every 1,000
+      gradient steps), scored on the pass's last min(k, 2048) samples, the n-th time
+      from ``generator_for(seed, "redo", "step", n)``.
     - Warm start: at every checkpoint, as part of the warm-up and before measuring, scored
       on the warm-up set, fresh weights from ``generator_for(seed, "redo", epoch)``; the
       optimizer's momentum of the recycled weights is cleared.
 
-    Rows get ``redo_units_reset``: the number of units recycled. MLPs only.
+    Rows get ``redo_units_reset``: the number of units recycled (during the task, with
+    ``redo_every``). ReLU MLPs only (not CReLU).
     """
 
     name = "redo"
     redo_tau: float
+    redo_every: int = 0
 
     def __post_init__(self):
         require(self.redo_tau >= 0, f"redo_tau must be >= 0, got {self.redo_tau}")
+        require(
+            self.redo_every >= 0, f"redo_every must be >= 0 (0: per task), got {self.redo_every}"
+        )
+        self.count = 0
 
     @classmethod
     def check(cls, config: Any) -> None:
@@ -44,17 +53,41 @@ class ReDo(Remedy):
             model == "mlp",
             f"the redo remedy resets MLP units only; got model {model!r} (use --model mlp)",
         )
+        require(
+            not getattr(config, "crelu", False),
+            "the redo remedy scores ReLU units; turn off crelu",
+        )
+        require(
+            config.redo_every == 0 or is_online(config),
+            "redo_every acts inside an online pass; the warm start recycles at checkpoints: "
+            "leave it 0",
+        )
 
-    def recycle(self, model, optimizer, index: int, inputs) -> dict[str, Any]:
+    def recycle(self, model, optimizer, inputs, *keys: Any) -> dict[str, Any]:
         from plasticollapse.remedies.functional import redo_reset
         from plasticollapse.runs.runtime import generator_for
 
-        generator = generator_for(self.context.seed, "redo", index)
+        generator = generator_for(self.context.seed, "redo", *keys)
         counts = redo_reset(model, inputs, self.redo_tau, generator=generator, optimizer=optimizer)
         return {"redo_units_reset": sum(counts)}
 
+    def interval(self) -> int:
+        return self.redo_every
+
+    def at_interval(self, model, optimizer, inputs) -> dict[str, float]:
+        self.count += 1
+        return self.recycle(model, optimizer, inputs, "step", self.count)
+
     def at_task_start(self, model, optimizer, task: int, inputs) -> dict[str, Any]:
-        return self.recycle(model, optimizer, task, inputs)
+        if self.redo_every:
+            return {}
+        return self.recycle(model, optimizer, inputs, task)
 
     def at_checkpoint(self, model, optimizer, epoch: int, inputs) -> dict[str, Any]:
-        return self.recycle(model, optimizer, epoch, inputs)
+        return self.recycle(model, optimizer, inputs, epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count} if self.redo_every else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = int(state.get("count", 0))

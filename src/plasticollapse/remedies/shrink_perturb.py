@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from plasticollapse.remedies.base import Remedy, require
+from plasticollapse.remedies.base import Remedy, is_online, require
 
 
 @dataclasses.dataclass
@@ -21,34 +21,64 @@ class ShrinkPerturb(Remedy):
     of a fresh network; the perturbation breaks the symmetry that shrinking alone keeps.
 
     - Permuted study: at the start of every task t >= 1, fresh weights drawn from
-      ``generator_for(seed, "shrink_perturb", t)``.
+      ``generator_for(seed, "shrink_perturb", t)``; or, with ``shrink_perturb_every`` = k
+      > 0, after every k steps of each pass instead (the n-th time from
+      ``generator_for(seed, "shrink_perturb", "step", n)``), as Dohare et al. 2024 apply
+      it continually.
     - Warm start: the warm-up itself is plain; each checkpoint's probe starts from the
       shrunk and perturbed copy (fresh weights from ``generator_for(seed,
       "shrink_perturb", epoch)``), so the rows' warm-up measurements are the plain ones.
 
-    All parameters are shrunk, BatchNorm's affine ones included; buffers (BatchNorm's
-    running statistics) are not.
+    All trainable parameters are shrunk, BatchNorm's affine ones included; buffers
+    (BatchNorm's running statistics) and frozen parameters are not.
     """
 
     name = "shrink_perturb"
     shrink: float
     perturb: float
+    shrink_perturb_every: int = 0
 
     def __post_init__(self):
         require(self.shrink >= 0, f"shrink must be >= 0, got {self.shrink}")
         require(self.perturb >= 0, f"perturb must be >= 0, got {self.perturb}")
+        every = self.shrink_perturb_every
+        require(every >= 0, f"shrink_perturb_every must be >= 0 (0: per task), got {every}")
+        self.count = 0
 
-    def apply(self, model, index: int) -> None:
-        """Shrink and perturb ``model`` in place, fresh weights drawn for ``index``."""
+    @classmethod
+    def check(cls, config: Any) -> None:
+        require(
+            config.shrink_perturb_every == 0 or is_online(config),
+            "shrink_perturb_every acts inside an online pass; the warm start shrinks at each "
+            "probe's start: leave it 0",
+        )
+
+    def apply(self, model, *keys: Any) -> None:
+        """Shrink and perturb ``model`` in place, fresh weights drawn for ``keys``."""
         from plasticollapse.remedies.functional import shrink_perturb
         from plasticollapse.runs.runtime import generator_for
 
-        generator = generator_for(self.context.seed, "shrink_perturb", index)
+        generator = generator_for(self.context.seed, "shrink_perturb", *keys)
         shrink_perturb(model, self.shrink, self.perturb, generator=generator)
 
+    def interval(self) -> int:
+        return self.shrink_perturb_every
+
+    def at_interval(self, model, optimizer, inputs) -> dict[str, float]:
+        self.count += 1
+        self.apply(model, "step", self.count)
+        return {}
+
     def at_task_start(self, model, optimizer, task: int, inputs) -> dict[str, Any]:
-        self.apply(model, task)
+        if self.shrink_perturb_every == 0:
+            self.apply(model, task)
         return {}
 
     def at_probe_start(self, model, epoch: int) -> None:
         self.apply(model, epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count} if self.shrink_perturb_every else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = int(state.get("count", 0))

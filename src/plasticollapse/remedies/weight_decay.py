@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from plasticollapse.remedies.base import Remedy, require
+from plasticollapse.remedies.base import Remedy, StepTerms, require
 
 #: The decay of the ``weight_decay`` remedy when the ``weight_decay`` field is left unset.
 DEFAULT_WEIGHT_DECAY = 0.01
@@ -19,7 +19,7 @@ class WeightDecay(Remedy):
     A classic guard against growing weights, one of the paper's remedies (0.001, 0.01 and
     0.1 in the warm start; Lyle et al. 2023 and Dohare et al. 2024 find L2 regularisation
     keeps plasticity in continual learning). In the warm start it applies to the warm-up
-    only: probes never decay.
+    only: probes never decay. The fast engine folds the decay into its compiled update.
 
     From a config: the ``weight_decay`` field, or :data:`DEFAULT_WEIGHT_DECAY` when it is
     unset. (A ``weight_decay`` set explicitly applies whatever the remedies: see
@@ -47,3 +47,6 @@ class WeightDecay(Remedy):
 
     def weight_decay(self) -> float:
         return self.decay
+
+    def step_terms(self) -> StepTerms:
+        return StepTerms(decay=self.decay)

@@ -29,14 +29,18 @@ class Config(RemedyFields):
     epoch of the task (the authors'). ``train_samples`` and ``measure_samples`` (0 = all, the paper)
     take a fixed, seeded random subset of the training set as the task data, and of that
     as the set collapse is measured on, for quick runs. ``remedies`` act at every task
-    boundary (Shrink & Perturb, ReDo) or every step (the NC1 regulariser, weight decay,
-    L2 Init; these need the reference engine, which ``engine = "auto"`` then picks).
+    boundary (Shrink & Perturb, ReDo, resets), every k steps (``shrink_perturb_every``,
+    ``redo_every``) or every step (weight decay, L2 Init, Continual Backprop: in the
+    compiled fast engine too; the NC1 regulariser: the reference engine only, which
+    ``engine = "auto"`` then picks). ``layer_norm`` and ``crelu`` change the MLP; the
+    reference engine runs them.
     """
 
-    #: The remedies' fields and the protocol choices below came after the first runs: left
-    #: out of the identity while at their defaults, so earlier runs keep their folders.
+    #: The remedies' fields, the protocol choices and the MLP's options came after the first
+    #: runs: left out of the identity while at their defaults, so earlier runs keep their
+    #: folders.
     IDENTITY_OMITS_DEFAULTS: ClassVar[frozenset] = REMEDY_FIELDS | frozenset(
-        {"task_accuracy", "sample_order", "threshold_metric"}
+        {"task_accuracy", "sample_order", "threshold_metric", "layer_norm", "crelu"}
     )
 
     dataset: Literal["mnist", "fashion-mnist", "digits"] = field(
@@ -47,6 +51,10 @@ class Config(RemedyFields):
     )
     download: bool = field(False, help="download the dataset when it is missing")
     hidden: tuple[int, ...] = field((100, 100, 100), help="the MLP's hidden layer widths")
+    layer_norm: bool = field(
+        False, help="LayerNorm before each hidden activation (reference engine)"
+    )
+    crelu: bool = field(False, help="CReLU [relu(z), relu(-z)] activations (reference engine)")
     lr: float = field(0.01, help="SGD learning rate")
     batch_size: int = field(1, help="mini-batch size (1: the paper, fully online)")
     tasks: int = field(200, help="number of permuted tasks")
@@ -124,20 +132,27 @@ class Config(RemedyFields):
             )
         check_device_name(self.device)
         super().__post_init__()  # the remedies and their parameters
-        per_step = [r.name for r in build_remedies(self) if r.per_step_hooks()]
-        if self.engine == "fast" and per_step:
-            raise ConfigError(
-                f"engine 'fast' runs no remedy acting at every step ({', '.join(per_step)}); "
-                "use engine auto or reference"
-            )
+        if self.engine == "fast":
+            from plasticollapse.engines.fast_plan import merge_terms
+
+            options = [name for name in ("layer_norm", "crelu") if getattr(self, name)]
+            if options:
+                raise ConfigError(
+                    f"engine 'fast' runs the plain ReLU MLP, not {' or '.join(options)}; "
+                    "use engine auto or reference"
+                )
+            reason = merge_terms(build_remedies(self))
+            if isinstance(reason, str):
+                raise ConfigError(f"engine 'fast' cannot run this: {reason}; use auto or reference")
 
 
 def run_label(config: Config) -> str:
     """``fte5``, ``fte100_nc1lt0.2`` for the threshold variant, ``fte1_shrink_perturb+redo``
-    with remedies (joined by ``+``)."""
+    with remedies (joined by ``+``), ``fte1_ln_crelu`` with the MLP's options."""
     label = f"fte{config.first_task_epochs}"
     if config.nc1_threshold is not None:
         label += f"_nc1lt{config.nc1_threshold:g}"
+    label += "_ln" * config.layer_norm + "_crelu" * config.crelu
     if remedy_names(config):
         label += "_" + "+".join(remedy_names(config))
     return label

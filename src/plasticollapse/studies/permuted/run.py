@@ -41,11 +41,13 @@ draw (the subset of samples, Q_t, the sample order of each epoch) comes from its
 the whole stream, and a resumed run redraws exactly what an uninterrupted one would
 without storing generator states.
 
-Remedies (``remedies = [...]``, :mod:`plasticollapse.remedies`) act in two places: before
+Remedies (``remedies = [...]``, :mod:`plasticollapse.remedies`) act in three places: before
 training task t >= 1 (``at_task_start``, on a sample of the new task's inputs: Shrink &
-Perturb, ReDo), and at every step inside the engine (loss terms, weight decay,
-``after_step``: the NC1 regulariser, weight decay, L2 Init; only the reference engine runs
-these, and ``engine = "auto"`` picks it for them).
+Perturb, ReDo, resets), every k steps inside a pass (``at_interval``) and at every step
+inside the engine (loss terms, weight decay, ``after_step``: weight decay, L2 Init and
+Continual Backprop in both engines, the NC1 regulariser in the reference engine only,
+which ``engine = "auto"`` then picks). Counts the engine reports for a pass
+(``cbp_units_replaced``, ``redo_units_reset``) are summed into the task's row.
 
 Every task appends one row to ``metrics.jsonl`` (keys in :func:`run`), and the run
 checkpoints after every task and every epoch of a multi-epoch task, so a kill loses at
@@ -70,6 +72,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from plasticollapse.engines.stats import add_counts
 from plasticollapse.remedies import RemedyContext, build_remedies
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import (
@@ -168,20 +171,32 @@ def measure(
     this data) are renamed ``eval_accuracy``/``eval_loss``: ``accuracy`` and ``loss`` of a
     row are the online ones.
 
-    With ``columns`` = P the data is ``x[:, P]``. For an :class:`~plasticollapse.models.MLP`
-    it is not built: a copy of the model whose first layer reads the unpermuted pixels
-    (:func:`reading_unpermuted`) is measured on ``x``. That computes the same activations
-    up to float32 rounding and spares a 60,000 x 784 gather per task.
+    With ``columns`` = P the data is ``x[:, P]``, never built: an MLP is measured as a
+    copy whose first layer reads the unpermuted pixels (:func:`reading_unpermuted`). For
+    the plain ReLU MLP on the CPU, the forward pass is
+    :func:`~plasticollapse.metrics.measure.mlp_forward` (no hooks; the hidden layers'
+    grams through syrk), and on sparse inputs (MNIST) its first layer comes from the rows
+    of ``x`` that the fast engine trained on, with W_1's columns permuted by P^-1
+    (:func:`~plasticollapse.engines.fast_measure.first_layer_outputs`). Each computes the
+    same activations up to float32 rounding (another summation order).
     """
-    from plasticollapse.metrics.measure import measure_model
+    from plasticollapse.engines import fast_measure
+    from plasticollapse.metrics.measure import measure_model, mlp_forward
     from plasticollapse.models import MLP
 
-    if columns is not None:
+    forward = None
+    if fast_measure.applies(model, x):
+        first_layer = fast_measure.first_layer_outputs(model, x, columns)
+        if first_layer is not None:
+            forward = mlp_forward(model, x, first_layer)
+    if columns is not None and forward is None:
         if isinstance(model, MLP):
             model = reading_unpermuted(model, columns)
         else:
             x = permute_pixels(x, columns)
-    metrics = measure_model(model, x, y, num_classes, hidden_layers=True)
+    if forward is None and fast_measure.applies(model, x):
+        forward = mlp_forward(model, x)
+    metrics = measure_model(model, x, y, num_classes, hidden_layers=True, forward=forward)
     renamed = {"accuracy": "eval_accuracy", "loss": "eval_loss"}
     return {renamed.get(k, k): float(v) for k, v in metrics.items()}
 
@@ -242,7 +257,9 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     x, y, num_classes = load_task_data(config, device)
     n, dim = x.shape
     seed_everything(config.seed)  # fixes the initialisation
-    model = MLP(dim, config.hidden, num_classes).to(device)
+    model = MLP(
+        dim, config.hidden, num_classes, layer_norm=config.layer_norm, crelu=config.crelu
+    ).to(device)
     remedies = build_remedies(config)
     for remedy in remedies:  # before the checkpoint: L2 Init's theta_0 is the initialisation
         remedy.bind(model, RemedyContext(seed=config.seed, num_classes=num_classes))
@@ -303,6 +320,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
                 order = epoch_order(config, task, state["task_epoch"], n).to(device)
                 stats = engine.train(x, y, order, columns=perm_d)
                 check_finite(state["epoch"] + 1, loss=stats.loss)
+                add_counts(state["task_extra"], [stats.extra])  # e.g. cbp_units_replaced
                 state["task_stats"].append((stats.accuracy, stats.loss))
                 state["task_epoch"] += 1
                 state["epoch"] += 1

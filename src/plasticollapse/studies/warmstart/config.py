@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from plasticollapse.remedies import REMEDIES, weight_decay_of
 from plasticollapse.remedies import build_remedies as _build_remedies
-from plasticollapse.remedies.fields import RemedyFields, RemedyName
+from plasticollapse.remedies.fields import ONLINE_REMEDY_FIELDS, RemedyFields, RemedyName
 from plasticollapse.remedies.weight_decay import DEFAULT_WEIGHT_DECAY
 from plasticollapse.runs.config import ConfigError, check_device_name, field
 
@@ -38,8 +38,9 @@ class Config(RemedyFields):
     (bf16 autocast) and channels_last apply on CUDA only.
     """
 
-    #: ``remedies`` came after the first runs: left out of the identity while empty.
-    IDENTITY_OMITS_DEFAULTS: ClassVar[frozenset] = frozenset({"remedies"})
+    #: ``remedies`` (and the online remedies' fields) came after the first runs: left out
+    #: of the identity while at their defaults.
+    IDENTITY_OMITS_DEFAULTS: ClassVar[frozenset] = frozenset({"remedies"}) | ONLINE_REMEDY_FIELDS
 
     dataset: Literal["cifar10", "fashion-mnist", "mnist", "digits"] = field(
         "cifar10", help="training and test data"
