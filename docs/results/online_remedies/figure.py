@@ -27,15 +27,18 @@ import pandas as pd  # noqa: E402
 
 from plasticollapse.analysis import load_results, wide  # noqa: E402
 
-ORDER = ["plain", "cbp", "cbp (rate 1e-5)", "l2_init", "shrink_perturb", "reset_all"]
+ORDER = ["plain", "cbp (rate 1e-6)", "cbp (rate 1e-5)", "l2_init", "shrink_perturb", "reset_all"]
 
 
 def setting(row: pd.Series) -> str:
+    """The remedy's name, and CBP's replacement rate (1e-6 where the column is empty:
+    the runs at the preset's rate, when all CBP runs share it)."""
     name = row["remedies"] or "plain"
+    if name != "cbp":
+        return name
     rate = row.get("cbp_replacement_rate")
-    if name == "cbp" and rate is not None and not pd.isna(rate) and float(rate) != 1e-6:
-        return f"cbp (rate {float(rate):.0e})".replace("e-05", "e-5")
-    return name
+    rate = 1e-6 if rate is None or pd.isna(rate) else float(rate)
+    return f"cbp (rate {rate:.0e})".replace("e-0", "e-")
 
 
 def main(runs: str, out: str | None = None) -> None:

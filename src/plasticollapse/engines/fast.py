@@ -347,7 +347,10 @@ class FastEngine:
         w1[...] = first.T if perm is None else first[perm].T
 
     def clear_cache(self) -> None:
-        """Forget the cached input rows (and the reference to their ``x``)."""
+        """Forget the cached input rows (and the reference to their ``x``), here and in
+        the cache shared with measuring when they are the same rows."""
+        if self._cached_rows is not None and _SHARED[2] is self._cached_rows:
+            _SHARED[:] = [None, None, None]
         self._cached_x = self._cached_key = self._cached_rows = None
 
     def _rows(self, x: torch.Tensor, n_in: int) -> _SparseRows:
