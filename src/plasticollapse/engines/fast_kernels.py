@@ -275,6 +275,15 @@ def score_and_output_delta(logits, row, n_cls, yi, delta):
     return pred, float((logits[row, yi] - m) - lse)
 
 
+@njit(cache=True, nogil=True, fastmath=STEP_MATH)
+def deeper_forward_and_score(ws, bs, acts, n_cls, yi, delta):
+    """:func:`deeper_forward`, then :func:`score_and_output_delta` of label ``yi``: returns
+    ``(1 if the prediction is yi else 0, the cross-entropy -log p(yi))``."""
+    deeper_forward(ws, bs, acts)
+    pred, log_p = score_and_output_delta(acts, len(ws), n_cls, yi, delta)
+    return 1 if pred == yi else 0, -log_p
+
+
 @njit(cache=True, nogil=True)
 def backward_layer(ws, bs, l, nlr, nlr_head, dprev):
     """Deeper layer l's ``(W_l, b_l, -eta_l)`` for its backward step (the classifier's
@@ -400,11 +409,9 @@ def train_pass(
         lo = indptr[s] if sparse else 0
         hi = indptr[s + 1] if sparse else 0
         first_layer_forward(w1t, b1, acts, sparse, indices, values, xd, s, lo, hi)
-        deeper_forward(ws, bs, acts)
-        pred, log_p = score_and_output_delta(acts, n_dense, n_cls, y[s], delta)
-        loss_sum -= log_p
-        if pred == y[s]:
-            correct += 1
+        hit, loss = deeper_forward_and_score(ws, bs, acts, n_cls, y[s], delta)
+        correct += hit
+        loss_sum += loss
         deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr, nlr_head)
         first_layer_update(w1t, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr)
     return correct, loss_sum

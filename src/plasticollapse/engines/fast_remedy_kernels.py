@@ -52,10 +52,9 @@ from plasticollapse.engines.fast_kernels import (
     STEP_MATH,
     backward_layer,
     deeper_backward_update,
-    deeper_forward,
+    deeper_forward_and_score,
     first_layer_forward,
     first_layer_update,
-    score_and_output_delta,
     step_buffers,
 )
 
@@ -294,11 +293,9 @@ def train_pass_remedied(
             first_layer_forward(w1t, b1, acts, True, idx, val, xd, s, 0, n_read)
         else:
             first_layer_forward(w1t, b1, acts, sparse, indices, values, xd, s, lo, hi)
-        deeper_forward(ws, bs, acts)
-        pred, log_p = score_and_output_delta(acts, n_dense, n_cls, y[s], delta)
-        loss_sum -= log_p
-        if pred == y[s]:
-            correct += 1
+        hit, loss = deeper_forward_and_score(ws, bs, acts, n_cls, y[s], delta)
+        correct += hit
+        loss_sum += loss
         if dense:
             deeper_backward_update_decayed(
                 ws, bs, aws, abs_, acts, delta, dprev, nlr, nlr_head, f_decay, f_pull
