@@ -219,13 +219,14 @@ def test_the_shipped_matrix_presets_plan(capsys):
         config = load_matrix(name)
         assert config.remedies == (
             *("plain", "shrink_perturb", "l2_init", "redo", "weight_decay", "cbp"),
+            *("reset_head", "reset_all", "etf_head"),
         )
         assert {s.name for s in config.studies} == set(studies.study_names()) - {"warmstart"}
         cells = matrix.plan_matrix(config)
         assert len(cells) == len(config.studies) * len(config.remedies) * len(config.seeds)
-        # every cell plans, except CBP in the regression study, which refuses it by name
+        # every cell plans, except CBP and the ETF head in the regression study (refused)
         missing = {(c.study, c.remedy) for c in cells if c.spec is None}
-        assert missing == {("bitflip_regression", "cbp")}
+        assert missing == {("bitflip_regression", "cbp"), ("bitflip_regression", "etf_head")}
     assert len(load_matrix("quick/matrix").seeds) == 2
 
 
