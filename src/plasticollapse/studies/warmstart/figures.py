@@ -177,8 +177,8 @@ def plot_sliding_window(
         std = np.array([np.nanstd(col) if np.isfinite(col).any() else np.nan for col in w.r.T])
         label = f"{plots.group_label(w.setting)} (n={len(w.run_ids)})"
         if single:  # one window per scheme: error bars side by side, not one vertical line
-            x = w.ends[ok] + 0.5 * (i - (len(windows) - 1) / 2)  # half an epoch apart
-            ax.errorbar(x, mean[ok], std[ok], fmt="o", ms=4, capsize=4, label=label)
+            shifted = w.ends[ok] + 0.5 * (i - (len(windows) - 1) / 2)  # half an epoch apart
+            ax.errorbar(shifted, mean[ok], std[ok], fmt="o", ms=4, capsize=4, label=label)
             continue
         marker = "o" if ok.sum() <= plots.MARKERS_UP_TO else None
         (line,) = ax.plot(w.ends[ok], mean[ok], marker=marker, ms=3, label=label)
