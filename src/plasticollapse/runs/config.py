@@ -433,11 +433,8 @@ def config_hash(config: Any, length: int = 8) -> str:
 
 
 def _same_json(value: Any, default: Any) -> bool:
-    return json.dumps(value) == json.dumps(jsonable_default(default))
-
-
-def jsonable_default(default: Any) -> Any:
-    return json.loads(json.dumps(default))
+    """Equal once written as JSON (a tuple default and its list in to_dict compare equal)."""
+    return json.dumps(value) == json.dumps(default)
 
 
 # --------------------------------------------------------------------------- --help
