@@ -146,3 +146,41 @@ def test_last_layer_borrows_the_features_gram_only_while_it_is_the_features():
     assert got["effective_rank"] == pytest.approx(effective_rank(h), rel=1e-9)
     assert got["srank_layer2"] == srank(h) == got["srank"]
     assert got["dormant_fraction_layer2"] == dormant_fraction(h) == got["dormant_fraction"]
+
+
+def test_syrk_gram_equals_the_float64_product_over_batches():
+    """metrics.gram.SyrkGram (dsyrk's upper triangle, mirrored) is sum_b a_b^T a_b in
+    float64, whatever the batches' dtype and split; an empty gram says what to do."""
+    from plasticollapse.metrics.gram import SyrkGram
+
+    a = torch.randn(2500, 37, generator=torch.Generator().manual_seed(0))
+    gram = SyrkGram()
+    for part in a.split(1000):  # a partial last batch
+        gram.update(part)
+    want = a.double().T @ a.double()
+    got = gram.gram()
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-9)
+    assert torch.equal(got, got.T)  # exactly symmetric: the lower triangle is mirrored
+    with pytest.raises(ValueError, match="update"):
+        SyrkGram().gram()
+
+
+def test_one_thread_runs_cap_scipys_blas_pool():
+    """set_threads(1) also caps SciPy's OpenBLAS (the measuring's dsyrk), which otherwise
+    starts one thread per core in every worker process."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from plasticollapse.runs.runtime import set_threads
+
+    before = torch.get_num_threads()
+    blas_before = [
+        p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"
+    ]
+    try:
+        set_threads(1)
+        pools = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert pools and all(p["num_threads"] == 1 for p in pools)
+    finally:
+        torch.set_num_threads(before)
+        if blas_before:  # give later tests the pool they had
+            threadpoolctl.threadpool_limits(limits=max(blas_before), user_api="blas")

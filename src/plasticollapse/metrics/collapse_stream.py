@@ -39,6 +39,7 @@ from plasticollapse.metrics.collapse_formulas import (
     nearest_and_linear,
     nearest_class_mean,
 )
+from plasticollapse.metrics.gram import SyrkGram
 
 # ---------------------------------------------------------------------------------------------
 # Input checking
@@ -201,7 +202,7 @@ class CollapseAccumulator:
         self.shift = torch.zeros(c, d, dtype=f64, device=device)
         self.shifted_sum = torch.zeros(c, d, dtype=f64, device=device)
         self.shifted_sq = torch.zeros(c, dtype=f64, device=device)
-        self.second_moment = torch.zeros(d, d, dtype=f64, device=device)
+        self._second_moment = SyrkGram()  # sum_i d_i d_i^T (float64; dsyrk on the CPU)
 
     def update(self, features, labels, logits=None) -> None:
         """Add a batch: features (n x dim, any float dtype, torch or numpy), integer labels
@@ -257,10 +258,15 @@ class CollapseAccumulator:
             raise ValueError("features are too large to square in float64; rescale them")
         self.shift = shift
         self.has_shift |= new
-        self.second_moment.addmm_(d.T, d)
+        self._second_moment.update(d)
         self.shifted_sum += sums
         self.shifted_sq += squares
         self.counts += counts
+
+    @property
+    def second_moment(self) -> torch.Tensor:
+        """sum_i d_i d_i^T (D x D, float64) of the shifted rows d_i = h_i - s_{y_i} so far."""
+        return self._second_moment.gram()
 
     def statistics(self) -> ClassStatistics:
         """Float64 class statistics of the data so far (classes present only)."""

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from plasticollapse.metrics.collapse import CollapseAccumulator
+from plasticollapse.metrics.gram import SyrkGram
 from plasticollapse.metrics.plasticity import (
     DORMANT_TAU,
     UnitStatistics,
@@ -236,28 +236,6 @@ def _update_layer_collapse(
         if k == len(accumulators):
             accumulators.append(CollapseAccumulator(logits.shape[1], features.shape[1]))
         accumulators[k].update(features, y, logits)
-
-
-class SyrkGram:
-    """The float64 gram A^T A of row batches of A, through BLAS ``dsyrk`` (the upper
-    triangle only: half the products of a matmul), mirrored at the end. Equal to
-    ``sum_batches a.double().T @ a.double()`` up to float64 rounding. CPU tensors."""
-
-    def __init__(self):
-        self.upper: np.ndarray | None = None
-
-    def update(self, a: torch.Tensor) -> None:
-        from scipy.linalg.blas import dsyrk
-
-        rows = a.detach().to(torch.float64).numpy().T  # (H, n), Fortran order: no copy
-        if self.upper is None:
-            self.upper = dsyrk(1.0, rows)
-        else:
-            self.upper = dsyrk(1.0, rows, beta=1.0, c=self.upper, overwrite_c=1)
-
-    def gram(self) -> torch.Tensor:
-        upper = np.triu(self.upper)
-        return torch.from_numpy(upper + np.triu(upper, 1).T)
 
 
 def _relu_hook(calls: list[tuple[torch.Tensor, torch.Tensor]]):

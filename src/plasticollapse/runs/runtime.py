@@ -57,9 +57,18 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def set_threads(threads: int) -> None:
-    """Pin torch's intra-op threads (0 keeps torch's default)."""
+    """Pin torch's intra-op threads and the BLAS pools' (0 keeps the defaults).
+
+    SciPy's OpenBLAS (the measuring's ``dsyrk``, :mod:`plasticollapse.metrics.gram`) has its
+    own pool, sized by the machine's cores when it loads: it is loaded here and limited with
+    ``threadpoolctl``, so that a one-thread run is one thread (two BLAS threads per worker
+    on a machine full of workers made a gram 4x slower in CPU time, measured)."""
     if threads and threads > 0:
         torch.set_num_threads(threads)
+        import scipy.linalg.blas  # noqa: F401 - load OpenBLAS so that the limit reaches it
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
 
 
 def derived_seed(seed: int, *keys: Any) -> int:
