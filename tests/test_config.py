@@ -107,6 +107,28 @@ def test_hash_ignores_where_a_run_executes_but_not_what_it_computes():
     assert config_hash(base) != config_hash(Toy(seed=1))
 
 
+@pytest.mark.parametrize("study", ["permuted", "label_permuted", "warmstart"])
+def test_remedies_plain_is_the_run_without_remedies(study, tmp_path):
+    """"plain" applies nothing: listing it (alone or beside others) names the same run
+    folder as leaving it out, so a matrix's plain cell reuses an ordinary plain run; a
+    remedy that acts still makes another run."""
+    from plasticollapse.runs.folder import RunFolder
+    from plasticollapse.studies import get_study
+
+    Config = get_study(study).Config
+    bare = Config()
+    assert config_hash(Config(remedies=("plain",))) == config_hash(bare)
+    assert config_hash(Config(remedies=("plain", "l2_init"))) == config_hash(
+        Config(remedies=("l2_init",))
+    )
+    assert config_hash(Config(remedies=("l2_init",))) != config_hash(bare)
+    # the folder written without remedies is the one a --remedies plain run opens
+    folder = RunFolder.open(tmp_path / "run", study, to_dict(bare), "cpu", "a")
+    folder.close()
+    plain = to_dict(Config(remedies=("plain",)))
+    RunFolder.open(tmp_path / "run", study, plain, "cpu", "b").close()  # no "another run"
+
+
 def test_dict_round_trip():
     config = Toy(hidden=(3, 4), threshold=0.5)
     assert from_dict(Toy, to_dict(config)) == config

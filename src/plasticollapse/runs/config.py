@@ -425,11 +425,21 @@ def config_hash(config: Any, length: int = 8) -> str:
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in late}
     data = {
         k: v
-        for k, v in to_dict(config).items()
-        if k not in EXECUTION_FIELDS and not (k in defaults and _same_json(v, defaults[k]))
+        for k, v in identity_fields(to_dict(config)).items()
+        if not (k in defaults and _same_json(v, defaults[k]))
     }
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def identity_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a config (as a dict) that say what its run computes: the execution
+    fields dropped, and ``plain`` (which applies nothing) left out of ``remedies``, so that
+    ``--remedies plain`` is the run without remedies (same folder, same matrix cell)."""
+    out = {k: v for k, v in data.items() if k not in EXECUTION_FIELDS}
+    if isinstance(out.get("remedies"), list | tuple):
+        out["remedies"] = [name for name in out["remedies"] if name != "plain"]
+    return out
 
 
 def _same_json(value: Any, default: Any) -> bool:

@@ -467,9 +467,9 @@ def _record_execution(path: Path, record: dict[str, Any], config: dict[str, Any]
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    from plasticollapse.runs.config import EXECUTION_FIELDS
+    from plasticollapse.runs.config import identity_fields
 
-    return {k: v for k, v in config.items() if k not in EXECUTION_FIELDS}
+    return identity_fields(config)
 
 
 def _same_run(stored: dict[str, Any], config: dict[str, Any]) -> bool:
