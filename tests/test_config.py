@@ -109,7 +109,7 @@ def test_hash_ignores_where_a_run_executes_but_not_what_it_computes():
 
 @pytest.mark.parametrize("study", ["permuted", "label_permuted", "warmstart"])
 def test_remedies_plain_is_the_run_without_remedies(study, tmp_path):
-    """"plain" applies nothing: listing it (alone or beside others) names the same run
+    """ "plain" applies nothing: listing it (alone or beside others) names the same run
     folder as leaving it out, so a matrix's plain cell reuses an ordinary plain run; a
     remedy that acts still makes another run."""
     from plasticollapse.runs.folder import RunFolder
