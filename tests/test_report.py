@@ -408,3 +408,25 @@ def test_a_permuted_only_report_lists_only_what_it_wrote(runs, tmp_path):
     for name in listed:
         assert (folder / name).exists(), name
     assert "sliding_window" not in md
+
+
+def test_a_geometric_band_stays_on_a_log_axis():
+    """On a log axis the band is exp(mean log x +- std log x): seeds at 1, 10 and 100 give a
+    line at 10 and a band 10^(1 +- 0.816) = 1.53..65.5, where the arithmetic mean +- std
+    (37 +- 44.6) falls below zero; a step where every seed agrees has a zero-width band."""
+    frame = pd.DataFrame({0: [1.0, 10.0, 100.0], 1: [2.0, 2.0, 2.0]})
+    spread = np.std(np.log10([1.0, 10.0, 100.0]))  # population std, as the bands use
+    fig, (ax,) = plots.panels(1)
+    try:
+        line = plots.draw_band(ax, frame, "g", geometric=True)
+        np.testing.assert_allclose(line.get_ydata(), [10.0, 2.0])
+        band = ax.collections[0].get_paths()[0].vertices[:, 1]
+        np.testing.assert_allclose(
+            [band.min(), band.max()], [10 ** (1 - spread), 10 ** (1 + spread)]
+        )
+        line = plots.draw_band(ax, frame, "a")
+        np.testing.assert_allclose(line.get_ydata(), [37.0, 2.0])
+        band = ax.collections[1].get_paths()[0].vertices[:, 1]
+        assert band.min() < 0
+    finally:
+        plots.plt.close(fig)

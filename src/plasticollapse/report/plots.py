@@ -70,11 +70,28 @@ def legend_title(settings: Sequence[str]) -> str | None:
 
 
 def draw_band(
-    ax: plt.Axes, frame: pd.DataFrame, label: str, color: Any = None, scale: float = 1.0
+    ax: plt.Axes,
+    frame: pd.DataFrame,
+    label: str,
+    color: Any = None,
+    scale: float = 1.0,
+    geometric: bool = False,
 ) -> Any:
     """Mean line and a mean +- std band over the runs (rows) of ``frame``, times ``scale``;
-    steps no run reached are skipped. Returns the line (for its colour)."""
-    steps, mean, std = analysis.band(frame * scale)
+    steps no run reached are skipped. Returns the line (for its colour).
+
+    ``geometric`` (for a log axis and positive values): the geometric mean exp(mean log x)
+    and the band exp(mean log x +- std log x), i.e. times/divided by the geometric std. A
+    metric that spans decades across seeds (NC1 where Sigma_B is ill-conditioned) then
+    keeps a band on the axis; an arithmetic mean - std would go below zero."""
+    values = frame * scale
+    if geometric:
+        positive = values.where(values > 0)
+        steps, mean, std = analysis.band(np.log(positive))
+        low, high, mean = np.exp(mean - std), np.exp(mean + std), np.exp(mean)
+    else:
+        steps, mean, std = analysis.band(values)
+        low, high = mean - std, mean + std
     ok = np.isfinite(mean)
     marker = "o" if ok.sum() <= MARKERS_UP_TO else None
     (line,) = ax.plot(
@@ -86,9 +103,7 @@ def draw_band(
         marker=marker,
         ms=3,
     )
-    ax.fill_between(
-        steps[ok], (mean - std)[ok], (mean + std)[ok], color=line.get_color(), alpha=0.2
-    )
+    ax.fill_between(steps[ok], low[ok], high[ok], color=line.get_color(), alpha=0.2)
     return line
 
 

@@ -2,7 +2,8 @@
 
 Each function writes ``<name>.png`` and ``<name>.pdf`` and returns the PNG, or returns
 None and says why when the runs lack the data (:func:`plasticollapse.report.plots.skip`).
-Bands are mean +- population std over seeds; every r in a legend says how it was computed.
+Bands are mean +- population std over seeds (on the log NC1 axes: geometric mean times or
+divided by the geometric std); every r in a legend says how it was computed.
 """
 
 from __future__ import annotations
@@ -49,14 +50,17 @@ def plot_nc1_pl(results: StudyResults, folder: Path) -> Path | None:
     for ax, (metric, ylabel, log) in zip(axes, shown, strict=True):
         for setting, runs in analysis.setting_groups(results.runs, results.settings):
             frame = analysis.curves(results.table, metric, list(runs["run_id"]))
-            plots.draw_band(ax, frame, plots.group_label(setting))
+            plots.draw_band(ax, frame, plots.group_label(setting), geometric=log)
         ax.set_xlabel("task")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
         if log:
             plots.log_axis(ax, "y")  # NC1 spans decades when Sigma_B is ill-conditioned
     plots.legend_outside(axes[-1], plots.legend_title(results.settings))
-    headline = "Permuted: NC1 and plasticity loss per task (mean ± std over seeds)"
+    headline = (
+        "Permuted: NC1 and plasticity loss per task over seeds "
+        "(NC1: geometric mean ×/÷ geometric std; PL: mean ± std)"
+    )
     plots.set_title(fig, headline, what_was_run(results), 10)
     return plots.save(fig, folder, name)
 
