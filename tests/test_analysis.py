@@ -401,6 +401,34 @@ def test_across_runs_r_by_hand_and_gaussian_smoothing_as_scipy():
     assert np.allclose(np.delete(got, [0, 10]), gaussian_filter1d(np.delete(series, [0, 10]), 4))
 
 
+def test_partial_r_is_the_r_of_residuals_after_a_line_on_z():
+    """partial_r(x, y | z) equals the Pearson r of the residuals of x and y after a
+    least-squares line on z (float64 brute force); a relation that runs only through z
+    (x = z + e1, y = z + e2) vanishes given z while the raw r is large."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal(12)
+    x = 0.8 * z + rng.standard_normal(12)
+    y = -0.5 * z + 0.6 * x + rng.standard_normal(12)
+
+    def residual(v):
+        slope, intercept = np.polyfit(z, v, 1)
+        return v - (slope * z + intercept)
+
+    want = np.corrcoef(residual(x), residual(y))[0, 1]
+    assert analysis.partial_r(x, y, z) == pytest.approx(want, abs=1e-12)
+
+    z = rng.standard_normal(4000)
+    x, y = z + 0.3 * rng.standard_normal(4000), z + 0.3 * rng.standard_normal(4000)
+    assert analysis.correlate(x, y) > 0.8
+    assert abs(analysis.partial_r(x, y, z)) < 0.05
+    # per step over runs, runs missing a value left out; NaN below 4 runs or for constant z
+    ys = np.column_stack([y[:6], np.r_[y[:3], np.nan, np.nan, np.nan]])
+    got = analysis.across_runs_partial_r(x[:6], ys, z[:6])
+    assert got[0] == pytest.approx(analysis.partial_r(x[:6], y[:6], z[:6]))
+    assert np.isnan(got[1])
+    assert np.isnan(analysis.partial_r(x[:6], y[:6], np.ones(6)))
+
+
 def test_rank_metrics_orders_by_correlation_with_each_definition(tmp_path):
     rows = []
     rng = np.random.default_rng(2)

@@ -354,6 +354,18 @@ def test_threshold_analysis_uses_the_threshold_runs_only(tmp_path):
     assert np.allclose(frame["r_nc1_pl"], want)
     assert np.allclose(frame["abs_r_smoothed"], gaussian_filter1d(np.abs(want), 4))
     assert (frame["runs"] == 6).all() and frame["nc1_metric"].iloc[0] == "nc1_pinv"
+    # beyond the authors: NC1's r with the pre-training epochs held fixed (residuals of a
+    # least-squares line on the epochs, by brute force)
+    epochs = np.array(
+        [json.loads((f / "metrics.jsonl").open().readline())["task_epochs"] for f in folders],
+        dtype=float,
+    )
+
+    def residual(v):
+        return v - np.polyval(np.polyfit(epochs, v, 1), epochs)
+
+    partial = [np.corrcoef(residual(np.array(nc1_0)), residual(pl[:, i]))[0, 1] for i in range(99)]
+    assert np.allclose(frame["r_nc1_pl_given_epochs"], partial)
     folder = report.main_report([runs], tmp_path / "r", bootstrap=0)
     table = markdown_table((folder / "report.md").read_text(), "quantity")
     row = next(v for k, v in table.items() if k.startswith("threshold") and "1-40" in k)

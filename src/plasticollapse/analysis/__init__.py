@@ -31,6 +31,7 @@ from plasticollapse.analysis.frames import (
 )
 from plasticollapse.analysis.ranking import DEFINITION_TEXT, rank_metrics
 from plasticollapse.analysis.stats import (
+    across_runs_partial_r,
     across_runs_r,
     bootstrap_ci,
     bootstrap_mean,
@@ -41,6 +42,7 @@ from plasticollapse.analysis.stats import (
     mean_curve_r,
     nanmean,
     p_value,
+    partial_r,
     per_run_r,
     pooled_r,
     sliding_window_r,
@@ -68,6 +70,7 @@ __all__ = [
     "DEFINITION_TEXT",
     "NOT_SETTINGS",
     "Results",
+    "across_runs_partial_r",
     "across_runs_r",
     "as_float",
     "at",
@@ -89,6 +92,7 @@ __all__ = [
     "nanmean",
     "normalise_setting",
     "p_value",
+    "partial_r",
     "paired_curves",
     "per_run_r",
     "pooled_r",

@@ -336,6 +336,36 @@ def across_runs_r(x: Any, y: np.ndarray, method: str = "pearson") -> np.ndarray:
     return np.array([correlate(x, y[:, s], method) for s in range(y.shape[1])])
 
 
+def partial_r(x: Any, y: Any, z: Any) -> float:
+    """Pearson's partial correlation of x and y given z, over the entries where all three
+    are finite::
+
+        r_xy.z = (r_xy - r_xz r_yz) / sqrt((1 - r_xz^2) (1 - r_yz^2))
+
+    the correlation of the residuals of x and of y after a least-squares line on z (the
+    first-order partial correlation; see e.g. Wikipedia, "Partial correlation").
+    NaN with fewer than 4 such entries or when z explains x or y exactly."""
+    x, y, z = (np.asarray(v, dtype=np.float64).ravel() for v in (x, y, z))
+    if not x.size == y.size == z.size:
+        raise ValueError(f"x, y and z need one value per run, got {x.size}, {y.size}, {z.size}")
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    if ok.sum() < 4:
+        return math.nan
+    x, y, z = x[ok], y[ok], z[ok]
+    r_xy, r_xz, r_yz = correlate(x, y), correlate(x, z), correlate(y, z)
+    denominator = (1 - r_xz**2) * (1 - r_yz**2)
+    if not np.isfinite(denominator) or denominator <= 1e-12:
+        return math.nan
+    return float(np.clip((r_xy - r_xz * r_yz) / math.sqrt(denominator), -1.0, 1.0))
+
+
+def across_runs_partial_r(x: Any, y: np.ndarray, z: Any) -> np.ndarray:
+    """:func:`across_runs_r` with z held fixed: per step s, :func:`partial_r` over runs of
+    (x[r], y[r, s]) given z[r] (one number per run, like x)."""
+    y = np.atleast_2d(np.asarray(y, dtype=np.float64))
+    return np.array([partial_r(x, y[:, s], z) for s in range(y.shape[1])])
+
+
 def gaussian_smooth(values: Any, sigma: float = 4.0) -> np.ndarray:
     """Gaussian smoothing with standard deviation ``sigma`` steps, as
     ``scipy.ndimage.gaussian_filter1d`` (mode "reflect", truncated at 4 sigma: the authors'

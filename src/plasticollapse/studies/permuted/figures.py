@@ -106,7 +106,14 @@ def plot_threshold(
     for raw, smooth, label in (
         ("abs_r", "abs_r_smoothed", f"|r({metric} after task 0, PL_i)|"),
         ("r_epochs_pl", "r_epochs_pl_smoothed", "r(epochs of task 0, PL_i)"),
+        (
+            "r_nc1_pl_given_epochs",
+            "r_nc1_pl_given_epochs_smoothed",
+            "partial r(NC1, PL_i | epochs)",
+        ),
     ):
+        if raw not in frame:  # a frame from before the partial r
+            continue
         (line,) = ax.plot(task, frame[smooth], lw=1.8, label=f"{label}, smoothed")
         ax.plot(task, frame[raw], lw=0.8, alpha=0.35, color=line.get_color(), label="  per task")
     ax.axhline(0, color="k", lw=0.6)

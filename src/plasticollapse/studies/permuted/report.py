@@ -282,8 +282,11 @@ def threshold_analysis(
     across runs of NC1 after pre-training and PL_i = acc_0 - acc_i, and of the epochs and
     PL_i; |r| smoothed with a Gaussian of ``sigma`` tasks
     (:func:`~plasticollapse.analysis.stats.gaussian_smooth`, the authors'
-    ``gaussian_filter1d``). Returns one row per task: ``task, nc1_metric, r_nc1_pl, abs_r,
-    abs_r_smoothed, r_epochs_pl, r_epochs_pl_smoothed, runs`` (runs with PL_i).
+    ``gaussian_filter1d``). Beyond the authors: the partial r of NC1 and PL_i given the
+    epochs (:func:`~plasticollapse.analysis.stats.partial_r`), since a lower threshold
+    takes more epochs. Returns one row per task: ``task, nc1_metric, r_nc1_pl, abs_r,
+    abs_r_smoothed, r_epochs_pl, r_epochs_pl_smoothed, r_nc1_pl_given_epochs,
+    r_nc1_pl_given_epochs_smoothed, runs`` (runs with PL_i).
     """
     runs = threshold_runs(results)
     if len(runs) < 3:
@@ -308,6 +311,9 @@ def threshold_analysis(
         return None
     r = analysis.across_runs_r(nc1_0, pl.to_numpy())
     r_epochs = analysis.across_runs_r(epochs, pl.to_numpy())
+    # A lower threshold takes more epochs: r of NC1 with the epochs held fixed separates
+    # what NC1 says beyond the pre-training length.
+    r_given = analysis.across_runs_partial_r(nc1_0, pl.to_numpy(), epochs)
     return pd.DataFrame(
         {
             "task": pl.columns.to_numpy(dtype=float),
@@ -317,6 +323,8 @@ def threshold_analysis(
             "abs_r_smoothed": analysis.gaussian_smooth(np.abs(r), sigma),
             "r_epochs_pl": r_epochs,
             "r_epochs_pl_smoothed": analysis.gaussian_smooth(r_epochs, sigma),
+            "r_nc1_pl_given_epochs": r_given,
+            "r_nc1_pl_given_epochs_smoothed": analysis.gaussian_smooth(r_given, sigma),
             "runs": np.isfinite(pl.to_numpy()).sum(axis=0),
         }
     )
@@ -344,6 +352,9 @@ def threshold_table(frame: pd.DataFrame | None, results: StudyResults) -> pd.Dat
                 "raw r, mean": fmt(analysis.nanmean(part["r_nc1_pl"]), "r"),
                 "smoothed r(epochs of task 0, PL_i)": fmt(
                     analysis.nanmean(part["r_epochs_pl_smoothed"]), "r"
+                ),
+                "smoothed partial r(NC1, PL_i | epochs)": fmt(
+                    analysis.nanmean(part["r_nc1_pl_given_epochs_smoothed"]), "r"
                 ),
                 "runs": fmt(part["runs"].max(), "int"),
             }
