@@ -11,7 +11,6 @@ from plasticollapse.runs.config import (
     PRESETS,
     ConfigError,
     config_hash,
-    describe_fields,
     field,
     from_dict,
     load_toml,
@@ -22,6 +21,7 @@ from plasticollapse.runs.config import (
     resolve_config_file,
     to_dict,
 )
+from plasticollapse.runs.describe import describe_fields
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,7 @@ def add_execution_flags(p: argparse.ArgumentParser) -> None:
 
 def fields_help(name: str) -> str:
     """The field list of a study's ``--help`` (and of ``--fields``)."""
-    from plasticollapse.runs.config import describe_fields
+    from plasticollapse.runs.describe import describe_fields
     from plasticollapse.studies import get_study
 
     return describe_fields(get_study(name).Config, heading=f"config fields of {name}:")
