@@ -80,6 +80,41 @@ def test_fresh_like_is_seeded_uses_the_model_init_and_spares_the_global_rng():
     assert not torch.equal(a.linears[0].weight, c.linears[0].weight)
     assert all(torch.count_nonzero(layer.bias) == 0 for layer in a.linears)  # the MLP's init
     assert type(a) is MLP and a.linears[0].weight.shape == (8, 16)
+    # the draw is the MLP built right after seeding the CPU generator with the generator's
+    # first 63-bit integer (fresh weights stay what they were when torch.manual_seed did it)
+    seed = int(torch.randint(0, 2**63 - 1, (), generator=torch.Generator().manual_seed(5)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        want = MLP(16, (8,), 3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), want.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_engines_gather_interval_inputs_only_for_remedies_that_read_them(engine):
+    """Every k steps, ReDo scores units on the pass's recent samples; Shrink & Perturb reads
+    none, so the engines pass it None instead of gathering (and permuting) them."""
+    seen = {}
+
+    def spy(remedy):
+        original = remedy.at_interval
+
+        def at_interval(model, optimizer, inputs):
+            seen.setdefault(remedy.name, []).append(None if inputs is None else inputs.shape)
+            return original(model, optimizer, inputs)
+
+        remedy.at_interval = at_interval
+        return remedy
+
+    torch.manual_seed(0)
+    model = MLP(12, (8,), 3)
+    remedies = [spy(ShrinkPerturb(0.8, 0.01, 5)), spy(ReDo(0.1, 10))]
+    for remedy in remedies:
+        remedy.bind(model, RemedyContext(seed=0, num_classes=3))
+    x, y = torch.rand(40, 12), torch.arange(40) % 3
+    make_engine(engine, model, 0.01, 1, remedies).train(x, y, torch.arange(40))
+    # steps 5, 15, 25, 35: S&P alone, nothing gathered; 10, 20, 30, 40: ReDo too (its span)
+    assert seen["shrink_perturb"] == [None, (10, 12)] * 4
+    assert seen["redo"] == [(10, 12)] * 4
 
 
 def _nc1_setup(seed=0):

@@ -417,11 +417,13 @@ class FastEngine:
             correct += c
             loss_sum += loss
             if due:  # the model is current between segments
-                span = max(r.interval() for r in due)
-                recent = torch.from_numpy(recent_samples(order_np, stop, span))
-                inputs = x[recent].reshape(len(recent), -1)
-                if perm is not None:
-                    inputs = inputs[:, torch.from_numpy(perm)]
+                inputs = None
+                if any(r.reads_interval_inputs for r in due):
+                    span = max(r.interval() for r in due)
+                    recent = torch.from_numpy(recent_samples(order_np, stop, span))
+                    inputs = x[recent].reshape(len(recent), -1)
+                    if perm is not None:
+                        inputs = inputs.index_select(1, torch.from_numpy(perm))
                 add_counts(extra, (r.at_interval(self.model, None, inputs) for r in due))
         add_counts(extra, (r.pass_summary() for r in self.remedies))
         return OnlineStats(

@@ -90,7 +90,7 @@ class ReferenceEngine:
             idx = order[start : start + self.batch_size]
             xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
             if columns is not None:
-                xb = xb[:, columns]
+                xb = xb.index_select(1, columns)  # xb[:, columns]
             logits, features, hidden = self._forward(xb)
             loss = F.cross_entropy(logits, yb)
             objective = loss
@@ -110,11 +110,13 @@ class ReferenceEngine:
                     remedy.after_step(self.model, self.optimizer, step)
             due = [r for r in self.periodic if (step + 1) % r.interval() == 0]
             if due:
-                steps = max(r.interval() for r in due)
-                recent = recent_samples(order, start + len(idx), steps, self.batch_size)
-                inputs = x[recent].to(device)
-                if columns is not None:
-                    inputs = inputs[:, columns]
+                inputs = None
+                if any(r.reads_interval_inputs for r in due):
+                    steps = max(r.interval() for r in due)
+                    recent = recent_samples(order, start + len(idx), steps, self.batch_size)
+                    inputs = x[recent].to(device)
+                    if columns is not None:
+                        inputs = inputs.index_select(1, columns)
                 add_counts(extra, (r.at_interval(self.model, self.optimizer, inputs) for r in due))
         add_counts(extra, (r.pass_summary() for r in self.remedies))
         return OnlineStats(

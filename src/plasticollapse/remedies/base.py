@@ -102,6 +102,9 @@ class Remedy:
     needs_activations: ClassVar[bool] = False
     #: Whether only the online studies (which train through an engine) can run it.
     online_only: ClassVar[bool] = False
+    #: Whether :meth:`at_interval` reads its ``inputs`` (the engines skip gathering the
+    #: recent samples, and pass None, when no remedy due reads them).
+    reads_interval_inputs: ClassVar[bool] = True
 
     # ------------------------------------------------------------------ building
 
@@ -167,10 +170,14 @@ class Remedy:
         return 0
 
     def at_interval(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer | None, inputs: torch.Tensor
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        inputs: torch.Tensor | None,
     ) -> dict[str, float]:
         """After every :meth:`interval` steps of an online pass; ``inputs`` are the pass's
-        most recent samples (at most :data:`INTERVAL_SAMPLES`), as trained on. Returns
+        most recent samples (at most :data:`INTERVAL_SAMPLES`), as trained on (None when
+        no remedy due has :attr:`reads_interval_inputs`). Returns
         counts that the engine sums into the pass's statistics (``OnlineStats.extra``)."""
         return {}
 

@@ -62,7 +62,9 @@ def fresh_like(model: nn.Module, generator: torch.Generator | None = None) -> nn
     else:
         seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator alone (the construction runs on the CPU): torch.manual_seed
+            # would also queue a lazy CUDA seeding that records a stack trace, ~1 ms a call.
+            torch.default_generator.manual_seed(seed)
             fresh = _construct_like(model)
     if reference is not None:
         fresh = fresh.to(device=reference.device, dtype=reference.dtype)

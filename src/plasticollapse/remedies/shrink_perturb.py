@@ -34,6 +34,7 @@ class ShrinkPerturb(Remedy):
     """
 
     name = "shrink_perturb"
+    reads_interval_inputs = False
     shrink: float
     perturb: float
     shrink_perturb_every: int = 0
