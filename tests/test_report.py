@@ -333,6 +333,10 @@ def threshold_runs(root: Path) -> Path:
         write_permuted(root / f"thr{threshold}-s{seed}", config, series)
     # seed 2 met thresholds 0.4 and 0.35 in the same epoch: the same run twice
     write_permuted(root / "thr0.35-s2", {**config, "nc1_threshold": 0.35}, series)
+    # seed 3 never met 0.3 within the safety cap: not a run of the variant, left out
+    capped = [{**series[0], "nc1_pinv": 0.45, "task_epochs": 30, "nc1_threshold_reached": False}]
+    capped += [{**row, "pl": 0.5, "accuracy": 0.4} for row in series[1:]]
+    write_permuted(root / "thr0.3-s3", {**config, "nc1_threshold": 0.3, "seed": 3}, capped)
     outlier = [
         {"task": t, "accuracy": 0.5, "pl": 0.4 - 0.1 * t, "nc1_pinv": 9.0} for t in range(100)
     ]
@@ -346,7 +350,8 @@ def test_threshold_analysis_uses_the_threshold_runs_only(tmp_path):
     runs = threshold_runs(tmp_path / "runs")
     perm = study_results(runs, "permuted", tmp_path)
     frame = permuted_report.threshold_analysis(perm)
-    folders = sorted(f for f in runs.glob("thr*") if f.name != "thr0.35-s2")  # counted once
+    # thr0.35-s2 is thr0.4-s2 again (counted once); thr0.3-s3 stopped at the cap
+    folders = sorted(f for f in runs.glob("thr*") if f.name not in ("thr0.35-s2", "thr0.3-s3"))
     nc1_0 = [rows(f, "nc1_pinv", "task")[0] for f in folders]
     pl = np.array([[rows(f, "pl", "task")[t] for t in range(1, 100)] for f in folders])
     want = np.array([stats.pearsonr(nc1_0, pl[:, i])[0] for i in range(99)])
@@ -371,7 +376,11 @@ def test_threshold_analysis_uses_the_threshold_runs_only(tmp_path):
     row = next(v for k, v in table.items() if k.startswith("threshold") and "1-40" in k)
     assert row[2] == fmt(np.mean(gaussian_filter1d(np.abs(want), 4)[:40]), "r")
     assert "across 6 threshold runs" in row[4]
-    assert "7 threshold runs (1 the same run as another)" in (folder / "report.md").read_text()
+    text = (folder / "report.md").read_text()
+    assert (
+        "8 threshold runs (1 the same run as another; 1 left out, stopped at the epoch cap" in text
+    )
+    assert "thr0.3-s3" in text
     assert (folder / "permuted" / "figures" / "permuted_nc1_threshold.png").exists()
     assert (folder / "permuted" / "threshold.csv").exists()
 

@@ -270,6 +270,15 @@ def threshold_runs(results: StudyResults) -> pd.DataFrame:
     return results.runs[np.asarray(keep, dtype=bool)]
 
 
+def capped_runs(results: StudyResults, runs: pd.DataFrame) -> list[str]:
+    """The threshold runs whose first task stopped at the safety cap with NC1 still above
+    the threshold (``nc1_threshold_reached`` false on their first row). The authors had no
+    cap, so every run of theirs met its threshold: these are not runs of the variant."""
+    ids = list(runs["run_id"])
+    reached = analysis.at(analysis.curves(results.table, "nc1_threshold_reached", ids), 0.0)
+    return [run for run, hit in zip(ids, reached, strict=True) if hit == 0]
+
+
 def threshold_analysis(
     results: StudyResults, sigma: float = THRESHOLD_SIGMA
 ) -> pd.DataFrame | None:
@@ -278,9 +287,10 @@ def threshold_analysis(
     Each run gives its NC1 after pre-training (task 0's row, in the convention its
     threshold tested: ``threshold_metric``, else ``nc1_pinv``, else ``nc1``) and its
     pre-training epochs; runs with the same NC1 after pre-training are one run (a seed that
-    met two thresholds in the same epoch) and count once. For each task i in 1-99: r
-    across runs of NC1 after pre-training and PL_i = acc_0 - acc_i, and of the epochs and
-    PL_i; |r| smoothed with a Gaussian of ``sigma`` tasks
+    met two thresholds in the same epoch) and count once. Runs that stopped at the safety
+    cap without meeting their threshold (:func:`capped_runs`) are left out. For each task i
+    in 1-99: r across runs of NC1 after pre-training and PL_i = acc_0 - acc_i, and of the
+    epochs and PL_i; |r| smoothed with a Gaussian of ``sigma`` tasks
     (:func:`~plasticollapse.analysis.stats.gaussian_smooth`, the authors'
     ``gaussian_filter1d``). Beyond the authors: the partial r of NC1 and PL_i given the
     epochs (:func:`~plasticollapse.analysis.stats.partial_r`), since a lower threshold
@@ -289,9 +299,10 @@ def threshold_analysis(
     r_nc1_pl_given_epochs_smoothed, runs`` (runs with PL_i).
     """
     runs = threshold_runs(results)
-    if len(runs) < 3:
+    capped = set(capped_runs(results, runs))
+    ids = [run for run in runs["run_id"] if run not in capped]
+    if len(ids) < 3:
         return None
-    ids = list(runs["run_id"])
     configured = {c.get("threshold_metric") for c in runs["config"]} - {None}
     metric = next(iter(configured)) if len(configured) == 1 else None
     metric = metric or first_present(results.table, AUTHORS_NC1) or "nc1"
@@ -336,7 +347,9 @@ def threshold_table(frame: pd.DataFrame | None, results: StudyResults) -> pd.Dat
         return pd.DataFrame()
     runs = threshold_runs(results)
     thresholds = sorted({c["nc1_threshold"] for c in runs["config"]})
-    epochs = analysis.at(analysis.curves(results.table, "task_epochs", list(runs["run_id"])), 0.0)
+    capped = capped_runs(results, runs)
+    kept = [run for run in runs["run_id"] if run not in capped]
+    epochs = analysis.at(analysis.curves(results.table, "task_epochs", kept), 0.0)
     rows = []
     for lo, hi in ((1, 40), (41, 99), (99, 99)):
         part = frame[(frame["task"] >= lo) & (frame["task"] <= hi)]
@@ -361,7 +374,14 @@ def threshold_table(frame: pd.DataFrame | None, results: StudyResults) -> pd.Dat
         )
     table = pd.DataFrame(rows)
     distinct = int(frame["runs"].max())
-    same = f" ({len(runs) - distinct} the same run as another)" if len(runs) > distinct else ""
+    counted = len(kept)
+    remarks = [f"{counted - distinct} the same run as another"] if counted > distinct else []
+    if capped:
+        remarks.append(
+            f"{len(capped)} left out, stopped at the epoch cap above its threshold: "
+            + ", ".join(capped)
+        )
+    same = f" ({'; '.join(remarks)})" if remarks else ""
     table.attrs["note"] = (
         f"{len(runs)} threshold runs{same}, thresholds {', '.join(f'{t:g}' for t in thresholds)} "
         f"on {frame['nc1_metric'].iloc[0]}, task 0 took {fmt(np.nanmin(epochs), 'int')}-"
