@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from stream_helpers import TINY, rows_of, spec_for, without_seconds
+from stream_helpers import PROBE_KEYS, TINY, rows_of, spec_for, without_seconds
 from torch import nn
 
 import plasticollapse.engines as engines
@@ -112,22 +112,10 @@ def test_the_probes_leave_training_and_measurement_unchanged(tmp_path):
     plain = spec_for("label_permuted", tmp_path / "plain", **no_probes())
     execute(probed), execute(plain)
     stripped = [
-        {k: v for k, v in row.items() if k not in ("seconds", *ROW_PROBE_KEYS)}
+        {k: v for k, v in row.items() if k not in ("seconds", *PROBE_KEYS)}
         for row in rows_of(probed)
     ]
     assert stripped == without_seconds(rows_of(plain))
-
-
-ROW_PROBE_KEYS = (
-    "plasticity_score",
-    "probe_loss_before",
-    "probe_loss_after",
-    "retrained_accuracy",
-    "retrained_test_accuracy",
-    "retrained_gap",
-    "task0_accuracy",
-    "task0_test_accuracy",
-)
 
 
 def test_a_fresh_network_drawn_like_the_run_retrains_task_0_to_its_numbers(tmp_path, monkeypatch):
