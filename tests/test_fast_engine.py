@@ -451,11 +451,11 @@ def test_10k_steps_with_remedies_match_their_reference(case):
 @pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
 def test_measuring_through_the_sparse_first_layer_equals_the_generic_measurement(dense):
     """permuted.measure on the plain MLP computes the first layer from the engine's rows of
-    x with W_1's columns permuted when they are sparse (and the hidden layers' grams
-    through syrk): every metric equals measure_model's generic path (hooks, x[:, P]
-    built) to float rounding."""
+    x with W_1's columns permuted when they are sparse (no hooks): every metric equals
+    measure_model's generic path (hooks, x[:, P] built) to float rounding."""
     from plasticollapse.engines import fast_measure
-    from plasticollapse.metrics.measure import SyrkGram, measure_model
+    from plasticollapse.metrics.gram import SyrkGram
+    from plasticollapse.metrics.measure import measure_model
     from plasticollapse.studies.permuted import run as permuted
 
     n = 2500  # three batches of 1024, the last one partial

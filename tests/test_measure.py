@@ -164,6 +164,12 @@ def test_syrk_gram_equals_the_float64_product_over_batches():
     assert torch.equal(got, got.T)  # exactly symmetric: the lower triangle is mirrored
     with pytest.raises(ValueError, match="update"):
         SyrkGram().gram()
+    # a gram of earlier rows, computed elsewhere, is the start the rows add to
+    start = a[:700].double().T @ a[:700].double()
+    assert torch.equal(SyrkGram(start).gram(), start)
+    resumed = SyrkGram(start)
+    resumed.update(a[700:])
+    torch.testing.assert_close(resumed.gram(), want, rtol=1e-12, atol=1e-9)
 
 
 def test_one_thread_runs_cap_scipys_blas_pool():

@@ -16,9 +16,11 @@ class SyrkGram:
     """The float64 gram A^T A (D x D) of row batches a_b (n_b x D) of A.
 
     ``update(a)`` adds ``a^T a``; ``gram()`` returns the full symmetric float64 matrix on
-    the device of the batches."""
+    the device of the batches. ``start``, a float64 gram of earlier rows computed elsewhere,
+    is added to it."""
 
-    def __init__(self):
+    def __init__(self, start: torch.Tensor | None = None):
+        self.start = start
         self.upper: np.ndarray | None = None  # CPU: dsyrk's upper triangle
         self.full: torch.Tensor | None = None  # other devices
 
@@ -41,8 +43,12 @@ class SyrkGram:
 
     def gram(self) -> torch.Tensor:
         if self.full is not None:
-            return self.full.clone()
-        if self.upper is None:
+            rows = self.full.clone()
+        elif self.upper is not None:
+            upper = np.triu(self.upper)
+            rows = torch.from_numpy(upper + np.triu(upper, 1).T)
+        elif self.start is not None:
+            return self.start.clone()
+        else:
             raise ValueError("no rows: call update() with at least one batch first")
-        upper = np.triu(self.upper)
-        return torch.from_numpy(upper + np.triu(upper, 1).T)
+        return rows if self.start is None else self.start + rows.to(self.start.device)

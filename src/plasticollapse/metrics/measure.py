@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from plasticollapse.metrics.collapse import CollapseAccumulator
-from plasticollapse.metrics.gram import SyrkGram
 from plasticollapse.metrics.plasticity import (
     DORMANT_TAU,
     UnitStatistics,
@@ -154,7 +153,6 @@ def measure_model(
     borrower: UnitStatistics | None = None
     layer_stats: list[UnitStatistics] = []
     layer_collapse_stats: list[CollapseAccumulator] = []
-    grams: list[SyrkGram | None] = []
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device,
     correct = torch.zeros((), dtype=torch.int64, device=device)  # read once at the end
     if forward is not None:  # no hooks: the forward hands over what they would capture
@@ -182,18 +180,12 @@ def measure_model(
                 for k, (output, a) in enumerate(relu_calls):
                     if k == len(layer_stats):
                         last = k == len(relu_calls) - 1
-                        own = last and borrower
-                        # A given forward runs on the CPU: its layers' grams go through syrk.
-                        syrk = forward is not None and not own
-                        layer_stats.append(own or UnitStatistics(tau, gram=not syrk))
-                        grams.append(SyrkGram() if syrk else None)
+                        layer_stats.append((last and borrower) or UnitStatistics(tau))
                     stats = layer_stats[k]
                     if stats is borrower and output is not h:  # not the features after all:
-                        stats.gram = accumulator.uncentred_gram()  # its gram of the rows so far
-                        stats.with_gram, borrower = True, None
+                        stats.continue_gram(accumulator.uncentred_gram())  # of the rows so far
+                        borrower = None
                     stats.update(a)
-                    if grams[k] is not None:
-                        grams[k].update(a)
                 accumulator.update(h, y, logits)  # after the layers (see just above)
                 if layer_collapse:
                     _update_layer_collapse(layer_collapse_stats, relu_calls, y, logits)
@@ -212,9 +204,7 @@ def measure_model(
     out["loss"] = float(loss_sum) / len(y_all)
     out.update(features_stats.compute())
     out["weight_magnitude"] = weight_magnitude(model)
-    for k, (stats, gram) in enumerate(zip(layer_stats, grams, strict=True), start=1):
-        if gram is not None:
-            stats.gram = gram.gram()
+    for k, stats in enumerate(layer_stats, start=1):
         values = stats.compute()
         out.update({f"{key}_layer{k}": values[key] for key in LAYER_KEYS})
     for k, layer_accumulator in enumerate(layer_collapse_stats, start=1):

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from plasticollapse.metrics.gram import SyrkGram
+
 DORMANT_TAU = 0.025
 SRANK_DELTA = 0.01
 
@@ -148,18 +150,31 @@ class UnitStatistics:
     ``srank`` and ``stable_rank`` of all rows seen, equal to the functions on the
     concatenated activations. Memory is H + H^2 floats whatever N.
 
-    ``gram=False`` keeps only the per-unit sums (``with_gram`` is False): the caller then
-    sets :attr:`gram` to the float64 A^T A of the same rows before :meth:`compute`, e.g.
-    from :meth:`~plasticollapse.metrics.collapse.CollapseAccumulator.uncentred_gram` when the
-    activations are the features a collapse accumulator already streams.
+    The gram streams through :class:`~plasticollapse.metrics.gram.SyrkGram` (BLAS ``dsyrk``
+    on the CPU). ``gram=False`` keeps only the per-unit sums (``with_gram`` is False): the
+    caller then sets :attr:`gram` to the float64 A^T A of the same rows before
+    :meth:`compute`, e.g. from
+    :meth:`~plasticollapse.metrics.collapse.CollapseAccumulator.uncentred_gram` when the
+    activations are the features a collapse accumulator already streams; or calls
+    :meth:`continue_gram` with the gram of the rows so far to stream the rest itself.
     """
 
     def __init__(self, tau: float = DORMANT_TAU, delta: float = SRANK_DELTA, gram: bool = True):
         self.tau, self.delta = tau, delta
-        self.with_gram = gram
+        self.rows_gram: SyrkGram | None = SyrkGram() if gram else None
         self.abs_sum: torch.Tensor | None = None
-        self.gram: torch.Tensor | None = None
+        self.gram: torch.Tensor | None = None  # a gram given by the caller (gram=False)
         self.count = 0
+
+    @property
+    def with_gram(self) -> bool:
+        """Whether :meth:`update` streams the rows' gram."""
+        return self.rows_gram is not None
+
+    def continue_gram(self, start: torch.Tensor) -> None:
+        """Stream the gram of the rows from now on, on top of ``start``, the float64 gram of
+        the rows seen so far (computed elsewhere)."""
+        self.rows_gram = SyrkGram(start)
 
     def update(self, activations) -> None:
         raw = torch.as_tensor(activations).detach()
@@ -177,17 +192,16 @@ class UnitStatistics:
             self.abs_sum = torch.zeros_like(total)
         self.abs_sum += total
         if a is not None:
-            if self.gram is None:
-                self.gram = a.new_zeros(a.shape[1], a.shape[1])  # float64, on a's device
-            self.gram.addmm_(a.T, a)
+            self.rows_gram.update(a)
         self.count += n
 
     def compute(self) -> dict[str, float]:
         if self.abs_sum is None or self.count == 0:
             raise ValueError("no activations: call update() first")
-        if self.gram is None:
+        gram = self.rows_gram.gram() if self.rows_gram is not None else self.gram
+        if gram is None:
             raise ValueError("no gram: with gram=False, set .gram before compute()")
-        sv = singular_values_from_gram(self.gram)
+        sv = singular_values_from_gram(gram)
         return {
             "dormant_fraction": float(
                 dormant_mask_from_scores(self.abs_sum / self.count, self.tau).double().mean()

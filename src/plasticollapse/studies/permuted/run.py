@@ -174,9 +174,9 @@ def measure(
     With ``columns`` = P the data is ``x[:, P]``, never built: an MLP is measured as a
     copy whose first layer reads the unpermuted pixels (:func:`reading_unpermuted`). For
     the plain ReLU MLP on the CPU, the forward pass is
-    :func:`~plasticollapse.metrics.measure.mlp_forward` (no hooks; the hidden layers'
-    grams through syrk), and on sparse inputs (MNIST) its first layer comes from the rows
-    of ``x`` that the fast engine trained on, with W_1's columns permuted by P^-1
+    :func:`~plasticollapse.metrics.measure.mlp_forward` (no hooks), and on sparse inputs
+    (MNIST) its first layer comes from the rows of ``x`` that the fast engine trained on,
+    with W_1's columns permuted by P^-1
     (:func:`~plasticollapse.engines.fast_measure.first_layer_outputs`). Each computes the
     same activations up to float32 rounding (another summation order).
     """
