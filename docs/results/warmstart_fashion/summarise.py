@@ -14,14 +14,13 @@ the epoch cap.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from plasticollapse.analysis import correlate, load_results, wide
+from plasticollapse.analysis import correlate, wide
+from plasticollapse.analysis.tidy import load
 
 COLUMNS = [
     "nc1",
@@ -41,28 +40,17 @@ COLUMNS = [
 
 
 def summarise(runs: str) -> pd.DataFrame:
-    table = load_results(runs)
-    frame = wide(table)
+    results = load(runs)
+    frame = wide(results.table)
+    summaries = frame[frame["step"].isna()].set_index("run_id")  # summary.json scalars
+    configs = results.runs.set_index("run_id")["config"]
+    target = configs.map(lambda config: config["finetune_target_acc"])
     frame = frame[frame["step"].notna()].rename(columns={"step": "epoch"})
-    fresh, target = {}, {}
-    for folder in Path(runs).iterdir():
-        summary = folder / "summary.json"
-        config = folder / "config.json"
-        if summary.exists() and config.exists():
-            values = json.loads(summary.read_text())
-            run_config = json.loads(config.read_text())["config"]
-            key = (run_config["scheme"], run_config["seed"])
-            fresh[key] = values["fresh_full_test_acc"]
-            target[key] = run_config["finetune_target_acc"]
-    frame["fresh_full_test_acc"] = [
-        fresh.get(key, np.nan) for key in zip(frame["scheme"], frame["seed"], strict=True)
-    ]
+    frame["fresh_full_test_acc"] = frame["run_id"].map(summaries["fresh_full_test_acc"])
     frame["gap_to_fresh_pts"] = 100 * (frame["full_test_acc"] - frame["fresh_full_test_acc"])
-    frame["finetune_target_acc"] = [
-        target.get(key, np.nan) for key in zip(frame["scheme"], frame["seed"], strict=True)
-    ]
+    frame["finetune_target_acc"] = frame["run_id"].map(target)
     keep = ["scheme", "seed", "epoch", *COLUMNS, "fresh_full_test_acc", "gap_to_fresh_pts"]
-    keep.append("finetune_target_acc")
+    keep += ["finetune_target_acc"]
     return frame[keep].sort_values(["scheme", "seed", "epoch"]).reset_index(drop=True)
 
 
