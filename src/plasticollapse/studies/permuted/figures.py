@@ -112,7 +112,7 @@ def plot_threshold(
             "partial r(NC1, PL_i | epochs)",
         ),
     ):
-        if raw not in frame:  # a frame from before the partial r
+        if raw not in frame or not np.isfinite(frame[raw]).any():  # e.g. partial r: < 4 runs
             continue
         (line,) = ax.plot(task, frame[smooth], lw=1.8, label=f"{label}, smoothed")
         ax.plot(task, frame[raw], lw=0.8, alpha=0.35, color=line.get_color(), label="  per task")
