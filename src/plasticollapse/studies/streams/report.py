@@ -116,7 +116,8 @@ def per_task_panels(
     results: StudyResults, folder: Path, name: str, panels: tuple, title: str
 ) -> Path | None:
     """One panel per (metric, title) of ``panels`` the runs have: the metric per task, a
-    line per setting (mean ± std over seeds); NC1 panels on a log axis."""
+    line per setting (mean ± std over seeds); NC1 panels on a log axis, with the geometric
+    mean and std (:func:`~plasticollapse.report.plots.draw_band`)."""
     available = set(analysis.metrics(results.table))
     shown = [(metric, label) for metric, label in panels if metric in available]
     if not shown:
@@ -125,7 +126,7 @@ def per_task_panels(
     for ax, (metric, label) in zip(axes, shown, strict=True):
         for legend, runs in _settings(results):
             frame = analysis.curves(results.table, metric, list(runs["run_id"]))
-            plots.draw_band(ax, frame, legend)
+            plots.draw_band(ax, frame, legend, geometric=metric.endswith("nc1"))
         ax.set_xlabel("task")
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
@@ -138,7 +139,10 @@ def per_task_panels(
 
 def plot_curves(results: StudyResults, folder: Path, study: str) -> Path | None:
     """Online and held-out accuracy, and NC1 on training and held-out data, per task."""
-    title = f"{study}: accuracy and collapse per task (mean ± std over seeds)"
+    title = (
+        f"{study}: accuracy and collapse per task over seeds "
+        "(mean ± std; NC1: geometric mean ×/÷ geometric std)"
+    )
     return per_task_panels(results, folder, f"{study}_curves", CURVES, title)
 
 

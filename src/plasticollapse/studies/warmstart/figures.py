@@ -92,13 +92,13 @@ def plot_nc1(results: StudyResults, folder: Path) -> Path | None:
             if not np.isfinite(frame.to_numpy()).any():
                 continue
             label = plots.group_label(setting) + (f", {suffix}" if len(lines) > 1 else "")
-            drawn = plots.draw_band(ax, frame, label, color=color)
+            drawn = plots.draw_band(ax, frame, label, color=color, geometric=True)
             drawn.set_linestyle(style)
             color = drawn.get_color()
     plots.log_axis(ax, "y")
     ax.set_xlabel("warm-up epoch")
     ax.set_ylabel("NC1 (warm-up set, exact convention)")
-    headline = "Warm start: NC1 per checkpoint (mean ± std over seeds)"
+    headline = "Warm start: NC1 per checkpoint (geometric mean ×/÷ geometric std over seeds)"
     plots.set_title(ax, headline, what_was_run(results))
     plots.legend_outside(ax, plots.legend_title(results.settings))
     ax.grid(alpha=0.3, which="both")
