@@ -1,18 +1,28 @@
 """Compare the metrics.jsonl rows of two sets of run folders, wall-clock fields aside.
 
     python scripts/compare_runs.py BEFORE_DIR AFTER_DIR [--ignore seconds ...]
+    python scripts/compare_runs.py HOST_A_DIR HOST_B_DIR --statistics accuracy nc1 ...
 
 Runs are matched by (study, label, seed) read from each folder's config.json, so folder
 names (their config hash) may differ. Prints one line per run and exits 1 on any difference.
 Used to check that a refactoring moves no number (issue: one seam for studies and remedies).
+
+Across CPU types rows are not identical (docs/reproducibility.md): with ``--statistics``,
+it also prints, for each setting and metric, the mean over a run's rows averaged over
+seeds in both sets, their difference with a 95% bootstrap interval over seeds (a seed's
+two runs resampled together), and the spread of the seeds; it then exits 1 only when an
+interval excludes 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
+
+import numpy as np
 
 #: Keys that hold wall-clock time: they differ between any two runs.
 WALL_CLOCK = ("seconds",)
@@ -33,6 +43,12 @@ def main() -> int:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--ignore", nargs="*", default=list(WALL_CLOCK))
+    parser.add_argument(
+        "--statistics",
+        nargs="+",
+        metavar="METRIC",
+        help="compare seed statistics of these metrics instead of asking for identical rows",
+    )
     args = parser.parse_args()
     before, after = runs(args.before), runs(args.after)
     if set(before) != set(after):
@@ -61,7 +77,52 @@ def main() -> int:
         status = "identical" if same else "DIFFERENT"
         print(f"{status:<10} {key[0]}/{key[1]} ({len(a)} rows) {diff}")
     print(f"{len(before) - bad} of {len(before)} runs identical (ignoring {args.ignore})")
+    if args.statistics:
+        return compare_statistics(before, after, args.statistics)
     return 1 if bad else 0
+
+
+def run_mean(rows: list[dict], metric: str) -> float:
+    values = [r[metric] for r in rows if isinstance(r.get(metric), (int, float))]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def bootstrap_interval(diffs: np.ndarray, draws: int = 10_000, seed: int = 0) -> tuple:
+    """The 2.5% and 97.5% quantiles of the mean of ``diffs`` resampled with replacement
+    (one difference per seed: a seed's two runs go together)."""
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), (draws, len(diffs)))].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def compare_statistics(before: dict, after: dict, metrics: list[str]) -> int:
+    """Per setting (a label without its seed) and metric: seed means, their paired
+    difference with its seed-bootstrap interval, and the seeds' spread."""
+    settings: dict[tuple, list[tuple]] = {}
+    for key in before:
+        study, label = key
+        settings.setdefault((study, re.sub(r"_?seed\d+$", "", label)), []).append(key)
+    excluded = 0
+    print(
+        f"{'setting':<28} {'metric':<16} {'n':>2} {'mean A':>9} {'mean B':>9} "
+        f"{'B - A [95% CI]':>28} {'seed sd':>8}"
+    )
+    for (_study, setting), keys in sorted(settings.items()):
+        for metric in metrics:
+            a = np.array([run_mean(before[k], metric) for k in keys])
+            b = np.array([run_mean(after[k], metric) for k in keys])
+            if not np.isfinite(a).all() or not np.isfinite(b).all():
+                continue
+            diffs = b - a
+            low, high = bootstrap_interval(diffs) if len(keys) > 1 else (np.nan, np.nan)
+            excluded += bool(low > 0 or high < 0)
+            spread = float(np.std(a, ddof=1)) if len(keys) > 1 else float("nan")
+            print(
+                f"{setting:<28} {metric:<16} {len(keys):>2} {a.mean():>9.4f} {b.mean():>9.4f} "
+                f"{diffs.mean():>+10.5f} [{low:+.5f}, {high:+.5f}] {spread:>8.4f}"
+            )
+    print(f"{excluded} interval(s) exclude 0")
+    return 1 if excluded else 0
 
 
 if __name__ == "__main__":

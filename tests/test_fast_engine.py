@@ -1,21 +1,20 @@
 """The fast engine reproduces the reference engine (autograd + torch.optim.SGD, batch 1).
 
-Equivalence is checked from identical initial weights and sample order:
+The two engines sum their dot products in different orders, so they agree to float32
+rounding, not bit for bit, and two long free-running trajectories part wherever a
+rounding-level ReLU flip happens, which depends on the CPU's code generation. The
+comparisons here are therefore posed where they cannot part (tests/shadow.py):
 
-- per layer, ``||W_fast - W_ref||_F / ||W_ref||_F`` and ``max|W_fast - W_ref| / max|W_ref|``
-  (weights and biases alike) must stay below 1e-4 after 10,000 steps;
-- the per-pass prequential accuracy counts must agree to within 2 flipped predictions
-  (in practice they are equal) and the summed losses to float32 rounding.
+- one step from the same weights, against autograd;
+- long runs (2,000-3,000 steps, 100-step segments) *shadowed*: before each 100-step segment the
+  float64 reference engine (the same update formula without float32 rounding) is reset to
+  the fast engine's parameters and remedy state, and both train the segment. All but a
+  few segments (a rounding-level flip spoils the one it happens in) must agree to
+  ``SEGMENT_RTOL`` (2e-5 relative, ~170 float32 eps), with the same online statistics
+  and the same units replaced; a wrong formula parts every segment
+  (``test_shadowing_catches_a_wrong_update``).
 
-The two engines sum the forward dot products in different orders, so they agree to float32
-rounding (~1e-6 here), not bit for bit. A rounding difference can flip a ReLU whose
-pre-activation happens to be within ~1e-7 of zero; such a flip can then grow chaotically
-over thousands of steps, as any change of summation order does (autograd summing with
-``torch.sum`` instead of BLAS parts from the reference the same way:
-``test_where_trajectories_part_...``). How often depends on network and data: on real
-Fashion-MNIST (3 seeds) and on most MNIST-like seeds, never within 10,000 steps; on the
-64-input network, on 2 of 4 data seeds tried. The 10k-step tests use fixed seeds where
-the trajectories stay together (data seed 2 for the 64-input network, 1 otherwise).
+These tests run in CI under the host's Numba target and ``NUMBA_CPU_NAME=generic``.
 """
 
 from __future__ import annotations
@@ -26,6 +25,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shadow import (
+    SEGMENT_RTOL,
+    Segment,
+    Shadowed,
+    relative_errors,
+    segments_of,
+    shadow,
+    worst_error,
+)
 from synthetic import mnist_like
 from torch import nn
 
@@ -34,22 +42,12 @@ from plasticollapse.engines.fast import FastEngine, unsupported_reason
 from plasticollapse.engines.reference import ReferenceEngine
 from plasticollapse.models import MLP
 
-RTOL = 1e-4
-
-
-def rel_errors(ref: nn.Module, fast: nn.Module) -> list[tuple[str, float, float]]:
-    """(name, Frobenius-relative, max-abs-relative) difference of every parameter."""
-    out = []
-    for (name, a), b in zip(ref.named_parameters(), fast.parameters(), strict=True):
-        a, b = a.detach().double(), b.detach().double()
-        fro = ((a - b).norm() / a.norm().clamp_min(1e-30)).item()
-        mx = ((a - b).abs().max() / a.abs().max().clamp_min(1e-30)).item()
-        out.append((name, fro, mx))
-    return out
+RTOL = SEGMENT_RTOL
 
 
 def run_both(model, x, y, orders, lr=0.01, **fast_kwargs):
-    """Train copies of ``model`` with both engines over the passes in ``orders``."""
+    """Train copies of ``model`` with both engines over the passes in ``orders`` (free
+    running: only for horizons too short to part, such as one step)."""
     ref_model, fast_model = copy.deepcopy(model), copy.deepcopy(model)
     ref = ReferenceEngine(ref_model, lr, batch_size=1)
     fast = FastEngine(fast_model, lr, **fast_kwargs)
@@ -58,72 +56,42 @@ def run_both(model, x, y, orders, lr=0.01, **fast_kwargs):
     return ref_model, fast_model, ref_stats, fast_stats
 
 
-def assert_equivalent(ref_model, fast_model, ref_stats, fast_stats, max_flips=2):
-    for name, fro, mx in rel_errors(ref_model, fast_model):
-        assert fro < RTOL and mx < RTOL, f"{name}: relative error {fro:.2e} (max {mx:.2e})"
-    for r, f in zip(ref_stats, fast_stats, strict=True):
-        assert r.count == f.count
-        assert abs(r.correct - f.correct) <= max_flips, (r.correct, f.correct)
-        assert f.loss_sum == pytest.approx(r.loss_sum, rel=1e-4)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("dim", "hidden", "data_seed"),
     [(784, (100, 100, 100), 1), (784, (50, 50, 50, 50, 50), 1), (64, (100, 100, 100), 2)],
     ids=["paper-784-100x3-10", "deep-narrow-784-50x5-10", "digits-64-100x3-10"],
 )
-def test_10k_steps_match_reference(dim, hidden, data_seed):
-    n = 10_000
+def test_3k_steps_shadow_the_float64_update(dim, hidden, data_seed):
+    n = 3000
     x, y = mnist_like(n, dim=dim, seed=data_seed)
     assert 0.15 < (x != 0).float().mean() < 0.25  # ~80% zeros, like MNIST
     torch.manual_seed(0)
     model = MLP(dim, hidden, 10)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(2))
-    ref_model, fast_model, rs, fs = run_both(model, x, y, [order[:5000], order[5000:]])
-    assert_equivalent(ref_model, fast_model, rs, fs)
-    assert rs[1].accuracy > 0.5  # it learns: the equivalence is not of a stuck network
-    worst = max(max(fro, mx) for _, fro, mx in rel_errors(ref_model, fast_model))
-    counts = [(r.correct, f.correct) for r, f in zip(rs, fs, strict=True)]
-    print(f"\n{dim}-{hidden}: correct (ref, fast) per pass {counts}, max rel. error {worst:.1e}")
+    run = shadow(model, x, y, segments_of(order, 100))
+    print(f"\n{dim}-{hidden}: {run.summary()}")
+    run.assert_agrees()
+    late = run.segments[-10:]
+    # It learns: the agreement is not that of a stuck network.
+    assert sum(s.candidate.correct for s in late) / sum(s.candidate.count for s in late) > 0.5
 
 
-class TorchSumMLP(nn.Module):
-    """The same network in plain autograd, dot products summed by ``torch.sum`` instead
-    of BLAS: an equally valid float32 implementation with another summation order."""
-
-    def __init__(self, mlp: MLP):
-        super().__init__()
-        self.mlp = mlp
-
-    def forward(self, x):
-        a = x.flatten(1)
-        for i, lin in enumerate(self.mlp.linears):
-            a = (a.unsqueeze(1) * lin.weight).sum(-1) + lin.bias
-            if i < len(self.mlp.linears) - 1:
-                a = torch.relu(a)
-        return a
-
-
-@pytest.mark.slow
-def test_where_trajectories_part_autograd_with_another_summation_order_parts_too():
-    # On this data seed a rounding-level ReLU flip makes the reference's trajectory part
-    # from the fast engine's within 10k steps; autograd summing with torch.sum (instead
-    # of BLAS) parts from the reference in the same way, by a comparable amount.
-    n = 10_000
-    x, y = mnist_like(n, dim=64, seed=1)
+def test_shadowing_catches_a_wrong_update():
+    # What the shadowed comparison is worth: an update 1% off (lr 0.0101 against the
+    # twin's 0.01) parts every segment, far beyond the few a ReLU flip may spoil.
+    n = 2000
+    x, y = mnist_like(n, seed=1)
     torch.manual_seed(0)
-    model = MLP(64, (100, 100, 100), 10)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(2))
-    ref_model, fast_model, rs, fs = run_both(model, x, y, [order])
-    alt_model = copy.deepcopy(model)
-    alt = ReferenceEngine(TorchSumMLP(alt_model), 0.01).train(x, y, order)
-    fast_err = max(fro for _, fro, _ in rel_errors(ref_model, fast_model))
-    alt_err = max(fro for _, fro, _ in rel_errors(ref_model, alt_model))
-    print(f"\nparted run: fast vs reference {fast_err:.1e}, torch.sum vs reference {alt_err:.1e}")
-    assert fast_err <= 3 * alt_err + RTOL
-    assert abs(fs[0].correct - rs[0].correct) <= 0.002 * n  # statistics stay alike
-    assert abs(alt.correct - rs[0].correct) <= 0.002 * n
+    model = MLP(784, (100, 100, 100), 10)
+    wrong = shadow(
+        model,
+        x,
+        y,
+        segments_of(torch.arange(n), 100),
+        candidate=lambda m, lr, r: FastEngine(m, lr * 1.01, r),
+    )
+    assert len(wrong.parted) >= 0.9 * len(wrong.segments), wrong.summary()
 
 
 def test_one_step_matches_autograd_exactly_enough():
@@ -133,21 +101,21 @@ def test_one_step_matches_autograd_exactly_enough():
     model = MLP(784, (100, 100, 100), 10)
     ref_model, fast_model, rs, fs = run_both(model, x, y, [torch.tensor([2])])
     assert rs == fs or (rs[0].correct == fs[0].correct)
-    for name, fro, _ in rel_errors(ref_model, fast_model):
+    for name, fro, _ in relative_errors(ref_model, fast_model):
         assert fro < 1e-6, name
 
 
 def test_multiple_epochs_reuse_the_cache_and_repeats_in_order():
-    n = 1500
+    n = 600
     x, y = mnist_like(n, seed=4)
     torch.manual_seed(2)
     model = MLP(784, (64, 64), 10)
     g = torch.Generator().manual_seed(5)
     orders = [torch.randperm(n, generator=g) for _ in range(3)]
-    orders.append(torch.randint(0, n, (1000,), generator=g))  # with repeats
+    orders.append(torch.randint(0, n, (400,), generator=g))  # with repeats
     orders.append(torch.tensor([7, 7, 7, 7, 3, 3, -1, -n]))  # repeats and negative indices
-    ref_model, fast_model, rs, fs = run_both(model, x, y, orders)
-    assert_equivalent(ref_model, fast_model, rs, fs, max_flips=1)
+    # Each pass in 100-step segments, so that the engine's cache meets many calls.
+    shadow(model, x, y, [s for o in orders for s in segments_of(o, 100)]).assert_agrees()
 
     # The CSR rows of x were built once and reused for every pass.
     engine = FastEngine(copy.deepcopy(model), 0.01)
@@ -166,17 +134,19 @@ def test_cache_sees_in_place_changes_and_new_tensors():
     torch.manual_seed(3)
     model = MLP(784, (32,), 10)
     order = torch.arange(n)
-    fast_model, ref_model = copy.deepcopy(model), copy.deepcopy(model)
-    fast = FastEngine(fast_model, 0.01)
-    ref = ReferenceEngine(ref_model, 0.01)
-    for step in range(3):
-        if step == 1:
-            x.mul_(0.5)  # in place: the version counter moves, the cache must not be reused
-        if step == 2:
-            x = x.flip(1).contiguous()  # a new tensor (a permuted task)
-        assert fast.train(x, y, order).correct == ref.train(x, y, order).correct
-    for name, fro, mx in rel_errors(ref_model, fast_model):
-        assert fro < RTOL and mx < RTOL, name
+
+    def passes():
+        nonlocal x
+        for step in range(3):
+            if step == 1:
+                x.mul_(0.5)  # in place: the version counter moves, the cache must not be reused
+            if step == 2:
+                x = x.flip(1).contiguous()  # a new tensor (a permuted task)
+            for segment in segments_of(order, 100):
+                yield x, y, segment
+
+    # A stale cache would train segments 4-9 on the old inputs: all of them would part.
+    shadow(model, x, y, passes()).assert_agrees(max_parted=1)
 
 
 def test_dense_inputs():
@@ -187,8 +157,7 @@ def test_dense_inputs():
     torch.manual_seed(4)
     model = MLP(64, (48, 48), 10)
     order = torch.randperm(n, generator=g)
-    ref_model, fast_model, rs, fs = run_both(model, x, y, [order])
-    assert_equivalent(ref_model, fast_model, rs, fs)
+    shadow(model, x, y, segments_of(order, 100)).assert_agrees()
     engine = FastEngine(copy.deepcopy(model), 0.01)
     engine.train(x, y, order[:5])
     assert not engine._cached_rows.sparse
@@ -203,8 +172,7 @@ def test_nn_sequential_and_image_shaped_inputs():
     )
     assert unsupported_reason(seq, 1) is None
     ximg = x.view(n, 1, 28, 28)
-    ref_model, fast_model, rs, fs = run_both(seq, ximg, y, [torch.randperm(n)])
-    assert_equivalent(ref_model, fast_model, rs, fs)
+    shadow(seq, ximg, y, segments_of(torch.randperm(n), 100)).assert_agrees()
 
 
 def test_parameters_stay_shared_views_and_versions_move():
@@ -237,8 +205,9 @@ def test_non_contiguous_parameter_is_trained_on_a_copy_and_written_back():
     w.data = w.data.t().contiguous().t()
     assert not w.is_contiguous()
     x, y = mnist_like(500, seed=11)
-    ref_model, fast_model, rs, fs = run_both(model, x, y, [torch.randperm(500)])
-    assert_equivalent(ref_model, fast_model, rs, fs)
+    run = shadow(model, x, y, segments_of(torch.randperm(500), 100))
+    assert not run.model.hidden_linears[1].weight.is_contiguous()  # still the user's layout
+    run.assert_agrees(max_parted=1)
 
 
 def test_unsupported_reasons():
@@ -292,8 +261,8 @@ def test_bad_inputs_are_refused_before_the_compiled_loop():
 
 def test_columns_train_on_permuted_inputs_without_building_them():
     # train(x, y, order, columns=P) is train(x[:, P], y, order) up to float32 rounding
-    # (only the first layer's summation order differs); the CSR rows of x are built once
-    # for every permutation.
+    # (only the first layer's summation order differs), compared segment by segment from
+    # the same weights; the CSR rows of x are built once for every permutation.
     n = 1500
     x, y = mnist_like(n, seed=8)
     torch.manual_seed(4)
@@ -304,16 +273,19 @@ def test_columns_train_on_permuted_inputs_without_building_them():
     built, given = copy.deepcopy(model), copy.deepcopy(model)
     built_engine = FastEngine(built, 0.01)
     given_engine = FastEngine(given, 0.01)
-    rows = None
+    rows, segments = None, []
     for perm, order in zip(perms, orders, strict=True):
-        a = built_engine.train(x[:, perm].contiguous(), y, order)
-        b = given_engine.train(x, y, order, columns=perm)
-        assert abs(a.correct - b.correct) <= 1
-        assert b.loss_sum == pytest.approx(a.loss_sum, rel=1e-5)
+        built_x = x[:, perm].contiguous()
+        for part in segments_of(order, 100):
+            with torch.no_grad():  # every pass reads the parameters afresh
+                for p, q in zip(built.parameters(), given.parameters(), strict=True):
+                    p.copy_(q)
+            a = built_engine.train(built_x, y, part)
+            b = given_engine.train(x, y, part, columns=perm)
+            segments.append(Segment(worst_error(built, given), b, a))
         rows = rows or given_engine._cached_rows
         assert given_engine._cached_rows is rows
-    for name, fro, mx in rel_errors(built, given):
-        assert fro < RTOL and mx < RTOL, name
+    Shadowed(segments, given).assert_agrees()
     with pytest.raises(ValueError, match="permutation"):
         given_engine.train(x, y, orders[0], columns=torch.zeros(784, dtype=torch.long))
     with pytest.raises(ValueError, match="permutation"):
@@ -325,7 +297,7 @@ def test_benchmark_gathered_layout_trains_as_the_package_engine(monkeypatch):
     # package's kernels and engine; online_speed.py's ratio only means something if it
     # trains alike (to float32 rounding), on CSR and dense inputs and with permuted columns.
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from fast_layouts import GatheredFastEngine, check_same_training
+    from fast_layouts import GatheredFastEngine
 
     n = 1000
     torch.manual_seed(8)
@@ -333,44 +305,46 @@ def test_benchmark_gathered_layout_trains_as_the_package_engine(monkeypatch):
     order = torch.randperm(n, generator=torch.Generator().manual_seed(10))
     sparse_x, sparse_y = mnist_like(n, dim=64, seed=12)
     dense_x = torch.randn(n, 64, generator=torch.Generator().manual_seed(13))
-    for x, y in ((sparse_x, sparse_y), (dense_x, sparse_y)):
-        assert check_same_training(model, x, y, order) < RTOL
-
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(14))
-    views, gathered = copy.deepcopy(model), copy.deepcopy(model)
-    FastEngine(views, 0.01).train(sparse_x, sparse_y, order, columns=perm)
-    GatheredFastEngine(gathered, 0.01).train(sparse_x, sparse_y, order, columns=perm)
-    for name, fro, mx in rel_errors(views, gathered):
-        assert fro < RTOL and mx < RTOL, name
+    for x, y, columns in (
+        (sparse_x, sparse_y, None),
+        (dense_x, sparse_y, None),
+        (sparse_x, sparse_y, perm),
+    ):
+        shadow(
+            model,
+            x,
+            y,
+            segments_of(order, 100),
+            columns=columns,
+            candidate=lambda m, lr, r: GatheredFastEngine(m, lr),
+            twin=lambda m, lr, r: FastEngine(m, lr),
+            twin_dtype=torch.float32,
+        ).assert_agrees(max_parted=1)
 
 
 # --------------------------------------------------------------------------- remedies
 #
 # Each remedy the compiled engine runs, against its reference implementation in the
-# autograd engine: the same initial weights, sample order and task permutation, 10,000
-# steps, the same tolerance as the plain engine's. Together the cases take every path of
-# the compiled pass: the scaled first layer (decay alone, pull, both), the dense one (with
-# Continual Backprop), the tracked one (adaptable utilities), a fixed head, and passes cut
-# into segments by remedies acting every k steps.
-#
-# With decay or pull, the compiled engine does not round the decay of an untouched weight
-# at every step as the reference does (it keeps each input row's decay as one float64
-# factor), so the two differ by the reference's own rounding noise, ~1e-5 after a few
-# thousand steps, and a ReLU flip then parts the trajectories sooner than for plain SGD:
-# on the data seeds tried, weight decay or L2 Init alone part from the reference within
-# 10,000 steps. There the float64 twin of the reference (the same run in float64) decides:
-# the compiled engine must be about as close to it as the float32 reference is (within a
-# factor 3, as the plain engine's parted-trajectory test allows; measured: 1.5x further
-# for weight decay, 20x closer for L2 Init), with the same online statistics.
+# autograd engine, shadowed: 2,000 steps in 100-step segments, with a task permutation of
+# the inputs; before each segment the reference (in float64 where the remedy draws nothing
+# whose values depend on the dtype) takes the fast engine's parameters and the remedies'
+# state (CBP's utilities, ages and random stream; the every-k counters). Together the cases
+# take every path of the compiled pass: the scaled first layer (decay alone, pull, both),
+# the dense one (with Continual Backprop), the tracked one (adaptable utilities), a fixed
+# head, and passes cut into segments by remedies acting every k steps. The compiled engine
+# keeps each input row's decay as one float64 factor where the reference rounds it at every
+# step: within one segment, a difference well inside the tolerance.
 
 
 def _remedies(spec):
     from plasticollapse.remedies import REMEDIES
 
-    return [REMEDIES[name](*args) for name, args in spec]
+    return lambda: [REMEDIES[name](*args) for name, args in spec]
 
 
-CBP_ADAPTABLE = ("cbp", (1e-4, 0.99, 100, "adaptable_contribution"))
+# Replacement rates high enough for hundreds of units replaced within 2,000 steps.
+CBP_ADAPTABLE = ("cbp", (5e-4, 0.99, 50, "adaptable_contribution"))
 CBP_CONTRIBUTION = ("cbp", (2e-4, 0.9, 50, "contribution"))
 #: case -> (remedies, data seed)
 REMEDY_CASES = {
@@ -382,67 +356,46 @@ REMEDY_CASES = {
     "cbp+weight_decay": ([CBP_ADAPTABLE, ("weight_decay", (0.01,))], 1),
     "etf_head+weight_decay": ([("etf_head", (1.0,)), ("weight_decay", (0.01,))], 1),
     "etf_head+cbp": ([("etf_head", (1.0,)), CBP_ADAPTABLE], 1),
+    # every 50 and 100 steps: twice and once in each segment
     "shrink_perturb+redo every k": (
-        [("shrink_perturb", (0.8, 0.01, 2500)), ("redo", (0.1, 1000))],
+        [("shrink_perturb", (0.98, 0.001, 50)), ("redo", (0.1, 100))],
         1,
     ),
 }
-
-
-def _train_with_remedies(model, spec, engine, x, y, orders, columns):
-    from plasticollapse.remedies import RemedyContext
-
-    model = copy.deepcopy(model)
-    remedies = _remedies(spec)
-    for remedy in remedies:
-        remedy.bind(model, RemedyContext(seed=0, num_classes=10))
-    if engine == "fast":
-        trainer = FastEngine(model, 0.01, remedies)
-    else:
-        trainer = ReferenceEngine(model, 0.01, 1, remedies)
-    return model, [trainer.train(x, y, o, columns=columns) for o in orders]
-
-
-def _worst(a, b):
-    return max(max(fro, mx) for _, fro, mx in rel_errors(a, b))
+#: Remedies that draw fresh weights at intervals: torch draws other numbers into a float64
+#: tensor, so their twin is the float32 reference (still teacher-forced).
+DRAWS_BY_DTYPE = ("shrink_perturb", "redo")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(REMEDY_CASES))
-def test_10k_steps_with_remedies_match_their_reference(case):
+def test_2k_steps_with_remedies_shadow_their_reference(case):
     spec, data_seed = REMEDY_CASES[case]
-    n = 10_000
+    n = 2000
     x, y = mnist_like(n, seed=data_seed)
     torch.manual_seed(0)
     model = MLP(784, (100, 100, 100), 10)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(2))
-    orders = (order[:5000], order[5000:])
     columns = torch.randperm(784, generator=torch.Generator().manual_seed(3))
-    ref, ref_stats = _train_with_remedies(model, spec, "reference", x, y, orders, columns)
-    fast, fast_stats = _train_with_remedies(model, spec, "fast", x, y, orders, columns)
-    worst = _worst(ref, fast)
-    if worst < RTOL:
-        assert_equivalent(ref, fast, ref_stats, fast_stats)
-    else:  # parted: as close to the float64 twin as the float32 reference is
-        assert any(name in case for name in ("weight_decay", "l2_init"))
-        twin, _ = _train_with_remedies(
-            model.double(), spec, "reference", x.double(), y, orders, columns
-        )
-        twin = twin.float()
-        fast_twin, ref_twin = _worst(twin, fast), _worst(twin, ref)
-        print(f"\n{case}: fast vs float64 twin {fast_twin:.1e}, reference vs twin {ref_twin:.1e}")
-        assert fast_twin <= 3 * ref_twin
-        for r, f in zip(ref_stats, fast_stats, strict=True):
-            assert abs(r.correct - f.correct) <= 0.002 * r.count
-            assert f.loss_sum == pytest.approx(r.loss_sum, rel=1e-3)
-    assert [s.extra for s in ref_stats] == [s.extra for s in fast_stats]  # same units replaced
+    draws = any(name in case for name in DRAWS_BY_DTYPE)
+    run = shadow(
+        model,
+        x,
+        y,
+        segments_of(order, 100),
+        remedies=_remedies(spec),
+        columns=columns,
+        twin_dtype=torch.float32 if draws else torch.float64,
+    )
+    print(f"\n{case}: {run.summary()}")
+    run.assert_agrees()
+    extra = [s.candidate.extra for s in run.segments]
     if "cbp" in case:
-        assert sum(s.extra["cbp_units_replaced"] for s in fast_stats) > 100
+        assert sum(e["cbp_units_replaced"] for e in extra) > 100
     if "redo" in case:
-        assert sum(s.extra["redo_units_reset"] for s in fast_stats) > 0
-    assert ref_stats[1].accuracy > 0.5
-    counts = [(r.correct, f.correct) for r, f in zip(ref_stats, fast_stats, strict=True)]
-    print(f"\n{case}: correct per pass {counts}, max rel. error {worst:.1e}")
+        assert sum(e["redo_units_reset"] for e in extra) > 0
+    late = run.segments[-10:]
+    assert sum(s.candidate.correct for s in late) / sum(s.candidate.count for s in late) > 0.5
 
 
 # --------------------------------------------------------------------------- measuring

@@ -277,7 +277,8 @@ class ContinualBackprop(Remedy):
 
         fresh = torch.from_numpy(self.stream.take(len(units) * layer.in_features))
         bound = torch.tensor(self.bounds[l])
-        layer.weight[units] = bound * fresh.view(len(units), layer.in_features)
+        fresh = (bound * fresh.view(len(units), layer.in_features)).to(layer.weight.dtype)
+        layer.weight[units] = fresh  # float32 draws, also into a float64 network
         layer.bias[units] = 0.0
         if nxt.weight.requires_grad:  # a fixed (etf_head) classifier stays as it is
             nxt.weight[:, units] = 0.0
