@@ -11,6 +11,7 @@ from plasticollapse.metrics.collapse import (
     FLOAT32_EPS,
     CollapseAccumulator,
     collapse_metrics,
+    default_pinv_rtol,
     nc1_loss,
 )
 
@@ -259,6 +260,39 @@ def test_nc1_pinv_reproduces_torch_pinv_where_sigma_b_is_ill_conditioned(delta):
     assert (got["closest_pair_a"], got["closest_pair_b"]) == (0, 1)
     assert got["closest_pair_ratio"] < 1e-3  # the reference below checks its value
     assert_matches(got, reference(h.astype(np.float64), y, 10), 1e-6)
+
+
+def weak_direction_features(dim, b=2.0**-10):
+    """Float32 features with a hand-computed Sigma_B: 3 classes of 4 samples, means
+    (1, b), (-1, b), (0, -2b) in the first two units (the rest dead, so D = ``dim``),
+    each class spread by +-e1 and +-b e2. Then mu_G = 0, Sigma_B = diag(2/3, 2b^2),
+    Sigma_W = diag(1/2, b^2/2): the weak direction sits at 3b^2 of the largest eigenvalue
+    and adds 1/12 to NC1 = 1/4 + 1/12 = 1/3 when kept, NC1 = 1/4 when dropped. Powers of
+    two, so float32 holds every value exactly."""
+    means = np.array([[1.0, b], [-1.0, b], [0.0, -2 * b]])
+    spread = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, b], [0.0, -b]])
+    h = np.zeros((12, dim), dtype=np.float32)
+    h[:, :2] = (means[:, None, :] + spread[None]).reshape(12, 2)
+    return h, np.repeat(np.arange(3), 4)
+
+
+def test_default_pinv_rtol_is_torch_1_11s_default():
+    # The authors pinned torch 1.11.0, whose pinv(A) cuts at max(m, n) * eps of A's dtype
+    # (default_pinv_rtol's docstring cites the source); torch <= 1.10 cut at rcond=1e-15.
+    assert default_pinv_rtol(100) == 100 * 2.0**-23
+    # The weak direction (3 * 2^-20 = 2.9e-6 relative) lies between the two cut-offs at
+    # D = 100 (1.2e-5): dropped by the 1.11 default, kept by rcond=1e-15 and by nc1.
+    h, y = weak_direction_features(dim=100)
+    got = collapse_metrics(h, y, 3)
+    assert got["nc1_pinv"] == pytest.approx(1 / 4, rel=1e-9)
+    assert got["nc1"] == pytest.approx(1 / 3, rel=1e-9)
+    assert got["sigma_b_condition"] == pytest.approx(3 * 2.0**-20, rel=1e-9)
+    assert collapse_metrics(h, y, 3, pinv_rtol=1e-15)["nc1_pinv"] == pytest.approx(1 / 3)
+    assert authors_nc1(h, y, 3) == pytest.approx(1 / 4, rel=1e-5)
+    # The cut-off scales with D: at D = 10 (1.2e-6) the same direction is kept.
+    h, y = weak_direction_features(dim=10)
+    assert collapse_metrics(h, y, 3)["nc1_pinv"] == pytest.approx(1 / 3, rel=1e-9)
+    assert authors_nc1(h, y, 3) == pytest.approx(1 / 3, rel=1e-5)
 
 
 def test_pinv_rtol_is_configurable():

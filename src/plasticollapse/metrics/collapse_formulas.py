@@ -20,9 +20,10 @@ Two NC1 conventions (docs/metrics.md says which to trust when):
 * ``nc1_pinv``: the authors' convention (docs/paper.md, "Collapse metrics"): float32
   covariances inverted by ``torch.linalg.pinv`` with its default tolerance, which zeroes
   the singular values of Sigma_B at or below D * eps_float32 x the largest (D the feature
-  dimension). Computed here in float64 from the same statistics, keeping only the
-  eigen-directions above ``rtol`` x the largest (:func:`default_pinv_rtol`), so it does not
-  depend on float32 rounding away from the cut-off.
+  dimension). That is the default of the torch they pinned, 1.11.0, not torch <= 1.10's
+  rcond = 1e-15 (:func:`default_pinv_rtol` cites the source). Computed here in float64
+  from the same statistics, keeping only the eigen-directions above ``rtol`` x the largest,
+  so it does not depend on float32 rounding away from the cut-off.
 
 ``sigma_b_condition`` (smallest kept eigenvalue of Sigma_B over the largest) and the
 closest pair of class means (:func:`closest_pair`) tell, row by row, when the two differ.
@@ -47,8 +48,21 @@ FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 
 def default_pinv_rtol(dim: int) -> float:
     """The authors' cut-off for ``nc1_pinv``: ``torch.linalg.pinv``'s default relative
-    tolerance for a float32 D x D matrix, max(D, D) * eps_float32 (PyTorch documents
-    ``rtol`` defaulting to max(m, n) * eps of the dtype when ``atol`` is not given)."""
+    tolerance for a float32 D x D matrix, rtol = max(D, D) * eps_float32 = D * 2^-23.
+
+    Pinned to the authors' torch: their code calls ``torch.linalg.pinv(Sigma_B)`` with no
+    tolerance (gianhess/dl_project, experiments/continual_experiments/lop/utils/
+    neural_collapse.py, line 120) and pins torch==1.11.0 (experiments/continual_experiments/
+    requirements.txt; their wandb runs record the same). At tag v1.11.0 (commit bc2c6ed),
+    torch/linalg/__init__.py lines 1748-1752 document that an unspecified ``rtol`` is
+    max(m, n) * eps of A's dtype for an m x n matrix A, and the generated
+    ATen/ops/linalg_pinv.h gives the positional ``rcond`` overload no default, so ``pinv(A)``
+    takes ``linalg_pinv.atol_rtol_tensor`` with atol = rtol = None.
+    torch 1.10.0 instead documents ``pinv(A, rcond=1e-15, ...)``; that older default is not
+    the authors'. The released torch 1.11.0 wheel, run on the test in tests/test_collapse.py
+    (``test_default_pinv_rtol_is_torch_1_11s_default``), drops a direction at 2.9e-6
+    relative for D = 100 (cut 1.2e-5) and keeps it for D = 10 (cut 1.2e-6), as here
+    (docs/metrics.md, "The cut-off is the one the authors' torch used")."""
     return dim * FLOAT32_EPS
 
 
