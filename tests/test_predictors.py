@@ -121,6 +121,10 @@ def test_the_outcome_is_named_and_selectable(trend_table):
     assert set(only["outcome"]) == {"pl"}
     with pytest.raises(ValueError, match="no study records the outcome.*recorded outcomes"):
         analysis.predictors(trend_table, outcomes=["retrained_gap"])
+    with pytest.raises(ValueError, match="none of the metrics nc9 is recorded.*trend_only"):
+        analysis.predictors(trend_table, metrics=["nc9"])
+    picked = analysis.predictors(trend_table, metrics=["trend_only"], n_boot=50)
+    assert set(picked["metric"]) == {"trend_only"}
 
 
 def lag_table(shift: int) -> pd.DataFrame:
@@ -190,9 +194,11 @@ def test_across_runs_pl_and_accuracy_part_where_the_first_task_differs():
         assert rows(board, "early_seed", statistic, "pl")["estimate"] == pytest.approx(-acc)
 
 
-def test_by_setting_makes_a_group_per_setting():
-    board = analysis.predictors(nested_table(), outcomes=["accuracy"], by_setting=True, n_boot=50)
-    assert list(dict.fromkeys(board["group"])) == ["first_task_epochs=1", "first_task_epochs=20"]
+def test_by_setting_makes_a_group_per_setting_in_numeric_order():
+    table = nested_table()
+    table["first_task_epochs"] = table["first_task_epochs"].map({1: 10, 20: 2})
+    board = analysis.predictors(table, outcomes=["accuracy"], by_setting=True, n_boot=50)
+    assert list(dict.fromkeys(board["group"])) == ["first_task_epochs=2", "first_task_epochs=10"]
     assert (board.loc[board["statistic"] == "detrended_r_diff", "n_runs"] == 8).all()
 
 

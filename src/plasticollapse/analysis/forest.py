@@ -88,8 +88,12 @@ def _panel(ax, rows: pd.DataFrame, y: dict[str, int], statistic: str) -> None:
     runs = int(n["n_runs"].max()) if len(n) else 0
     seeds = int(n["n_seeds"].max()) if len(n) else 0
     steps = int(n["n_steps"].median()) if len(n) else 0
-    ax.set_title(f"{PANELS[statistic]}\n{runs} runs, {seeds} seeds, ~{steps} steps", fontsize=8)
+    ax.set_title(f"{PANELS[statistic]}\n{_n(runs, seeds)}, ~{steps} steps", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
+
+
+def _n(runs: int, seeds: int) -> str:
+    return f"{runs} run{'s' * (runs != 1)}, {seeds} seed{'s' * (seeds != 1)}"
 
 
 def _label(part: pd.DataFrame, metric: str) -> str:
@@ -105,7 +109,7 @@ def _title(part: pd.DataFrame) -> str:
     runs, seeds = int(part["n_runs"].max()), int(part["n_seeds"].max())
     return (
         f"{row['study']}{group}: which metric tracks the outcome '{row['outcome']}'? "
-        f"({runs} runs, {seeds} seeds)\n"
+        f"({_n(runs, seeds)})\n"
         "dot: estimate; bar: 95% interval (seed bootstrap; Newey-West for one run); "
         "red: the interval excludes 0; hollow: no interval"
     )

@@ -142,8 +142,8 @@ def predictors(
     averaged over steps >= it) set the across-run design. Intervals: ``n_boot`` seed
     bootstrap replicates from ``seed``, at ``level``.
 
-    Columns: :data:`COLUMNS`. Raises ValueError when the table has no per-step rows or a
-    named outcome is recorded by no study.
+    Columns: :data:`COLUMNS`. Raises ValueError when the table has no per-step rows, or
+    no study records any of the named outcomes or metrics.
     """
     steps = table[table["step"].notna()] if "step" in table else table.iloc[0:0]
     if not len(steps):
@@ -156,6 +156,11 @@ def predictors(
                 f"no study records the outcome(s) {', '.join(missing)}; recorded outcomes: "
                 f"{', '.join(o for o in OUTCOMES if o in present) or 'none'}"
             )
+    if metrics is not None and not present & set(metrics):
+        raise ValueError(
+            f"none of the metrics {', '.join(metrics)} is recorded; recorded predictors: "
+            f"{', '.join(m for m in sorted(present) if is_predictor(m)) or 'none'}"
+        )
     options = dict(horizon=horizon, own_lags=own_lags, degree=degree, early_step=early_step)
     options.update(late_from=late_from, n_boot=n_boot, seed=seed, level=level)
     rows: list[dict[str, Any]] = []
@@ -310,14 +315,19 @@ def rank_board(board: pd.DataFrame) -> pd.DataFrame:
     board["_clear"] = np.nan_to_num(clear, nan=0.0)
     board["_size"] = board["estimate"].abs()
     keys = ["study", "group", "outcome", "statistic"]
-    ranks = pd.Series(np.nan, index=board.index)
+    ranks = pd.Series(np.nan, index=board.index, dtype=float)
     for _, part in board[board["estimate"].notna()].groupby(keys, sort=False):
         ordered = part.sort_values(["_clear", "_size"], ascending=False, kind="stable")
         ranks[ordered.index] = np.arange(1, len(ordered) + 1)
     board["rank"] = ranks
-    board["_statistic"] = board["statistic"].map({s: i for i, s in enumerate(STATISTICS)})
-    board = board.sort_values([*keys[:3], "_statistic", "rank"], kind="stable", na_position="last")
-    return board.drop(columns=["_clear", "_size", "_statistic"]).reset_index(drop=True)[COLUMNS]
+    # Studies, groups and outcomes keep the order they came in (settings sorted by value,
+    # not as text: fte 2 before fte 10); statistics in STATISTICS order.
+    order = [board[k].map({v: i for i, v in enumerate(dict.fromkeys(board[k]))}) for k in keys[:3]]
+    for i, column in enumerate(order):
+        board[f"_{i}"] = column
+    board["_3"] = board["statistic"].map({s: i for i, s in enumerate(STATISTICS)})
+    board = board.sort_values(["_0", "_1", "_2", "_3", "rank"], kind="stable", na_position="last")
+    return board.reset_index(drop=True)[COLUMNS]
 
 
 def rank_across_studies(board: pd.DataFrame) -> pd.DataFrame:
