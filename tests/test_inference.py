@@ -123,8 +123,11 @@ def test_one_run_gets_a_newey_west_interval_wider_than_the_naive_one():
 def test_several_runs_of_one_seed_get_no_interval():
     x, y, t, _ = trending_runs(n_runs=3, shared=1.0)
     got = inference.detrended_association(x, y, t, [4, 4, 4], draws=stats.cluster_draws([4] * 3))
-    assert math.isnan(got.ci_low) and got.interval == "none: fewer than 2 seeds"
+    assert math.isnan(got.ci_low) and got.interval == "none: 1 seed (a bootstrap needs 3)"
     assert (got.n_runs, got.n_seeds) == (3, 1)
+    # Two seeds: 3 distinct replicates, one the estimate itself; no interval either.
+    two = inference.detrended_association(x, y, t, [0, 0, 1], draws=stats.cluster_draws([0, 0, 1]))
+    assert math.isnan(two.ci_high) and two.interval == "none: 2 seeds (a bootstrap needs 3)"
 
 
 # =========================================================================== lead-lag

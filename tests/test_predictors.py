@@ -123,6 +123,10 @@ def test_the_outcome_is_named_and_selectable(trend_table):
         analysis.predictors(trend_table, outcomes=["retrained_gap"])
     with pytest.raises(ValueError, match="none of the metrics nc9 is recorded.*trend_only"):
         analysis.predictors(trend_table, metrics=["nc9"])
+    with pytest.raises(ValueError, match="horizon must be >= 1, got 0"):
+        analysis.predictors(trend_table, horizon=0)
+    with pytest.raises(ValueError, match="lacks the column.*load_results"):
+        analysis.predictors(trend_table.drop(columns="seed"))
     picked = analysis.predictors(trend_table, metrics=["trend_only"], n_boot=50)
     assert set(picked["metric"]) == {"trend_only"}
 
@@ -217,9 +221,9 @@ def test_rank_across_studies_averages_rank_fractions(trend_table):
 
 @pytest.fixture(scope="module")
 def real_runs(tmp_path_factory):
-    """Two real Permuted runs: digits, 5 tasks, seeds 0 and 1."""
+    """Three real Permuted runs: digits, 5 tasks, seeds 0-2."""
     root = tmp_path_factory.mktemp("predictor_runs")
-    argv = ["permuted", "--config", "quick/permuted_digits", "--tasks", "5", "--seeds", "0", "1"]
+    argv = ["permuted", "--config", "quick/permuted_digits", "--tasks", "5", "--seeds", "0-2"]
     argv += ["--first_task_epochs", "1", "--out", str(root), "--backend", "serial"]
     assert cli.main(argv) == 0
     return root
@@ -232,7 +236,8 @@ def test_the_predictors_command_on_real_runs(real_runs, tmp_path, capsys):
     assert list(board.columns) == leaderboard.COLUMNS
     assert set(board["study"]) == {"permuted"} and set(board["outcome"]) == {"accuracy", "pl"}
     nc1 = rows(board, "nc1", "detrended_r_diff")
-    assert (nc1["n_runs"], nc1["n_seeds"], nc1["n_steps"]) == (2, 2, 4)
+    assert (nc1["n_runs"], nc1["n_seeds"], nc1["n_steps"]) == (3, 3, 4)
+    assert nc1["interval"] == "seed bootstrap (only 3 seeds: rough)"
     assert np.isfinite([nc1["estimate"], nc1["ci_low"], nc1["ci_high"]]).all()
     aliases = pd.read_csv(out / "aliases.csv")
     assert {"nc4_mismatch", "dead_fraction_layer2"} <= set(aliases["alias"])

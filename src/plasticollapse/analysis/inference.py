@@ -165,8 +165,13 @@ def fisher_mean(values: Any, weights: np.ndarray) -> np.ndarray:
     return np.tanh(weighted_mean(np.arctanh(r), weights))
 
 
+#: Fewest seeds for a bootstrap interval: 2 seeds give 3 distinct replicates, one of them
+#: the estimate itself, so the "interval" is a point, not a statement of uncertainty.
+MIN_SEEDS = 3
 #: Below this many seeds a percentile interval over seeds is rough (few distinct draws).
 FEW_SEEDS = 5
+#: Fewest replicates (as a fraction) where the statistic must be defined for an interval.
+MIN_VALID = 0.5
 
 
 def estimate_with_interval(
@@ -183,27 +188,34 @@ def estimate_with_interval(
     row of ones is the statistic itself), over the runs ``used`` (those with a value).
 
     The interval is the percentile interval of ``value`` over ``draws`` (seed bootstrap
-    weights from :func:`~.stats.cluster_draws`) when the used runs come from 2 or more
-    seeds; with a single run, the Newey-West interval ``one_run_interval()`` gives;
-    otherwise none: several runs of one seed are not independent replicates, and no
-    interval is better than a false one. With fewer than :data:`FEW_SEEDS` seeds the
-    ``interval`` text says the bootstrap is rough.
+    weights from :func:`~.stats.cluster_draws`) when the used runs come from
+    :data:`MIN_SEEDS` or more seeds and the statistic is defined in at least
+    :data:`MIN_VALID` of the replicates; with a single run, the Newey-West interval
+    ``one_run_interval()`` gives; otherwise none: runs of one or two seeds are not enough
+    independent replicates, and no interval is better than a false one. With fewer than
+    :data:`FEW_SEEDS` seeds the ``interval`` text says the bootstrap is rough.
     """
     used = np.asarray(used, dtype=bool)
     codes = cluster_codes(seeds)
     n_runs, n_seeds = int(used.sum()), len(set(codes[used]))
     estimate = float(value(np.ones((1, used.size)))[0]) if n_runs else math.nan
     low = high = math.nan
-    if n_seeds >= 2 and draws is not None and len(draws):
-        low, high = percentile_interval(value(draws), level)
-        how = "seed bootstrap"
-        if n_seeds < FEW_SEEDS:
-            how += f" (only {n_seeds} seeds: rough)"
+    if n_seeds >= MIN_SEEDS and draws is not None and len(draws):
+        replicates = value(draws)
+        if np.isfinite(replicates).mean() >= MIN_VALID:
+            low, high = percentile_interval(replicates, level)
+            how = "seed bootstrap"
+            if n_seeds < FEW_SEEDS:
+                how += f" (only {n_seeds} seeds: rough)"
+        else:
+            how = "none: the statistic is undefined in most bootstrap replicates"
     elif n_runs == 1 and one_run_interval is not None:
         _, low, high = one_run_interval()
         how = "Newey-West (one run)"
+    elif not n_runs:
+        how = "none: no run has a value"
     else:
-        how = "none: fewer than 2 seeds" if n_runs else "none: no run has a value"
+        how = f"none: {n_seeds} seed{'s' * (n_seeds != 1)} (a bootstrap needs {MIN_SEEDS})"
     return Estimate(statistic, estimate, low, high, n_runs, n_seeds, n_steps, how, level)
 
 
@@ -356,7 +368,7 @@ def across_runs(
     number per run, x_r (the metric at an early step) and y_r (the later outcome), or the
     partial r given the columns of ``given`` (runs x k, the run-defining variables; see
     :func:`~.stats.weighted_partial_r`). Interval: seed bootstrap, runs of a seed drawn
-    together; none with fewer than 2 seeds."""
+    together; none with fewer than :data:`MIN_SEEDS` seeds."""
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     used = np.isfinite(x) & np.isfinite(y)

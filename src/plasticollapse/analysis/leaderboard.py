@@ -145,7 +145,16 @@ def predictors(
     Columns: :data:`COLUMNS`. Raises ValueError when the table has no per-step rows, or
     no study records any of the named outcomes or metrics.
     """
-    steps = table[table["step"].notna()] if "step" in table else table.iloc[0:0]
+    _check_options(horizon, own_lags, degree, n_boot, level)
+    missing_columns = sorted(
+        {"run_id", "experiment", "seed", "step", "metric", "value"} - set(table)
+    )
+    if missing_columns:
+        raise ValueError(
+            f"the table lacks the column(s) {', '.join(missing_columns)}; pass the tidy table of "
+            "plasticollapse.analysis.load_results"
+        )
+    steps = table[table["step"].notna()]
     if not len(steps):
         raise ValueError("the table has no per-step rows; give run folders with metrics.jsonl")
     present = set(steps["metric"])
@@ -170,6 +179,17 @@ def predictors(
         )
     board = pd.DataFrame(rows, columns=COLUMNS[:-1])
     return rank_board(board)
+
+
+def _check_options(horizon: int, own_lags: int, degree: int, n_boot: int, level: float) -> None:
+    """A clear error for a setting no statistic can use."""
+    for name, value, least in (("horizon", horizon, 1), ("own_lags", own_lags, 0)):
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
+    if degree < 0 or n_boot < 0:
+        raise ValueError(f"degree and the bootstrap count must be >= 0, got {degree}, {n_boot}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level} (0.95 for 95% intervals)")
 
 
 def _study_rows(table, outcomes, metrics, by_setting, options) -> list[dict[str, Any]]:
