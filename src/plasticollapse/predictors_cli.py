@@ -27,12 +27,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", nargs="+", help="only these metrics (default: all predictors)")
     p.add_argument("--by-setting", action="store_true", help="one group per setting of a study")
     p.add_argument("--horizon", type=int, default=1, help="lead-lag: steps ahead k (default 1)")
-    p.add_argument("--own-lags", type=int, default=2, help="lead-lag: outcome's past changes p")
-    p.add_argument("--degree", type=int, default=3, help="degree of the polynomial trend")
-    p.add_argument("--early-step", type=float, help="across runs: the metric's step (first)")
-    p.add_argument("--late-from", type=float, help="across runs: outcome from this step on")
-    p.add_argument("--bootstrap", type=int, default=1000, help="seed bootstrap replicates")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--own-lags",
+        type=int,
+        default=2,
+        help="lead-lag: the outcome's own past changes controlled for, p (default 2)",
+    )
+    p.add_argument(
+        "--degree",
+        type=int,
+        default=3,
+        help="degree of the polynomial trend in the step (default 3)",
+    )
+    p.add_argument(
+        "--early-step",
+        type=float,
+        help="across runs: the step of the metric (default: the first step)",
+    )
+    p.add_argument(
+        "--late-from",
+        type=float,
+        help="across runs: the outcome is averaged from this step on (default: mid-range)",
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="seed bootstrap replicates (default 1000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(handler=run)
 
 

@@ -47,7 +47,7 @@ from plasticollapse.analysis.aliases import (
     per_step_matrix,
 )
 from plasticollapse.analysis.stats import cluster_draws
-from plasticollapse.analysis.tidy import setting_label, sort_key
+from plasticollapse.analysis.tidy import load_results, setting_label, sort_key
 
 #: Outcomes a study may record, in the order the leaderboard shows them.
 OUTCOMES = (
@@ -403,10 +403,14 @@ def study_aliases(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def default_out(runs: Sequence[str]) -> Path:
+    """``<first RUNS folder>/predictors`` (beside it when a run's file is given)."""
+    first = Path(runs[0])
+    return (first.parent if first.is_file() else first) / "predictors"
+
+
 def main(args: argparse.Namespace, _: list[str] | None = None) -> int:
     """The command: load the runs, build the leaderboard, write its files, print where."""
-    from plasticollapse.analysis.tidy import load_results
-
     for path in args.runs:
         if not Path(path).exists():
             raise ValueError(f"{path}: no such file or folder; give run folders or their parents")
@@ -428,14 +432,6 @@ def main(args: argparse.Namespace, _: list[str] | None = None) -> int:
         n_boot=args.bootstrap,
         seed=args.seed,
     )
-    first = Path(args.runs[0])
-    out = (
-        Path(args.out)
-        if args.out
-        else first.parent / "predictors"
-        if first.is_file()
-        else first / "predictors"
-    )
-    for path in write_predictors(board, study_aliases(table), out):
+    for path in write_predictors(board, study_aliases(table), args.out or default_out(args.runs)):
         print(path)
     return 0
