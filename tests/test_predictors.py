@@ -208,12 +208,15 @@ def test_by_setting_makes_a_group_per_setting_in_numeric_order():
 
 def test_rank_across_studies_averages_rank_fractions(trend_table):
     two = pd.concat([trend_table, trend_table.assign(experiment="other")], ignore_index=True)
-    board = analysis.predictors(two, outcomes=["accuracy"], n_boot=100)
+    board = analysis.predictors(two, n_boot=100)  # outcomes accuracy and pl in each
     overall = analysis.rank_across_studies(board)
     diff = overall[overall["statistic"] == "detrended_r_diff"].set_index("metric")
     assert diff.loc["tracks", "overall_rank"] == 1
-    assert diff.loc["tracks", "n_rankings"] == 2
+    assert diff.loc["tracks", "n_rankings"] == 2  # each study once, with its accuracy
+    assert diff.loc["tracks", "outcomes"] == "toy: accuracy; other: accuracy"
     assert diff.loc["trend_only", "mean_rank_fraction"] == 1.0
+    by_pl = analysis.rank_across_studies(board, outcome="pl")
+    assert set(by_pl["outcomes"]) == {"toy: pl; other: pl"}
 
 
 # =========================================================================== end to end

@@ -350,12 +350,28 @@ def rank_board(board: pd.DataFrame) -> pd.DataFrame:
     return board.reset_index(drop=True)[COLUMNS]
 
 
-def rank_across_studies(board: pd.DataFrame) -> pd.DataFrame:
-    """Per (statistic, metric) the mean over (study, group, outcome) of the metric's rank
-    as a fraction of the metrics ranked there (1/m for the best of m; so a study with
-    many metrics does not outweigh one with few), the number of such rankings, and the
-    order by that mean (``overall_rank``, 1 = best)."""
-    ranked = board[board["rank"].notna()].copy()
+def _order(outcome: str) -> int:
+    """Where an outcome comes in :data:`OUTCOMES` (any other name after them)."""
+    return OUTCOMES.index(outcome) if outcome in OUTCOMES else len(OUTCOMES)
+
+
+def rank_across_studies(board: pd.DataFrame, outcome: str | None = None) -> pd.DataFrame:
+    """Per (statistic, metric) the mean over studies (and groups) of the metric's rank as a
+    fraction of the metrics ranked there (1/m for the best of m; so a study with many
+    metrics does not outweigh one with few), the number of such rankings, and the order
+    by that mean (``overall_rank``, 1 = best).
+
+    Each study counts once: with its ``outcome`` when named, else with its first outcome
+    in :data:`OUTCOMES` order (accuracy before pl: within runs they are one signal turned
+    over, and counting both would count the study twice). ``outcomes`` lists what each
+    study contributed."""
+    ranked = board[board["rank"].notna()]
+    if outcome is not None:
+        ranked = ranked[ranked["outcome"] == outcome]
+    else:
+        first = ranked.groupby("study", sort=False)["outcome"].agg(lambda o: min(o, key=_order))
+        ranked = ranked[ranked["outcome"] == ranked["study"].map(first)]
+    ranked = ranked.assign(used=ranked["study"] + ": " + ranked["outcome"])
     keys = ["study", "group", "outcome", "statistic"]
     ranked["fraction"] = ranked["rank"] / ranked.groupby(keys)["rank"].transform("max")
     summary = (
@@ -364,6 +380,7 @@ def rank_across_studies(board: pd.DataFrame) -> pd.DataFrame:
             mean_rank_fraction=("fraction", "mean"),
             mean_rank=("rank", "mean"),
             n_rankings=("rank", "size"),
+            outcomes=("used", lambda u: "; ".join(dict.fromkeys(u))),
         )
         .reset_index()
     )
