@@ -207,19 +207,20 @@ def _study_rows(table, outcomes, metrics, by_setting, options) -> list[dict[str,
             runs["seed"].to_numpy(dtype=object), options["n_boot"], options["seed"]
         )
         given = inference.run_defining_columns(runs[settings]) if settings else None
+        seeds = runs["seed"].to_numpy(dtype=object)
         for outcome in chosen:
             for metric in canonical_metrics(candidates, aliases):
                 head = dict(study=study, group=group, outcome=outcome, metric=metric)
                 head["aliases"] = listed.get(metric, "")
                 x, y, steps = cube.pair(metric, outcome, list(runs["run_id"]))
-                seeds = runs["seed"].to_numpy(dtype=object)
                 for estimate in metric_estimates(x, y, steps, seeds, given, draws, options):
                     rows.append({**head, **_row(estimate)})
     return rows
 
 
 def _groups(table: pd.DataFrame, settings: list[str], by_setting: bool):
-    """``(label, runs)``: runs has one row per run (run_id, seed, settings), seed order."""
+    """``(label, runs)``: one group of all runs, or one per setting in the settings' order;
+    ``runs`` has one row per run (run_id, seed, settings) in the table's order."""
     runs = table.drop_duplicates("run_id")[["run_id", "seed", *settings]].reset_index(drop=True)
     if not by_setting or not settings:
         yield "all runs", runs
