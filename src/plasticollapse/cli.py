@@ -7,6 +7,7 @@ plasticollapse sweep PRESET [--grid f=a,b ...] [--seeds 0-4] [--backend ...]
 plasticollapse report RUNS_DIR ... [--out DIR]   (default: RUNS_DIR/report)
 plasticollapse plot RUNS_DIR ... --metric nc1 [--x step] [--out FILE]
                                              (default: RUNS_DIR/plots/<metric>.png)
+plasticollapse predictors RUNS_DIR ... [--out DIR]   (default: RUNS_DIR/predictors)
 
 The study subcommands are made from the registry (:mod:`plasticollapse.studies`): this
 module names no study, and ``<study> --help`` lists every field of the study's config.
@@ -164,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "plots/<metric>.png, or plots/<metric>_vs_<x>.png)",
     )
     plot.set_defaults(handler=cmd_plot)
+
+    from plasticollapse.predictors_cli import add_parser as add_predictors
+
+    add_predictors(sub)
     return parser
 
 

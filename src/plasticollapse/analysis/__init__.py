@@ -11,6 +11,12 @@
   windows, correlations across runs per step and their Gaussian smoothing.
 * :mod:`.ranking`: :func:`rank_metrics`, every recorded metric ranked by its correlation
   with a target (accuracy, plasticity loss), with either r definition the reports use.
+* :mod:`.inference`: statistics on dependent data (detrended and lead-lag association
+  within runs, prediction across runs), each an :class:`Estimate` with a seed-bootstrap
+  interval and its n; :mod:`.aliases`: one canonical name per metric
+  (:func:`find_aliases`).
+* :mod:`.leaderboard`: :func:`predictors`, every metric of every study ranked by those
+  statistics (the ``predictors`` command); :mod:`.forest`: its forest plots.
 
 Each study's own analyses (the paper's correlations, checkpoint tables) live in its
 ``report`` module, e.g. :mod:`plasticollapse.studies.warmstart.report`.
@@ -18,6 +24,7 @@ Each study's own analyses (the paper's correlations, checkpoint tables) live in 
 
 from __future__ import annotations
 
+from plasticollapse.analysis.aliases import find_aliases
 from plasticollapse.analysis.frames import (
     at,
     band,
@@ -29,6 +36,8 @@ from plasticollapse.analysis.frames import (
     setting_groups,
     summary_values,
 )
+from plasticollapse.analysis.inference import Estimate
+from plasticollapse.analysis.leaderboard import predictors, rank_across_studies
 from plasticollapse.analysis.ranking import DEFINITION_TEXT, rank_metrics
 from plasticollapse.analysis.stats import (
     across_runs_partial_r,
@@ -68,6 +77,7 @@ from plasticollapse.analysis.tidy import (
 
 __all__ = [
     "DEFINITION_TEXT",
+    "Estimate",
     "NOT_SETTINGS",
     "Results",
     "across_runs_partial_r",
@@ -82,6 +92,7 @@ __all__ = [
     "correlate",
     "correlation",
     "curves",
+    "find_aliases",
     "find_runs",
     "gaussian_smooth",
     "load",
@@ -94,8 +105,10 @@ __all__ = [
     "p_value",
     "partial_r",
     "paired_curves",
+    "predictors",
     "per_run_r",
     "pooled_r",
+    "rank_across_studies",
     "rank_metrics",
     "same",
     "setting_groups",
