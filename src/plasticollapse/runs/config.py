@@ -58,6 +58,7 @@ ALIAS_HELP = {"seed": "; one run per seed: 0 1 2, a range 0-4 or a list 0,2,5"}
 #: resumes the same runs instead of starting new ones.
 EXECUTION_FIELDS = frozenset(
     {"out", "device", "threads", "data_root", "download", "progress", "loggers"}
+    | {"wandb_project", "wandb_group"}
 )
 
 #: Device types a ``device`` field may name (with an index: ``cuda:1``).

@@ -62,6 +62,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 }
 OTHER = "other"
 _SECTION_OF = {name: section for section, names in SECTIONS.items() for name in names}
+_POSITION = {name: i for i, name in enumerate(n for names in SECTIONS.values() for n in names)}
 
 #: ``(flag, help)`` rows that :func:`describe_fields` lists beside a section's fields (the
 #: command line's own ``--backend``, ``--workers``, ``--wait`` under ``execution``).
@@ -71,6 +72,13 @@ Rows = Mapping[str, Sequence[tuple[str, str]]]
 def section_of(f: dataclasses.Field) -> str:
     """The ``--help`` section of a config field: its ``section`` metadata, else the table."""
     return f.metadata.get("section") or _SECTION_OF.get(f.name, OTHER)
+
+
+def ordered_fields(config_class: type) -> list[dataclasses.Field]:
+    """The fields in :data:`SECTIONS`' order (fields it does not list after, as declared),
+    so that every study lists the fields it shares in one order."""
+    fields = dataclasses.fields(config_class)
+    return sorted(fields, key=lambda f: _POSITION.get(f.name, len(_POSITION)))
 
 
 def describe_fields(
@@ -90,7 +98,7 @@ def describe_fields(
     kinds = field_types(config_class)
     by_section: dict[str, list[tuple[str, str]]] = {}
     shown: dict[tuple, str] = {}
-    for f in dataclasses.fields(config_class):
+    for f in ordered_fields(config_class):
         flag_name = PLURALS.get(f.name, f.name)
         kind_text = type_text(kinds[f.name], flag_name, shown)
         if flag_name != f.name:  # the plural spelling takes several values: --seeds 0 1 2
@@ -230,7 +238,7 @@ def study_toml(experiment: str, study: Study, command: str = "") -> str:
     config_class = study.config_class
     lines = [f"# The {experiment} study as `{command or experiment}` resolves it."]
     lines += ["", f"experiment = {toml_value(experiment)}"]
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    fields = {f.name: f for f in ordered_fields(config_class)}
     if study.axes:  # first, and in their order: it is the order of the runs
         lines += ["", "# one run per combination of these values"]
         lines += [toml_line(fields[name], study) for name in study.axes]
