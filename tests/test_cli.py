@@ -309,7 +309,10 @@ def test_print_config_writes_every_field_and_toml_has_no_null(capsys):
     optional_unset = {line.split()[1] for line in text.splitlines() if line.endswith("= none")}
     assert data["experiment"] == "permuted" and "seed" not in data and data["seeds"] == [0, 1]
     assert set(data) - {"experiment", "seeds"} | {"seed"} | optional_unset == fields
-    assert optional_unset == {"data_root", "nc1_threshold", "weight_decay"}
+    assert optional_unset == {"data_root", "nc1_threshold", "weight_decay"} | {
+        "wandb_project",
+        "wandb_group",
+    }
     assert data["first_task_epochs"] == [1, 5, 20] and data["hidden"] == [64, 64]
 
 

@@ -278,6 +278,7 @@ def fields_help(name: str, extra: dict | None = None) -> str:
 
 
 def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
+    from plasticollapse.runs.describe import plan_table
     from plasticollapse.studies.base import plan_from_file
 
     if args.fields:
@@ -288,7 +289,7 @@ def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
         return 0
     specs = plan_from_file(args.experiment, args.config, fields)
     if args.dry_run:
-        print(dry_run_table(specs))
+        print(plan_table(specs))
         return 0
     return execute_and_summarise(
         args.experiment, specs, args.backend, args.workers, {}, wait=args.wait
@@ -354,6 +355,7 @@ def cmd_presets(args: argparse.Namespace, _: list[str]) -> int:
 
 def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
     from plasticollapse.runs.config import preset_experiment
+    from plasticollapse.runs.describe import plan_table
     from plasticollapse.studies import study_names
     from plasticollapse.studies.base import plan_from_file
 
@@ -375,7 +377,7 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
         return 0
     specs = plan_from_file(experiment, args.config, overrides)
     if args.dry_run:
-        print(dry_run_table(specs))
+        print(plan_table(specs))
         return 0
     options = {
         "partition": args.partition,
@@ -388,47 +390,6 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
     return execute_and_summarise(
         experiment, specs, args.backend, args.workers, options, wait=args.wait
     )
-
-
-def dry_run_table(specs: list) -> str:
-    """One line per planned run: its state (new, partial, complete, running elsewhere), the
-    settings that vary between the runs (and the seed), and its folder; then the counts."""
-    from collections import Counter
-
-    from plasticollapse.runs.config import EXECUTION_FIELDS
-    from plasticollapse.runs.lock import RunLock
-    from plasticollapse.runs.sweep import complete_note
-    from plasticollapse.studies.base import run_status, value_text
-
-    keys = [
-        k
-        for k in (specs[0].config if specs else {})
-        if k not in EXECUTION_FIELDS
-        and k != "seed"
-        and len({repr(s.config.get(k)) for s in specs}) > 1
-    ] + ["seed"]
-    states = []
-    for spec in specs:
-        state = run_status(spec)
-        if state == "complete":
-            state = complete_note(spec)
-        elif RunLock(spec.folder).is_live():
-            state = "running elsewhere"
-        states.append(state)
-    rows = [["state", *keys, "folder"]]
-    rows += [
-        [state, *(value_text(s.config.get(k)) for k in keys), s.folder]
-        for state, s in zip(states, specs, strict=True)
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = [
-        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
-        for row in rows
-    ]
-    counts = Counter(states)
-    totals = ", ".join(f"{n} {state}" for state, n in counts.items())
-    lines.append(f"{len(specs)} runs" + (f": {totals}" if specs else ""))
-    return "\n".join(lines)
 
 
 def execute_and_summarise(

@@ -1,5 +1,6 @@
 """The ``--help`` text of a study's config fields, in sections: flag, type or choices, help,
-default; and ``--print-config``, the resolved config as a TOML preset (:func:`study_toml`).
+default; ``--print-config``, the resolved config as a TOML preset (:func:`study_toml`); and
+``--dry-run``, the table of the planned runs (:func:`plan_table`).
 
 ``plasticollapse <study> --help`` and ``--fields`` print :func:`describe_fields` of the
 study's config class (:mod:`plasticollapse.runs.config`). Fields are grouped into the
@@ -20,7 +21,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args, get_origin
 
-from plasticollapse.runs.config import ALIAS_HELP, ALIASES, Study, field_types
+from plasticollapse.runs.config import ALIAS_HELP, ALIASES, EXECUTION_FIELDS, Study, field_types
 
 #: Width of the ``--name TYPE`` column of :func:`describe_fields`; longer flags put their
 #: help on the next line, as argparse does.
@@ -277,3 +278,46 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(map(toml_value, value)) + "]"
     raise TypeError(f"no TOML form for {value!r}")
+
+
+# --------------------------------------------------------------------------- --dry-run
+
+
+def plan_table(specs: Sequence) -> str:
+    """One line per planned run: its state (new, partial, complete, running elsewhere), the
+    settings that vary between the runs (and the seed), and its folder; then the counts."""
+    from collections import Counter
+
+    from plasticollapse.runs.lock import RunLock
+    from plasticollapse.runs.sweep import complete_note
+    from plasticollapse.studies.base import run_status, value_text
+
+    keys = [
+        k
+        for k in (specs[0].config if specs else {})
+        if k not in EXECUTION_FIELDS
+        and k != "seed"
+        and len({repr(s.config.get(k)) for s in specs}) > 1
+    ] + ["seed"]
+    states = []
+    for spec in specs:
+        state = run_status(spec)
+        if state == "complete":
+            state = complete_note(spec)
+        elif RunLock(spec.folder).is_live():
+            state = "running elsewhere"
+        states.append(state)
+    rows = [["state", *keys, "folder"]]
+    rows += [
+        [state, *(value_text(s.config.get(k)) for k in keys), s.folder]
+        for state, s in zip(states, specs, strict=True)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+    counts = Counter(states)
+    totals = ", ".join(f"{n} {state}" for state, n in counts.items())
+    lines.append(f"{len(specs)} runs" + (f": {totals}" if specs else ""))
+    return "\n".join(lines)
