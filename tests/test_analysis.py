@@ -197,12 +197,65 @@ def test_steps_values_and_summary_rows(runs, table):
     lines = (runs / "warm" / "ws-plain-s8" / "metrics.jsonl").read_text().splitlines()
     written = next(r for r in map(json.loads, lines) if r["epoch"] == 25)
     assert row["value"].item() == written["nc1"]
-    summary = rows_of(table, metric="fresh_full_test_acc")
-    assert len(summary) == 4 and summary["step"].isna().all()
     # Nulls are NaN; booleans are 0/1; strings (status) are left out.
     assert rows_of(table, metric="nc3_zhu", experiment="permuted")["value"].isna().all()
     assert set(rows_of(table, metric="diverged")["value"]) == {0.0}
     assert "status" not in set(table["metric"])
+
+
+def test_summary_values_have_their_own_table(runs, results, table):
+    # Every row of the tidy table is a step's: a groupby or pivot takes it as it is.
+    assert table["step"].notna().all()
+    summary_metrics = {"r_nc1_accuracy", "final_accuracy", "fresh_full_test_acc"}
+    summary_metrics |= {"fresh_finetune_epochs"}
+    assert not summary_metrics & set(table["metric"])
+    summaries = results.summaries
+    assert list(summaries.columns) == [
+        *("run_id", "experiment", "first_task_epochs", "scheme", "seed", "metric", "value")
+    ]
+    assert set(summaries["metric"]) == summary_metrics  # the status string is left out
+    fresh = rows_of(summaries, metric="fresh_full_test_acc")
+    assert sorted(fresh["run_id"]) == [
+        f"ws-{s}-s{k}" for s in ("plain", "shrink_perturb") for k in (7, 8)
+    ]
+    assert fresh["value"].eq(0.6).all() and fresh["scheme"].notna().all()
+    # The partial run has no summary; the complete ones each have theirs.
+    assert "perm-partial" not in set(summaries["run_id"])
+    assert len(rows_of(summaries, metric="r_nc1_accuracy")) == 6
+    pd.testing.assert_frame_equal(analysis.load_summaries([runs]), summaries)
+    # One study's summaries keep its own setting columns, as study() does for the table.
+    perm = results.study_summaries("permuted")
+    assert "scheme" not in perm.columns and set(perm["experiment"]) == {"permuted"}
+    ids = list(results.runs["run_id"])
+    values = analysis.summary_values(summaries, "fresh_full_test_acc", ids)
+    assert values.to_dict() == {rid: 0.6 for rid in fresh["run_id"]}
+
+
+def _plain_runs(root: Path, remedies_of_each: list[list[str]]) -> Path:
+    for i, remedies in enumerate(remedies_of_each):
+        config = {"lr": 0.1, "remedies": remedies, "seed": 0, "out": str(root)}
+        rows = [{"task": 0, "accuracy": 0.5 + i}]
+        _write_run(root / f"run{i}", "permuted", config, rows, {"final_accuracy": 0.5})
+    return root
+
+
+def test_a_plain_run_has_one_remedies_value_whichever_command_made_it(tmp_path):
+    # [] from a study command, ["plain"] from a matrix cell: the same run, the same value.
+    results = analysis.load(
+        _plain_runs(tmp_path / "a", [[], ["plain"], ["l2_init"], ["plain", "redo"]])
+    )
+    runs = results.runs.set_index("run_id")
+    assert runs["remedies"].to_dict() == {
+        "run0": "plain",
+        "run1": "plain",
+        "run2": "l2_init",
+        "run3": "redo",
+    }
+    assert set(rows_of(results.table, remedies="plain")["run_id"]) == {"run0", "run1"}
+    assert set(rows_of(results.summaries, remedies="plain")["run_id"]) == {"run0", "run1"}
+    # Runs that differ only in spelling plain do not make remedies a setting column.
+    same = analysis.load(_plain_runs(tmp_path / "b", [[], ["plain"]]))
+    assert "remedies" not in same.settings["permuted"] and "remedies" not in same.table
 
 
 def test_run_table(results):
@@ -237,7 +290,7 @@ def test_curves_pivot_aligns_steps(results, table):
     )
 
 
-def test_wide_pivots_metrics_into_columns(table):
+def test_wide_pivots_metrics_into_columns(runs, table):
     perm = rows_of(table, experiment="permuted")
     w = analysis.wide(perm, index=["run_id", "step"], metrics=["nc1", "accuracy"])
     assert list(w.columns) == ["run_id", "step", "nc1", "accuracy"]
@@ -246,24 +299,39 @@ def test_wide_pivots_metrics_into_columns(table):
     tidy = rows_of(perm, run_id="perm-e5-s2", step=7.0)
     assert one["nc1"].item() == rows_of(tidy, metric="nc1")["value"].item()
     assert one["accuracy"].item() == rows_of(tidy, metric="accuracy")["value"].item()
-    # By default every identifying column is kept; summary rows keep step NaN.
+    # By default every identifying column is kept; every row is a step's.
     full = analysis.wide(perm)
-    summary = full[full["step"].isna()]
+    assert full["step"].notna().all() and len(full) == 6 * 12 + 4
+    # The summaries pivot the same way: one row per run.
+    summary = analysis.wide(rows_of(analysis.load(runs).summaries, experiment="permuted"))
     assert len(summary) == 6 and summary["r_nc1_accuracy"].eq(-0.9).all()
+    assert "step" not in summary.columns
 
 
-def test_results_csv_and_parquet(table, tmp_path):
-    written = analysis.write_results(table, tmp_path)
+def test_wide_and_the_loaders_are_exported_at_the_top_level():
+    import plasticollapse
+
+    assert plasticollapse.wide is analysis.wide
+    assert plasticollapse.load_summaries is analysis.load_summaries
+    assert plasticollapse.load_runs is analysis.load_runs
+    assert {"wide", "load_results", "load_summaries", "load_runs"} <= set(plasticollapse.__all__)
+
+
+def test_results_csv_and_parquet(results, table, tmp_path):
+    written = analysis.write_results(table, tmp_path, results.summaries)
     back = pd.read_csv(written[0])
-    assert len(back) == len(table)
-    summary_row = back[back["metric"] == "fresh_full_test_acc"].iloc[0]
-    assert math.isnan(summary_row["step"]) and math.isnan(summary_row["first_task_epochs"])
+    assert written[0].name == "results.csv" and len(back) == len(table)
     with written[0].open() as f:
         next(f)
         assert next(f).split(",")[5] == "0"  # whole steps print as integers
     assert np.array_equal(back["value"].to_numpy(), table["value"].to_numpy(), equal_nan=True)
+    summaries = pd.read_csv(tmp_path / "summaries.csv")
+    assert len(summaries) == len(results.summaries) and "step" not in summaries.columns
+    summary_row = summaries[summaries["metric"] == "fresh_full_test_acc"].iloc[0]
+    assert summary_row["value"] == 0.6 and math.isnan(summary_row["first_task_epochs"])
     pytest.importorskip("pyarrow")
     assert pd.read_parquet(tmp_path / "results.parquet").shape == table.shape
+    assert pd.read_parquet(tmp_path / "summaries.parquet").shape == results.summaries.shape
 
 
 def test_an_unregistered_study_still_loads(tmp_path):

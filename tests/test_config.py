@@ -263,7 +263,7 @@ def test_the_package_data_pattern_ships_every_preset():
 def test_describe_fields_lists_every_field_with_type_choices_and_default():
     text = describe_fields(Toy)
     lines = text.splitlines()
-    for name in ("lr", "hidden", "seed", "mode", "threshold", "download", "out"):
+    for name in ("lr", "hidden", "seeds", "mode", "threshold", "download", "out"):
         assert any(line.startswith(f"  --{name} ") for line in lines), name
     line = next(line for line in lines if line.startswith("  --mode "))
     assert "{composed, independent}" in line and "(default: composed)" in line
@@ -271,6 +271,69 @@ def test_describe_fields_lists_every_field_with_type_choices_and_default():
     assert hidden.split() == ["--hidden", "INT", "[INT", "...]", "(default:", "100", "100)"]
     (threshold,) = [line for line in lines if line.startswith("  --threshold ")]
     assert threshold.split() == ["--threshold", "FLOAT|none", "(default:", "none)"]
+    # The seed is listed as the name it is used by, taking several values.
+    assert next(x for x in lines if x.startswith("  --seeds ")).startswith("  --seeds INT [INT")
+
+
+def test_describe_fields_groups_the_fields_in_sections_in_order():
+    lines = describe_fields(Toy).splitlines()
+    headings = [line for line in lines if line.endswith(":") and not line.startswith(" ")][1:]
+    assert headings == ["data:", "model:", "training:", "execution:", "other:"]
+    under = {}
+    for line in lines[1:]:
+        if line.endswith(":") and not line.startswith(" "):
+            section = line
+        elif line.startswith("  --"):
+            under[line.split()[0]] = section
+    assert under["--hidden"] == "model:" and under["--lr"] == "training:"
+    assert under["--seeds"] == "training:" and under["--out"] == "execution:"
+    assert under["--mode"] == "other:"  # a field no table places, and no section metadata
+
+    @dataclass(frozen=True)
+    class Placed:
+        mode: str = field("a", help="how", section="model")
+
+    assert describe_fields(Placed).splitlines()[2:4] == [
+        "model:",
+        "  --mode STR".ljust(34) + "how (default: a)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("help_text", "default", "shown"),
+    [
+        ("factor (Ash & Adams: 0.6)", "0.6", "factor (default: 0.6, Ash & Adams)"),
+        ("decay (0.99)", "0.99", "decay (default: 0.99)"),
+        ("images (the paper: 1,200)", "1200", "images (default: 1200, the paper)"),
+        ("rate (Dohare et al.: 1e-6)", "1e-06", "rate (default: 1e-06, Dohare et al.)"),
+        ("steps (0: off)", "0", "steps (0: off) (default: 0)"),  # not a citation
+        ("folder (default: $DATA)", "none", "folder (default: $DATA)"),
+        ("", "3", "(default: 3)"),
+    ],
+)
+def test_a_default_is_said_once(help_text, default, shown):
+    from plasticollapse.runs.describe import with_default
+
+    assert with_default(help_text, default) == shown
+
+
+def test_a_choice_list_is_shown_once():
+    @dataclass(frozen=True)
+    class Choices:
+        kinds: tuple[Literal["aa", "bb"], ...] = field((), help="kinds to apply")
+        kind: Literal["aa", "bb"] = field("aa", help="one kind")
+        other: Literal["aa", "cc"] = field("cc", help="another")
+
+    lines = describe_fields(Choices).splitlines()
+    assert lines[3].split() == ["--kinds", "NAME", "[NAME", "...]", "kinds", "to", "apply"] + [
+        "(default:",
+        "none);",
+        "NAME:",
+        "aa,",
+        "bb",
+    ]
+    assert lines[4].split()[:3] == ["--kind", "{as", "--kinds}"]
+    assert lines[5].split()[:3] == ["--other", "{aa,", "cc}"]
 
 
 def test_describe_fields_shows_the_help_text_and_wraps_long_lines():
@@ -280,10 +343,65 @@ def test_describe_fields_shows_the_help_text_and_wraps_long_lines():
         kind: Literal["aa", "bb"] = field("aa", help="which kind")
 
     lines = describe_fields(Documented, heading="fields:").splitlines()
-    assert lines[0] == "fields:"
-    assert lines[1].startswith("  --rate FLOAT ") and "the rate and more words" in lines[1]
+    assert lines[:3] == ["fields:", "", "other:"]
+    assert lines[3].startswith("  --rate FLOAT ") and "the rate and more words" in lines[3]
     # The long help continues on lines of its own, aligned under the help column.
-    rate = lines[1 : len(lines) - 1]
+    rate = lines[3 : len(lines) - 1]
     assert len(rate) > 1 and all(line.startswith(" " * 30) for line in rate[1:])
     assert rate[-1].endswith("(default: 0.1)") and all(len(line) <= 100 for line in rate)
     assert lines[-1].split() == ["--kind", "{aa,", "bb}", "which", "kind", "(default:", "aa)"]
+
+
+# --------------------------------------------------------------------------- unknown fields
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"), [("lrr", "lr"), ("hiden", "hidden"), ("seed", None), ("seedz", "seeds")]
+)
+def test_an_unknown_field_suggests_the_closest_and_names_no_class(typed, meant):
+    if meant is None:  # `seed` is a field: no error
+        parse_study(Toy, None, [f"--{typed}", "1"])
+        return
+    with pytest.raises(ConfigError) as info:
+        parse_study(Toy, None, [f"--{typed}", "1"])
+    assert str(info.value).startswith(f"unknown field '{typed}'; did you mean '{meant}'?")
+    assert "Toy" not in str(info.value)
+
+
+def test_an_unknown_key_of_a_preset_names_the_file_and_the_closest(tmp_path):
+    preset = tmp_path / "p.toml"
+    preset.write_text("lr = 0.1\nthreshhold = 0.2\n")
+    with pytest.raises(
+        ConfigError, match=r"p.toml: unknown field 'threshhold'; did you mean 'threshold'"
+    ):
+        parse_study(Toy, preset)
+
+
+# --------------------------------------------------------------------------- --print-config
+
+
+def test_study_toml_loads_back_as_the_same_study(tmp_path):
+    from plasticollapse.runs.describe import study_toml
+
+    @dataclass(frozen=True)
+    class Wide:
+        lr: float = 0.01
+        cap: float | None = 1.0  # set to none over a default that is not
+        floor: float | None = None
+        limit: float = 1.0
+        name: str = 'a "quoted" \\ name'
+        hidden: tuple[int, ...] = (3, 4)
+        flags: tuple[str, ...] = ()
+        seed: int = 0
+
+    argv = ["--lr", "0.1", "0.2", "--cap", "none", "--limit", "inf", "--seeds", "2-3"]
+    study = parse_study(Wide, None, argv)
+    path = tmp_path / "saved.toml"
+    path.write_text(study_toml("wide", study, "plasticollapse wide --lr 0.1 0.2"))
+    back = parse_study(Wide, path, experiment="wide")
+    assert back.expand() == study.expand()
+    assert [c.seed for c in back.expand()] == [2, 3, 2, 3]
+    assert back.expand()[0].cap is None and back.expand()[0].limit == float("inf")
+    assert (
+        preset_summary(path) == "The wide study as `plasticollapse wide --lr 0.1 0.2` resolves it."
+    )

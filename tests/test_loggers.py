@@ -1,8 +1,11 @@
 """Loggers: every row reaches every logger of a run, with its step; missing extras are
 reported before a run starts. Needs neither tensorboard nor wandb (their own tests skip)."""
 
+import importlib.machinery
 import importlib.util
 import json
+import sys
+import types
 
 import pytest
 
@@ -142,3 +145,82 @@ def test_wandb_runs_offline_into_the_run_folder(tmp_path, monkeypatch):
     folder.close()
     assert list((folder.path / "wandb").glob("offline-run-*"))
     assert json.loads(folder.config_path.read_text())["config"]["loggers"] == ["wandb"]
+
+
+# --------------------------------------------------------------------------- W&B, faked
+
+
+class FakeWandb(types.ModuleType):
+    """Stands in for the ``wandb`` package: records each ``init`` and what its run logs."""
+
+    def __init__(self):
+        super().__init__("wandb")
+        self.__spec__ = importlib.machinery.ModuleSpec("wandb", None)  # find_spec finds it
+        self.inits: list[dict] = []
+
+    def Settings(self, **options):  # noqa: N802 - wandb's own spelling
+        return {"settings": options}
+
+    def init(self, **options):
+        self.inits.append(options)
+        return types.SimpleNamespace(log=lambda row, step: None, finish=lambda: None)
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch):
+    for name in ("WANDB_PROJECT", "WANDB_RUN_GROUP", "WANDB_MODE", "WANDB_SILENT", "WANDB_QUIET"):
+        monkeypatch.delenv(name, raising=False)
+    module = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", module)
+    return module
+
+
+def run_tiny_study(tmp_path, *fields: str) -> list[str]:
+    """Two seeds x two learning rates of a tiny permuted study through the CLI, W&B on."""
+    from plasticollapse import cli
+
+    argv = ["permuted", "--dataset", "digits", "--hidden", "8", "--tasks", "1"]
+    argv += ["--train_samples", "100", "--engine", "reference", "--progress", "false"]
+    argv += ["--threads", "1", "--first_task_epochs", "1", "--seeds", "0", "1"]
+    argv += ["--lr", "0.1", "0.05", "--loggers", "wandb", "--out", str(tmp_path), *fields]
+    assert cli.main([*argv, "--backend", "serial"]) == 0
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_wandb_groups_the_seeds_of_one_setting_by_default(fake_wandb, tmp_path, capsys):
+    folders = run_tiny_study(tmp_path / "runs")
+    inits = fake_wandb.inits
+    assert sorted(i["name"] for i in inits) == folders  # one W&B run per run, by folder
+    assert {i["project"] for i in inits} == {"plasticollapse"}
+    groups = {i["name"]: i["group"] for i in inits}
+    by_lr = {}
+    for name, group in groups.items():
+        by_lr.setdefault(name.split("_seed")[0], set()).add(group)
+    assert len(by_lr) == 2 and all(len(g) == 1 for g in by_lr.values())  # seeds together
+    assert len(set(groups.values())) == 2  # and the two settings apart
+    assert all(group.startswith(f"{prefix}_") for prefix, (group,) in by_lr.items())
+    # Offline into the run folder, and silent: the sweep's output is its own.
+    assert {i["mode"] for i in inits} == {"offline"}
+    assert all(i["settings"] == {"settings": {"silent": True}} for i in inits)
+    assert all(str(tmp_path / "runs") in i["dir"] for i in inits)
+
+
+def test_wandb_project_and_group_from_the_environment(fake_wandb, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    monkeypatch.setenv("WANDB_RUN_GROUP", "env-group")
+    monkeypatch.setenv("WANDB_SILENT", "false")  # the user's own choice of verbosity stands
+    run_tiny_study(tmp_path / "runs")
+    assert {(i["project"], i["group"]) for i in fake_wandb.inits} == {("from-env", "env-group")}
+    assert {i["settings"] for i in fake_wandb.inits} == {None}
+
+
+def test_wandb_fields_win_over_the_environment_and_keep_the_runs(fake_wandb, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    plain = run_tiny_study(tmp_path / "runs")
+    fake_wandb.inits.clear()
+    fields = ("--wandb_project", "mine", "--wandb_group", "sweep-3")
+    assert run_tiny_study(tmp_path / "runs", *fields) == plain  # the same runs (complete)
+    assert fake_wandb.inits == []  # complete runs are skipped: nothing logged again
+    again = run_tiny_study(tmp_path / "other", *fields)
+    assert [name.rsplit("_", 1)[1] for name in again] == [n.rsplit("_", 1)[1] for n in plain]
+    assert {(i["project"], i["group"]) for i in fake_wandb.inits} == {("mine", "sweep-3")}

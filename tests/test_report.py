@@ -69,7 +69,14 @@ def study_results(runs: Path, name: str, out: Path, **options) -> StudyResults:
     loaded = analysis.load([runs])
     table, study_runs = loaded.study(name)
     return StudyResults(
-        name, table, study_runs, loaded.settings[name], out, bootstrap=50, options=options
+        name,
+        table,
+        study_runs,
+        loaded.settings[name],
+        out,
+        bootstrap=50,
+        options=options,
+        summaries=loaded.study_summaries(name),
     )
 
 

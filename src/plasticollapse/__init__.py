@@ -4,6 +4,7 @@ The public entry points most users need::
 
     from plasticollapse import collapse_metrics, CollapseAccumulator, measure_model
     from plasticollapse import load_results   # run folders -> the tidy pandas table
+    from plasticollapse import load_runs, load_summaries, wide   # runs; summaries; pivots
 
 They are imported lazily, so ``import plasticollapse`` (and the command line's ``--version``)
 stays fast and loads neither torch nor pandas.
@@ -23,6 +24,9 @@ _EXPORTS = {
     "measure_model": "plasticollapse.metrics.measure",
     "load_dataset": "plasticollapse.data",
     "load_results": "plasticollapse.analysis",
+    "load_summaries": "plasticollapse.analysis",
+    "load_runs": "plasticollapse.analysis",
+    "wide": "plasticollapse.analysis",
 }
 
 __all__ = ["__version__", *_EXPORTS]

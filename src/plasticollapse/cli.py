@@ -1,16 +1,21 @@
 """The ``plasticollapse`` command. It only parses arguments and dispatches to the library.
 
 plasticollapse demo                          the quick preset quick/permuted_digits
-plasticollapse presets                       the TOML presets shipped with the package
-plasticollapse <study> [--config PRESET] [--field value ...]   one per registered study
+plasticollapse presets [NAME]                the TOML presets shipped with the package;
+                                             with NAME, that preset's TOML
+plasticollapse <study> [--config PRESET] [--field value ...] [--dry-run] [--print-config]
+                                             one per registered study
 plasticollapse sweep PRESET [--grid f=a,b ...] [--seeds 0-4] [--backend ...]
 plasticollapse report RUNS_DIR ... [--out DIR]   (default: RUNS_DIR/report)
-plasticollapse plot RUNS_DIR ... --metric nc1 [--x step] [--out FILE]
-                                             (default: RUNS_DIR/plots/<metric>.png)
+plasticollapse plot RUNS_DIR ... --metric nc1 [--x step] [--out DIR]
+                                             (default: RUNS_DIR/plots; <metric>.png in it)
 plasticollapse predictors RUNS_DIR ... [--out DIR]   (default: RUNS_DIR/predictors)
 
 The study subcommands are made from the registry (:mod:`plasticollapse.studies`): this
-module names no study, and ``<study> --help`` lists every field of the study's config.
+module names no study, and ``<study> --help`` lists every field of the study's config in
+sections (data, model, training, remedies, measuring, execution). ``--dry-run`` prints the
+plan (each run's state, varying settings and folder) and runs nothing; ``--print-config``
+prints the resolved config as a TOML preset that ``--config`` takes back.
 
 Exit status of the commands that run experiments (``demo``, ``permuted``, ``warmstart``,
 ``sweep``):
@@ -43,6 +48,8 @@ from plasticollapse import __version__
 from plasticollapse.runs.config import ConfigError
 
 BACKENDS = ("serial", "process", "ray", "slurm")
+#: What ``plot --out`` takes as a file rather than a folder.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 #: The demo's preset (package data, so the demo runs from an installed wheel too).
 DEMO_PRESET = "quick/permuted_digits"
 
@@ -80,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="where the run folders go")
     demo.set_defaults(handler=cmd_demo)
 
-    presets = sub.add_parser("presets", help="list the TOML presets --config and sweep take")
+    presets = sub.add_parser(
+        "presets",
+        help="list the TOML presets --config and sweep take; with a NAME, print its TOML",
+    )
+    presets.add_argument("name", nargs="?", help="a preset (quick/permuted_digits): print it")
     presets.set_defaults(handler=cmd_presets)
 
     for name in study_names():
@@ -96,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "config", help="a preset (name or TOML file) whose `experiment` key names the study"
     )
-    sweep.add_argument("--grid", nargs="+", default=[], metavar="FIELD=V1,V2")
+    sweep.add_argument(
+        "--grid",
+        nargs="+",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="one run per combination of the values: --grid lr=0.1,0.01 first_task_epochs=1,10",
+    )
     sweep.add_argument("--seeds", nargs="+", default=[], help="seeds: 0 1 2, 0-4 or 0,1,2")
     sweep.add_argument("--out", help="parent folder of the run folders")
     add_execution_flags(sweep)
@@ -110,12 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("local", "debug"),
         help="slurm: run the job array through submitit's local or debug executor (no SLURM)",
     )
-    sweep.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print each run's varying settings, whether it is new, partial or complete, and "
-        "its folder; run nothing",
-    )
+    add_plan_flags(sweep)
     sweep.set_defaults(handler=cmd_sweep, takes_fields=True)
 
     matrix = sub.add_parser(
@@ -161,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--group-by", nargs="*", help="setting keys that make separate lines")
     plot.add_argument(
         "--out",
-        help="output file, .png, .pdf or .svg (default: the first RUNS folder's "
-        "plots/<metric>.png, or plots/<metric>_vs_<x>.png)",
+        metavar="DIR",
+        help="folder the figure goes into as <metric>.png, or <metric>_vs_<x>.png (default: "
+        "the first RUNS folder's plots/); a path ending in .png, .pdf or .svg is the file",
     )
     plot.set_defaults(handler=cmd_plot)
 
@@ -173,13 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_study_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    """The subcommand of one registered study; its ``--help`` lists the config's fields."""
+    """The subcommand of one registered study; its ``--help`` lists the config's fields in
+    sections, the execution flags among the execution fields."""
     from plasticollapse.studies import get_study
 
     study = get_study(name)
     p = sub.add_parser(
         name,
         help=study.title,
+        usage=f"plasticollapse {name} [--config PRESET] [--FIELD VALUE ...] [--dry-run] "
+        "[--print-config]",
         description=textwrap.fill(
             f"{study.title}. Any config field below can be set as --field value; several "
             "values (--seeds 0 1 2, --seeds 0-2, --lr 0.1 0.01, --grid lr=0.1,0.01) make one "
@@ -187,7 +203,7 @@ def add_study_parser(sub: argparse._SubParsersAction, name: str) -> None:
             "else their default.",
             width=88,
         ),
-        epilog=fields_help(name),
+        epilog=fields_help(name, extra={"execution": execution_rows()}),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -197,48 +213,103 @@ def add_study_parser(sub: argparse._SubParsersAction, name: str) -> None:
         help="a TOML file, or a preset name such as quick/permuted_digits "
         "(`plasticollapse presets` lists them)",
     )
-    add_execution_flags(p)
+    add_plan_flags(p)
     p.add_argument("--fields", action="store_true", help="list the config fields and exit")
+    add_execution_flags(p, listed=False)
     p.set_defaults(handler=cmd_experiment, experiment=name, takes_fields=True)
 
 
-def add_execution_flags(p: argparse.ArgumentParser) -> None:
+def add_plan_flags(p: argparse.ArgumentParser) -> None:
+    """``--dry-run`` and ``--print-config``, of every command that plans a study's runs."""
     p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="how runs execute (default: process, one run per core, for several CPU runs; "
-        "else serial)",
-    )
-    p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
-    p.add_argument(
-        "--wait",
+        "--dry-run",
         action="store_true",
-        help="wait for runs that another process is running, and run any whose holder dies "
-        "(without it they are left to that process, and the command exits 3)",
+        help="print each run's state (new, partial, complete), the settings that vary "
+        "between the runs, and its folder; run nothing",
     )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as TOML (save it, and --config FILE runs the same "
+        "runs); run nothing",
+    )
+
+
+#: The flags saying how runs execute: ``(flag, metavar, argparse keywords)``.
+EXECUTION_FLAGS = (
+    (
+        "--backend",
+        "{" + ", ".join(BACKENDS) + "}",
+        dict(
+            choices=BACKENDS,
+            help="how runs execute (default: process, one run per core, for several CPU "
+            "runs; else serial)",
+        ),
+    ),
+    ("--workers", "N", dict(type=int, metavar="N", help="parallel runs (default: one per core)")),
+    (
+        "--wait",
+        "",
+        dict(
+            action="store_true",
+            help="wait for runs that another process is running, and run any whose holder "
+            "dies (without it they are left to that process, and the command exits 3)",
+        ),
+    ),
+)
+
+
+def add_execution_flags(p: argparse.ArgumentParser, listed: bool = True) -> None:
+    """``--backend``, ``--workers``, ``--wait``; ``listed=False`` keeps them out of
+    argparse's own list (a study's ``--help`` shows them in its execution section)."""
+    for flag, _, options in EXECUTION_FLAGS:
+        p.add_argument(flag, **(options if listed else {**options, "help": argparse.SUPPRESS}))
+
+
+def execution_rows() -> list[tuple[str, str]]:
+    """The execution flags as ``(flag, help)`` rows of a study's field list."""
+    return [(f"{flag} {metavar}".strip(), o["help"]) for flag, metavar, o in EXECUTION_FLAGS]
 
 
 # --------------------------------------------------------------------------- handlers
 
 
-def fields_help(name: str) -> str:
+def fields_help(name: str, extra: dict | None = None) -> str:
     """The field list of a study's ``--help`` (and of ``--fields``)."""
     from plasticollapse.runs.describe import describe_fields
     from plasticollapse.studies import get_study
 
-    return describe_fields(get_study(name).Config, heading=f"config fields of {name}:")
+    return describe_fields(get_study(name).Config, f"config fields of {name}:", extra)
 
 
 def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
+    from plasticollapse.runs.describe import plan_table
     from plasticollapse.studies.base import plan_from_file
 
     if args.fields:
         print(fields_help(args.experiment))
         return 0
+    if args.print_config:
+        print(resolved_toml(args.experiment, args.config, fields), end="")
+        return 0
     specs = plan_from_file(args.experiment, args.config, fields)
+    if args.dry_run:
+        print(plan_table(specs))
+        return 0
     return execute_and_summarise(
         args.experiment, specs, args.backend, args.workers, {}, wait=args.wait
     )
+
+
+def resolved_toml(experiment: str, config: str | None, fields: list[str]) -> str:
+    """``--print-config``: the study as the preset and the fields resolve it, as TOML."""
+    from plasticollapse.runs.config import parse_study
+    from plasticollapse.runs.describe import study_toml
+    from plasticollapse.studies import get_study
+
+    study = parse_study(get_study(experiment).Config, config, fields, experiment=experiment)
+    argv = [experiment, *(["--config", config] if config else []), *fields]
+    return study_toml(experiment, study, "plasticollapse " + shlex.join(argv))
 
 
 def cmd_demo(args: argparse.Namespace, _: list[str]) -> int:
@@ -271,15 +342,25 @@ def command() -> str:
 def cmd_presets(args: argparse.Namespace, _: list[str]) -> int:
     from plasticollapse.runs.config import preset_names, preset_summary, resolve_config_file
 
+    if args.name:
+        print(resolve_config_file(args.name).read_text(), end="")
+        return 0
     names = preset_names()
-    width = max(map(len, names), default=0)
+    width = max(map(len, names), default=0) + 2
     for name in names:
-        print(f"{name:<{width}}  {preset_summary(resolve_config_file(name))}")
+        # The whole first sentence, wrapped under its column rather than cut.
+        summary = preset_summary(resolve_config_file(name))
+        print(
+            textwrap.fill(
+                summary, 100, initial_indent=name.ljust(width), subsequent_indent=" " * width
+            )
+        )
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
     from plasticollapse.runs.config import preset_experiment
+    from plasticollapse.runs.describe import plan_table
     from plasticollapse.studies import study_names
     from plasticollapse.studies.base import plan_from_file
 
@@ -296,9 +377,12 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
         overrides += ["--seeds", *args.seeds]
     if args.out:
         overrides += ["--out", args.out]
+    if args.print_config:
+        print(resolved_toml(experiment, args.config, overrides), end="")
+        return 0
     specs = plan_from_file(experiment, args.config, overrides)
     if args.dry_run:
-        print(dry_run_table(specs))
+        print(plan_table(specs))
         return 0
     options = {
         "partition": args.partition,
@@ -311,47 +395,6 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
     return execute_and_summarise(
         experiment, specs, args.backend, args.workers, options, wait=args.wait
     )
-
-
-def dry_run_table(specs: list) -> str:
-    """One line per planned run: its state (new, partial, complete, running elsewhere), the
-    settings that vary between the runs (and the seed), and its folder; then the counts."""
-    from collections import Counter
-
-    from plasticollapse.runs.config import EXECUTION_FIELDS
-    from plasticollapse.runs.lock import RunLock
-    from plasticollapse.runs.sweep import complete_note
-    from plasticollapse.studies.base import run_status, value_text
-
-    keys = [
-        k
-        for k in (specs[0].config if specs else {})
-        if k not in EXECUTION_FIELDS
-        and k != "seed"
-        and len({repr(s.config.get(k)) for s in specs}) > 1
-    ] + ["seed"]
-    states = []
-    for spec in specs:
-        state = run_status(spec)
-        if state == "complete":
-            state = complete_note(spec)
-        elif RunLock(spec.folder).is_live():
-            state = "running elsewhere"
-        states.append(state)
-    rows = [["state", *keys, "folder"]]
-    rows += [
-        [state, *(value_text(s.config.get(k)) for k in keys), s.folder]
-        for state, s in zip(states, specs, strict=True)
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = [
-        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
-        for row in rows
-    ]
-    counts = Counter(states)
-    totals = ", ".join(f"{n} {state}" for state, n in counts.items())
-    lines.append(f"{len(specs)} runs" + (f": {totals}" if specs else ""))
-    return "\n".join(lines)
 
 
 def execute_and_summarise(
@@ -448,11 +491,14 @@ def cmd_plot(args: argparse.Namespace, _: list[str]) -> int:
 
     check_run_configs(args.runs)
     name = args.metric if args.x == "step" else f"{args.metric}_vs_{args.x}"
+    folder = Path(args.out) if args.out else beside_runs(args.runs, "plots")
+    # A path with a figure's suffix names the file itself (as --out did before it was a DIR).
+    out = folder if folder.suffix in FIGURE_SUFFIXES else folder / f"{name}.png"
     path = main_plot(
         args.runs,
         metric=args.metric,
         x=args.x,
-        out=Path(args.out) if args.out else beside_runs(args.runs, "plots", f"{name}.png"),
+        out=out,
         experiment=args.experiment,
         group_by=args.group_by,
     )

@@ -42,10 +42,10 @@ COLUMNS = [
 def summarise(runs: str) -> pd.DataFrame:
     results = load(runs)
     frame = wide(results.table)
-    summaries = frame[frame["step"].isna()].set_index("run_id")  # summary.json scalars
+    summaries = wide(results.summaries).set_index("run_id")  # summary.json scalars
     configs = results.runs.set_index("run_id")["config"]
     target = configs.map(lambda config: config["finetune_target_acc"])
-    frame = frame[frame["step"].notna()].rename(columns={"step": "epoch"})
+    frame = frame.rename(columns={"step": "epoch"})
     frame["fresh_full_test_acc"] = frame["run_id"].map(summaries["fresh_full_test_acc"])
     frame["gap_to_fresh_pts"] = 100 * (frame["full_test_acc"] - frame["fresh_full_test_acc"])
     frame["finetune_target_acc"] = frame["run_id"].map(target)

@@ -1,8 +1,9 @@
 """Run folders -> pandas tables -> statistics. Knows no study by name.
 
 * :mod:`.tidy`: :func:`load_results` (the tidy long table ``run_id, experiment,
-  <settings>, seed, step, metric, value``), :func:`load_runs` (one row per run),
-  :func:`load` (both, with each study's setting columns), :func:`wide`,
+  <settings>, seed, step, metric, value``, every row a step's), :func:`load_summaries`
+  (summary.json's scalars, the same columns without ``step``), :func:`load_runs` (one row
+  per run), :func:`load` (all three, with each study's setting columns), :func:`wide`,
   :func:`write_results`. A study's step key and always-shown settings come from the
   registry (:mod:`plasticollapse.studies`).
 * :mod:`.frames`: settings, curves (runs x steps DataFrames) and bands of the tidy table.
@@ -66,6 +67,7 @@ from plasticollapse.analysis.tidy import (
     load,
     load_results,
     load_runs,
+    load_summaries,
     normalise_setting,
     setting_keys_for,
     setting_label,
@@ -98,6 +100,7 @@ __all__ = [
     "load",
     "load_results",
     "load_runs",
+    "load_summaries",
     "mean_curve_r",
     "metrics",
     "nanmean",

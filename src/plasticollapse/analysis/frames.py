@@ -6,7 +6,7 @@
   columns the steps, NaN where a run has no value; :func:`paired_curves` gives two
   metrics on one grid; :func:`between` keeps the steps of a range;
 * :func:`band` is the per-step mean and population std (ddof = 0) over runs, as the
-  paper's bands; :func:`summary_values` reads summary.json scalars.
+  paper's bands; :func:`summary_values` reads summary.json scalars from the summaries.
 
 Missing values compare equal (None and NaN), and 1 equals 1.0, when matching settings.
 """
@@ -48,10 +48,9 @@ def setting_groups(
     return [(setting, runs.iloc[rows]) for setting, rows in ordered]
 
 
-def metrics(table: pd.DataFrame, per_step: bool = True) -> list[str]:
-    """Metric names: with a step (``per_step``) or the summary.json ones (step NaN)."""
-    has_step = table["step"].notna()
-    return sorted(set(table.loc[has_step if per_step else ~has_step, "metric"]))
+def metrics(table: pd.DataFrame) -> list[str]:
+    """The metric names of a long table (the tidy table's per-step ones, or the summaries')."""
+    return sorted(set(table["metric"]))
 
 
 def curves(
@@ -102,8 +101,9 @@ def at(frame: pd.DataFrame, step: float) -> np.ndarray:
     return np.full(len(frame), np.nan)
 
 
-def summary_values(table: pd.DataFrame, metric: str, run_ids: Sequence[str]) -> pd.Series:
-    """run id -> the summary.json scalar ``metric`` (completed runs that report it)."""
-    rows = table[(table["metric"] == metric) & table["step"].isna()]
+def summary_values(summaries: pd.DataFrame, metric: str, run_ids: Sequence[str]) -> pd.Series:
+    """run id -> the summary.json scalar ``metric`` (completed runs that report it), from
+    the summaries table (:func:`plasticollapse.analysis.load_summaries`)."""
+    rows = summaries[summaries["metric"] == metric]
     rows = rows[rows["run_id"].isin(list(run_ids))]
     return pd.Series(rows["value"].to_numpy(), index=rows["run_id"].to_numpy(), dtype=float)

@@ -1,29 +1,33 @@
-"""Run folders -> the tidy long table and the run table (pandas DataFrames).
+"""Run folders -> the tidy long table, the summary table and the run table (pandas).
 
 :func:`find_runs` finds run folders (a directory holding ``config.json`` and
 ``metrics.jsonl``) under any number of paths; :func:`load` reads them into
 
-* ``table``, the tidy long table, one row per measured number::
+* ``table``, the tidy long table, one row per measured number of a step::
 
       run_id, experiment, <setting columns>, seed, step, metric, value
 
   ``step`` is the metrics.jsonl key the study names as its ``step_key`` (``task`` for
   ``permuted``, ``epoch`` for ``warmstart``, read from the registry, never hard-coded);
   a study that is not registered falls back to a ``step`` key, else the row's index.
-  The scalars of summary.json (present only for completed runs) are rows with
-  ``step = NaN``. ``value`` is a float: JSON ``null`` becomes NaN, booleans 0/1, and
-  non-numeric values (strings, lists) are left out (summary strings stay in the run table).
+  ``value`` is a float: JSON ``null`` becomes NaN, booleans 0/1, and non-numeric values
+  (strings, lists) are left out (summary strings stay in the run table). Every row has a
+  step: a pandas user can group or pivot it as it is.
+* ``summaries``, the scalars of summary.json (written when a run completes), in the same
+  long form without a step: ``run_id, experiment, <setting columns>, seed, metric, value``.
 * ``runs``, one row per run: ``run_id, folder, experiment, label, <setting columns>, seed,
   status, complete, n_rows, last_step, config`` (the config dict) and the summary's scalars.
 
 The *setting columns* of a study are the config fields whose values differ between its
 runs (``seed`` and execution fields such as ``device`` or ``out`` excluded; lists joined as
 ``"100,100,100"``), plus the study's ``setting_keys`` (always shown, so that a figure can be
-grouped by them even when one value was run). Rows of other studies hold None there.
+grouped by them even when one value was run). Rows of other studies hold None there. A run
+without remedies has ``remedies = "plain"`` whichever command made it (a study command
+leaves the list empty, a matrix cell says ``plain``; ``plain`` applies nothing).
 
-:func:`load_results` and :func:`load_runs` return the two tables alone; :func:`wide`
-pivots the metrics of the tidy table into columns; :func:`write_results` writes
-results.csv (and results.parquet when pyarrow is installed).
+:func:`load_results`, :func:`load_summaries` and :func:`load_runs` return one table each;
+:func:`wide` pivots the metrics of a long table into columns; :func:`write_results` writes
+results.csv and summaries.csv (and their .parquet when pyarrow is installed).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +90,20 @@ def study_keys(experiment: str) -> tuple[str | None, tuple[str, ...]]:
 # =========================================================================== values
 
 
+#: What the ``remedies`` column holds for a run that applies none.
+PLAIN = "plain"
+
+
+def setting_value(key: str, value: Any) -> Any:
+    """A config value as its setting column shows it (:func:`normalise_setting`), with
+    ``plain`` left out of ``remedies`` and no remedies written ``plain``: the empty list of a
+    study command and the ``["plain"]`` of a matrix cell are the same run (the same folder,
+    :func:`plasticollapse.runs.config.identity_fields`), so they get the same value."""
+    if key == "remedies" and isinstance(value, (list, tuple)):
+        return normalise_setting([name for name in value if name != PLAIN]) or PLAIN
+    return normalise_setting(value)
+
+
 def normalise_setting(value: Any) -> Any:
     """A hashable, printable setting value: lists -> "a,b,c", dicts -> sorted JSON."""
     if isinstance(value, (list, tuple)):
@@ -110,7 +128,7 @@ def setting_keys_for(configs: Sequence[Mapping[str, Any]], always: Sequence[str]
     A field missing from some configs counts as ``None`` there, so it differs too.
     """
     keys = sorted({k for c in configs for k in c} - NOT_SETTINGS)
-    varying = [k for k in keys if len({repr(normalise_setting(c.get(k))) for c in configs}) > 1]
+    varying = [k for k in keys if len({repr(setting_value(k, c.get(k))) for c in configs}) > 1]
     return [*always, *(k for k in varying if k not in always)]
 
 
@@ -182,11 +200,13 @@ def _step_of(row: Mapping[str, Any], step_key: str | None, index: int) -> tuple[
 
 @dataclass
 class Results:
-    """The tidy ``table``, the ``runs`` table, and each study's setting columns."""
+    """The tidy ``table`` (per step), the ``runs`` table, each study's setting columns, and
+    the ``summaries`` table (summary.json's scalars, long form, no step)."""
 
     table: pd.DataFrame
     runs: pd.DataFrame
     settings: dict[str, list[str]]
+    summaries: pd.DataFrame = field(default_factory=lambda: _long_table({}, [], []))
 
     def experiments(self) -> list[str]:
         return list(dict.fromkeys(self.runs["experiment"]))
@@ -198,6 +218,16 @@ class Results:
         table = self.table[self.table["experiment"] == experiment].drop(columns=drop)
         runs = self.runs[self.runs["experiment"] == experiment].drop(columns=drop)
         return table.reset_index(drop=True), runs.reset_index(drop=True)
+
+    def study_summaries(self, experiment: str) -> pd.DataFrame:
+        """The ``summaries`` of one study, with only its own setting columns."""
+        own = self.settings.get(experiment, [])
+        drop = [c for c in self.summaries.columns if c in self._all_settings() and c not in own]
+        rows = self.summaries[self.summaries["experiment"] == experiment]
+        return rows.drop(columns=drop).reset_index(drop=True)
+
+    def _all_settings(self) -> set[str]:
+        return {c for columns in self.settings.values() for c in columns}
 
 
 def load(paths: Paths) -> Results:
@@ -212,50 +242,66 @@ def load(paths: Paths) -> Results:
     }
     all_settings = list(dict.fromkeys(k for e in experiments for k in settings[e]))
 
-    run_rows, columns = [], {c: [] for c in ("run_id", "step", "metric", "value")}
+    run_rows = []
+    steps = {c: [] for c in ("run_id", "step", "metric", "value")}
+    summaries = {c: [] for c in ("run_id", "metric", "value")}
     for run in loaded:
         step_key = keys[run.experiment][0]
-        last_step, n_values = math.nan, 0
+        last_step = math.nan
         for i, row in enumerate(run.rows):
             step, used = _step_of(row, step_key, i)
             last_step = step if math.isnan(last_step) else max(last_step, step)
             for metric, raw in row.items():
                 if metric != used and (value := as_float(raw)) is not None:
-                    columns["step"].append(step)
-                    columns["metric"].append(metric)
-                    columns["value"].append(value)
-                    n_values += 1
+                    _append(steps, run.run_id, metric, value, step=step)
         for metric, raw in (run.summary or {}).items():
             if (value := as_float(raw)) is not None:
-                columns["step"].append(math.nan)
-                columns["metric"].append(metric)
-                columns["value"].append(value)
-                n_values += 1
-        columns["run_id"] += [run.run_id] * n_values
+                _append(summaries, run.run_id, metric, value)
         run_rows.append(_run_row(run, settings[run.experiment], all_settings, last_step))
 
     runs = _run_table(run_rows, all_settings)
-    table = pd.DataFrame(
+    return Results(
+        _long_table(steps, runs, all_settings),
+        runs,
+        settings,
+        _long_table(summaries, runs, all_settings),
+    )
+
+
+def _append(columns: dict[str, list], run_id: str, metric: str, value: float, **more) -> None:
+    for key, item in {"run_id": run_id, **more, "metric": metric, "value": value}.items():
+        columns[key].append(item)
+
+
+def _long_table(
+    columns: Mapping[str, list], runs: pd.DataFrame | list, all_settings: list[str]
+) -> pd.DataFrame:
+    """``run_id, experiment, <settings>, seed, [step,] metric, value`` from the columns read,
+    each run's identity joined from the run table; runs in its order, rows in file order."""
+    has_step = "step" in columns
+    frame = pd.DataFrame(
         {
-            "run_id": pd.Series(columns["run_id"], dtype=object),
-            "step": pd.Series(columns["step"], dtype="float64"),
-            "metric": pd.Series(columns["metric"], dtype=object),
-            "value": pd.Series(columns["value"], dtype="float64"),
+            "run_id": pd.Series(columns.get("run_id", []), dtype=object),
+            **({"step": pd.Series(columns["step"], dtype="float64")} if has_step else {}),
+            "metric": pd.Series(columns.get("metric", []), dtype=object),
+            "value": pd.Series(columns.get("value", []), dtype="float64"),
         }
     )
-    ident = runs[["run_id", "experiment", *all_settings, "seed"]]
-    table = table.merge(ident, on="run_id", how="left", sort=False, validate="many_to_one")
-    table = table[["run_id", "experiment", *all_settings, "seed", "step", "metric", "value"]]
-    # Runs in the run table's order (study, setting, seed); rows of a run in file order.
+    head = ["run_id", "experiment", *all_settings, "seed"]
+    if not isinstance(runs, pd.DataFrame):  # an empty Results: no runs, no columns to join
+        return pd.DataFrame(columns=[*head, "metric", "value"])
+    ident = runs[head]
+    frame = frame.merge(ident, on="run_id", how="left", sort=False, validate="many_to_one")
+    frame = frame[[*head, *(["step"] if has_step else []), "metric", "value"]]
     order = {rid: i for i, rid in enumerate(runs["run_id"])}
-    table = table.sort_values("run_id", key=lambda s: s.map(order), kind="stable")
-    return Results(table.reset_index(drop=True), runs, settings)
+    frame = frame.sort_values("run_id", key=lambda s: s.map(order), kind="stable")
+    return frame.reset_index(drop=True)
 
 
 def _run_row(
     run: _Run, own: list[str], all_settings: list[str], last_step: float
 ) -> dict[str, Any]:
-    settings = {k: normalise_setting(run.config.get(k)) for k in own}
+    settings = {k: setting_value(k, run.config.get(k)) for k in own}
     summary = run.summary or {}
     row = {
         "run_id": run.run_id,
@@ -299,8 +345,15 @@ def _run_table(rows: list[dict[str, Any]], all_settings: list[str]) -> pd.DataFr
 
 
 def load_results(paths: Paths) -> pd.DataFrame:
-    """The tidy long table of every run folder under ``paths`` (see the module doc)."""
+    """The tidy long table of every run folder under ``paths``: one row per run, step and
+    metric (see the module doc); the summary.json scalars are :func:`load_summaries`."""
     return load(paths).table
+
+
+def load_summaries(paths: Paths) -> pd.DataFrame:
+    """The summary.json scalars of every complete run under ``paths``, one row per run and
+    metric: ``run_id, experiment, <settings>, seed, metric, value`` (see the module doc)."""
+    return load(paths).summaries
 
 
 def load_runs(paths: Paths) -> pd.DataFrame:
@@ -314,11 +367,14 @@ def load_runs(paths: Paths) -> pd.DataFrame:
 def wide(
     table: pd.DataFrame, index: Sequence[str] | None = None, metrics: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """The tidy table with one column per metric (a repeated index and metric: last row wins).
+    """A long table (the tidy table, or the summaries) with one column per metric (a
+    repeated index and metric: last row wins).
 
     ``index`` names the columns that identify a wide row (default: every column but
-    ``metric`` and ``value``: run, study, settings, seed and step, so summary rows keep
-    ``step = NaN``); ``metrics`` keeps those metrics, as columns in that order.
+    ``metric`` and ``value``: run, study, settings, seed and, in the tidy table, step);
+    ``metrics`` keeps those metrics, as columns in that order. Example::
+
+        frame = wide(load_results("runs/permuted_digits"), metrics=["accuracy", "nc1"])
     """
     if metrics is not None:
         table = table[table["metric"].isin(list(metrics))]
@@ -335,16 +391,27 @@ def wide(
     return out.reset_index()
 
 
-def write_results(table: pd.DataFrame, folder: str | Path) -> list[Path]:
-    """results.csv (NaN as empty cells, whole steps as integers) and, when pyarrow is
-    installed, results.parquet, into ``folder``; returns the paths written."""
+def write_results(
+    table: pd.DataFrame, folder: str | Path, summaries: pd.DataFrame | None = None
+) -> list[Path]:
+    """results.csv (the tidy table: NaN as empty cells, whole steps as integers) and, given
+    ``summaries``, summaries.csv, into ``folder``; each with its .parquet when pyarrow is
+    installed. Returns the paths written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    written = _write_table(table, folder, "results")
+    if summaries is not None:
+        written += _write_table(summaries, folder, "summaries")
+    return written
+
+
+def _write_table(table: pd.DataFrame, folder: Path, stem: str) -> list[Path]:
     out = table.copy()
-    steps = out["step"].dropna()
-    if (steps == steps.round()).all():
-        out["step"] = out["step"].astype("Int64")
-    written = [folder / "results.csv"]
+    if "step" in out:
+        steps = out["step"].dropna()
+        if (steps == steps.round()).all():
+            out["step"] = out["step"].astype("Int64")
+    written = [folder / f"{stem}.csv"]
     out.to_csv(written[0], index=False)
     try:
         import pyarrow  # noqa: F401
@@ -356,6 +423,6 @@ def write_results(table: pd.DataFrame, folder: str | Path) -> list[Path]:
         kinds = {type(v) for v in out[column] if v is not None}
         if len(kinds) > 1:  # mixed types in one setting column: store the printed form
             out[column] = [None if v is None else str(v) for v in out[column]]
-    written.append(folder / "results.parquet")
+    written.append(folder / f"{stem}.parquet")
     out.to_parquet(written[-1], index=False)
     return written

@@ -8,6 +8,8 @@ order, hands that study's runs to its ``report`` method
 
     results.csv           the tidy long table (run_id, experiment, settings, seed, step,
                           metric, value); results.parquet beside it when pyarrow is installed
+    summaries.csv         summary.json's scalars (the same columns without step), and its
+                          .parquet
     <study>/              what each study's report wrote: its figures (PNG and PDF) and CSVs
     report.md             the runs, then each study's section: protocol, tables, figures
     report.html           the same, self-contained (figures as base64 PNG; no network)
@@ -68,6 +70,7 @@ def study_sections(
             bootstrap=bootstrap,
             seed=seed,
             options=dict(options),
+            summaries=results.study_summaries(name),
         )
         print(f"report: {name}: {len(runs)} runs, {len(table)} rows")
         sections.append((name, runs, study.report(study_results)))
@@ -104,7 +107,7 @@ def main_report(
             f"no run folders (config.json + metrics.jsonl) under {', '.join(map(str, run_dirs))}"
         )
     out.mkdir(parents=True, exist_ok=True)
-    written = analysis.write_results(results.table, out)
+    written = analysis.write_results(results.table, out, results.summaries)
     sections = study_sections(results, out, bootstrap, seed, window=window, stride=stride)
 
     doc = Doc()
@@ -128,7 +131,8 @@ def main_report(
     doc.p(
         "Files: "
         + ", ".join(relative(p, out) for p in written)
-        + " (the tidy table: one row per run, step and metric; summary values have no step)."
+        + " (results: one row per run, step and metric; summaries: one row per run and "
+        "summary value)."
     )
     for name, study_runs, section in sections:
         shared = common_config_text(study_runs, results.settings[name])

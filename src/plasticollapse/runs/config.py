@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
@@ -36,6 +37,7 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -49,13 +51,14 @@ C = TypeVar("C")
 #: Plural spellings accepted for a field, so that ``--seeds 0 1 2`` reads naturally.
 ALIASES = {"seeds": "seed"}
 #: What ``--help`` adds to a field that has an alias.
-ALIAS_HELP = {"seed": "; several: --seeds 0 1 2, --seeds 0-4 or --seeds 0,2,5"}
+ALIAS_HELP = {"seed": "; one run per seed: 0 1 2, a range 0-4 or a list 0,2,5"}
 
 #: Fields that say where or how a run executes, not what it computes: they are left out of
 #: the run's identity (its folder name), so moving a study to a GPU or another data folder
 #: resumes the same runs instead of starting new ones.
 EXECUTION_FIELDS = frozenset(
     {"out", "device", "threads", "data_root", "download", "progress", "loggers"}
+    | {"wandb_project", "wandb_group"}
 )
 
 #: Device types a ``device`` field may name (with an index: ``cuda:1``).
@@ -69,16 +72,21 @@ class ConfigError(ValueError):
     """A config value or field name is wrong; the message says which and what is allowed."""
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str, **kwargs: Any) -> Any:
+def field(
+    default: Any = dataclasses.MISSING, *, help: str, section: str | None = None, **kwargs: Any
+) -> Any:
     """A config field with its one-line ``help`` (shown by ``--help`` and ``--fields``).
 
     ``default`` may be mutable-free only (configs are frozen; tuples, not lists). The
     allowed values of a ``Literal`` field are read from its type, so they are never listed
-    twice. Example::
+    twice. ``section`` places the field in ``--help`` (``"model"``; the fields of the
+    shipped studies are placed by :data:`plasticollapse.runs.describe.SECTIONS`). Example::
 
         lr: float = field(0.01, help="SGD learning rate")
     """
     metadata = {**kwargs.pop("metadata", {}), "help": help}
+    if section is not None:
+        metadata["section"] = section
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
@@ -137,7 +145,10 @@ def parse_study(
             )
         # Canonical names first, so that `--seeds 0` on the command line replaces a
         # preset's `seeds = [0, 1]` instead of competing with it under another spelling.
-        raw.update({canonical_name(config_class, k): v for k, v in preset.items()})
+        try:
+            raw.update({canonical_name(config_class, k): v for k, v in preset.items()})
+        except ConfigError as e:
+            raise ConfigError(f"{config_file}: {e}") from None
     raw.update(parse_overrides(config_class, argv))
 
     base: dict[str, Any] = {}
@@ -237,13 +248,27 @@ def parse_overrides(config_class: type, argv: list[str] | tuple) -> dict[str, An
 
 
 def canonical_name(config_class: type, key: str) -> str:
+    """The field ``key`` names (``--first-task-epochs`` and ``seeds`` are spellings of
+    ``first_task_epochs`` and ``seed``); ConfigError naming the closest field otherwise."""
     name = key.replace("-", "_")
     name = ALIASES.get(name, name)
     fields = field_types(config_class)
     if name not in fields:
-        allowed = ", ".join(sorted(fields))
-        raise ConfigError(f"unknown field {key!r} for {config_class.__name__}; fields: {allowed}")
+        raise ConfigError(f"unknown field {key!r}; {closest_field_hint(name, fields)}")
     return name
+
+
+def closest_field_hint(name: str, fields: Iterable[str]) -> str:
+    """``did you mean 'lr'?`` for the field (``seeds`` for the seed) closest to ``name`` by
+    :func:`difflib.get_close_matches` (ratio >= 0.6), else the list of fields.
+
+    Written for a person, so it names fields as they are typed and no class."""
+    plural = {target: alias for alias, target in ALIASES.items()}
+    spellings = [plural.get(f, f) for f in fields]  # `seeds`, the name --help shows
+    close = difflib.get_close_matches(name, spellings, n=1)
+    if close:
+        return f"did you mean {close[0]!r}? (--help lists every field)"
+    return f"fields: {', '.join(sorted(spellings))}"
 
 
 # --------------------------------------------------------------------------- presets
@@ -259,11 +284,27 @@ def _preset_files() -> list[Path]:
 
 
 def preset_summary(path: Path) -> str:
-    """A preset's first comment line (its one-line description), "" when it has none."""
+    """A preset's description: the first sentence of its first comment paragraph, whole
+    even where it runs over several lines; "" when the file opens with no comment.
+
+    A sentence ends at ``.``, ``!`` or ``?`` followed by a space and a capital letter or a
+    digit, unless the period ends an abbreviation (``Dohare et al. 2024``, ``Sec. 4.2``),
+    or at the paragraph's end.
+    """
+    paragraph = []
     for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            return line.lstrip("#").strip()
-    return ""
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or (not text and paragraph):
+            break
+        if text:
+            paragraph.append(text)
+    return SENTENCE_END.split(" ".join(paragraph), maxsplit=1)[0]
+
+
+#: Where a preset's first sentence ends (see :func:`preset_summary`).
+SENTENCE_END = re.compile(
+    r"(?<=[.!?])(?<!\bal\.)(?<!\bSec\.)(?<!\be\.g\.)(?<!\bi\.e\.)\s+(?=[A-Z0-9`])"
+)
 
 
 def resolve_config_file(ref: str | Path) -> Path:

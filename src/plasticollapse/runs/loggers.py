@@ -13,6 +13,10 @@ switched on by the execution field ``loggers``::
   needs the extra ``pip install 'plasticollapse[tensorboard]'``;
 - ``wandb``: a Weights & Biases run named after the run folder, in offline mode unless you
   set ``WANDB_MODE`` (``wandb sync`` uploads it later); needs ``plasticollapse[wandb]``.
+  Its project and group are the fields ``wandb_project`` / ``wandb_group`` (of
+  :class:`LoggerFields`), else ``$WANDB_PROJECT`` / ``$WANDB_RUN_GROUP``, else
+  ``plasticollapse`` and the run's setting (:func:`setting_group`: the seeds of one setting
+  share a group, so W&B averages them).
 
 A missing extra is reported when the runs are planned (:func:`check_loggers`), before any
 run starts. Adding a logger is one class with ``log`` and ``close`` and one line in
@@ -21,15 +25,35 @@ run starts. Adding a logger is one class with ``log`` and ``close`` and one line
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from plasticollapse.runs.config import ConfigError
+from plasticollapse.runs.config import ConfigError, field, identity_fields
+
+#: The W&B project of runs that name none (field ``wandb_project``, ``$WANDB_PROJECT``).
+DEFAULT_WANDB_PROJECT = "plasticollapse"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggerFields:
+    """The loggers' own config fields, shared by every study's config. Execution fields
+    (:data:`plasticollapse.runs.config.EXECUTION_FIELDS`): they change where rows are
+    shown, never a run's identity."""
+
+    wandb_project: str | None = field(
+        None, help="W&B project (unset: $WANDB_PROJECT, else plasticollapse)"
+    )
+    wandb_group: str | None = field(
+        None, help="W&B group (unset: $WANDB_RUN_GROUP, else the run's setting, seeds together)"
+    )
 
 
 @runtime_checkable
@@ -91,21 +115,28 @@ class TensorBoardLogger:
 
 
 class WandbLogger:
-    """A Weights & Biases run: project ``plasticollapse``, named after the run folder.
+    """A Weights & Biases run named after the run folder, in the project and group that
+    :func:`wandb_project_and_group` picks.
 
     Offline unless ``WANDB_MODE`` is set (``online`` to upload as it runs): clusters often
     have no network, and an offline run syncs later with ``wandb sync <run folder>/wandb``.
+    Silent unless ``WANDB_SILENT`` or ``WANDB_QUIET`` is set: a sweep starts one W&B run
+    per run, and its banner each time would bury the sweep's own table.
     """
 
     def __init__(self, folder: Path, run_id: str, config: Mapping[str, Any]):
         import wandb
 
+        project, group = wandb_project_and_group(run_id, config)
+        quiet = not {"WANDB_SILENT", "WANDB_QUIET"} & set(os.environ)
         self.run = wandb.init(
-            project="plasticollapse",
+            project=project,
+            group=group,
             name=run_id,
             dir=str(folder),
             config=dict(config),
             mode=None if "WANDB_MODE" in os.environ else "offline",
+            settings=wandb.Settings(silent=True) if quiet else None,
         )
 
     def log(self, row: Mapping[str, Any], step: int) -> None:
@@ -113,6 +144,25 @@ class WandbLogger:
 
     def close(self) -> None:
         self.run.finish()
+
+
+def wandb_project_and_group(run_id: str, config: Mapping[str, Any]) -> tuple[str, str]:
+    """``(project, group)`` of a run's W&B run: the config's ``wandb_project`` /
+    ``wandb_group``, else ``$WANDB_PROJECT`` / ``$WANDB_RUN_GROUP``, else
+    :data:`DEFAULT_WANDB_PROJECT` and :func:`setting_group`."""
+    project = config.get("wandb_project") or os.environ.get("WANDB_PROJECT")
+    group = config.get("wandb_group") or os.environ.get("WANDB_RUN_GROUP")
+    return project or DEFAULT_WANDB_PROJECT, group or setting_group(run_id, config)
+
+
+def setting_group(run_id: str, config: Mapping[str, Any]) -> str:
+    """The run's setting, the same for each of its seeds: the run id without its
+    ``_seed<k>_<hash>`` tail, and a hash of what the run computes but its seed (so two
+    settings that read alike, from two commands, stay apart): ``fte5_lr0.01_3f2a9c1e``."""
+    label = re.sub(r"_?seed\d+_[0-9a-f]+$", "", run_id) or "run"
+    setting = {k: v for k, v in identity_fields(dict(config)).items() if k != "seed"}
+    digest = hashlib.sha256(json.dumps(setting, sort_keys=True, default=str).encode())
+    return f"{label}_{digest.hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)

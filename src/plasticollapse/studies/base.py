@@ -128,8 +128,10 @@ class StudyResults:
     ``table`` is the tidy long table of :func:`plasticollapse.analysis.load_results`
     restricted to the study (columns ``run_id, experiment, <settings>, seed, step, metric,
     value``); ``runs`` has one row per run (``run_id``, ``folder``, ``label``, settings,
-    ``seed``, ``status`` and the summary's scalars); ``settings`` names the setting columns.
-    Figures and files go into ``out``.
+    ``seed``, ``status`` and the summary's scalars); ``settings`` names the setting columns;
+    ``summaries`` holds the summary.json scalars in long form (the table's columns without
+    ``step``; :func:`plasticollapse.analysis.load_summaries`). Figures and files go into
+    ``out``.
     """
 
     study: str
@@ -140,6 +142,7 @@ class StudyResults:
     bootstrap: int = 1000
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    summaries: pd.DataFrame | None = None
 
 
 @dataclass

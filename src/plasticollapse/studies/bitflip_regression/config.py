@@ -18,6 +18,7 @@ from typing import Any, Literal
 from plasticollapse.remedies import remedy_names
 from plasticollapse.remedies.fields import RemedyFields
 from plasticollapse.runs.config import ConfigError, field
+from plasticollapse.runs.loggers import LoggerFields
 
 NAME = "bitflip_regression"
 
@@ -44,7 +45,7 @@ NEEDS_CLASSES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(RemedyFields):
+class Config(RemedyFields, LoggerFields):
     """One online run on the slowly-changing regression problem.
 
     A *task* is one flip period (``flip_after`` steps with the same flipping bits); the

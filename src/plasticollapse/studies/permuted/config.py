@@ -10,12 +10,13 @@ from typing import Any, ClassVar, Literal
 from plasticollapse.remedies import build_remedies, remedy_names
 from plasticollapse.remedies.fields import REMEDY_FIELDS, RemedyFields
 from plasticollapse.runs.config import ConfigError, check_device_name, field
+from plasticollapse.runs.loggers import LoggerFields
 
 NAME = "permuted"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(RemedyFields):
+class Config(RemedyFields, LoggerFields):
     """One online Permuted-MNIST run. Defaults are the paper's protocol (one epoch per task).
 
     ``nc1_threshold`` is the authors' variant: train the first task until the NC1 measured

@@ -17,10 +17,11 @@ from typing import Any, Literal
 from plasticollapse.remedies import remedy_names
 from plasticollapse.remedies.fields import RemedyFields
 from plasticollapse.runs.config import ConfigError, field
+from plasticollapse.runs.loggers import LoggerFields
 
 
 @dataclasses.dataclass(frozen=True)
-class StreamConfig(RemedyFields):
+class StreamConfig(RemedyFields, LoggerFields):
     """One online run over a stream of classification tasks (see :mod:`.loop`).
 
     Each task trains ``epochs_per_task`` prequential passes over its training samples

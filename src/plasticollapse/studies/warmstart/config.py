@@ -12,6 +12,7 @@ from plasticollapse.remedies import build_remedies as _build_remedies
 from plasticollapse.remedies.fields import ONLINE_REMEDY_FIELDS, RemedyFields, RemedyName
 from plasticollapse.remedies.weight_decay import DEFAULT_WEIGHT_DECAY
 from plasticollapse.runs.config import ConfigError, check_device_name, field
+from plasticollapse.runs.loggers import LoggerFields
 
 NAME = "warmstart"
 
@@ -27,7 +28,7 @@ EVAL_BATCH = 1024
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(RemedyFields):
+class Config(RemedyFields, LoggerFields):
     """One warm-start run. Defaults are the paper's protocol (ResNet-18, CIFAR-10, plain).
 
     ``width`` is the ResNet's stem width (64: the paper), ``hidden`` the MLP's layer widths.

@@ -221,7 +221,7 @@ def plot_accuracy(results: StudyResults, folder: Path) -> Path | None:
         return plots.skip(name, "no accuracy metrics")
     groups = _groups(results)
     fresh = [
-        analysis.summary_values(results.table, "fresh_full_test_acc", ids) for _, ids in groups
+        analysis.summary_values(results.summaries, "fresh_full_test_acc", ids) for _, ids in groups
     ]
     fresh = np.array([analysis.nanmean(f) for f in fresh])
     # The fresh probe does not depend on the scheme: one line when all schemes agree.

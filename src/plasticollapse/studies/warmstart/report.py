@@ -239,7 +239,7 @@ def gap_curves(results: StudyResults, ids: list[str]) -> pd.DataFrame:
     """full_test_acc minus the run's own fresh network's (summary ``fresh_full_test_acc``),
     in percentage points, per run and checkpoint (NaN for runs without a fresh probe)."""
     full = analysis.curves(results.table, "full_test_acc", ids)
-    fresh = analysis.summary_values(results.table, "fresh_full_test_acc", ids)
+    fresh = analysis.summary_values(results.summaries, "fresh_full_test_acc", ids)
     gap = full.sub(fresh.reindex(full.index).to_numpy(dtype=float), axis=0)
     return gap * percent_scale(full.to_numpy())
 
