@@ -293,7 +293,12 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
         overrides += ["--out", args.out]
     specs = plan_from_file(experiment, args.config, overrides)
     if args.dry_run:
+        from plasticollapse.runs.preflight import cpu_notice
+
         print(dry_run_table(specs))
+        notice = cpu_notice(specs, args.backend or default_backend(specs))
+        if notice:
+            print(notice)
         return 0
     options = {
         "partition": args.partition,
