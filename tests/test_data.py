@@ -299,3 +299,21 @@ def test_debian_fashion_mnist(monkeypatch, tmp_path):
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
     assert int(ds.train_y.min()) == 0 and int(ds.train_y.max()) == 9
     assert torch.equal(ds.test_y.bincount(), torch.full((10,), 1000))
+
+
+def test_prepare_dataset_finds_downloads_or_says_how_to_get_it(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    with pytest.raises(data.DatasetNotFoundError, match="pass `--download true`"):
+        data.prepare_dataset("mnist", root=root)
+    assert not (root / "mnist").exists()  # without download, nothing is fetched
+    sums = serve_idx_files(tmp_path / "mirror")
+    monkeypatch.setitem(data.MD5, "mnist", sums)
+    monkeypatch.setitem(data.MIRRORS, "mnist", ((tmp_path / "mirror").as_uri() + "/",))
+    assert data.prepare_dataset("mnist", root=root, download=True) == root / "mnist"
+    assert sorted(p.name for p in (root / "mnist").iterdir()) == sorted(sums)
+    # Present now: found without a download (a mirror that cannot answer is never asked).
+    monkeypatch.setitem(data.MIRRORS, "mnist", ("http://127.0.0.1:9/",))
+    assert data.prepare_dataset("mnist", root=root, download=True) == root / "mnist"
+    assert data.prepare_dataset("digits") is None  # ships with scikit-learn
+    write_cifar_tarball(root / "cifar10" / data.CIFAR10_ARCHIVE)
+    assert data.prepare_dataset("cifar10", root=root) == root / "cifar10" / data.CIFAR10_ARCHIVE

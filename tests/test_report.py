@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -390,6 +391,33 @@ def test_threshold_analysis_uses_the_threshold_runs_only(tmp_path):
     assert "thr0.3-s3" in text
     assert (folder / "permuted" / "figures" / "permuted_nc1_threshold.png").exists()
     assert (folder / "permuted" / "threshold.csv").exists()
+
+
+def test_the_threshold_analysis_says_why_it_is_missing(tmp_path):
+    """One seed that met three thresholds in the same epoch is one run, not three; and runs
+    that end at task 0 have no PL_i: each reason is said, not "fewer than 3 runs"."""
+    series = [{"task": 0, "accuracy": 0.9, "pl": 0.0, "nc1_pinv": 0.1, "task_epochs": 4}]
+    series += [{"task": t, "accuracy": 0.8, "pl": 0.1, "nc1_pinv": 0.5} for t in (1, 2)]
+    config = {**PAPER_LIKE, "tasks": 3, "seed": 1, "threshold_metric": "nc1_pinv"}
+    for threshold in (0.3, 0.2, 0.15):
+        write_permuted(
+            tmp_path / f"same{threshold}", {**config, "nc1_threshold": threshold}, series
+        )
+    perm = study_results(tmp_path, "permuted", tmp_path / "out")
+    assert permuted_report.threshold_analysis(perm) is None
+    why = permuted_report.threshold_missing(perm, None)
+    assert why.startswith("r across runs needs 3 runs with different NC1 after task 0, and the 3")
+    assert "give 1 (nc1_pinv equal across the others" in why
+    # Three distinct runs, but none goes past task 0.
+    for seed, nc1 in ((2, 0.11), (3, 0.12), (4, 0.13)):
+        row = {**series[0], "nc1_pinv": nc1}
+        short = {**config, "seed": seed, "tasks": 1, "nc1_threshold": 0.3}
+        write_permuted(tmp_path / f"short{seed}", short, [row])
+    for folder in tmp_path.glob("same*"):
+        shutil.rmtree(folder)
+    perm = study_results(tmp_path, "permuted", tmp_path / "out")
+    why = permuted_report.threshold_missing(perm, permuted_report.threshold_analysis(perm))
+    assert why == "the threshold runs have no task in 1-99 (r is with PL_i after pre-training)"
 
 
 def test_titles_and_r_labels_say_what_was_run(runs, tmp_path, monkeypatch):

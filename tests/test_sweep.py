@@ -572,3 +572,15 @@ def test_longest_runs_start_first(toy, tmp_path, monkeypatch):
     finished = [line for line in lines if line.startswith("[")]
     order = [next(i for i, s in enumerate(specs) if s.folder in line) for line in finished]
     assert order == [1, 2, 0]
+
+
+def test_a_summary_note_follows_the_complete_note_without_hiding_a_divergence(tmp_path):
+    spec = experiments.RunSpec("toy", {}, str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    summary = {"status": "diverged", "diverged": {"metric": "loss", "value": "nan", "step": 3}}
+    summary["note"] = "stopped at the safety cap of 2 epochs, nc1 3.5 above its threshold 0.1"
+    (tmp_path / "run" / "summary.json").write_text(json.dumps(summary))
+    note = sweep_module.complete_note(spec)
+    assert note == f"complete, diverged; {summary['note']}"
+    assert sweep_module.RunOutcome(spec, "skipped", note=note).diverged
+    assert not sweep_module.RunOutcome(spec, "skipped", note="complete; diverged later").diverged

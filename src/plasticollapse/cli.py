@@ -283,7 +283,6 @@ def fields_help(name: str, extra: dict | None = None) -> str:
 
 
 def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
-    from plasticollapse.runs.describe import plan_table
     from plasticollapse.studies.base import plan_from_file
 
     if args.fields:
@@ -294,7 +293,7 @@ def cmd_experiment(args: argparse.Namespace, fields: list[str]) -> int:
         return 0
     specs = plan_from_file(args.experiment, args.config, fields)
     if args.dry_run:
-        print(plan_table(specs))
+        print_plan(specs, args.backend)
         return 0
     return execute_and_summarise(
         args.experiment, specs, args.backend, args.workers, {}, wait=args.wait
@@ -360,7 +359,6 @@ def cmd_presets(args: argparse.Namespace, _: list[str]) -> int:
 
 def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
     from plasticollapse.runs.config import preset_experiment
-    from plasticollapse.runs.describe import plan_table
     from plasticollapse.studies import study_names
     from plasticollapse.studies.base import plan_from_file
 
@@ -382,7 +380,7 @@ def cmd_sweep(args: argparse.Namespace, fields: list[str]) -> int:
         return 0
     specs = plan_from_file(experiment, args.config, overrides)
     if args.dry_run:
-        print(plan_table(specs))
+        print_plan(specs, args.backend)
         return 0
     options = {
         "partition": args.partition,
@@ -420,6 +418,18 @@ def execute_and_summarise(
     if result.elsewhere:  # the table said so; say it again as the last line
         print(result.unfinished_line())
     return result.exit_code
+
+
+def print_plan(specs: list, backend: str | None) -> None:
+    """``--dry-run``: the planned runs, and the CPU-time notice of a study too large for
+    this machine's CPU (runs.preflight.cpu_notice)."""
+    from plasticollapse.runs.describe import plan_table
+    from plasticollapse.runs.preflight import cpu_notice
+
+    print(plan_table(specs))
+    notice = cpu_notice(specs, backend or default_backend(specs))
+    if notice:
+        print(notice)
 
 
 def default_backend(specs: list) -> str:

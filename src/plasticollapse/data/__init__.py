@@ -105,6 +105,7 @@ __all__ = [
     "download_file",
     "flatten",
     "load_dataset",
+    "prepare_dataset",
     "read_cifar10",
     "read_idx",
 ]
@@ -236,6 +237,13 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
 
 
+def _expected_files(name: str) -> str:
+    """The files one folder must hold for ``name``, as the missing-dataset error lists them."""
+    if name == "cifar10":
+        return f"{CIFAR10_ARCHIVE}, or its extracted {CIFAR10_FOLDER}/ folder"
+    return ", ".join(f"{n}[.gz]" for n in IDX_FILES)
+
+
 def _not_found(name: str, folders: Sequence[Path], expected: str) -> DatasetNotFoundError:
     """The error for a missing dataset: where we looked, what we wanted, how to get it."""
     searched = "\n".join(f"  {folder}" for folder in folders)
@@ -290,8 +298,7 @@ def _load_idx_dataset(name: str, root: str | os.PathLike[str] | None) -> Dataset
     folders = dataset_folders(name, root)
     paths = find_idx_folder(folders)
     if paths is None:
-        expected = ", ".join(f"{n}[.gz]" for n in IDX_FILES)
-        raise _not_found(name, folders, expected)
+        raise _not_found(name, folders, _expected_files(name))
     md5s = MD5.get(name, {})
     train_x, train_y = read_idx_split(paths, "train", md5s)
     test_x, test_y = read_idx_split(paths, "test", md5s)
@@ -304,8 +311,7 @@ def _load_cifar10(root: str | os.PathLike[str] | None) -> Dataset:
     folders = dataset_folders("cifar10", root)
     source = find_cifar10(folders)
     if source is None:
-        expected = f"{CIFAR10_ARCHIVE}, or its extracted {CIFAR10_FOLDER}/ folder"
-        raise _not_found("cifar10", folders, expected)
+        raise _not_found("cifar10", folders, _expected_files("cifar10"))
     train_x, train_y, test_x, test_y = read_cifar10(source, md5s=MD5.get("cifar10", {}))
     return make_dataset("cifar10", CLASS_NAMES["cifar10"], train_x, train_y, test_x, test_y, 255.0)
 
@@ -346,6 +352,46 @@ def load_dataset(
             raise
     download_dataset(name, root)
     return _load_from_files(name, root)
+
+
+def prepare_dataset(
+    name: str, root: str | os.PathLike[str] | None = None, download: bool = False
+) -> Path | None:
+    """Make sure ``name``'s files are on disk before runs that need them start: return the
+    folder (or CIFAR-10 archive) that holds them, downloading the missing files first when
+    ``download`` is true (checksummed, as :func:`load_dataset` does). Digits ships with
+    scikit-learn: None.
+
+    A sweep calls this once per dataset in its parent process, so that a dataset that cannot
+    be had fails there with one message instead of once in every run, and no run downloads.
+    It does not read the files: loading checks their md5s.
+
+    Raises:
+        ValueError: unknown name.
+        DatasetNotFoundError: files missing and ``download`` is false (the message says
+            where they were looked for and how to get them).
+        DownloadError: ``download`` was asked for and no mirror worked.
+    """
+    _check_name(name)
+    if name == "digits":
+        return None
+    found = _find_files(name, root)
+    if found is None and download:
+        download_dataset(name, root)
+        found = _find_files(name, root)
+    if found is None:
+        raise _not_found(name, dataset_folders(name, root), _expected_files(name))
+    return found
+
+
+def _find_files(name: str, root: str | os.PathLike[str] | None) -> Path | None:
+    """Where ``name``'s files are (the first folder of :func:`dataset_folders` holding all of
+    them, or the CIFAR-10 archive), or None."""
+    folders = dataset_folders(name, root)
+    if name == "cifar10":
+        return find_cifar10(folders)
+    paths = find_idx_folder(folders)
+    return None if paths is None else next(iter(paths.values())).parent
 
 
 def _load_from_files(name: str, root: str | os.PathLike[str] | None) -> Dataset:

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plasticollapse.runs.lock import RunLock
-from plasticollapse.runs.sweep import ELSEWHERE, RunOutcome, complete_note, divergence
+from plasticollapse.runs.sweep import (
+    ELSEWHERE,
+    RunOutcome,
+    complete_note,
+    divergence,
+    summary_note,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load torch
     from plasticollapse.studies.base import RunSpec
@@ -71,7 +77,10 @@ def execute_locked(
     finally:
         lock.release()
         _HELD = None
-    note = {"skipped": complete_note(spec), "diverged": divergence(spec) or ""}.get(status, "")
+    if status == "skipped":
+        note = complete_note(spec)
+    else:  # a diverged run says where; any run may add its summary's note
+        note = "; ".join(filter(None, (divergence(spec), summary_note(spec))))
     return status, time.perf_counter() - start, None, note
 
 

@@ -28,10 +28,14 @@ pid; or when its heartbeat (the holder touches the file every :data:`HEARTBEAT_S
 older than :data:`STALE_AFTER_S` seconds, which covers holders on other hosts (Ray, SLURM) that
 died without cleaning up.
 
-Before anything runs, :func:`preflight` checks what would make every run fail: each run's
-``out`` folder must be writable, and a device the runs name (``cuda``) must exist here when
-they run here (serial, process). A run that ends with summary status ``diverged`` is
-reported ``diverged``, both when it ends and when a later sweep finds it complete.
+Before anything runs (:mod:`plasticollapse.runs.preflight`), :func:`preflight` checks what
+would make every run fail: each run's ``out`` folder must be writable, and a device the runs
+name (``cuda``) must exist here when they run here (serial, process). Then, for the runs left
+to do, a line says so when a GPU-scale study will train on the CPU (with its estimated CPU
+time), and each dataset they need is found or downloaded once (a dataset that cannot be had
+fails there, with one message; exit 2). A run that ends with summary status ``diverged`` is
+reported ``diverged``, both when it ends and when a later sweep finds it complete; a run whose
+summary.json has a ``note`` (a threshold run stopped at its safety cap) shows it beside it.
 
 ``SweepResult.exit_code`` is what the command exits with: :data:`EXIT_COMPLETE` (0) when every
 run is complete; :data:`EXIT_FAILED` (1) when a run failed; :data:`EXIT_CONFIG` (2) when
@@ -64,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 # parse_seeds lives with the other config parsing; sweep re-exports it for older imports.
 from plasticollapse.runs.config import parse_seeds  # noqa: F401
 from plasticollapse.runs.lock import RunLock
+from plasticollapse.runs.preflight import cpu_notice, preflight, prepare_data
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load torch
     from plasticollapse.studies.base import RunSpec
@@ -112,7 +117,8 @@ class RunOutcome:
     def diverged(self) -> bool:
         """The run ended diverged: now, or before (then it is skipped as complete)."""
         return self.status == "diverged" or (
-            self.status == "skipped" and self.note.endswith(DIVERGED_SUFFIX)
+            # the note's first part; a summary's own note may follow after "; "
+            self.status == "skipped" and self.note.split("; ")[0].endswith(DIVERGED_SUFFIX)
         )
 
     @property
@@ -295,6 +301,13 @@ def run_sweep(
         f"sweep: {len(specs)} runs: {len(specs) - len(todo)} skipped{held}, {partial} to resume, "
         f"{len(todo) - partial} new; backend {backend}"
     )
+    to_run = [spec for _, spec in todo]
+    if wait:  # runs held elsewhere may end up running here too
+        to_run += [o.spec for o in outcomes.values() if o.elsewhere]
+    notice = cpu_notice(to_run, backend)
+    if notice:
+        echo(notice)
+    prepare_data(to_run, backend, echo)  # once here, so that no run downloads
 
     def report(index: int, outcome: RunOutcome) -> None:
         outcome.spec = specs[index]  # the caller's spec, even if a backend shipped a variant
@@ -340,38 +353,35 @@ def run_sweep(
     return result
 
 
-def preflight(specs: list[RunSpec], backend: str) -> None:
-    """Raise a ConfigError (nothing has run) when every run would fail: an ``out`` folder
-    that cannot be written (a parent is a file, no permission, read-only, ``/proc``), or,
-    for runs executing here (serial, process), a device this machine lacks. Ray and SLURM
-    workers may have GPUs the submitting machine has not, so their devices are not checked.
-    """
-    from plasticollapse.runs.folder import ensure_writable
-
-    devices = {spec.config.get("device", "auto") for spec in specs}
-    if backend in ("serial", "process") and devices - {"auto", "cpu"}:
-        from plasticollapse.runs.runtime import resolve_device  # imports torch
-
-        for device in sorted(devices):
-            resolve_device(device)
-    for out in dict.fromkeys(str(Path(spec.folder).parent) for spec in specs):
-        ensure_writable(out)
-
-
 def complete_note(spec: RunSpec) -> str:
-    """The note of a complete run: ``complete``, or ``complete, diverged``."""
-    return COMPLETE + (DIVERGED_SUFFIX if divergence(spec) is not None else "")
+    """The note of a complete run: ``complete``, or ``complete, diverged``, followed by the
+    summary's own note if it has one (``complete; stopped at the safety cap of ...``)."""
+    note = COMPLETE + (DIVERGED_SUFFIX if divergence(spec) is not None else "")
+    return "; ".join(filter(None, (note, summary_note(spec))))
 
 
-def divergence(spec: RunSpec) -> str | None:
-    """``"loss = nan at step 3"`` for a run whose summary says it diverged, else None."""
+def summary_note(spec: RunSpec) -> str:
+    """The ``note`` of the run's summary.json: what a run that ended without error still
+    wants said beside it (a threshold run stopped at its safety cap); "" when none."""
+    note = _read_summary(spec).get("note")
+    return note if isinstance(note, str) else ""
+
+
+def _read_summary(spec: RunSpec) -> dict[str, Any]:
+    """The run's summary.json, or {} when it has none (or an unreadable one)."""
     import json
 
     try:
         summary = json.loads((Path(spec.folder) / "summary.json").read_text())
     except (OSError, ValueError):
-        return None
-    if not isinstance(summary, dict) or summary.get("status") != "diverged":
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def divergence(spec: RunSpec) -> str | None:
+    """``"loss = nan at step 3"`` for a run whose summary says it diverged, else None."""
+    summary = _read_summary(spec)
+    if summary.get("status") != "diverged":
         return None
     info = summary.get("diverged") if isinstance(summary.get("diverged"), dict) else {}
     where = info.get("epoch", info.get("step"))

@@ -85,7 +85,10 @@ class Experiment(Protocol):
 class FolderStudy:
     """An :class:`Experiment` whose parts are the modules of one study folder::
 
-        <package>/config.py    Config, run_label(config), estimated_cost(config)
+        <package>/config.py    Config, run_label(config), estimated_cost(config), and
+                               optionally estimated_cpu_hours(config): (least, most)
+                               hours on one CPU core, for the notice a sweep prints
+                               before training a GPU-scale study on the CPU
         <package>/run.py       run(config, folder, callbacks)
         <package>/summary.py   summarise_study(specs)
         <package>/report.py    report(results)
@@ -110,6 +113,11 @@ class FolderStudy:
 
     def estimated_cost(self, config: Mapping[str, Any]) -> float:
         return self._config.estimated_cost(config)
+
+    def estimated_cpu_hours(self, config: Mapping[str, Any]) -> tuple[float, float] | None:
+        """The config module's ``estimated_cpu_hours(config)`` (optional: None without it)."""
+        estimate = getattr(self._config, "estimated_cpu_hours", None)
+        return estimate(config) if estimate is not None else None
 
     def run(self, config: Any, folder: Any, callbacks: Iterable[Callback] = ()) -> dict:
         return self._part("run").run(config, folder, callbacks)

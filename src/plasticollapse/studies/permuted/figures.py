@@ -93,13 +93,18 @@ def plot_nc1_vs_accuracy(results: StudyResults, folder: Path, max_tasks: int = 1
 
 
 def plot_threshold(
-    frame: pd.DataFrame | None, results: StudyResults, folder: Path, sigma: float = 4.0
+    frame: pd.DataFrame | None,
+    results: StudyResults,
+    folder: Path,
+    sigma: float = 4.0,
+    missing: str = "",
 ) -> Path | None:
     """The authors' threshold figure: |r| across runs of NC1 after pre-training and PL_i per
-    task (faint) and Gaussian-smoothed (sigma tasks), with r(epochs of task 0, PL_i)."""
+    task (faint) and Gaussian-smoothed (sigma tasks), with r(epochs of task 0, PL_i).
+    ``missing`` is why there is no r to draw, when there is none (the report's reason)."""
     name = "permuted_nc1_threshold"
     if frame is None or not np.isfinite(frame["r_nc1_pl"]).any():
-        return plots.skip(name, "fewer than 3 threshold runs")
+        return plots.skip(name, missing or "no threshold runs")
     fig, (ax,) = plots.panels(1, width=6.5, height=4.0)
     task = frame["task"].to_numpy()
     metric = frame["nc1_metric"].iloc[0]
@@ -133,9 +138,10 @@ def plot_threshold(
 
 
 def draw_all(
-    results: StudyResults, folder: Path, threshold: pd.DataFrame | None
+    results: StudyResults, folder: Path, threshold: pd.DataFrame | None, missing: str = ""
 ) -> list[tuple[str, Path]]:
-    """Every figure the data allows, as (caption, PNG) pairs (PDFs lie beside them)."""
+    """Every figure the data allows, as (caption, PNG) pairs (PDFs lie beside them);
+    ``missing``: why the threshold analysis has no r, when it has none."""
     made = [
         (
             "Permuted: NC1 (both conventions) and plasticity loss per task (paper Fig. 2)",
@@ -147,7 +153,7 @@ def draw_all(
         ),
         (
             "Permuted, NC-threshold variant: r across runs of NC1 after pre-training and PL_i",
-            plot_threshold(threshold, results, folder),
+            plot_threshold(threshold, results, folder, missing=missing),
         ),
     ]
     return [(caption, png) for caption, png in made if png is not None]

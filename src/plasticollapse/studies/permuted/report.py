@@ -14,8 +14,9 @@ conventions, the NC-threshold analysis, every metric ranked, and the figures (:m
   ``cdnv``) and of online accuracy, Pearson and Spearman, with a bootstrap interval over
   seeds and each seed's own r (:func:`headline_correlations`);
 * the NC-threshold variant, over the threshold runs only (``threshold.csv``,
-  :func:`threshold_analysis`): for each task i, r across runs of NC1 after pre-training and
-  PL_i, |r| smoothed with a Gaussian (sigma = 4 tasks) over tasks 1-99, as the authors;
+  :func:`~.threshold.threshold_analysis`): for each task i, r across runs of NC1 after
+  pre-training and PL_i, |r| smoothed with a Gaussian (sigma = 4 tasks) over tasks 1-99, as
+  the authors; when it cannot be done, a note says why (and the figure is skipped for it);
 * every recorded metric ranked by its correlation with accuracy and with PL
   (``metric_ranking.csv``, :func:`metric_ranking`).
 
@@ -27,7 +28,6 @@ is each seed's own r across its tasks; the threshold analysis is "r across runs"
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,17 @@ from plasticollapse.report.format import (
 )
 from plasticollapse.studies.base import ReportSection, StudyResults
 from plasticollapse.studies.common import PAPER
+from plasticollapse.studies.permuted.threshold import (
+    AUTHORS_NC1,
+    THRESHOLD_SIGMA,
+    THRESHOLD_TASKS,
+    capped_runs,
+    first_present,
+    threshold_analysis,
+    threshold_missing,
+    threshold_runs,
+    threshold_table,
+)
 
 #: The paper's protocol (Setup A) in words, and as the config values a like-for-like run has.
 PAPER_PROTOCOL = "MNIST, MLP 784-100x3-10, SGD lr 0.01, batch 1, 1 epoch/task, 200 tasks, 5 seeds"
@@ -78,10 +89,6 @@ THRESHOLD_CONFIG = {
 _PAPER_SETTING = {"first_task_epochs": 1, "lr": 0.01}
 #: The paper's tasks for the headline correlation (tasks 0-139).
 MAX_TASKS = 140
-#: The threshold analysis: tasks 1-99 (the authors' first 100 tasks), Gaussian sigma.
-THRESHOLD_TASKS, THRESHOLD_SIGMA = (1, 99), 4.0
-#: NC1 in the authors' convention first; ``nc1`` for runs that predate ``nc1_pinv``.
-AUTHORS_NC1 = ("nc1_pinv", "nc1")
 #: The NC1 variants correlated with accuracy side by side: (metric, transform).
 NC1_VARIANTS = (
     ("nc1", None),
@@ -152,12 +159,6 @@ def protocol_line(setting: dict[str, Any], runs: pd.DataFrame) -> str:
     )
 
 
-def first_present(table: pd.DataFrame, candidates: Sequence[str]) -> str | None:
-    """The first of ``candidates`` the runs report per step (None when none is)."""
-    available = set(analysis.metrics(table))
-    return next((m for m in candidates if m in available), None)
-
-
 # =========================================================================== paper numbers
 
 
@@ -205,7 +206,7 @@ def reproduce(
 def _threshold_number(results: StudyResults, ref: PaperNumber) -> Reproduced:
     frame = threshold_analysis(results)
     if frame is None:
-        return Reproduced(math.nan, "fewer than 3 threshold runs", False)
+        return Reproduced(math.nan, threshold_missing(results, frame), False)
     lo, hi = ref.params["tasks"]
     inside = frame[(frame["task"] >= lo) & (frame["task"] <= hi)]
     values = inside["abs_r_smoothed"].to_numpy(dtype=float)
@@ -264,132 +265,6 @@ def headline_correlations(
     return rows
 
 
-def threshold_runs(results: StudyResults) -> pd.DataFrame:
-    """The runs of the NC-threshold variant (``nc1_threshold`` set), and only those."""
-    keep = [c.get("nc1_threshold") is not None for c in results.runs["config"]]
-    return results.runs[np.asarray(keep, dtype=bool)]
-
-
-def capped_runs(results: StudyResults, runs: pd.DataFrame) -> list[str]:
-    """The threshold runs whose first task stopped at the safety cap with NC1 still above
-    the threshold (``nc1_threshold_reached`` false on their first row). The authors had no
-    cap, so every run of theirs met its threshold: these are not runs of the variant."""
-    ids = list(runs["run_id"])
-    reached = analysis.at(analysis.curves(results.table, "nc1_threshold_reached", ids), 0.0)
-    return [run for run, hit in zip(ids, reached, strict=True) if hit == 0]
-
-
-def threshold_analysis(
-    results: StudyResults, sigma: float = THRESHOLD_SIGMA
-) -> pd.DataFrame | None:
-    """The authors' threshold analysis, over the threshold runs only (None if < 3 of them).
-
-    Each run gives its NC1 after pre-training (task 0's row, in the convention its
-    threshold tested: ``threshold_metric``, else ``nc1_pinv``, else ``nc1``) and its
-    pre-training epochs; runs with the same NC1 after pre-training are one run (a seed that
-    met two thresholds in the same epoch) and count once. Runs that stopped at the safety
-    cap without meeting their threshold (:func:`capped_runs`) are left out. For each task i
-    in 1-99: r across runs of NC1 after pre-training and PL_i = acc_0 - acc_i, and of the
-    epochs and PL_i; |r| smoothed with a Gaussian of ``sigma`` tasks
-    (:func:`~plasticollapse.analysis.stats.gaussian_smooth`, the authors'
-    ``gaussian_filter1d``). Beyond the authors: the partial r of NC1 and PL_i given the
-    epochs (:func:`~plasticollapse.analysis.stats.partial_r`), since a lower threshold
-    takes more epochs. Returns one row per task: ``task, nc1_metric, r_nc1_pl, abs_r,
-    abs_r_smoothed, r_epochs_pl, r_epochs_pl_smoothed, r_nc1_pl_given_epochs,
-    r_nc1_pl_given_epochs_smoothed, runs`` (runs with PL_i).
-    """
-    runs = threshold_runs(results)
-    capped = set(capped_runs(results, runs))
-    ids = [run for run in runs["run_id"] if run not in capped]
-    if len(ids) < 3:
-        return None
-    configured = {c.get("threshold_metric") for c in runs["config"]} - {None}
-    metric = next(iter(configured)) if len(configured) == 1 else None
-    metric = metric or first_present(results.table, AUTHORS_NC1) or "nc1"
-    nc1_0 = analysis.at(analysis.curves(results.table, metric, ids), 0.0)
-    # A seed whose NC1 fell below two thresholds in the same epoch ran the same run twice;
-    # it counts once (the authors' notebook keys its runs by this NC1, which does the same).
-    _, first = np.unique(nc1_0, return_index=True)
-    keep = np.sort(first[np.isfinite(nc1_0[first])])
-    if keep.size < 3:
-        return None
-    ids, nc1_0 = [ids[i] for i in keep], nc1_0[keep]
-    epochs = analysis.at(analysis.curves(results.table, "task_epochs", ids), 0.0)
-    lo, hi = THRESHOLD_TASKS
-    pl = analysis.curves(results.table, "pl", ids)
-    pl = pl.loc[:, (pl.columns >= lo) & (pl.columns <= hi)]
-    if pl.shape[1] == 0:
-        return None
-    r = analysis.across_runs_r(nc1_0, pl.to_numpy())
-    r_epochs = analysis.across_runs_r(epochs, pl.to_numpy())
-    # A lower threshold takes more epochs: r of NC1 with the epochs held fixed separates
-    # what NC1 says beyond the pre-training length.
-    r_given = analysis.across_runs_partial_r(nc1_0, pl.to_numpy(), epochs)
-    return pd.DataFrame(
-        {
-            "task": pl.columns.to_numpy(dtype=float),
-            "nc1_metric": metric,
-            "r_nc1_pl": r,
-            "abs_r": np.abs(r),
-            "abs_r_smoothed": analysis.gaussian_smooth(np.abs(r), sigma),
-            "r_epochs_pl": r_epochs,
-            "r_epochs_pl_smoothed": analysis.gaussian_smooth(r_epochs, sigma),
-            "r_nc1_pl_given_epochs": r_given,
-            "r_nc1_pl_given_epochs_smoothed": analysis.gaussian_smooth(r_given, sigma),
-            "runs": np.isfinite(pl.to_numpy()).sum(axis=0),
-        }
-    )
-
-
-def threshold_table(frame: pd.DataFrame | None, results: StudyResults) -> pd.DataFrame:
-    """The threshold analysis in a few numbers: smoothed |r| over task ranges."""
-    if frame is None:
-        return pd.DataFrame()
-    runs = threshold_runs(results)
-    thresholds = sorted({c["nc1_threshold"] for c in runs["config"]})
-    capped = capped_runs(results, runs)
-    kept = [run for run in runs["run_id"] if run not in capped]
-    epochs = analysis.at(analysis.curves(results.table, "task_epochs", kept), 0.0)
-    rows = []
-    for lo, hi in ((1, 40), (41, 99), (99, 99)):
-        part = frame[(frame["task"] >= lo) & (frame["task"] <= hi)]
-        if not len(part):
-            continue
-        first, last = part["task"].min(), part["task"].max()
-        rows.append(
-            {
-                "tasks": f"{first:g}-{last:g}" if first != last else f"{first:g}",
-                "smoothed |r(NC1 after task 0, PL_i)|": fmt(
-                    analysis.nanmean(part["abs_r_smoothed"])
-                ),
-                "raw r, mean": fmt(analysis.nanmean(part["r_nc1_pl"]), "r"),
-                "smoothed r(epochs of task 0, PL_i)": fmt(
-                    analysis.nanmean(part["r_epochs_pl_smoothed"]), "r"
-                ),
-                "smoothed partial r(NC1, PL_i | epochs)": fmt(
-                    analysis.nanmean(part["r_nc1_pl_given_epochs_smoothed"]), "r"
-                ),
-                "runs": fmt(part["runs"].max(), "int"),
-            }
-        )
-    table = pd.DataFrame(rows)
-    distinct = int(frame["runs"].max())
-    counted = len(kept)
-    remarks = [f"{counted - distinct} the same run as another"] if counted > distinct else []
-    if capped:
-        remarks.append(
-            f"{len(capped)} left out, stopped at the epoch cap above its threshold: "
-            + ", ".join(capped)
-        )
-    same = f" ({'; '.join(remarks)})" if remarks else ""
-    table.attrs["note"] = (
-        f"{len(runs)} threshold runs{same}, thresholds {', '.join(f'{t:g}' for t in thresholds)} "
-        f"on {frame['nc1_metric'].iloc[0]}, task 0 took {fmt(np.nanmin(epochs), 'int')}-"
-        f"{fmt(np.nanmax(epochs), 'int')} epochs"
-    )
-    return table
-
-
 def metric_ranking(results: StudyResults, max_tasks: int = MAX_TASKS) -> pd.DataFrame:
     """Every recorded metric per setting, ranked by |r| with accuracy (r across tasks
     0..max_tasks-1 of the per-task means over seeds; with PL, r is exactly minus r with
@@ -432,6 +307,7 @@ def report(results: StudyResults) -> ReportSection:
     ranking = metric_ranking(results)
     ranking.to_csv(files[1], index=False)
     threshold = threshold_analysis(results)
+    missing = threshold_missing(results, threshold)
     tables = [
         *paper_tables(
             results,
@@ -473,10 +349,16 @@ def report(results: StudyResults) -> ReportSection:
                 summary,
             )
         )
+    notes = []
+    if missing:  # threshold runs were asked for: say why their numbers and figure are absent
+        capped = capped_runs(results, threshold_runs(results))
+        named = f" Stopped at the cap: {', '.join(capped)}." if capped else ""
+        notes.append(f"NC-threshold variant: no analysis and no figure, because {missing}.{named}")
     return ReportSection(
         title="Permuted: online Permuted MNIST (the paper's Setup A)",
         protocol=f"Paper: {PAPER}; its protocol: {PAPER_PROTOCOL}.",
         tables=tables,
-        figures=figures.draw_all(results, folder / "figures", threshold),
+        figures=figures.draw_all(results, folder / "figures", threshold, missing),
         files=files,
+        notes=notes,
     )

@@ -33,7 +33,8 @@ online accuracy over every step of the task, docs/paper.md) or its last epoch's
 The threshold variant (``nc1_threshold``): task 0 trains epoch after epoch until the NC1
 measured after an epoch (``threshold_metric``: the exact ``nc1`` or the authors'
 ``nc1_pinv``) is below the threshold, or ``first_task_epochs`` epochs (a safety cap; the
-authors had none) have passed; ``nc1_threshold_reached`` on its row says which.
+authors had none) have passed; ``nc1_threshold_reached`` on its row says which, and a run
+stopped by the cap says so in its summary's ``note`` (printed beside it by the sweep).
 
 Randomness: the model's initialisation comes from ``seed_everything(seed)``; every other
 draw (the subset of samples, Q_t, the sample order of each epoch) comes from its own
@@ -85,7 +86,7 @@ from plasticollapse.runs.runtime import (
 )
 from plasticollapse.studies.base import Callback
 from plasticollapse.studies.permuted.config import Config, epochs_of_task, is_measured
-from plasticollapse.studies.permuted.summary import summarise_run
+from plasticollapse.studies.permuted.summary import summarise_run, threshold_outcome
 
 #: How many of a new task's inputs remedies see at its start (ReDo scores dormancy on them).
 TASK_START_SAMPLES = 2048
@@ -376,9 +377,9 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     finally:
         if bar is not None:
             bar.close()
-    return summarise_run(
-        folder.read_metrics(), state["seconds"] + state["task_seconds"], divergence
-    )
+    rows = folder.read_metrics()
+    summary = summarise_run(rows, state["seconds"] + state["task_seconds"], divergence)
+    return {**summary, **threshold_outcome(config, rows)}
 
 
 def task_row(config: Config, task: int, state: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,36 @@ def summarise_run(
     return summary
 
 
+def threshold_outcome(config: Config, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the threshold variant's task 0 came to, for summary.json: ``nc1_threshold_reached``
+    and, when task 0 stopped at the safety cap (``first_task_epochs``) with NC1 still at or
+    above ``nc1_threshold``, a ``note`` saying so. The sweep prints a summary's ``note``
+    beside the run, and the report leaves such runs out of the threshold analysis (the
+    authors had no cap: every run of theirs met its threshold). Empty for other runs and
+    before task 0 has its row."""
+    if config.nc1_threshold is None or not rows or "nc1_threshold_reached" not in rows[0]:
+        return {}
+    first = rows[0]
+    reached = bool(first["nc1_threshold_reached"])
+    outcome: dict[str, Any] = {"nc1_threshold_reached": reached}
+    if not reached:
+        outcome["note"] = cap_note(
+            first.get("task_epochs"),
+            config.threshold_metric,
+            first.get(config.threshold_metric),
+            config.nc1_threshold,
+        )
+    return outcome
+
+
+def cap_note(epochs: Any, metric: str, value: Any, threshold: float) -> str:
+    """``stopped at the safety cap of 200 epochs, nc1_pinv 0.313 above its threshold 0.2``."""
+    return (
+        f"stopped at the safety cap of {epochs} epochs, {metric} {fmt(value, '.3g')} above its "
+        f"threshold {threshold:g}"
+    )
+
+
 def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
     """A text table: each run's status, then per setting, mean over its seeds:
 
@@ -67,11 +97,16 @@ def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
 
     lines = [f"{len(specs)} permuted run(s):"]
     groups: dict[str, list[dict[str, Any]]] = {}
+    capped, threshold_runs = 0, 0
     for spec in specs:
         config = from_dict(Config, spec.config)
         folder = RunFolder(spec.folder)
         status, rows, summary = run_status(spec), folder.read_metrics(), folder.read_summary()
         group = groups.setdefault(run_label(config), [])
+        # From the rows, not the summary: summaries written before the note existed say it too.
+        outcome = threshold_outcome(config, rows)
+        threshold_runs += bool(outcome)
+        capped += "note" in outcome
         if summary is not None:
             status = summary.get("status", status)
             accuracy = [r["accuracy"] for r in rows]
@@ -91,7 +126,8 @@ def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
             )
         else:
             detail = f"{len(rows)} tasks so far"
-        lines.append(f"  {spec.folder}  {status}  ({detail})")
+        note = f" ({outcome['note']})" if "note" in outcome else ""
+        lines.append(f"  {spec.folder}  {status}{note}  ({detail})")
 
     lines.append(
         f"per setting, mean over seeds (early = tasks 1-{window}, late = last {window} tasks, "
@@ -112,7 +148,18 @@ def summarise_study(specs: Sequence[Any], window: int = 5) -> str:
             f"  {label:<20} {len(summaries):>4} " + " ".join(f"{fmt(m):>11}" for m in means)
         )
     lines.append("  r: Pearson r(NC1, online accuracy) across tasks (see the report for more)")
+    if capped:
+        lines.append(capped_line(capped, threshold_runs))
     return "\n".join(lines)
+
+
+def capped_line(capped: int, threshold_runs: int) -> str:
+    """The line under the table when threshold runs stopped at the safety cap."""
+    return (
+        f"{capped} of {threshold_runs} threshold runs stopped at the safety cap "
+        "(first_task_epochs) before NC1 fell below their threshold: the report leaves them "
+        "out of the threshold analysis. Raise --first_task_epochs, or the threshold, and rerun."
+    )
 
 
 def mean_curve_r(runs: Sequence[Sequence[dict[str, Any]]]) -> float:

@@ -25,6 +25,15 @@ DEFAULT_SCHEME_WEIGHT_DECAY = DEFAULT_WEIGHT_DECAY
 LOSS_LIMIT = 1e4
 #: Batch size of evaluation passes (no gradients, so larger than training batches).
 EVAL_BATCH = 1024
+#: Training images per second of one CPU core for the ResNet-18 of width 64 on 32x32 inputs
+#: (batch 128, float32): ``benchmarks/warmstart_speed.py --width 64 --samples 256 --epochs 1
+#: --threads 1 --device cpu`` measured 12 images/s on a 2-core machine shared with other
+#: jobs (load average 4; the process got a third of a core: 49 s of CPU in 152 s), so about
+#: 30 on a core of its own. Only for the CPU notice a sweep prints, so a rough figure.
+CPU_RESNET18_IMAGES_PER_S = 30.0
+#: Training images and pixels per image of each dataset (the cost scales with both).
+TRAIN_IMAGES = {"cifar10": 50_000, "fashion-mnist": 60_000, "mnist": 60_000, "digits": 1_437}
+PIXELS = {"cifar10": 32 * 32, "fashion-mnist": 28 * 28, "mnist": 28 * 28, "digits": 8 * 8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,3 +157,24 @@ def estimated_cost(config: Mapping[str, Any]) -> float:
     return (
         config["warmup_epochs"] * config["warmup_fraction"] + probes * config["finetune_max_epochs"]
     )
+
+
+def estimated_cpu_hours(config: Mapping[str, Any]) -> tuple[float, float] | None:
+    """Hours one CPU core needs for the run's training passes, at least and at most; None for
+    the MLP (seconds on a CPU, not worth a notice).
+
+    At least: the warm-up and one epoch per probe; at most: every probe trains its
+    ``finetune_max_epochs`` (:func:`estimated_cost`). Each epoch over the whole training set
+    costs ``N / rate`` seconds, the rate :data:`CPU_RESNET18_IMAGES_PER_S` scaled by
+    ``(64 / width)^2`` (the convolutions' cost grows with the square of the width) and by
+    ``1024 / pixels`` (their cost grows with the image's area). Measuring adds a little.
+    """
+    if config.get("model", "resnet18") != "resnet18":
+        return None
+    dataset = config.get("dataset", "cifar10")
+    images = config.get("train_samples") or TRAIN_IMAGES.get(dataset, 50_000)
+    scale = (config.get("width", 64) / 64) ** 2 * PIXELS.get(dataset, 1024) / 1024
+    hours_per_epoch = images * scale / CPU_RESNET18_IMAGES_PER_S / 3600
+    probes = config["warmup_epochs"] // config["checkpoint_every"] + 1
+    least = config["warmup_epochs"] * config["warmup_fraction"] + probes
+    return least * hours_per_epoch, estimated_cost(config) * hours_per_epoch
