@@ -397,7 +397,7 @@ def garble(path: Path) -> None:
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, damage):
     spec, expected = killed_at_task_2(tmp_path)
     folder = RunFolder(spec.folder)
-    assert torch.load(folder.previous_checkpoint_path, weights_only=False)["metrics_rows"] == 1
+    assert torch.load(folder.previous_checkpoint_path, weights_only=True)["metrics_rows"] == 1
     damage(folder.checkpoint_path)
     capsys.readouterr()
     assert execute(spec) == "resumed"
@@ -475,7 +475,7 @@ def test_a_checkpoint_is_fsynced_before_its_rename_and_the_folder_after(tmp_path
         ("fsync", True),
     ]
     assert folder.load_checkpoint()["step"] == 2
-    assert torch.load(folder.previous_checkpoint_path, weights_only=False)["step"] == 1
+    assert torch.load(folder.previous_checkpoint_path, weights_only=True)["step"] == 1
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

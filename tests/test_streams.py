@@ -182,7 +182,7 @@ def test_killed_inside_a_multi_epoch_task_resumes_from_the_epoch(tmp_path, monke
     monkeypatch.setattr(loop, "epoch_order", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         execute(spec)
-    state = torch.load(RunFolder(spec.folder).checkpoint_path, weights_only=False)
+    state = torch.load(RunFolder(spec.folder).checkpoint_path, weights_only=True)
     assert (state["task"], state["task_epoch"]) == (1, 2)
     monkeypatch.setattr(loop, "epoch_order", real_order)
     assert execute(spec) == "resumed"

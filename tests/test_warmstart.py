@@ -142,7 +142,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_rows(tmp_path, monkeypatch, k
     folder = open_folder(config)
     with pytest.raises(Killed):
         ws_run.run(config, folder)
-    state = torch.load(folder.checkpoint_path, weights_only=False)
+    state = torch.load(folder.checkpoint_path, weights_only=True)
     if kill_at in (6, 10):  # inside a checkpoint's probe, with its first epoch saved
         assert state["probe"]["tag"] == {6: 2, 10: 4}[kill_at]
         assert state["probe"]["epochs"] == 1

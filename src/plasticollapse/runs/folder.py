@@ -3,11 +3,13 @@
 A run folder holds::
 
     config.json     the resolved config, package version, git commit (and whether the
-                    checkout had changes, with a hash of them), torch version, device
+                    checkout had changes, with a hash of them), torch version, the device
+                    used (``cpu``, ``cuda:0``) and its hardware's name
     metrics.jsonl   one JSON object per task / checkpoint, appended and fsync'ed as it ends
                     (the config's ``loggers`` also send each row to TensorBoard or W&B)
     checkpoint.pt   the latest training state, with the number of metric rows it
-                    corresponds to (written to a temporary file, fsync'ed, renamed over)
+                    corresponds to (written to a temporary file, fsync'ed, renamed over);
+                    plain data only, read with ``weights_only=True`` (runs/checkpoint.py)
     checkpoint.prev.pt  the checkpoint before it, the fallback when checkpoint.pt is unreadable
     summary.json    written once, when the run completes (its presence means "complete")
     error.txt       the traceback of a failed run (cleared when the run later succeeds)
@@ -15,11 +17,12 @@ A run folder holds::
 Resume protocol: the checkpoint records how many metrics rows existed when it was saved.
 On resume, rows after that count (written after the last checkpoint by a run killed before
 its next checkpoint) are dropped and recomputed, so a resumed run writes exactly the rows an
-uninterrupted one would. A checkpoint.pt that does not load (truncated, corrupt), or that
-claims more rows than metrics.jsonl holds, is set aside as ``checkpoint.corrupt.pt`` and the
-run resumes from checkpoint.prev.pt instead (rows after *its* count are recomputed); when
-neither is usable the run restarts from scratch, with no rows. Either way one line on stderr
-says what happened.
+uninterrupted one would. A checkpoint.pt that does not load (truncated, corrupt, or holding
+a pickled object rather than plain data: never run), or that claims more rows than
+metrics.jsonl holds, is set aside as ``checkpoint.corrupt.pt`` and the run resumes from
+checkpoint.prev.pt instead (rows after *its* count are recomputed); when neither is usable
+the run restarts from scratch, with no rows. Either way one line on stderr says what
+happened.
 
 Files are created with the permissions the umask allows (as ``open`` would), not the 0600 of
 ``mkstemp``, so collaborators sharing a run folder can read it.
@@ -87,15 +90,21 @@ def jsonable(value: Any) -> Any:
 
 
 def environment_info(device: str) -> dict[str, Any]:
-    """Facts that make a result reproducible: versions, commit, device, host, time."""
+    """Facts that make a result reproducible: versions, commit, device, host, time.
+
+    ``device`` is the config's (``auto``, ``cuda``, ...); the record holds that as
+    ``device_requested`` and, as ``device`` and ``device_name``, the device the run computes
+    on and its hardware (see :func:`~plasticollapse.runs.runtime.device_used`).
+    """
     import torch
+
+    from plasticollapse.runs.runtime import device_used
 
     return {
         "plasticollapse_version": __version__,
         "git": git_info(Path(__file__)),
         "torch_version": torch.__version__,
-        "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        **device_used(device),
         "host": platform.node(),
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -271,7 +280,7 @@ class RunFolder:
                     f"{folder.path} already holds a different run (its config.json differs); "
                     "choose another --out, or delete that folder to start over"
                 )
-            _record_execution(folder.config_path, stored, config)
+            _record_execution(folder.config_path, stored, config, device)
         else:
             record = {"experiment": experiment, "run_id": run_id, "config": config}
             record.update(environment_info(device))
@@ -343,14 +352,14 @@ class RunFolder:
         then the folder is fsync'ed. A kill at any point leaves a loadable checkpoint: the new
         one, the old one, or (between the two renames) only checkpoint.prev.pt.
         """
-        import torch
+        from plasticollapse.runs.checkpoint import write_state
 
         state = {**state, "metrics_rows": len(self.read_metrics())}
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{CHECKPOINT}.", suffix=".tmp")
         try:
             os.fchmod(fd, 0o666 & ~current_umask())
             with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
+                write_state(f, state)
                 f.flush()
                 os.fsync(f.fileno())
             if self.checkpoint_path.exists():
@@ -431,14 +440,14 @@ def read_run_config(path: Path) -> dict[str, Any]:
 
 
 def _load_state(path: Path, rows: int) -> tuple[dict[str, Any] | None, str]:
-    """``(state, "")`` when the checkpoint at ``path`` loads and is consistent with ``rows``
+    """``(state, "")`` when the checkpoint at ``path`` loads as plain data
+    (:func:`~plasticollapse.runs.checkpoint.read_state`) and is consistent with ``rows``
     metrics rows on disk, else ``(None, why not)``."""
-    import torch
+    from plasticollapse.runs.checkpoint import read_state
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated zip, bad pickle, I/O error: all mean "unusable"
-        return None, f"is unreadable ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})"
+    state, problem = read_state(path)
+    if problem:
+        return None, problem
     kept = state.get("metrics_rows") if isinstance(state, dict) else None
     if not isinstance(kept, int) or kept < 0:
         return None, "is not a checkpoint of this run (no metrics row count)"
@@ -451,18 +460,24 @@ def _say(line: str) -> None:
     print(f"plasticollapse: {line}", file=sys.stderr, flush=True)
 
 
-def _record_execution(path: Path, record: dict[str, Any], config: dict[str, Any]) -> None:
+def _record_execution(
+    path: Path, record: dict[str, Any], config: dict[str, Any], device: str
+) -> None:
     """A resumed run's config.json takes the execution fields (threads, device, ...) it now
-    runs with, so that it records how the run last executed."""
+    runs with, and the device it now computes on, so that it records how the run last
+    executed."""
     from plasticollapse.runs.config import EXECUTION_FIELDS
+    from plasticollapse.runs.runtime import device_used
 
     changed = {
         k: v
         for k, v in jsonable(config).items()
         if k in EXECUTION_FIELDS and record["config"].get(k) != v
     }
-    if changed:
+    used = {k: v for k, v in device_used(device).items() if record.get(k) != v}
+    if changed or used:
         record["config"].update(changed)
+        record.update(used)
         atomic_write_text(path, json.dumps(jsonable(record), indent=2) + "\n")
 
 

@@ -1,9 +1,12 @@
-"""Where and how a run executes: device choice, seeding, thread counts."""
+"""Where and how a run executes: device choice (and its name), seeding, thread counts."""
 
 from __future__ import annotations
 
 import hashlib
+import platform
 import random
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,59 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {name!r}: MPS is not available here; use --device cpu")
     return device
+
+
+def device_used(device: str) -> dict[str, str]:
+    """What config.json records of the device: ``{"device": "cuda:0", "device_name":
+    "NVIDIA H100 80GB HBM3", "device_requested": "auto"}``, the config's ``device`` resolved
+    as the run resolves it (:func:`resolve_device`). A device this machine lacks is a
+    ConfigError, as in the run itself."""
+    resolved = resolve_device(device)
+    return {
+        "device": device_label(resolved),
+        "device_name": device_model(resolved),
+        "device_requested": device,
+    }
+
+
+def device_label(device: torch.device) -> str:
+    """The device as config.json records it: ``cpu``, ``mps``, or a GPU with its index
+    (``cuda`` alone computes on the current GPU, so it is recorded as ``cuda:<that one>``)."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def device_model(device: torch.device) -> str:
+    """The hardware behind ``device``: the GPU's name (``NVIDIA H100 80GB HBM3``), else the
+    CPU's model (``AMD EPYC 7B13``; on Apple silicon, whose GPU serves ``mps``, the chip's)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "xpu":
+        return torch.xpu.get_device_name(device)
+    return cpu_model()
+
+
+def cpu_model() -> str:
+    """The CPU's model name: /proc/cpuinfo's ``model name`` (Linux), ``sysctl`` (macOS),
+    else what :mod:`platform` knows (``x86_64`` at worst)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, timeout=5
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.decode(errors="replace").strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def seed_everything(seed: int) -> torch.Generator:
