@@ -10,8 +10,8 @@ Used to check that a refactoring moves no number (issue: one seam for studies an
 Across CPU types rows are not identical (docs/reproducibility.md): with ``--statistics``,
 it also prints, for each setting and metric, the mean over a run's rows averaged over
 seeds in both sets, their difference with a 95% bootstrap interval over seeds (a seed's
-two runs resampled together), and the spread of the seeds; it then exits 1 only when an
-interval excludes 0.
+two runs resampled together), and the spread of the seeds; it then exits 1 only when more
+intervals exclude 0 than chance would make (the binomial count's 99th percentile).
 """
 
 from __future__ import annotations
@@ -75,11 +75,21 @@ def main() -> int:
             else f"{len(a)} vs {len(b)} rows"
         )
         status = "identical" if same else "DIFFERENT"
+        if not same and args.statistics:  # where each compared metric first differs
+            diff = ", ".join(f"{m} from row {first_difference(a, b, m)}" for m in args.statistics)
         print(f"{status:<10} {key[0]}/{key[1]} ({len(a)} rows) {diff}")
     print(f"{len(before) - bad} of {len(before)} runs identical (ignoring {args.ignore})")
     if args.statistics:
         return compare_statistics(before, after, args.statistics)
     return 1 if bad else 0
+
+
+def first_difference(a: list[dict], b: list[dict], metric: str) -> int | None:
+    """The first row whose ``metric`` differs between two runs (None: it never does)."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x.get(metric) != y.get(metric):
+            return i
+    return None
 
 
 def run_mean(rows: list[dict], metric: str) -> float:
@@ -102,7 +112,7 @@ def compare_statistics(before: dict, after: dict, metrics: list[str]) -> int:
     for key in before:
         study, label = key
         settings.setdefault((study, re.sub(r"_?seed\d+$", "", label)), []).append(key)
-    excluded = 0
+    excluded = compared = 0
     print(
         f"{'setting':<28} {'metric':<16} {'n':>2} {'mean A':>9} {'mean B':>9} "
         f"{'B - A [95% CI]':>28} {'seed sd':>8}"
@@ -116,13 +126,22 @@ def compare_statistics(before: dict, after: dict, metrics: list[str]) -> int:
             diffs = b - a
             low, high = bootstrap_interval(diffs) if len(keys) > 1 else (np.nan, np.nan)
             excluded += bool(low > 0 or high < 0)
+            compared += 1
             spread = float(np.std(a, ddof=1)) if len(keys) > 1 else float("nan")
             print(
                 f"{setting:<28} {metric:<16} {len(keys):>2} {a.mean():>9.4f} {b.mean():>9.4f} "
                 f"{diffs.mean():>+10.5f} [{low:+.5f}, {high:+.5f}] {spread:>8.4f}"
             )
-    print(f"{excluded} interval(s) exclude 0")
-    return 1 if excluded else 0
+    # Of k independent 95% intervals about 5% exclude 0 by chance: flag only more than the
+    # 99th percentile of that binomial count.
+    from scipy.stats import binom
+
+    limit = int(binom.ppf(0.99, compared, 0.05))
+    print(
+        f"{excluded} of {compared} intervals exclude 0 (by chance alone: about "
+        f"{0.05 * compared:.1f}, at most {limit} in 99% of comparisons)"
+    )
+    return 1 if excluded > limit else 0
 
 
 if __name__ == "__main__":
