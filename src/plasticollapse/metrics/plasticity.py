@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from plasticollapse.metrics.gram import SyrkGram
+from plasticollapse.metrics.threads import on_one_thread
 
 DORMANT_TAU = 0.025
 SRANK_DELTA = 0.01
@@ -176,6 +177,7 @@ class UnitStatistics:
         the rows seen so far (computed elsewhere)."""
         self.rows_gram = SyrkGram(start)
 
+    @on_one_thread
     def update(self, activations) -> None:
         raw = torch.as_tensor(activations).detach()
         a = None
@@ -195,6 +197,7 @@ class UnitStatistics:
             self.rows_gram.update(a)
         self.count += n
 
+    @on_one_thread
     def compute(self) -> dict[str, float]:
         if self.abs_sum is None or self.count == 0:
             raise ValueError("no activations: call update() first")
