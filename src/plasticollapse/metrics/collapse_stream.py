@@ -245,14 +245,17 @@ class CollapseAccumulator:
         before the state changes.
         """
         counts = torch.bincount(y, minlength=self.num_classes)
-        d = x.to(torch.float64, copy=True)  # a copy, so in-place work is safe
         new = (counts > 0) & ~self.has_shift
         shift = self.shift
         if bool(new.any()):
+            d = x.to(torch.float64, copy=True)  # a copy, so in-place work is safe
             class_sums = torch.zeros_like(self.shifted_sum).index_add_(0, y, d)
             means = class_sums / counts.clamp_min(1).to(d.dtype)[:, None]
             shift = torch.where(new[:, None], means, self.shift)
-        d -= shift[y]
+            d -= shift[y]
+        else:  # the same float64 numbers, x - s_y, in one pass into the gathered shifts
+            d = torch.index_select(shift, 0, y)  # (index_select: ~2x faster than shift[y])
+            torch.sub(x, d, out=d)
         sums = torch.zeros_like(self.shifted_sum).index_add_(0, y, d)
         squares = torch.zeros_like(self.shifted_sq).index_add_(0, y, (d * d).sum(1))
         if not bool(torch.isfinite(squares).all()):

@@ -185,11 +185,12 @@ def measure_model(
                     if stats is borrower and output is not h:  # not the features after all:
                         stats.continue_gram(accumulator.uncentred_gram())  # of the rows so far
                         borrower = None
-                    stats.update(a)
+                    stats.update(a, nonnegative=True)  # a ReLU's output
                 accumulator.update(h, y, logits)  # after the layers (see just above)
                 if layer_collapse:
                     _update_layer_collapse(layer_collapse_stats, relu_calls, y, logits)
-                features_stats.update(h)
+                relu_features = bool(relu_calls) and relu_calls[-1][0] is h
+                features_stats.update(h, nonnegative=relu_features)
                 loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
                 correct += (logits.argmax(1) == y).sum()
     finally:
