@@ -6,11 +6,12 @@ call (SciPy's OpenBLAS ``dsyrk``, :class:`~plasticollapse.metrics.gram.SyrkGram`
 torch's default thread count those are two thread pools of T threads each: OpenBLAS's
 workers keep spinning after each call while torch's OpenMP team works, and every small
 torch operation ends at a barrier that waits for its slowest (descheduled) thread. On two
-cores shared with other jobs, ``collapse_metrics`` on 60,000 x 512 float32 features took
-15.6 s at torch's default 2 threads against 1.9 s on one thread (one float64 ``H^T H``:
-2.0-2.9 s at 2 threads), measured with ``benchmarks/collapse_speed.py``. Giving
-the gram T threads while torch ran on one (no two pools busy at once) was still 2x slower
-than one thread there: the spinning workers and the barriers, not the pool count, cost.
+cores shared with other jobs (load ~13), ``benchmarks/collapse_speed.py`` timed
+``collapse_metrics`` on 60,000 x 512 float32 features at torch's default 2 threads: 23.0 s
+wall (7.2 s CPU) streamed at those threads, 4.3 s (1.4 s CPU) on one thread, one float64
+``H^T H`` at 2 threads 4.3 s (1.3 s CPU). In a separate trial, giving only the gram the
+2 threads (torch's operations on one, so never two pools busy at once) was still 2.3x
+slower than one thread: the spinning workers and the barriers cost, not the pool count.
 
 So every streaming entry point (:func:`~plasticollapse.metrics.collapse.collapse_metrics`,
 ``CollapseAccumulator.update``/``compute``, ``UnitStatistics.update``/``compute``) runs
@@ -20,8 +21,9 @@ to 1 and restores the caller's settings on exit. A model's own forward pass (in
 cost is the gram's parallelism on a many-core machine that nothing else uses; there a
 caller who wants it can stream on a GPU, where none of this applies.
 
-Setting the pools costs microseconds (threadpoolctl's library handles are looked up once,
-not on every call as ``threadpool_limits`` does, ~5 ms). Not thread-safe: torch's thread
+Setting and restoring the pools costs ~50 us (threadpoolctl's library handles are looked
+up once; its ``threadpool_limits`` looks them up on every call, ~5 ms), and a nested use
+nothing, so ``measure_model`` switches once per batch. Not thread-safe: torch's thread
 count is global to the process, so do not measure from two Python threads at once.
 """
 
