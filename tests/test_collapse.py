@@ -528,3 +528,19 @@ def test_uncentred_gram_equals_h_transpose_h():
     assert float((got - want).abs().max() / want.abs().max()) < 1e-13
     with pytest.raises(ValueError, match="no samples"):
         CollapseAccumulator(5, 8).uncentred_gram()
+
+
+def test_later_batches_shift_float32_rows_exactly_as_float64():
+    # batches after the first subtract the class shifts from the float32 rows in one pass
+    # (x - s_y computed in float64): the statistics are those of the float64 rows, by hand
+    h, y = gaussian_classes(n=120, seed=31)
+    h32 = torch.tensor(h, dtype=torch.float32)
+    acc = CollapseAccumulator(5, 8)
+    for part in range(0, 120, 40):
+        acc.update(h32[part : part + 40], y[part : part + 40])
+    d = h32.double() - acc.shift[torch.as_tensor(y)]
+    assert torch.allclose(acc.second_moment, d.T @ d, rtol=1e-13, atol=0)
+    sums = torch.zeros(5, 8, dtype=torch.float64).index_add_(0, torch.as_tensor(y), d)
+    assert torch.allclose(acc.shifted_sum, sums, rtol=1e-13, atol=1e-13)
+    squares = torch.zeros(5, dtype=torch.float64).index_add_(0, torch.as_tensor(y), (d * d).sum(1))
+    assert torch.allclose(acc.shifted_sq, squares, rtol=1e-13, atol=0)

@@ -119,6 +119,25 @@ def test_unit_statistics_streamed_equals_functions():
     assert got["stable_rank"] == pytest.approx(stable_rank(a), rel=1e-12)
 
 
+@pytest.mark.parametrize("gram", [True, False])
+def test_unit_statistics_of_relu_outputs_skip_abs_with_the_same_result(gram):
+    # a ReLU's outputs: nonnegative=True sums h instead of |h|, the same numbers; a unit
+    # active in a few rows only keeps dormant and dead apart
+    a = torch.relu(torch.randn(60, 5, dtype=torch.float32) - 1.0)
+    a[:, 1] = 0
+    a[3, 2], a[5:, 2] = 1e-3, 0
+    plain, known = UnitStatistics(gram=gram), UnitStatistics(gram=gram)
+    for part in a.split(17):
+        plain.update(part)
+        known.update(part, nonnegative=True)
+    for stats in (plain, known):
+        stats.gram = None if gram else a.double().T @ a.double()
+    assert torch.equal(known.abs_sum, plain.abs_sum)
+    assert known.abs_sum.tolist() == pytest.approx(a.double().sum(0).tolist(), rel=1e-12)
+    assert known.compute() == plain.compute()
+    assert known.compute()["dead_fraction"] == 0.2  # unit 1; unit 2 fired once
+
+
 # ---------------------------------------------------------------------------------------------
 # Parameters
 # ---------------------------------------------------------------------------------------------

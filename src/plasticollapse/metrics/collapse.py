@@ -59,6 +59,7 @@ from plasticollapse.metrics.collapse_formulas import (
 )
 from plasticollapse.metrics.collapse_loss import nc1_loss
 from plasticollapse.metrics.collapse_stream import CollapseAccumulator, check_features, to_tensor
+from plasticollapse.metrics.threads import on_one_thread
 
 __all__ = [
     "EIGEN_RTOL",
@@ -92,6 +93,7 @@ __all__ = [
 _CHUNK_ELEMENTS = 1 << 19
 
 
+@on_one_thread
 def collapse_metrics(
     features,
     labels,
@@ -123,6 +125,8 @@ def collapse_metrics(
       (Papyan et al.'s NCC mismatch). Given logits win over the classifier.
 
     Same code path as :class:`CollapseAccumulator` (fed in row chunks), so they agree.
+    Runs on one thread whatever torch's setting (:mod:`~plasticollapse.metrics.threads`
+    says why: it is faster).
     """
     x = check_features(features, check_finite=False)  # the accumulator checks
     acc = CollapseAccumulator(num_classes, x.shape[1], pinv_rtol=pinv_rtol)

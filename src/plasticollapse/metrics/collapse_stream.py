@@ -40,6 +40,7 @@ from plasticollapse.metrics.collapse_formulas import (
     nearest_class_mean,
 )
 from plasticollapse.metrics.gram import SyrkGram
+from plasticollapse.metrics.threads import on_one_thread
 
 # ---------------------------------------------------------------------------------------------
 # Input checking
@@ -204,6 +205,7 @@ class CollapseAccumulator:
         self.shifted_sq = torch.zeros(c, dtype=f64, device=device)
         self._second_moment = SyrkGram()  # sum_i d_i d_i^T (float64; dsyrk on the CPU)
 
+    @on_one_thread
     def update(self, features, labels, logits=None) -> None:
         """Add a batch: features (n x dim, any float dtype, torch or numpy), integer labels
         (n,), optionally the network's logits (n x num_classes) for NC4."""
@@ -243,14 +245,17 @@ class CollapseAccumulator:
         before the state changes.
         """
         counts = torch.bincount(y, minlength=self.num_classes)
-        d = x.to(torch.float64, copy=True)  # a copy, so in-place work is safe
         new = (counts > 0) & ~self.has_shift
         shift = self.shift
         if bool(new.any()):
+            d = x.to(torch.float64, copy=True)  # a copy, so in-place work is safe
             class_sums = torch.zeros_like(self.shifted_sum).index_add_(0, y, d)
             means = class_sums / counts.clamp_min(1).to(d.dtype)[:, None]
             shift = torch.where(new[:, None], means, self.shift)
-        d -= shift[y]
+            d -= shift[y]
+        else:  # the same float64 numbers, x - s_y, in one pass into the gathered shifts
+            d = torch.index_select(shift, 0, y)  # (index_select: ~2x faster than shift[y])
+            torch.sub(x, d, out=d)
         sums = torch.zeros_like(self.shifted_sum).index_add_(0, y, d)
         squares = torch.zeros_like(self.shifted_sq).index_add_(0, y, (d * d).sum(1))
         if not bool(torch.isfinite(squares).all()):
@@ -302,6 +307,7 @@ class CollapseAccumulator:
         cross = s.T @ t
         return self.second_moment + (cross + cross.T) + (s.T * self.counts.to(s.dtype)) @ s
 
+    @on_one_thread
     def update_agreement(self, features, logits) -> None:
         """Second pass for ``keep_features=False``: count NC4 agreement of a batch against the
         final class means (frozen at the first call; further ``update`` calls raise)."""
@@ -312,6 +318,7 @@ class CollapseAccumulator:
         self._agree += int((predictions == nearest_class_mean(x, self._frozen)).sum())
         self._agree_seen += len(x)
 
+    @on_one_thread
     def compute(self, weight=None, bias=None) -> dict[str, float]:
         """All metrics as a flat dict of floats (see :func:`collapse_metrics` for the keys)."""
         stats = self.statistics() if self._frozen is None else self._frozen

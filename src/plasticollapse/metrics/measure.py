@@ -31,6 +31,7 @@ from plasticollapse.metrics.plasticity import (
     model_device,
     weight_magnitude,
 )
+from plasticollapse.metrics.threads import one_thread
 
 #: Per-ReLU-layer keys reported with ``hidden_layers=True`` (suffixed ``_layer{k}``).
 LAYER_KEYS = ("dormant_fraction", "dead_fraction", "effective_rank", "srank")
@@ -172,26 +173,30 @@ def measure_model(
                     captured.append(features)
                     if hidden_layers:
                         relu_calls.extend((a, a) for a in outputs)
-                h = _penultimate(captured, logits, len(y), num_classes)
-                if accumulator is None:
-                    accumulator = CollapseAccumulator(num_classes, h.shape[1])
-                    if relu_calls and relu_calls[-1][0] is h:
-                        borrower = UnitStatistics(tau, gram=False)
-                for k, (output, a) in enumerate(relu_calls):
-                    if k == len(layer_stats):
-                        last = k == len(relu_calls) - 1
-                        layer_stats.append((last and borrower) or UnitStatistics(tau))
-                    stats = layer_stats[k]
-                    if stats is borrower and output is not h:  # not the features after all:
-                        stats.continue_gram(accumulator.uncentred_gram())  # of the rows so far
-                        borrower = None
-                    stats.update(a)
-                accumulator.update(h, y, logits)  # after the layers (see just above)
-                if layer_collapse:
-                    _update_layer_collapse(layer_collapse_stats, relu_calls, y, logits)
-                features_stats.update(h)
-                loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
-                correct += (logits.argmax(1) == y).sum()
+                # the model ran on the caller's threads, the metrics run on one
+                # (metrics/threads.py says why): one switch per batch for all of them
+                with one_thread():
+                    h = _penultimate(captured, logits, len(y), num_classes)
+                    if accumulator is None:
+                        accumulator = CollapseAccumulator(num_classes, h.shape[1])
+                        if relu_calls and relu_calls[-1][0] is h:
+                            borrower = UnitStatistics(tau, gram=False)
+                    for k, (output, a) in enumerate(relu_calls):
+                        if k == len(layer_stats):
+                            last = k == len(relu_calls) - 1
+                            layer_stats.append((last and borrower) or UnitStatistics(tau))
+                        stats = layer_stats[k]
+                        if stats is borrower and output is not h:  # not the features after all:
+                            stats.continue_gram(accumulator.uncentred_gram())  # of the rows so far
+                            borrower = None
+                        stats.update(a, nonnegative=True)  # a ReLU's output
+                    accumulator.update(h, y, logits)  # after the layers (see just above)
+                    if layer_collapse:
+                        _update_layer_collapse(layer_collapse_stats, relu_calls, y, logits)
+                    relu_features = bool(relu_calls) and relu_calls[-1][0] is h
+                    features_stats.update(h, nonnegative=relu_features)
+                    loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                    correct += (logits.argmax(1) == y).sum()
     finally:
         for handle in handles:
             handle.remove()

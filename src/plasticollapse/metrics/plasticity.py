@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from plasticollapse.metrics.gram import SyrkGram
+from plasticollapse.metrics.threads import on_one_thread
 
 DORMANT_TAU = 0.025
 SRANK_DELTA = 0.01
@@ -176,7 +177,10 @@ class UnitStatistics:
         the rows seen so far (computed elsewhere)."""
         self.rows_gram = SyrkGram(start)
 
-    def update(self, activations) -> None:
+    @on_one_thread
+    def update(self, activations, nonnegative: bool = False) -> None:
+        """Add a batch of activations (N x H, or N x C x *spatial). ``nonnegative=True``
+        says the caller knows them >= 0 (a ReLU's outputs): |h| = h, so no |h| is taken."""
         raw = torch.as_tensor(activations).detach()
         a = None
         if raw.ndim != 2:  # conv: |h| is averaged over positions before summing, not h
@@ -185,9 +189,10 @@ class UnitStatistics:
                 a = _as_unit_matrix(raw)
         elif self.with_gram:  # N x H: one float64 copy serves both
             a = raw.to(torch.float64)
-            total, n = a.abs().sum(0), a.shape[0]
+            total, n = (a if nonnegative else a.abs()).sum(0), a.shape[0]
         else:
-            total, n = raw.abs().sum(0, dtype=torch.float64), raw.shape[0]
+            total = (raw if nonnegative else raw.abs()).sum(0, dtype=torch.float64)
+            n = raw.shape[0]
         if self.abs_sum is None:
             self.abs_sum = torch.zeros_like(total)
         self.abs_sum += total
@@ -195,6 +200,7 @@ class UnitStatistics:
             self.rows_gram.update(a)
         self.count += n
 
+    @on_one_thread
     def compute(self) -> dict[str, float]:
         if self.abs_sum is None or self.count == 0:
             raise ValueError("no activations: call update() first")
