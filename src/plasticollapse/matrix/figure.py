@@ -188,7 +188,7 @@ def heatmap_figure(
             )
             bar.set_label(_bar_label(key, baseline), fontsize=7)
             bar.ax.tick_params(labelsize=6)
-    n_text = f"{n_most}" if low_n == n_most else f"{low_n}-{n_most}"
+    n_text = str(n_most) if low_n == n_most else f"{low_n}-{n_most}"
     fig.suptitle(
         f"Study x remedy matrix, n = {n_text} seeds per cell: value = mean over seeds of each "
         f"run's last {last} measured value(s) (NC1: geometric mean);\nbelow it the paired "

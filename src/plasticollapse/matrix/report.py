@@ -16,7 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from plasticollapse.matrix.config import MatrixConfig
-from plasticollapse.matrix.figure import METRIC_TEXT, as_flag, change_text, heatmap
+from plasticollapse.matrix.figure import (
+    METRIC_TEXT,
+    as_flag,
+    change_text,
+    heatmap,
+    seed_range,
+    shown_metrics,
+)
 from plasticollapse.matrix.plan import Cell
 from plasticollapse.matrix.table import LOG_METRICS, correlations, matrix_table, run_values
 from plasticollapse.report.format import fmt
@@ -116,6 +123,17 @@ def _brief(row: pd.Series, metric: str) -> str:
     return f"{fmt(row[metric])}" + (f" ({diff})" if diff else "")
 
 
+def seeds_text(table: pd.DataFrame) -> str:
+    """``5``, or ``3-5`` when cells differ in how many seeds they average."""
+    low, high = seed_range(table, shown_metrics(table, metrics_in(table)))
+    return str(high) if low == high else f"{low}-{high}"
+
+
+def metrics_in(table: pd.DataFrame) -> list[str]:
+    """The metrics of a matrix table, in its column order (each has an ``_excludes_0``)."""
+    return [c[: -len("_excludes_0")] for c in table.columns if c.endswith("_excludes_0")]
+
+
 def r_text(value: float) -> str:
     return fmt(value, "r") if math.isfinite(value) else "n/a"
 
@@ -199,11 +217,12 @@ def add_correlations(doc: Doc, corr: pd.DataFrame) -> None:
 
 
 HEATMAP_CAPTION = (
-    "Each panel: remedies x studies. Text: value (mean over seeds; NC1 geometric) and the "
-    "paired difference from {baseline} (NC1: ratio), * when its seed-bootstrap interval "
-    "excludes 0. Colour: that difference in units of its standard error over seeds (paired "
-    "t, clipped at 3), blue better and red worse than {baseline} in the metric's direction; "
-    "NC1 and NRC1, which have no better side, purple higher and orange lower; grey n/a."
+    "Each panel: remedies x studies, n = {n} seeds per cell. Text: value (mean over seeds; "
+    "NC1 geometric) and the paired difference from {baseline} (NC1: ratio), * when its "
+    "seed-bootstrap interval excludes 0. Colour: that difference in units of its standard "
+    "error over seeds (paired t, clipped at 3), blue better and red worse than {baseline} "
+    "in the metric's direction; NC1 and NRC1, which have no better side, purple higher and "
+    "orange lower; grey n/a."
 )
 
 
@@ -233,7 +252,7 @@ def write_matrix(cells: list[Cell], config: MatrixConfig, folder: str | Path) ->
     )
     add_tables(doc, table, corr, config.metrics, config.baseline, config.last)
     if png is not None:
-        doc.img(png, HEATMAP_CAPTION.format(baseline=config.baseline))
+        doc.img(png, HEATMAP_CAPTION.format(baseline=config.baseline, n=seeds_text(table)))
     doc.h(2, "Collapse against performance across remedies")
     add_correlations(doc, corr)
     doc.p(
