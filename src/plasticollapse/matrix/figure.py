@@ -17,8 +17,8 @@ have no better side, which is the question the matrix asks; they are coloured pu
 The text of a cell is its value (mean over seeds; geometric for NC1) and its difference
 from plain (+0.09, or a factor x0.52 for NC1), with ``*`` when the seed-bootstrap interval
 of that difference excludes 0 (:mod:`plasticollapse.matrix.table`), and its n when fewer
-seeds than the rest. Cells without a value are grey and say n/a; a metric no study has gets
-no panel.
+seeds than the rest (white below 3 seeds, too few for an interval). Cells without a value
+are grey and say n/a; a metric no study has gets no panel.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from plasticollapse.analysis.inference import MIN_SEEDS
 from plasticollapse.matrix.table import LOG_METRICS
 from plasticollapse.report import plots
 
@@ -152,6 +153,9 @@ def heatmap_figure(
     by_key = table.set_index(["study", "remedy"])
     for index, (ax, metric) in enumerate(zip(axes.flat, shown, strict=False)):
         colour = colour_value(_grid(table, f"{metric}_z", studies, remedies), metric)
+        # Too few seeds for an interval: the t of 2 seeds is noise; white, and the text says n.
+        paired = _grid(table, f"{metric}_diff_n", studies, remedies).to_numpy(dtype=float)
+        colour[paired < MIN_SEEDS] = 0.0
         if baseline in remedies:
             colour[remedies.index(baseline)] = 0.0
         colour[np.isnan(_grid(table, metric, studies, remedies).to_numpy(dtype=float))] = np.nan

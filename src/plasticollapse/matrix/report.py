@@ -182,7 +182,7 @@ TABLE_LEGEND = (
     "bootstrap interval over seeds and n, the seeds it averages; beside it the difference "
     "from {baseline} PAIRED by seed (remedy minus {baseline}, seed by seed; NC1 as a ratio), "
     "its 95% seed-bootstrap interval and n; * marks a difference whose interval excludes 0. "
-    "No interval with fewer than 3 seeds. With 5 seeds a percentile bootstrap is narrow "
+    "No interval with fewer than 3 seeds. With as few as 5 seeds a percentile bootstrap is narrow "
     "(it covers the true mean less often than 95%, about 85-90% for a normal spread), and "
     "the table holds many cells: expect some * where a remedy does nothing. n/a: the study "
     "does not measure the key, or no run of the cell is complete."
