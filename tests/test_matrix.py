@@ -1,5 +1,6 @@
 """The study x remedy matrix: presets, planning through each study, running, the table with
-bootstrap intervals over seeds, correlations across remedies, the heatmap and the CLI.
+seed-bootstrap intervals and paired differences from plain, correlations across remedies
+with their leave-one-remedy-out range, the heatmap and the CLI.
 
 A toy study with remedies (below, known values per remedy and seed) checks the numbers; the
 plain toy study (tests/toy_experiment.py, no remedies field) gives n/a cells; tiny permuted
@@ -16,9 +17,9 @@ import pandas as pd
 import pytest
 
 from plasticollapse import cli, matrix, studies
-from plasticollapse.matrix.config import load_matrix
-from plasticollapse.matrix.figure import scaled_change
-from plasticollapse.matrix.table import final_value
+from plasticollapse.matrix.config import MatrixConfig, StudyEntry, load_matrix
+from plasticollapse.matrix.figure import colour_value, heatmap_figure
+from plasticollapse.matrix.table import correlations, final_value, matrix_table, standardised
 from plasticollapse.remedies.fields import RemedyFields
 from plasticollapse.runs.config import field
 
@@ -40,9 +41,9 @@ class ToyConfig(RemedyFields):
 
 
 def toy_values(remedy: str, seed: int, step: int) -> dict:
-    """accuracy = 0.9 - 0.1 k + 0.01 seed + 0.02 step, nc1 = 0.2 + 0.1 k (k: remedy index)."""
+    """accuracy = 0.9 - 0.1 k + 0.01 seed + 0.02 step, nc1 = 0.2 * 1.5^k (k: remedy index)."""
     k = TOY_REMEDIES.index(remedy)
-    return {"accuracy": 0.9 - 0.1 * k + 0.01 * seed + 0.02 * step, "nc1": 0.2 + 0.1 * k}
+    return {"accuracy": 0.9 - 0.1 * k + 0.01 * seed + 0.02 * step, "nc1": 0.2 * 1.5**k}
 
 
 class RemedyToy:
@@ -88,7 +89,7 @@ def write_preset(path: Path, text: str) -> Path:
 TOY_PRESET = """
 experiment = "matrix"
 remedies = ["plain", "shrink_perturb", "redo"]
-seeds = "0-1"
+seeds = "0-2"
 out = "{out}"
 last = 2
 metrics = ["accuracy", "nc1", "dormant_fraction"]
@@ -109,7 +110,7 @@ def toy_matrix(tmp_path, **argv):
     return code, tmp_path / "runs" / "matrix"
 
 
-def test_the_table_holds_each_cells_mean_and_bootstrap_interval_over_seeds(toys, tmp_path):
+def test_the_table_holds_means_intervals_and_paired_differences(toys, tmp_path, capsys):
     code, folder = toy_matrix(tmp_path)
     assert code == 0
     table = pd.read_csv(folder / "matrix.csv")
@@ -117,45 +118,198 @@ def test_the_table_holds_each_cells_mean_and_bootstrap_interval_over_seeds(toys,
         (s, r) for s in ("rtoy", "toy") for r in TOY_REMEDIES
     ]
     toy = table[table["study"] == "rtoy"].set_index("remedy")
-    for remedy in TOY_REMEDIES:
-        # A run's value: mean of its last 2 steps (1 and 2); then the mean over seeds 0, 1.
-        per_seed = [np.mean([toy_values(remedy, s, t)["accuracy"] for t in (1, 2)]) for s in (0, 1)]
+    for k, remedy in enumerate(TOY_REMEDIES):
+        # A run's value: mean of its last 2 steps (1 and 2); then the mean over seeds 0-2.
+        per_seed = [
+            np.mean([toy_values(remedy, s, t)["accuracy"] for t in (1, 2)]) for s in (0, 1, 2)
+        ]
         row = toy.loc[remedy]
         assert row["accuracy"] == pytest.approx(np.mean(per_seed))
-        assert min(per_seed) - 1e-12 <= row["accuracy_low"] <= row["accuracy_high"]
+        assert min(per_seed) - 1e-12 <= row["accuracy_low"] < row["accuracy_high"]
         assert row["accuracy_high"] <= max(per_seed) + 1e-12
-        assert row["accuracy_n"] == 2 and row["runs"] == "2/2"
+        assert row["accuracy_n"] == 3 and row["runs"] == "3/3"
         assert row["nc1"] == pytest.approx(toy_values(remedy, 0, 0)["nc1"])
         assert math.isnan(row["dormant_fraction"]) and row["dormant_fraction_n"] == 0
+        if remedy == "plain":
+            assert math.isnan(row["accuracy_diff"]) and row["accuracy_diff_n"] == 0
+            continue
+        # Paired by seed the difference is exactly -0.1 k for every seed: a point interval
+        # that excludes 0, although the seeds' own spread (0.02) is wider than the step.
+        for end in ("diff", "diff_low", "diff_high"):
+            assert row[f"accuracy_{end}"] == pytest.approx(-0.1 * k)
+        assert row["accuracy_excludes_0"] == True  # noqa: E712 (read back from CSV)
+        assert row["accuracy_z"] == -math.inf and row["accuracy_diff_n"] == 3
+        assert row["nc1_diff"] == pytest.approx(k * math.log10(1.5))  # log10 ratio
     # The plain toy has no remedies field: its cells are n/a, with the reason, not an error.
     plain_toy = table[table["study"] == "toy"]
     assert plain_toy["accuracy"].isna().all()
     assert plain_toy["note"].str.contains("not applicable: unknown field 'remedies'").all()
 
     runs = pd.read_csv(folder / "runs.csv")
-    assert len(runs) == 12 and set(runs[runs["study"] == "toy"]["status"]) == {"not_applicable"}
+    assert len(runs) == 18 and set(runs[runs["study"] == "toy"]["status"]) == {"not_applicable"}
 
-    # nc1 = 0.2 + 0.1 k and accuracy = const - 0.1 k across remedies: r = -1 exactly.
+    # log10 nc1 = const + k log10 1.5 and accuracy = const - 0.1 k across remedies: r = -1.
     corr = pd.read_csv(folder / "correlations.csv")
     nc1 = corr[(corr["study"] == "rtoy") & (corr["x"] == "nc1")].iloc[0]
     assert nc1["r_remedies"] == pytest.approx(-1) and nc1["n_remedies"] == 3
+    assert nc1["n_seeds"] == 3 and nc1["r_remedies_high"] == pytest.approx(-1)
+    assert math.isnan(nc1["loo_low"])  # two remedies left: no r
     assert nc1["rho_remedies"] == pytest.approx(-1)
-    assert nc1["n_runs"] == 6 and nc1["r_runs"] < -0.99
+    assert nc1["n_runs"] == 9 and nc1["r_runs"] < -0.99
     missing = corr[(corr["study"] == "rtoy") & (corr["x"] == "dormant_fraction")].iloc[0]
     assert math.isnan(missing["r_remedies"]) and missing["n_remedies"] == 0
 
     md = (folder / "matrix.md").read_text()
-    assert "| rtoy | plain | 2/2 | 0.935 [0.93, 0.94] | 0.2 [0.2, 0.2] | n/a |  |" in md
-    assert "| rtoy | nc1 vs accuracy | -1.00 | -1.00 | 3 |" in md
-    assert "| rtoy | dormant_fraction vs accuracy | n/a | n/a | 0 | n/a | n/a | 0 |" in md
+    assert (
+        "| remedy | runs | online accuracy | accuracy - plain | NC1, training data | nc1 / pl" in md
+    )
+    assert "| plain | 3/3 | 0.94 [0.93, 0.95] n=3 |  | 0.2 [0.2, 0.2] n=3 |  |  |" in md
+    assert "| redo | 3/3 | 0.74 [0.73, 0.75] n=3 | -0.200 [-0.200, -0.200] n=3 * | 0.45 " in md
+    assert "| 0.45 [0.45, 0.45] n=3 | x2.25 [x2.25, x2.25] n=3 * |  |" in md
+    assert "| rtoy | log10 nc1 vs accuracy | -1.00 | [-1.00, -1.00] | n/a | -1.00 | 3 | 3 |" in md
     assert "(matrix_heatmap.png)" in md and (folder / "matrix_heatmap.png").stat().st_size > 0
+    # The command prints the table: each cell its value and its difference from plain.
+    out = capsys.readouterr().out
+    assert re.search(r"redo\s+3/3\s+0\.74 \(-0\.200\*\)\s+0\.45 \(x2\.25\*\)", out), out
+
+
+# --------------------------------------------------------------------------- known answers
+
+
+def synthetic_runs(study: str, by_remedy: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
+    """A run table (as run_values makes) from {remedy: {metric: one value per seed}}."""
+    rows = []
+    for remedy, metrics in by_remedy.items():
+        for seed in range(len(next(iter(metrics.values())))):
+            values = {m: v[seed] for m, v in metrics.items()}
+            rows.append({"study": study, "remedy": remedy, "seed": seed, "status": "complete",
+                         "folder": "", "reason": "", **values})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def synthetic_config(remedies, metrics=("accuracy",), correlate=(), seeds=5) -> MatrixConfig:
+    return MatrixConfig(
+        studies=(StudyEntry("s"),),
+        remedies=tuple(remedies),
+        seeds=tuple(range(seeds)),
+        out="unused",
+        metrics=tuple(metrics),
+        correlate=tuple(correlate),
+        bootstrap=2000,
+    )
+
+
+#: No effect: the remedy moves each seed by +-0.02-0.03 around plain, mean -0.002; seeds 0 and
+#: 1 happen to both lie above plain's, as two seeds of no effect do a third of the time.
+NO_EFFECT = {
+    "plain": {"accuracy": [0.50, 0.51, 0.60, 0.45, 0.55]},
+    "redo": {"accuracy": [0.52, 0.53, 0.57, 0.43, 0.55]},
+}
+
+
+def test_a_remedy_with_no_effect_has_an_interval_that_covers_0():
+    row = matrix_table(synthetic_runs("s", NO_EFFECT), synthetic_config(NO_EFFECT)).iloc[1]
+    assert row["accuracy_diff"] == pytest.approx(-0.002)
+    assert row["accuracy_diff_low"] < 0 < row["accuracy_diff_high"]
+    assert row["accuracy_excludes_0"] is False and row["accuracy_diff_n"] == 5
+    # The naive reading of the 2-seed matrix (the two seeds' min..max ranges do not
+    # overlap: "an effect") calls it an effect; the table at those 2 seeds gives no interval.
+    two = {r: {"accuracy": v["accuracy"][:2]} for r, v in NO_EFFECT.items()}
+    plain, redo = two["plain"]["accuracy"], two["redo"]["accuracy"]
+    assert max(plain) < min(redo)
+    row = matrix_table(synthetic_runs("s", two), synthetic_config(two, seeds=2)).iloc[1]
+    assert math.isnan(row["accuracy_diff_low"]) and row["accuracy_excludes_0"] is None
+    assert row["accuracy_diff_n"] == 2 and math.isnan(row["accuracy_low"])
+
+
+def test_a_small_effect_on_every_seed_excludes_0_when_paired_by_seed():
+    # Seeds spread 0.3-0.9; the remedy adds 0.01 to each. Unpaired, the two cells' intervals
+    # overlap almost entirely (no difference, says the naive reading); paired, it is exact.
+    plain = [0.3, 0.5, 0.7, 0.9, 0.4]
+    runs = {"plain": {"accuracy": plain}, "l2_init": {"accuracy": [v + 0.01 for v in plain]}}
+    table = matrix_table(synthetic_runs("s", runs), synthetic_config(runs))
+    base, row = table.iloc[0], table.iloc[1]
+    assert row["accuracy_low"] < base["accuracy_high"]  # the unpaired intervals overlap
+    assert row["accuracy_diff_low"] == pytest.approx(0.01)
+    assert row["accuracy_excludes_0"] is True and row["accuracy_z"] == math.inf
+
+
+def test_nc1_is_averaged_on_log10_so_one_seed_cannot_set_the_cell():
+    runs = {
+        "plain": {"nc1": [0.3, 0.3, 0.3, 0.3, 0.3]},
+        "etf_head": {"nc1": [0.3, 0.3, 0.3, 0.3, 8e5]},
+    }
+    row = matrix_table(synthetic_runs("s", runs), synthetic_config(runs, ["nc1"])).iloc[1]
+    assert row["nc1"] == pytest.approx(0.3 * (8e5 / 0.3) ** 0.2)  # geometric mean, ~5.2
+    assert row["nc1_diff"] == pytest.approx(math.log10(8e5 / 0.3) / 5)
+    assert row["nc1_diff_low"] == pytest.approx(0)  # 4 of 5 seeds unchanged: covers 0
+    assert row["nc1_excludes_0"] is False
+
+
+def test_standardised_difference_is_the_paired_t():
+    assert standardised(np.array([1.0, 2.0, 3.0])) == pytest.approx(2 / (1 / math.sqrt(3)))
+    assert standardised(np.zeros(4)) == 0.0
+    assert standardised(np.full(3, -0.5)) == -math.inf
+    assert math.isnan(standardised(np.array([1.0])))
+
+
+def test_one_large_cell_cannot_wash_out_its_row():
+    # A row: a huge but noisy change next to a small, consistent one. Scaled by the row's
+    # largest change (the old heatmap) the small one is white; by its own t it saturates.
+    z = np.array([0.0, 1.2, math.inf])  # plain, the huge noisy cell, the small sure cell
+    assert np.allclose(colour_value(z, "accuracy"), [0, 0.4, 1])
+    assert np.allclose(colour_value(z, "pl"), [0, -0.4, -1])  # higher pl is worse: red
+    assert np.allclose(colour_value(z, "nc1"), [0, 0.4, 1])  # no better side: higher > 0
+
+
+def leverage_runs(far_x: float, far_y: float) -> pd.DataFrame:
+    """Five remedies with nc1 and accuracy unrelated (r ~ -0.1), and one far out on both."""
+    xs = [0.30, 0.40, 0.32, 0.38, 0.35]
+    ys = [0.80, 0.81, 0.82, 0.79, 0.78]
+    remedies = ["plain", "shrink_perturb", "l2_init", "redo", "weight_decay"]
+    jitter = np.array([1.0, 1.01, 0.99, 1.0, 1.005])  # small seed noise, same each remedy
+    data = {r: {"nc1": list(x * jitter), "accuracy": list(y * jitter)}
+            for r, x, y in zip(remedies, xs, ys, strict=True)}  # fmt: skip
+    data["etf_head"] = {"nc1": list(far_x * jitter), "accuracy": list(far_y * jitter)}
+    return synthetic_runs("s", data)
+
+
+def test_leaving_one_remedy_out_shows_a_correlation_made_by_one_remedy():
+    runs = leverage_runs(far_x=1e4, far_y=0.2)
+    config = synthetic_config(
+        list(dict.fromkeys(runs["remedy"])), ["nc1", "accuracy"], [("nc1", "accuracy")]
+    )
+    row = correlations(runs, config).iloc[0]
+    # With it the across-remedy r (log10 nc1) reads strong; the naive report stops here.
+    assert row["r_remedies"] < -0.95 and row["n_remedies"] == 6 and row["n_seeds"] == 5
+    # Without it the five others are unrelated: the range reaches far from r, and says who.
+    assert row["loo_high"] > -0.5 and row["loo_high"] - row["r_remedies"] > 0.5
+    assert row["loo_high_without"] == "etf_head"
+    # A relation that every remedy carries keeps a tight range.
+    names = ["plain", "shrink_perturb", "l2_init", "redo", "weight_decay"]
+    line = synthetic_runs("s", {r: {"nc1": [10.0**k] * 5, "accuracy": [0.9 - 0.1 * k] * 5}
+                                for k, r in enumerate(names)})  # fmt: skip
+    config = synthetic_config(names, ["nc1", "accuracy"], [("nc1", "accuracy")])
+    row = correlations(line, config).iloc[0]
+    assert row["r_remedies"] == pytest.approx(-1)
+    assert row["loo_low"] == pytest.approx(-1) and row["loo_high"] == pytest.approx(-1)
+
+
+def test_the_heatmap_title_states_n():
+    runs = {**NO_EFFECT, "cbp": {"accuracy": [0.4, 0.41, 0.5, 0.35, 0.45]}}
+    config = synthetic_config(runs)
+    table = matrix_table(synthetic_runs("s", runs), config)
+    fig = heatmap_figure(table, config.remedies, config.metrics, "plain", 1)
+    assert "n = 5 seeds per cell" in fig._suptitle.get_text()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["0.522\n(ref.)", "0.52\n-0.002", "0.422\n-0.100*"]
 
 
 def test_dry_run_lists_cells_and_read_only_runs_nothing(toys, tmp_path, capsys, monkeypatch):
     code, folder = toy_matrix(tmp_path, extra=["--dry-run"])
     out = capsys.readouterr().out
     assert code == 0 and not folder.exists()
-    assert "12 cells: 6 new, 6 not_applicable" in out
+    assert "18 cells: 9 new, 9 not_applicable" in out
     assert re.search(r"rtoy\s+redo\s+1\s+new\s+\S+/rtoy/redo_seed1_", out)
 
     import plasticollapse.runs.sweep as sweep
@@ -165,13 +319,13 @@ def test_dry_run_lists_cells_and_read_only_runs_nothing(toys, tmp_path, capsys, 
     code, folder = toy_matrix(tmp_path, extra=["--read-only"])
     assert code == 0
     table = pd.read_csv(folder / "matrix.csv")
-    assert table["accuracy"].isna().all() and set(table["runs"]) == {"0/2"}
+    assert table["accuracy"].isna().all() and set(table["runs"]) == {"0/3"}
 
     monkeypatch.setattr(sweep, "run_sweep", real_sweep)
     assert toy_matrix(tmp_path)[0] == 0
     capsys.readouterr()
     toy_matrix(tmp_path, extra=["--dry-run"])
-    assert "12 cells: 6 complete, 6 not_applicable" in capsys.readouterr().out
+    assert "18 cells: 9 complete, 9 not_applicable" in capsys.readouterr().out
 
 
 def test_restricting_studies_remedies_and_seeds(toys, tmp_path, capsys):
@@ -195,7 +349,7 @@ def test_restricting_studies_remedies_and_seeds(toys, tmp_path, capsys):
         (("steps = 3", "steps = [3, 4]"), ["[studies.rtoy]", "steps = 3, 4", "pin"]),
         (("steps = 3", "stepz = 3"), ["[studies.rtoy]", "stepz"]),
         (("last = 2", 'last = 2\nbaseline = "l2_init"'), ["baseline", "l2_init"]),
-        (('seeds = "0-1"', 'seeds = "1-0"'), ["seeds", "range"]),
+        (('seeds = "0-2"', 'seeds = "2-0"'), ["seeds", "range"]),
         (("last = 2", 'last = "2"'), ["last", "int"]),
     ],
 )
@@ -227,7 +381,7 @@ def test_the_shipped_matrix_presets_plan(capsys):
         # every cell plans, except CBP and the ETF head in the regression study (refused)
         missing = {(c.study, c.remedy) for c in cells if c.spec is None}
         assert missing == {("bitflip_regression", "cbp"), ("bitflip_regression", "etf_head")}
-    assert len(load_matrix("quick/matrix").seeds) == 2
+    assert len(load_matrix("quick/matrix").seeds) == 5
 
 
 def test_the_matrix_names_no_study():
@@ -238,24 +392,12 @@ def test_the_matrix_names_no_study():
             assert not re.search(rf"[\"']{name}[\"']", text), (path, name)
 
 
-# --------------------------------------------------------------------------- known answers
-
-
 def test_final_value_is_the_mean_of_the_last_finite_values():
     rows = [{"a": 1.0}, {"a": None}, {"a": 3.0, "b": 1}, {"b": 2}, {"a": float("nan")}]
     assert final_value(rows, "a") == 3.0
     assert final_value(rows, "a", last=2) == 2.0
     assert final_value(rows, "a", last=10) == 2.0
     assert math.isnan(final_value(rows, "c"))
-
-
-def test_scaled_change_is_relative_to_the_baseline_per_study():
-    values = np.array([[1.0, 2.0, 0.0], [5.0, 5.0, 5.0], [np.nan, 1.0, 2.0], [1.0, np.nan, 3.0]])
-    scaled = scaled_change(values, baseline=0)
-    assert np.allclose(scaled[0], [0, 1, -1])
-    assert np.allclose(scaled[1], [0, 0, 0])  # no change: white, not NaN
-    assert np.isnan(scaled[2]).all()  # no baseline value
-    assert np.allclose(scaled[3, [0, 2]], [0, 1]) and np.isnan(scaled[3, 1])
 
 
 # --------------------------------------------------------------------------- the real studies
@@ -306,4 +448,5 @@ def test_tiny_permuted_and_bitflip_matrix(tmp_path, capsys):
         assert row["note"].startswith("not applicable") and why in row["note"]
         assert row["runs"] == "0/2"
     md = (folder / "matrix.md").read_text()
-    assert "| bitflip_regression | nc1_reg | 0/2 | n/a |" in md
+    bitflip = md.split("### bitflip_regression")[1].split("###")[0]
+    assert re.search(r"\| nc1_reg \| 0/2 \| (n/a \|  \| )+not applicable", bitflip)

@@ -10,9 +10,11 @@
 3. runs the cells not yet complete with :func:`plasticollapse.runs.sweep.run_sweep`
    (resumable; ``dry_run`` lists the cells and their status; ``read_only`` runs nothing);
 4. writes (:mod:`.report`) ``matrix.csv`` (one row per study x remedy: each metric's mean
-   over seeds with a bootstrap interval, :mod:`.table`), ``runs.csv`` (each run's final
-   values), ``correlations.csv`` (per study, collapse against performance across
-   remedies), the heatmap (:mod:`.figure`) and ``matrix.md``.
+   over seeds with a seed-bootstrap interval, and its difference from the baseline paired
+   by seed, with its interval and whether it excludes 0: :mod:`.table`), ``runs.csv``
+   (each run's final values), ``correlations.csv`` (per study, collapse against
+   performance across remedies, with a seed-bootstrap interval and the range leaving one
+   remedy out), the heatmap (:mod:`.figure`) and ``matrix.md``, and prints the table.
 
 The matrix names no study: the preset does, and the registry resolves them.
 """
@@ -72,9 +74,13 @@ def main_matrix(
         on_cpu = all(resolve_device(s.config.get("device", "cpu")).type == "cpu" for s in specs)
         backend = backend or ("process" if len(specs) > 1 and on_cpu else "serial")
         code = run_sweep(specs, backend=backend, workers=workers, wait=wait, echo=echo).exit_code
-    from plasticollapse.matrix.report import write_matrix
+    import pandas as pd
+
+    from plasticollapse.matrix.report import printed_table, write_matrix
 
     folder = Path(report) if report is not None else Path(config.out) / "matrix"
     written = write_matrix(cells, config, folder)
+    table = pd.read_csv(folder / "matrix.csv")
+    echo(printed_table(table, config.metrics, config.baseline))
     echo(f"matrix written to {folder}/: " + ", ".join(p.name for p in written))
     return code

@@ -1,26 +1,37 @@
-"""The matrix heatmap: studies x remedies, one panel per metric, annotated.
+"""The matrix heatmap: one panel per metric, remedies x studies, each cell annotated.
 
-A cell's colour is its change from the baseline remedy (plain) in the same study, divided by
-the largest such change in that study's row of the panel::
+A cell's colour is its difference from the baseline remedy (plain) in the same study, in
+units of its own standard error over seeds and in the metric's direction::
 
-    colour(s, r) = (v(s, r) - v(s, plain)) / max_r' |v(s, r') - v(s, plain)|
+    colour(s, r) = direction(metric) * clip(z(s, r), -Z_CLIP, Z_CLIP) / Z_CLIP,
+    z = mean_seed d / (sd_seed d / sqrt(n)),   d = v(s, r, seed) - v(s, plain, seed)
 
-so every study uses the whole colour range whatever the metric's scale (an accuracy in
-[0, 1], an effective rank of tens), red above plain and blue below; plain is white. The
-text in a cell is its value (mean over seeds) and its difference from plain, so the
-scaling hides no number. Cells without a value (a study that lacks the metric, a remedy
-not applicable) are grey and say n/a; a metric no study has gets no panel.
+(:func:`plasticollapse.matrix.table.standardised`, on log10 for NC1), so a cell is coloured
+by how clearly it differs from plain, not by how large its change is next to the other
+cells of its row: one seed's NC1 of 8e5 cannot wash out a row. ``direction`` is +1 where
+higher is better (accuracy, effective rank), -1 where higher is worse (plasticity loss,
+loss, dormant fraction): blue better than plain, red worse. Collapse metrics (NC1, NRC1)
+have no better side, which is the question the matrix asks; they are coloured purple
+(higher) and orange (lower). Plain itself is white.
+
+The text of a cell is its value (mean over seeds; geometric for NC1) and its difference
+from plain (+0.09, or a factor x0.52 for NC1), with ``*`` when the seed-bootstrap interval
+of that difference excludes 0 (:mod:`plasticollapse.matrix.table`), and its n when fewer
+seeds than the rest (white below 3 seeds, too few for an interval). Cells without a value
+are grey and say n/a; a metric no study has gets no panel.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from plasticollapse.matrix.config import MatrixConfig
+from plasticollapse.analysis.inference import MIN_SEEDS
+from plasticollapse.matrix.table import LOG_METRICS
 from plasticollapse.report import plots
 
 #: How each known metric reads in titles and in matrix.md.
@@ -34,83 +45,182 @@ METRIC_TEXT = {
     "dormant_fraction": "dormant fraction",
     "effective_rank": "effective rank",
 }
+#: +1: higher is better; -1: higher is worse; 0 (and any metric not listed): no better side.
+DIRECTION = {
+    "accuracy": 1,
+    "effective_rank": 1,
+    "pl": -1,
+    "loss": -1,
+    "dormant_fraction": -1,
+}
+#: |z| at which a cell's colour saturates (a paired t of 3 with 5 seeds: p ~ 0.04).
+Z_CLIP = 3.0
 
 
-def _grid(table: pd.DataFrame, metric: str, studies: list[str], remedies: list[str]) -> np.ndarray:
-    pivot = table.pivot(index="study", columns="remedy", values=metric)
-    return pivot.reindex(index=studies, columns=remedies).to_numpy(dtype=float)
+def direction_word(metric: str) -> str:
+    """How the panel of ``metric`` reads its colours."""
+    d = DIRECTION.get(metric, 0)
+    return "higher is better" if d > 0 else "higher is worse" if d < 0 else "no better side"
 
 
-def scaled_change(values: np.ndarray, baseline: int) -> np.ndarray:
-    """Per row: (v - v[baseline]) / max |v - v[baseline]| (0 where the row does not change;
-    NaN where v or the baseline is missing)."""
-    change = values - values[:, [baseline]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.nanmax(np.where(np.isfinite(change), np.abs(change), -np.inf), axis=1)
-        scaled = change / np.where(scale > 0, scale, np.inf)[:, None]
-    return np.where(np.isfinite(change), scaled, np.nan)
+def colour_value(z: np.ndarray, metric: str) -> np.ndarray:
+    """direction * clip(z, -Z_CLIP, Z_CLIP) / Z_CLIP in [-1, 1] (no direction: sign of z
+    kept, higher positive); NaN stays NaN."""
+    sign = DIRECTION.get(metric, 0) or 1
+    return sign * np.clip(np.asarray(z, dtype=float), -Z_CLIP, Z_CLIP) / Z_CLIP
 
 
-def _cell_text(value: float, change: float, is_baseline: bool) -> str:
+def _grid(table: pd.DataFrame, column: str, studies: list[str], remedies: list[str]):
+    pivot = table.pivot(index="remedy", columns="study", values=column)
+    return pivot.reindex(index=remedies, columns=studies)
+
+
+def change_text(diff: float, metric: str) -> str:
+    """A difference from the baseline: +0.091, or a factor x0.52 for a log metric."""
+    if not math.isfinite(diff):
+        return ""
+    if metric in LOG_METRICS:
+        return f"x{10**diff:.3g}"
+    return f"{diff:+.2g}" if abs(diff) < 0.01 else f"{diff:+.3f}"
+
+
+def cell_text(row: pd.Series, metric: str, is_base: bool, n_most: int) -> str:
+    """The text of one cell (see the module doc)."""
+    value = row[metric]
     if not math.isfinite(value):
         return "n/a"
-    if is_baseline:
-        return f"{value:.3g}\n(baseline)"
-    return f"{value:.3g}\n({change:+.2g})" if math.isfinite(change) else f"{value:.3g}"
+    text = f"{value:.3g}"
+    if is_base:
+        return text + "\n(ref.)"
+    flag = "*" if row.get(f"{metric}_excludes_0") is True else ""
+    text += "\n" + change_text(row[f"{metric}_diff"], metric) + flag
+    n = int(row[f"{metric}_n"])
+    return text + (f" n={n}" if n < n_most else "")
 
 
-def heatmap(table: pd.DataFrame, config: MatrixConfig, folder: Path, name: str = "matrix_heatmap"):
-    """Draw the heatmap of ``table`` (:func:`~plasticollapse.matrix.table.matrix_table`)
-    into ``folder``; returns the PNG's path, or None when no metric has a value."""
+def as_flag(value) -> bool | None:
+    """A CSV-read ``_excludes_0`` (True, False, "True", NaN) as True / False / None."""
+    if isinstance(value, str):
+        return {"True": True, "False": False}.get(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return bool(value)
+
+
+def shown_metrics(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    """The metrics with a value in at least one cell."""
+    return [m for m in metrics if m in table and table[m].notna().any()]
+
+
+def seed_range(table: pd.DataFrame, metrics: Sequence[str]) -> tuple[int, int]:
+    """Fewest and most seeds behind a cell with a value."""
+    counts = [int(n) for m in metrics for n in table[f"{m}_n"] if n > 0]
+    return (min(counts), max(counts)) if counts else (0, 0)
+
+
+def heatmap_figure(
+    table: pd.DataFrame,
+    remedies: Sequence[str],
+    metrics: Sequence[str],
+    baseline: str = "plain",
+    last: int = 1,
+):
+    """The heatmap of ``table`` (:func:`~plasticollapse.matrix.table.matrix_table`, or the
+    matrix.csv it wrote) as a matplotlib Figure; None when no metric has a value."""
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
-    shown = [m for m in config.metrics if m in table and table[m].notna().any()]
+    table = table.assign(**{f"{m}_excludes_0": table[f"{m}_excludes_0"].map(as_flag)
+                            for m in metrics if f"{m}_excludes_0" in table})  # fmt: skip
+    shown = shown_metrics(table, metrics)
     if not shown:
-        return plots.skip(name, "no cell has a value")
+        return None
     studies = list(dict.fromkeys(table["study"]))
-    remedies = [r for r in config.remedies if r in set(table["remedy"])]
-    base = remedies.index(config.baseline) if config.baseline in remedies else 0
+    remedies = [r for r in remedies if r in set(table["remedy"])]
+    low_n, n_most = seed_range(table, shown)
+    # Three panels a row and 0.28 in a remedy: 8 metrics x 9 remedies fill one page.
     ncols = min(3, len(shown))
     nrows = math.ceil(len(shown) / ncols)
-    cell_w, cell_h = 0.95, 0.62
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(
-            ncols * (cell_w * len(remedies) + 1.2) + 2.0,
-            nrows * (cell_h * len(studies) + 1.0),
-        ),
+        figsize=(8.3, 1.0 + nrows * (0.28 * len(remedies) + 0.8)),
         squeeze=False,
         layout="constrained",
     )
-    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#dddddd")
-    image = None
+    maps = {1: plt.get_cmap("RdBu"), 0: plt.get_cmap("PuOr")}
+    by_key = table.set_index(["study", "remedy"])
     for index, (ax, metric) in enumerate(zip(axes.flat, shown, strict=False)):
-        values = _grid(table, metric, studies, remedies)
-        colour = scaled_change(values, base)
-        image = ax.imshow(np.ma.masked_invalid(colour), cmap=cmap, vmin=-1, vmax=1, aspect="auto")
-        change = values - values[:, [base]]
-        for i, j in np.ndindex(values.shape):
-            dark = math.isfinite(colour[i, j]) and abs(colour[i, j]) > 0.6
-            text = _cell_text(values[i, j], change[i, j], j == base)
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if dark else "k")
-        # Remedy names under the lowest panel of each column, study names left of the first.
-        lowest = index + ncols >= len(shown)
-        ax.set_xticks(range(len(remedies)), remedies if lowest else [], rotation=30, ha="right")
-        ax.set_yticks(range(len(studies)), studies if index % ncols == 0 else [])
-        ax.tick_params(labelsize=8)
-        ax.set_title(METRIC_TEXT.get(metric, metric), fontsize=9)
+        colour = colour_value(_grid(table, f"{metric}_z", studies, remedies), metric)
+        # Too few seeds for an interval: the t of 2 seeds is noise; white, and the text says n.
+        paired = _grid(table, f"{metric}_diff_n", studies, remedies).to_numpy(dtype=float)
+        colour[paired < MIN_SEEDS] = 0.0
+        if baseline in remedies:
+            colour[remedies.index(baseline)] = 0.0
+        colour[np.isnan(_grid(table, metric, studies, remedies).to_numpy(dtype=float))] = np.nan
+        cmap = maps[abs(DIRECTION.get(metric, 0))].with_extremes(bad="#dddddd")
+        ax.imshow(np.ma.masked_invalid(colour), cmap=cmap, vmin=-1, vmax=1, aspect="auto")
+        for (i, remedy), (j, study) in (
+            (a, b) for a in enumerate(remedies) for b in enumerate(studies)
+        ):
+            row = by_key.loc[(study, remedy)]
+            dark = math.isfinite(colour[i, j]) and abs(colour[i, j]) > 0.55
+            ax.text(j, i, cell_text(row, metric, remedy == baseline, n_most), ha="center",
+                    va="center", fontsize=5.8, linespacing=1.0,
+                    color="w" if dark else "k")  # fmt: skip
+        ax.set_xticks(range(len(studies)), [s.replace("_", "\n") for s in studies])
+        ax.xaxis.tick_top()
+        ax.set_yticks(range(len(remedies)), remedies if index % ncols == 0 else [])
+        ax.tick_params(labelsize=6.5, length=0)
+        ax.tick_params(axis="x", labelsize=5.5)
+        scale = ", log scale" if metric in LOG_METRICS else ""
+        ax.set_title(f"{METRIC_TEXT.get(metric, metric)}{scale}\n({direction_word(metric)})",
+                     fontsize=7.5)  # fmt: skip
     for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
-    fig.colorbar(
-        image,
-        ax=list(axes.flat),
-        shrink=0.6,
-        label=f"change from {config.baseline}, scaled per study",
-    )
+    norm = Normalize(-Z_CLIP, Z_CLIP)
+    for key in (1, 0):
+        if any(abs(DIRECTION.get(m, 0)) == key for m in shown):
+            bar = fig.colorbar(
+                ScalarMappable(norm, maps[key]),
+                ax=list(axes.flat),
+                location="bottom",
+                shrink=0.45,
+                aspect=40,
+                pad=0.01,
+            )
+            bar.set_label(_bar_label(key, baseline), fontsize=7)
+            bar.ax.tick_params(labelsize=6)
+    n_text = str(n_most) if low_n == n_most else f"{low_n}-{n_most}"
     fig.suptitle(
-        f"Study x remedy matrix, {len(config.seeds)} seeds: mean over seeds of each run's last "
-        f"{config.last} measured value(s), and (change from {config.baseline})",
-        fontsize=10,
+        f"Study x remedy matrix, n = {n_text} seeds per cell: value = mean over seeds of each "
+        f"run's last {last} measured value(s) (NC1: geometric mean);\nbelow it the paired "
+        f"difference from {baseline} (NC1: ratio), * = its 95% seed-bootstrap interval excludes 0",
+        fontsize=8,
     )
+    return fig
+
+
+def _bar_label(key: int, baseline: str) -> str:
+    if key:
+        return (f"worse than {baseline}  <-  paired t, signed by the metric's direction, "
+                f"clipped at {Z_CLIP:g}  ->  better")  # fmt: skip
+    return f"lower than {baseline}  <-  paired t (NC1, NRC1: no better side)  ->  higher"
+
+
+def heatmap(
+    table: pd.DataFrame,
+    remedies: Sequence[str],
+    metrics: Sequence[str],
+    folder: Path,
+    baseline: str = "plain",
+    last: int = 1,
+    name: str = "matrix_heatmap",
+) -> Path | None:
+    """Draw :func:`heatmap_figure` into ``folder`` (PNG and PDF); its PNG path, or None
+    when no metric has a value."""
+    fig = heatmap_figure(table, remedies, metrics, baseline, last)
+    if fig is None:
+        return plots.skip(name, "no cell has a value")
     return plots.save(fig, folder, name)
