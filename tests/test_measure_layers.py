@@ -146,14 +146,18 @@ def test_batch_statistics_measure_each_batch_as_a_train_mode_copy_and_leave_buff
 def test_a_dataloader_gives_the_same_metrics_as_the_tensors():
     model = gelu_net()
     x, y = data((1, 8, 8), n=45)
-    want = measure_model(model, x, y, num_classes=3, batch_size=10, layers="activations")
-    loader = DataLoader(TensorDataset(x, y), batch_size=10)
-    got = measure_model(model, loader, num_classes=3, layers="activations")
+    want = measure_model(model, x, y, num_classes=3, batch_size=20, layers="activations")
+    loader = DataLoader(TensorDataset(x, y), batch_size=10)  # joined into 20, 20, 5 rows
+    got = measure_model(model, loader, num_classes=3, batch_size=20, layers="activations")
     assert got.keys() == want.keys()
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-9, nan_ok=True), key
     batches = ((x[i : i + 10], y[i : i + 10]) for i in range(0, 45, 10))  # any iterable
     assert measure_model(model, batches, num_classes=3)["nc1"] == pytest.approx(want["nc1"])
+    # with batch statistics the loader's own batches are kept: they set the statistics
+    by_batch = measure_model(model, x, y, num_classes=3, batch_size=10, batchnorm="batch")
+    streamed = measure_model(model, loader, num_classes=3, batch_size=20, batchnorm="batch")
+    assert streamed["nc1"] == pytest.approx(by_batch["nc1"], rel=1e-9)
 
 
 def test_bad_data_gets_a_message_that_says_what_to_pass():

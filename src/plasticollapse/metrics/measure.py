@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plasticollapse.metrics.batches import labelled_batches, rebatched
 from plasticollapse.metrics.collapse import CollapseAccumulator
 from plasticollapse.metrics.layers import (
     ACTIVATION_TYPES,
@@ -87,13 +88,6 @@ def _classifier_parameters(head: nn.Module, num_classes: int):
     return weight.detach(), bias.detach() if isinstance(bias, torch.Tensor) else None
 
 
-def _as_labels(labels) -> torch.Tensor:
-    y = torch.as_tensor(labels)
-    if y.is_floating_point():
-        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
-    return y.to(torch.int64)
-
-
 #: ``forward(start, stop) -> (logits, penultimate features, [each ReLU's output])`` of
 #: rows ``start:stop``: how :func:`measure_model` can be given a faster forward pass.
 Forward = Callable[[int, int], tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]
@@ -134,8 +128,9 @@ def measure_model(
 
     The data is a tensor of ``inputs`` with its ``labels`` (cut into batches of
     ``batch_size``), or, with ``labels=None``, any iterable of ``(inputs, labels)`` batches
-    such as a ``DataLoader`` (streamed: batches are never concatenated; the global RNG,
-    which a DataLoader draws from, is restored after).
+    such as a ``DataLoader`` (streamed: never the whole set in memory; in eval mode small
+    batches are joined up to ``batch_size`` rows, which changes nothing but speed; the
+    global RNG, which a DataLoader draws from, is restored after).
 
     The classifier is the model's last ``nn.Linear`` (in ``named_modules()`` order) unless
     ``layer`` names the module whose input is the penultimate feature. Its input (2-D, N x D)
@@ -185,7 +180,9 @@ def measure_model(
     num_classes = _check_options(
         num_classes, batch_size, hidden_layers, layers, layer_collapse, forward, batchnorm
     )
-    batches = _labelled_batches(inputs, labels, batch_size, by_index=forward is not None)
+    batches = labelled_batches(inputs, labels, batch_size, by_index=forward is not None)
+    if labels is None and batchnorm == "eval":  # a batch's rows do not change each other
+        batches = rebatched(batches, batch_size)
     _, head = find_classifier(model, layer)
     taps = _taps(model, hidden_layers, layers)
     device = model_device(model)
@@ -249,51 +246,6 @@ def _check_options(num_classes, batch_size, hidden_layers, layers, layer_collaps
     if forward is not None and layers is not None:
         raise ValueError("forward= hands over ReLU outputs: pass hidden_layers=True, not layers=")
     return int(num_classes)
-
-
-def _labelled_batches(inputs, labels, batch_size: int, by_index: bool):
-    """(first row, inputs, labels) of each batch: slices of tensors, or the batches of an
-    iterable of (inputs, labels). Checked here, before the first batch is asked for."""
-    if labels is None:
-        if isinstance(inputs, torch.Tensor):
-            raise ValueError(
-                "labels is None: pass the labels of a tensor of inputs, or pass an iterable "
-                "of (inputs, labels) batches such as a DataLoader"
-            )
-        if by_index:
-            raise ValueError("forward= reads rows by index: pass tensors inputs and labels")
-        return _streamed_batches(inputs)
-    try:
-        x_all = torch.as_tensor(inputs)
-    except (TypeError, RuntimeError, ValueError) as error:
-        raise ValueError(
-            f"inputs must be a tensor when labels are given, got {type(inputs).__name__}; "
-            "for a DataLoader or an iterable of (inputs, labels) batches pass labels=None"
-        ) from error
-    y_all = _as_labels(labels)
-    if len(x_all) != len(y_all) or len(x_all) == 0:
-        raise ValueError(f"need as many labels as inputs (> 0), got {len(y_all)} and {len(x_all)}")
-    return (
-        (start, x_all[start : start + batch_size], y_all[start : start + batch_size])
-        for start in range(0, len(y_all), batch_size)
-    )
-
-
-def _streamed_batches(batches):
-    start = 0
-    for batch in batches:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError(
-                "each batch must be (inputs, labels), e.g. from a DataLoader over "
-                f"TensorDataset(x, y); got {type(batch).__name__}"
-            )
-        x, y = torch.as_tensor(batch[0]), _as_labels(batch[1])
-        if len(x) != len(y) or len(y) == 0:
-            raise ValueError(f"a batch has {len(x)} inputs and {len(y)} labels; need as many, > 0")
-        yield start, x, y
-        start += len(y)
-    if start == 0:
-        raise ValueError("the data yielded no batches: measure needs at least one sample")
 
 
 def _taps(model: nn.Module, hidden_layers: bool, layers) -> list[tuple[str, nn.Module]] | None:

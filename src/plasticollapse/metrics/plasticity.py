@@ -93,7 +93,15 @@ def dead_fraction(activations) -> float:
 def _row_norm_sum(activations: torch.Tensor) -> torch.Tensor:
     """sum_n ||h_n||_2 in float64, each sample's activations flattened (all channels and
     positions of a conv activation)."""
-    return torch.linalg.vector_norm(activations.flatten(1), dim=1, dtype=torch.float64).sum()
+    a = _at_least_float32(activations.flatten(1))
+    return torch.linalg.vector_norm(a, dim=1).sum(dtype=torch.float64)
+
+
+def _at_least_float32(a: torch.Tensor) -> torch.Tensor:
+    """float32 or float64 as given; half precision and integers as float32. Per-sample
+    reductions over one sample's values stay in float32 (relative error ~1e-7); sums over
+    samples are float64."""
+    return a if a.dtype in (torch.float32, torch.float64) else a.float()
 
 
 def feature_norm(activations) -> float:
@@ -211,9 +219,11 @@ class UnitStatistics:
         raw = torch.as_tensor(activations).detach()
         a = None
         if raw.ndim != 2:  # conv: |h| is averaged over positions before summing, not h
-            total, n = _unit_abs_sum(raw)
+            flat = _at_least_float32(raw.flatten(2))  # no float64 copy of every position
+            mean_abs = (flat if nonnegative else flat.abs()).mean(2)
+            total, n = mean_abs.sum(0, dtype=torch.float64), len(raw)
             if self.with_gram:
-                a = _as_unit_matrix(raw)
+                a = flat.mean(2).to(torch.float64)
         elif self.with_gram:  # N x H: one float64 copy serves both
             a = raw.to(torch.float64)
             total, n = (a if nonnegative else a.abs()).sum(0), a.shape[0]
