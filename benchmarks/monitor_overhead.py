@@ -8,8 +8,10 @@ epochs without the monitor, then ``--epochs`` epochs each followed by ``monitor.
 with drift and gradient norm), from the same weights. Rounds alternate the two so load
 on a shared machine hits both alike; the ratio is of the medians over ``--rounds``.
 
-Two ways of handing the monitor the training split are timed: as tensors (``(x, y)``, cut
-into batches of 1024) and as the training DataLoader itself (45 batches of 32).
+Three ways of handing the monitor the data are timed: the training split as tensors
+(``(x, y)``, cut into batches of 1024), as the training DataLoader itself (45 batches of 32,
+joined into batches of 1024), and tensors with ``samples=256`` (the first 256 rows of each
+split: a fixed probe set).
 
 Example::
 
@@ -85,9 +87,11 @@ def main() -> None:
     loader = DataLoader(TensorDataset(*train), batch_size=32, shuffle=True)
     torch.manual_seed(0)
     initial = digits_cnn()
-    variants = {
-        "train as tensors": lambda m: {"train": train, "test": test},
-        "train as the DataLoader": lambda m: {"train": loader, "test": test},
+    full = {"train": train, "test": test}
+    variants = {  # (data, samples)
+        "train as tensors": (full, None),
+        "train as the DataLoader": ({"train": loader, "test": test}, None),
+        "tensors, samples=256 per split": (full, 256),
     }
     plain: list[float] = []
     monitored: dict[str, list[float]] = {name: [] for name in variants}
@@ -95,9 +99,9 @@ def main() -> None:
     timed_epochs(copy.deepcopy(initial), loader, 1, None)  # warm-up: allocator, first calls
     for _ in range(args.rounds):
         plain.append(timed_epochs(copy.deepcopy(initial), loader, args.epochs, None))
-        for name, data in variants.items():
+        for name, (data, samples) in variants.items():
             model = copy.deepcopy(initial)
-            monitor = Monitor(model, num_classes=10, data=data(model), every=1)
+            monitor = Monitor(model, num_classes=10, data=data, every=1, samples=samples)
             monitored[name].append(timed_epochs(model, loader, args.epochs, monitor))
             spent[name].append(monitor.seconds / args.epochs)
     base = statistics.median(plain)

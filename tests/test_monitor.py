@@ -109,6 +109,10 @@ def test_measure_on_demand_prefixes_every_key_by_its_split_and_logs_it():
     assert monitor.measure(x, y, split="val", log=False) == row and seen == [0]
     batch_stats = Monitor(model, num_classes=10, batchnorm="batch").measure((x, y))
     assert batch_stats["train_nc1"] != pytest.approx(row["val_nc1"], rel=1e-3)
+    probe = Monitor(model, num_classes=10, samples=70)  # the first 70 rows, either way
+    want = measure_model(model, x[:70], y[:70], 10, layers="activations")
+    for data in ((x, y), DataLoader(TensorDataset(x, y), batch_size=32)):
+        assert probe.measure(data)["train_nc1"] == pytest.approx(want["nc1"], rel=1e-6)
 
 
 def test_csv_logger_widens_its_header_for_new_keys_and_continues_a_file(tmp_path):
@@ -177,5 +181,7 @@ def test_bad_monitor_arguments_say_what_to_pass(tmp_path):
         Monitor(model, 10, loggers=[3])
     with pytest.raises(ValueError, match="every must be >= 1"):
         Monitor(model, 10, every=0)
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        Monitor(model, 10, samples=0)
     with pytest.raises(ValueError, match="nothing to measure"):
         Monitor(model, 10).measure()

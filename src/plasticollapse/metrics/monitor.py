@@ -130,7 +130,10 @@ class Monitor:
     ``(inputs, labels)`` batches or a tuple ``(inputs, labels)`` of tensors. ``every``: the
     measuring period of :meth:`step`. ``batchnorm``: ``"eval"`` (running statistics) or
     ``"batch"`` (each batch's own). ``classifier`` names the module whose input is the
-    penultimate feature (default: the last ``nn.Linear``).
+    penultimate feature (default: the last ``nn.Linear``). ``samples`` measures at most that
+    many rows of each data set, the first it yields (a fixed probe set for tensors and
+    unshuffled loaders): one forward pass over every sample can cost a sizeable part of a
+    small network's epoch (benchmarks/monitor_overhead.py).
 
     :attr:`steps` counts :meth:`step` calls; :attr:`seconds` sums the wall time spent
     measuring.
@@ -149,9 +152,13 @@ class Monitor:
         layer_collapse: bool = False,
         tau: float = DORMANT_TAU,
         batch_size: int = 1024,
+        samples: int | None = None,
     ):
         if int(every) < 1:
             raise ValueError(f"every must be >= 1 (measure every k-th step), got {every}")
+        if samples is not None and int(samples) < 1:
+            raise ValueError(f"samples must be >= 1 (rows measured per split), got {samples}")
+        self.samples = None if samples is None else int(samples)
         self.model, self.num_classes, self.every = model, int(num_classes), int(every)
         self.data = dict(data or {})
         self.loggers = [as_logger(logger) for logger in loggers]
@@ -202,6 +209,8 @@ class Monitor:
     def _measure_split(self, data, labels, split: str) -> dict[str, float]:
         if labels is None and _is_tensor_pair(data):
             data, labels = data
+        if self.samples is not None:
+            data, labels = _first_rows(data, labels, self.samples)
         metrics = measure_model(self.model, data, labels, self.num_classes, **self.options)
         return {f"{split}_{key}": value for key, value in metrics.items()}
 
@@ -223,6 +232,27 @@ class Monitor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _first_rows(data, labels, samples: int):
+    """(data, labels) cut to the first ``samples`` rows: tensors sliced, batches truncated."""
+    if labels is not None:
+        return data[:samples], labels[:samples]
+    return _truncated(data, samples), None
+
+
+def _truncated(batches, samples: int):
+    rows = 0
+    for batch in batches:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            yield batch  # measure_model says what a batch must be
+            return
+        x, y = batch[0], batch[1]
+        take = min(len(y), samples - rows)
+        yield x[:take], y[:take]
+        rows += take
+        if rows >= samples:
+            return
 
 
 def _is_tensor_pair(data) -> bool:
