@@ -13,6 +13,10 @@ Three lines in your own training loop are enough::
 moved to the model's device), captures the penultimate features h (the *input* of the final
 ``nn.Linear``) with a hook, streams them with the logits into a
 :class:`~plasticollapse.metrics.collapse.CollapseAccumulator`, and returns one flat dict of floats.
+A DataLoader works as well as tensors (``measure_model(model, loader, num_classes=10)``),
+and ``layers="activations"`` adds every activation module's metrics under its name. For a
+loop that measures every k steps and logs, see :class:`plasticollapse.metrics.monitor.Monitor`
+(docs/own_loop.md).
 """
 
 from __future__ import annotations
