@@ -192,3 +192,15 @@ def test_the_plasticity_tools_are_public_at_the_top_level():
     assert plasticollapse.grad_norm(model) == pytest.approx(math.sqrt(6 + 2))
     x, y = data((3,), n=16, classes=2)
     assert plasticollapse.plasticity_score(model, x, y, steps=20, lr=0.1)["plasticity_score"] > 0
+
+
+def test_layer_collapse_of_a_named_layer_is_the_collapse_of_its_output():
+    model = gelu_net()
+    x, y = data((1, 8, 8))
+    got = measure_model(model, x, y, 3, batch_size=16, layers=["body.2"], layer_collapse=True)
+    (gelu,) = capture_activations(model, x, modules=["body.2"])
+    with torch.no_grad():
+        logits = model.eval()(x)
+    want = collapse_metrics(gelu.flatten(2).mean(2), y, 3, logits=logits)  # channels
+    for key in ("nc1", "cdnv", "nc4_agreement"):
+        assert got[f"{key}_body.2"] == pytest.approx(want[key], rel=1e-5), key
