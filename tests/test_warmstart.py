@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from plasticollapse.metrics.plasticity import batch_statistics, has_batchnorm
 from plasticollapse.runs.config import ConfigError, parse_study
 from plasticollapse.runs.folder import RunFolder
 from plasticollapse.studies.base import execute, plan, run_id
@@ -293,7 +294,7 @@ def test_batch_statistics_normalise_by_the_batch_and_leave_running_stats_alone()
     with torch.no_grad():
         want = twin(x)
         eval_mode = model(x)
-        with ws_run.batch_statistics(model):
+        with batch_statistics(model):
             got = model(x)
         after = model(x)
     assert torch.allclose(got, want, atol=1e-6)
@@ -301,7 +302,7 @@ def test_batch_statistics_normalise_by_the_batch_and_leave_running_stats_alone()
     assert torch.equal(after, eval_mode)  # restored on exit
     for key, value in buffers.items():
         assert torch.equal(model.state_dict()[key], value), key
-    assert ws_run.has_batchnorm(model) and not ws_run.has_batchnorm(torch.nn.Linear(2, 2))
+    assert has_batchnorm(model) and not has_batchnorm(torch.nn.Linear(2, 2))
 
 
 def test_bn_batch_keys_measure_batches_of_batch_size_in_a_seeded_order(tmp_path):

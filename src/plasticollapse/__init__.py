@@ -3,6 +3,9 @@
 The public entry points most users need::
 
     from plasticollapse import collapse_metrics, CollapseAccumulator, measure_model
+    from plasticollapse import feature_norm, drift, grad_norm, plasticity_score
+    from plasticollapse import Monitor   # your own loop: metrics per named layer, every k steps
+    from plasticollapse import CsvLogger, TensorBoardLogger, WandbLogger   # where rows go
     from plasticollapse import load_results   # run folders -> the tidy pandas table
     from plasticollapse import load_runs, load_summaries, wide   # runs; summaries; pivots
 
@@ -22,6 +25,14 @@ _EXPORTS = {
     "CollapseAccumulator": "plasticollapse.metrics.collapse",
     "nc1_loss": "plasticollapse.metrics.collapse",
     "measure_model": "plasticollapse.metrics.measure",
+    "feature_norm": "plasticollapse.metrics.plasticity",
+    "drift": "plasticollapse.metrics.plasticity",
+    "grad_norm": "plasticollapse.metrics.plasticity",
+    "plasticity_score": "plasticollapse.metrics.trainability",
+    "Monitor": "plasticollapse.metrics.monitor",
+    "CsvLogger": "plasticollapse.metrics.monitor",
+    "TensorBoardLogger": "plasticollapse.runs.loggers",
+    "WandbLogger": "plasticollapse.runs.loggers",
     "load_dataset": "plasticollapse.data",
     "load_results": "plasticollapse.analysis",
     "load_summaries": "plasticollapse.analysis",

@@ -1,4 +1,5 @@
-"""Plasticity metrics: dormant and dead units, feature ranks, weight size, drift, gradients.
+"""Plasticity metrics: dormant and dead units, feature ranks and norm, weight size, drift,
+gradients.
 
 Conventions:
 
@@ -13,6 +14,8 @@ Conventions:
   Singular values below ~1e-8 x the largest lose relative accuracy that way; effective rank
   and srank weight them by sigma itself, so they are unaffected.
 * **Zero matrices** (every unit silent) have every rank 0.
+* **Any activation.** Dormant and dead units are defined through |h|, so they apply to
+  the outputs of any activation (ReLU, GELU, LeakyReLU, tanh, ...), not only to ReLUs.
 
 :class:`UnitStatistics` streams batches (sum |h| per unit and the float64 gram) so the same
 metrics work without keeping the activations; the functions are that class on one batch.
@@ -87,6 +90,37 @@ def dead_fraction(activations) -> float:
     return float((total == 0).double().mean())
 
 
+def _row_norm_sum(activations: torch.Tensor) -> torch.Tensor:
+    """sum_n ||h_n||_2 in float64, each sample's activations flattened (all channels and
+    positions of a conv activation)."""
+    a = _at_least_float32(activations.flatten(1))
+    return torch.linalg.vector_norm(a, dim=1).sum(dtype=torch.float64)
+
+
+def _at_least_float32(a: torch.Tensor) -> torch.Tensor:
+    """float32 or float64 as given; half precision and integers as float32. Per-sample
+    reductions over one sample's values stay in float32 (relative error ~1e-7); sums over
+    samples are float64."""
+    return a if a.dtype in (torch.float32, torch.float64) else a.float()
+
+
+def feature_norm(activations) -> float:
+    """Mean L2 norm of a sample's activations, (1/N) sum_n ||h(x_n)||_2.
+
+    ``activations`` is N x H, or N x C x *spatial, where h(x_n) is then the whole flattened
+    C x *spatial tensor (not the position-averaged channels the unit metrics use). The
+    "feature norm" that Plasticine (Yuan et al. 2025, "Plasticine: Accelerating Research
+    in Plasticity-Motivated Deep Reinforcement Learning") logs beside dormancy and ranks;
+    growing feature and parameter norms go with lost plasticity (Lyle et al. 2024,
+    "Disentangling the Causes of Plasticity Loss in Neural Networks").
+    """
+    a = torch.as_tensor(activations).detach()
+    if a.ndim < 2 or len(a) == 0:
+        shape = tuple(a.shape)
+        raise ValueError(f"activations must be (samples > 0, units[, *spatial]), got {shape}")
+    return float(_row_norm_sum(a)) / len(a)
+
+
 def singular_values_from_gram(gram: torch.Tensor) -> torch.Tensor:
     """Singular values (descending) of A from its float64 gram A^T A (or A A^T):
     sqrt(max(eigvalsh, 0))."""
@@ -148,7 +182,7 @@ class UnitStatistics:
     """Streams activation batches into sum_x |h_i(x)| per unit and the float64 gram A^T A.
 
     :meth:`compute` gives ``dormant_fraction``, ``dead_fraction``, ``effective_rank``,
-    ``srank`` and ``stable_rank`` of all rows seen, equal to the functions on the
+    ``srank``, ``stable_rank`` and ``feature_norm`` of all rows seen, equal to the functions on the
     concatenated activations. Memory is H + H^2 floats whatever N.
 
     The gram streams through :class:`~plasticollapse.metrics.gram.SyrkGram` (BLAS ``dsyrk``
@@ -165,6 +199,7 @@ class UnitStatistics:
         self.rows_gram: SyrkGram | None = SyrkGram() if gram else None
         self.abs_sum: torch.Tensor | None = None
         self.gram: torch.Tensor | None = None  # a gram given by the caller (gram=False)
+        self.norm_sum: torch.Tensor | float = 0.0  # sum_n ||h_n||_2, for feature_norm
         self.count = 0
 
     @property
@@ -184,9 +219,11 @@ class UnitStatistics:
         raw = torch.as_tensor(activations).detach()
         a = None
         if raw.ndim != 2:  # conv: |h| is averaged over positions before summing, not h
-            total, n = _unit_abs_sum(raw)
+            flat = _at_least_float32(raw.flatten(2))  # no float64 copy of every position
+            mean_abs = (flat if nonnegative else flat.abs()).mean(2)
+            total, n = mean_abs.sum(0, dtype=torch.float64), len(raw)
             if self.with_gram:
-                a = _as_unit_matrix(raw)
+                a = flat.mean(2).to(torch.float64)
         elif self.with_gram:  # N x H: one float64 copy serves both
             a = raw.to(torch.float64)
             total, n = (a if nonnegative else a.abs()).sum(0), a.shape[0]
@@ -198,6 +235,7 @@ class UnitStatistics:
         self.abs_sum += total
         if a is not None:
             self.rows_gram.update(a)
+        self.norm_sum = self.norm_sum + _row_norm_sum(raw)  # on the device: read once
         self.count += n
 
     @on_one_thread
@@ -216,6 +254,7 @@ class UnitStatistics:
             "effective_rank": effective_rank_from_sv(sv),
             "srank": srank_from_sv(sv, self.delta),
             "stable_rank": stable_rank_from_sv(sv),
+            "feature_norm": float(self.norm_sum) / self.count,
         }
 
 
@@ -289,6 +328,34 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether any BatchNorm layer keeps running statistics (the mode then matters)."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        for m in model.modules()
+    )
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside, every BatchNorm layer normalises each batch by its own mean and (biased)
+    variance, in any mode, and its running statistics are neither read nor updated.
+
+    PyTorch's BatchNorm uses batch statistics whenever its running buffers are None (and
+    then has nothing to update), so they are set aside here and put back on exit, untouched.
+    """
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            saved.append((m, m.running_mean, m.running_var))
+            m.running_mean, m.running_var = None, None
+    try:
+        yield
+    finally:
+        for m, mean, var in saved:
+            m.running_mean, m.running_var = mean, var
 
 
 def _resolve_modules(model: nn.Module, modules) -> list[nn.Module] | None:

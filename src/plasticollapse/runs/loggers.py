@@ -18,6 +18,10 @@ switched on by the execution field ``loggers``::
   ``plasticollapse`` and the run's setting (:func:`setting_group`: the seeds of one setting
   share a group, so W&B averages them).
 
+Outside a study (your own loop, :class:`plasticollapse.Monitor`) both work without a run
+folder: ``TensorBoardLogger("logs")`` writes into ``logs/tensorboard``, ``WandbLogger()``
+starts a W&B run in the default project and directory.
+
 A missing extra is reported when the runs are planned (:func:`check_loggers`), before any
 run starts. Adding a logger is one class with ``log`` and ``close`` and one line in
 :data:`LOGGERS`.
@@ -98,9 +102,12 @@ def scalars(row: Mapping[str, Any]) -> dict[str, float]:
 
 
 class TensorBoardLogger:
-    """Scalars into ``<run folder>/tensorboard`` through ``torch.utils.tensorboard``."""
+    """Scalars into ``<folder>/tensorboard`` through ``torch.utils.tensorboard``; ``folder``
+    is a run folder or any directory (``run_id`` and ``config`` are not needed)."""
 
-    def __init__(self, folder: Path, run_id: str, config: Mapping[str, Any]):
+    def __init__(
+        self, folder: str | Path, run_id: str | None = None, config: Mapping[str, Any] | None = None
+    ):
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(Path(folder) / "tensorboard"))
@@ -124,17 +131,23 @@ class WandbLogger:
     per run, and its banner each time would bury the sweep's own table.
     """
 
-    def __init__(self, folder: Path, run_id: str, config: Mapping[str, Any]):
+    def __init__(
+        self,
+        folder: str | Path | None = None,
+        run_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+    ):
         import wandb
 
+        config = dict(config or {})
         project, group = wandb_project_and_group(run_id, config)
         quiet = not {"WANDB_SILENT", "WANDB_QUIET"} & set(os.environ)
         self.run = wandb.init(
             project=project,
             group=group,
             name=run_id,
-            dir=str(folder),
-            config=dict(config),
+            dir=None if folder is None else str(folder),
+            config=config,
             mode=None if "WANDB_MODE" in os.environ else "offline",
             settings=wandb.Settings(silent=True) if quiet else None,
         )
@@ -146,13 +159,17 @@ class WandbLogger:
         self.run.finish()
 
 
-def wandb_project_and_group(run_id: str, config: Mapping[str, Any]) -> tuple[str, str]:
+def wandb_project_and_group(
+    run_id: str | None, config: Mapping[str, Any]
+) -> tuple[str, str | None]:
     """``(project, group)`` of a run's W&B run: the config's ``wandb_project`` /
     ``wandb_group``, else ``$WANDB_PROJECT`` / ``$WANDB_RUN_GROUP``, else
-    :data:`DEFAULT_WANDB_PROJECT` and :func:`setting_group`."""
+    :data:`DEFAULT_WANDB_PROJECT` and :func:`setting_group` (no group without a run id)."""
     project = config.get("wandb_project") or os.environ.get("WANDB_PROJECT")
     group = config.get("wandb_group") or os.environ.get("WANDB_RUN_GROUP")
-    return project or DEFAULT_WANDB_PROJECT, group or setting_group(run_id, config)
+    if not group and run_id is not None:
+        group = setting_group(run_id, config)
+    return project or DEFAULT_WANDB_PROJECT, group
 
 
 def setting_group(run_id: str, config: Mapping[str, Any]) -> str:

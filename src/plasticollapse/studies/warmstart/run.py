@@ -54,8 +54,8 @@ A network with BatchNorm is measured both ways: every key of ``measure_model`` i
 (``nc1_bn_batch``, ``nc1_pinv_bn_batch``, ``warmup_train_acc_bn_batch``, ...): the warm-up
 set in a seeded random order (``generator_for(seed, "bn_batch", epoch)``), in batches of
 ``batch_size``, each normalised by its own mean and variance; the running statistics are
-neither used nor changed (:func:`batch_statistics`). A network without BatchNorm gets no
-``_bn_batch`` keys (they would equal the eval-mode ones).
+neither used nor changed (``measure_model(..., batchnorm="batch")``). A network without
+BatchNorm gets no ``_bn_batch`` keys (they would equal the eval-mode ones).
 
 Data: CIFAR-10 is normalised once on the device; MNIST, Fashion-MNIST and digits stay in
 [0, 1], as Setup A. With ``augment``, warm-up and probe batches (never measurements) get a
@@ -100,13 +100,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from plasticollapse.metrics.plasticity import has_batchnorm
 from plasticollapse.remedies import RemedyContext, build_remedies, weight_decay_of
 from plasticollapse.remedies.base import Remedy
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
@@ -142,34 +142,6 @@ BN_BATCH = "_bn_batch"
 MODE_FREE = frozenset({"weight_magnitude"})
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    """Whether any BatchNorm layer keeps running statistics (the mode then matters)."""
-    return any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        for m in model.modules()
-    )
-
-
-@contextmanager
-def batch_statistics(model: nn.Module) -> Iterator[None]:
-    """Inside, every BatchNorm layer normalises each batch by its own mean and (biased)
-    variance, in any mode, and its running statistics are neither read nor updated.
-
-    PyTorch's BatchNorm uses batch statistics whenever its running buffers are None (and
-    then has nothing to update), so they are set aside here and put back on exit, untouched.
-    """
-    saved = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            saved.append((m, m.running_mean, m.running_var))
-            m.running_mean, m.running_var = None, None
-    try:
-        yield
-    finally:
-        for m, mean, var in saved:
-            m.running_mean, m.running_var = mean, var
-
-
 def measure_features(
     model: nn.Module, tensors: Tensors, config: Config, epoch: int
 ) -> dict[str, float]:
@@ -184,8 +156,9 @@ def measure_features(
     if has_batchnorm(model):
         order = torch.randperm(len(y), generator=generator_for(config.seed, "bn_batch", epoch))
         order = order.to(y.device)
-        with batch_statistics(model):
-            batch = measure_model(model, x[order], y[order], c, batch_size=config.batch_size)
+        batch = measure_model(
+            model, x[order], y[order], c, batch_size=config.batch_size, batchnorm="batch"
+        )
         row.update(
             {RENAMED.get(k, k) + BN_BATCH: float(v) for k, v in batch.items() if k not in MODE_FREE}
         )

@@ -1,0 +1,22 @@
+"""The scripts in examples/ run as a user would run them, on small data."""
+
+import csv
+import runpy
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_own_loop_example_logs_a_row_per_epoch(tmp_path, monkeypatch, capsys):
+    rows_file = tmp_path / "rows.csv"
+    argv = ["own_loop.py", "--epochs", "2", "--csv", str(rows_file)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(EXAMPLES / "own_loop.py"), run_name="__main__")
+    with rows_file.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [row["step"] for row in rows] == ["1", "2"]
+    for key in ("train_nc1", "test_accuracy", "train_dormant_fraction_2", "drift"):
+        assert all(row[key] for row in rows), key
+    printed = capsys.readouterr().out
+    assert "epoch 2: train_accuracy" in printed and "plasticity score after training" in printed
