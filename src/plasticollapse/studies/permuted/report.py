@@ -16,18 +16,21 @@ conventions, the NC-threshold analysis, every metric ranked, and the figures (:m
 * the NC-threshold variant, over the threshold runs only (``threshold.csv``,
   :func:`threshold_analysis`): for each task i, r across runs of NC1 after pre-training and
   PL_i, |r| smoothed with a Gaussian (sigma = 4 tasks) over tasks 1-99, as the authors;
-* every recorded metric ranked by its correlation with accuracy and with PL
-  (``metric_ranking.csv``, :func:`metric_ranking`).
+* every recorded metric ranked by its detrended association with accuracy
+  (``detrended_r_diff``, seed-bootstrap intervals, aliases once), the paper's r of
+  per-task means beside it by name (``metric_ranking.csv``, :func:`metric_ranking`,
+  :mod:`plasticollapse.report.predictors`).
 
-One definition of r per quantity, said wherever an r is shown: the headline and the
-ranking are "r across tasks of the per-task means over seeds" (the paper's); "per-seed r"
-is each seed's own r across its tasks; the threshold analysis is "r across runs".
+One definition of r per quantity, said wherever an r is shown: the headline is "r across
+tasks of the per-task means over seeds" (the paper's convention, ``paper_mean_curve_r``);
+"per-seed r" is each seed's own r across its tasks; the threshold analysis is "r across
+runs". No p-value is printed: tasks are autocorrelated, so a p-value from their count reads
+a shared trend as a relation (docs/statistics.md).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,14 +48,27 @@ from plasticollapse.report.format import (
     correlation_tables,
     fmt,
     paper_tables,
-    rank_by_setting,
-    ranking_table,
     reached,
     seeds_text,
     to_fraction,
 )
+from plasticollapse.report.predictors import (
+    predictor_board,
+    ranking_caption,
+    ranking_view,
+)
 from plasticollapse.studies.base import ReportSection, StudyResults
 from plasticollapse.studies.common import PAPER
+from plasticollapse.studies.permuted.threshold import (
+    AUTHORS_NC1,
+    THRESHOLD_SIGMA,
+    THRESHOLD_TASKS,
+    first_present,
+    threshold_analysis,
+    threshold_run_table,
+    threshold_statistics,
+    threshold_table,
+)
 
 #: The paper's protocol (Setup A) in words, and as the config values a like-for-like run has.
 PAPER_PROTOCOL = "MNIST, MLP 784-100x3-10, SGD lr 0.01, batch 1, 1 epoch/task, 200 tasks, 5 seeds"
@@ -78,10 +94,6 @@ THRESHOLD_CONFIG = {
 _PAPER_SETTING = {"first_task_epochs": 1, "lr": 0.01}
 #: The paper's tasks for the headline correlation (tasks 0-139).
 MAX_TASKS = 140
-#: The threshold analysis: tasks 1-99 (the authors' first 100 tasks), Gaussian sigma.
-THRESHOLD_TASKS, THRESHOLD_SIGMA = (1, 99), 4.0
-#: NC1 in the authors' convention first; ``nc1`` for runs that predate ``nc1_pinv``.
-AUTHORS_NC1 = ("nc1_pinv", "nc1")
 #: The NC1 variants correlated with accuracy side by side: (metric, transform).
 NC1_VARIANTS = (
     ("nc1", None),
@@ -150,12 +162,6 @@ def protocol_line(setting: dict[str, Any], runs: pd.DataFrame) -> str:
         f"{c.get('dataset', '?')}, MLP {hidden}, lr {c.get('lr', '?')}, {first}, "
         f"{tasks}/{c.get('tasks', '?')} tasks, {seeds_text(runs)}"
     )
-
-
-def first_present(table: pd.DataFrame, candidates: Sequence[str]) -> str | None:
-    """The first of ``candidates`` the runs report per step (None when none is)."""
-    available = set(analysis.metrics(table))
-    return next((m for m in candidates if m in available), None)
 
 
 # =========================================================================== paper numbers
@@ -264,153 +270,23 @@ def headline_correlations(
     return rows
 
 
-def threshold_runs(results: StudyResults) -> pd.DataFrame:
-    """The runs of the NC-threshold variant (``nc1_threshold`` set), and only those."""
-    keep = [c.get("nc1_threshold") is not None for c in results.runs["config"]]
-    return results.runs[np.asarray(keep, dtype=bool)]
-
-
-def capped_runs(results: StudyResults, runs: pd.DataFrame) -> list[str]:
-    """The threshold runs whose first task stopped at the safety cap with NC1 still above
-    the threshold (``nc1_threshold_reached`` false on their first row). The authors had no
-    cap, so every run of theirs met its threshold: these are not runs of the variant."""
-    ids = list(runs["run_id"])
-    reached = analysis.at(analysis.curves(results.table, "nc1_threshold_reached", ids), 0.0)
-    return [run for run, hit in zip(ids, reached, strict=True) if hit == 0]
-
-
-def threshold_analysis(
-    results: StudyResults, sigma: float = THRESHOLD_SIGMA
-) -> pd.DataFrame | None:
-    """The authors' threshold analysis, over the threshold runs only (None if < 3 of them).
-
-    Each run gives its NC1 after pre-training (task 0's row, in the convention its
-    threshold tested: ``threshold_metric``, else ``nc1_pinv``, else ``nc1``) and its
-    pre-training epochs; runs with the same NC1 after pre-training are one run (a seed that
-    met two thresholds in the same epoch) and count once. Runs that stopped at the safety
-    cap without meeting their threshold (:func:`capped_runs`) are left out. For each task i
-    in 1-99: r across runs of NC1 after pre-training and PL_i = acc_0 - acc_i, and of the
-    epochs and PL_i; |r| smoothed with a Gaussian of ``sigma`` tasks
-    (:func:`~plasticollapse.analysis.stats.gaussian_smooth`, the authors'
-    ``gaussian_filter1d``). Beyond the authors: the partial r of NC1 and PL_i given the
-    epochs (:func:`~plasticollapse.analysis.stats.partial_r`), since a lower threshold
-    takes more epochs. Returns one row per task: ``task, nc1_metric, r_nc1_pl, abs_r,
-    abs_r_smoothed, r_epochs_pl, r_epochs_pl_smoothed, r_nc1_pl_given_epochs,
-    r_nc1_pl_given_epochs_smoothed, runs`` (runs with PL_i).
-    """
-    runs = threshold_runs(results)
-    capped = set(capped_runs(results, runs))
-    ids = [run for run in runs["run_id"] if run not in capped]
-    if len(ids) < 3:
-        return None
-    configured = {c.get("threshold_metric") for c in runs["config"]} - {None}
-    metric = next(iter(configured)) if len(configured) == 1 else None
-    metric = metric or first_present(results.table, AUTHORS_NC1) or "nc1"
-    nc1_0 = analysis.at(analysis.curves(results.table, metric, ids), 0.0)
-    # A seed whose NC1 fell below two thresholds in the same epoch ran the same run twice;
-    # it counts once (the authors' notebook keys its runs by this NC1, which does the same).
-    _, first = np.unique(nc1_0, return_index=True)
-    keep = np.sort(first[np.isfinite(nc1_0[first])])
-    if keep.size < 3:
-        return None
-    ids, nc1_0 = [ids[i] for i in keep], nc1_0[keep]
-    epochs = analysis.at(analysis.curves(results.table, "task_epochs", ids), 0.0)
-    lo, hi = THRESHOLD_TASKS
-    pl = analysis.curves(results.table, "pl", ids)
-    pl = pl.loc[:, (pl.columns >= lo) & (pl.columns <= hi)]
-    if pl.shape[1] == 0:
-        return None
-    r = analysis.across_runs_r(nc1_0, pl.to_numpy())
-    r_epochs = analysis.across_runs_r(epochs, pl.to_numpy())
-    # A lower threshold takes more epochs: r of NC1 with the epochs held fixed separates
-    # what NC1 says beyond the pre-training length.
-    r_given = analysis.across_runs_partial_r(nc1_0, pl.to_numpy(), epochs)
-    return pd.DataFrame(
-        {
-            "task": pl.columns.to_numpy(dtype=float),
-            "nc1_metric": metric,
-            "r_nc1_pl": r,
-            "abs_r": np.abs(r),
-            "abs_r_smoothed": analysis.gaussian_smooth(np.abs(r), sigma),
-            "r_epochs_pl": r_epochs,
-            "r_epochs_pl_smoothed": analysis.gaussian_smooth(r_epochs, sigma),
-            "r_nc1_pl_given_epochs": r_given,
-            "r_nc1_pl_given_epochs_smoothed": analysis.gaussian_smooth(r_given, sigma),
-            "runs": np.isfinite(pl.to_numpy()).sum(axis=0),
-        }
-    )
-
-
-def threshold_table(frame: pd.DataFrame | None, results: StudyResults) -> pd.DataFrame:
-    """The threshold analysis in a few numbers: smoothed |r| over task ranges."""
-    if frame is None:
-        return pd.DataFrame()
-    runs = threshold_runs(results)
-    thresholds = sorted({c["nc1_threshold"] for c in runs["config"]})
-    capped = capped_runs(results, runs)
-    kept = [run for run in runs["run_id"] if run not in capped]
-    epochs = analysis.at(analysis.curves(results.table, "task_epochs", kept), 0.0)
-    rows = []
-    for lo, hi in ((1, 40), (41, 99), (99, 99)):
-        part = frame[(frame["task"] >= lo) & (frame["task"] <= hi)]
-        if not len(part):
-            continue
-        first, last = part["task"].min(), part["task"].max()
-        rows.append(
-            {
-                "tasks": f"{first:g}-{last:g}" if first != last else f"{first:g}",
-                "smoothed |r(NC1 after task 0, PL_i)|": fmt(
-                    analysis.nanmean(part["abs_r_smoothed"])
-                ),
-                "raw r, mean": fmt(analysis.nanmean(part["r_nc1_pl"]), "r"),
-                "smoothed r(epochs of task 0, PL_i)": fmt(
-                    analysis.nanmean(part["r_epochs_pl_smoothed"]), "r"
-                ),
-                "smoothed partial r(NC1, PL_i | epochs)": fmt(
-                    analysis.nanmean(part["r_nc1_pl_given_epochs_smoothed"]), "r"
-                ),
-                "runs": fmt(part["runs"].max(), "int"),
-            }
-        )
-    table = pd.DataFrame(rows)
-    distinct = int(frame["runs"].max())
-    counted = len(kept)
-    remarks = [f"{counted - distinct} the same run as another"] if counted > distinct else []
-    if capped:
-        remarks.append(
-            f"{len(capped)} left out, stopped at the epoch cap above its threshold: "
-            + ", ".join(capped)
-        )
-    same = f" ({'; '.join(remarks)})" if remarks else ""
-    table.attrs["note"] = (
-        f"{len(runs)} threshold runs{same}, thresholds {', '.join(f'{t:g}' for t in thresholds)} "
-        f"on {frame['nc1_metric'].iloc[0]}, task 0 took {fmt(np.nanmin(epochs), 'int')}-"
-        f"{fmt(np.nanmax(epochs), 'int')} epochs"
-    )
-    return table
-
-
 def metric_ranking(results: StudyResults, max_tasks: int = MAX_TASKS) -> pd.DataFrame:
-    """Every recorded metric per setting, ranked by |r| with accuracy (r across tasks
-    0..max_tasks-1 of the per-task means over seeds; with PL, r is exactly minus r with
-    accuracy, since PL_i = acc_0 - acc_i). Columns: setting, rank, metric, Pearson r and
-    Spearman rho with accuracy and with pl, n (tasks)."""
-    select = partial(analysis.between, hi=max_tasks - 1)
-    return rank_by_setting(results, ("accuracy", "pl"), NOT_RANKED, select=select)
+    """Every recorded metric per setting, scored against online accuracy over tasks
+    0..max_tasks-1 by the predictor leaderboard (:func:`~plasticollapse.report.predictors.
+    predictor_board`: detrended, lead-lag, across-run and the paper's statistics, each with
+    a seed-bootstrap interval and its n; aliases once). PL is not scored separately: within
+    a run PL_i = acc_0 - acc_i is accuracy turned over, so every within-run statistic is
+    the same with the sign flipped."""
+    table = results.table
+    table = table[table["step"].isna() | (table["step"] <= max_tasks - 1)]
+    return predictor_board(table, "accuracy", NOT_RANKED, results.bootstrap, results.seed)
 
 
 def ranking_shown(ranking: pd.DataFrame, top: int = RANKING_SHOWN) -> pd.DataFrame:
-    """The report's view: per setting the top metrics, and the NC1 variants wherever they
-    rank."""
+    """The report's view: per setting the top metrics by ``detrended_r_diff``, and the NC1
+    variants wherever they rank, with the paper's r of per-task means beside them."""
     nc1 = {m for m, _ in NC1_VARIANTS}
-    columns = {
-        "r with accuracy": ("pearson_r_accuracy", "r"),
-        "rho with accuracy": ("spearman_rho_accuracy", "r"),
-        "r with PL": ("pearson_r_pl", "r"),
-        "rho with PL": ("spearman_rho_pl", "r"),
-        "tasks": ("n", "int"),
-    }
-    return ranking_table(ranking, top, nc1.__contains__, columns)
+    return ranking_view(ranking, "paper_mean_curve_r", top, nc1.__contains__)
 
 
 # =========================================================================== the section
@@ -444,17 +320,17 @@ def report(results: StudyResults) -> ReportSection:
         ),
         (
             "Correlations with accuracy, both NC1 conventions and the companions\n"
-            "r of per-task means: Pearson r / Spearman rho with two-sided p-values across "
-            "tasks 0-139 (or fewer) between the per-task means over seeds. per-seed r: each "
-            "seed's own Pearson r across its tasks. " + bootstrap_text(results),
+            "r of per-task means (the paper's convention): Pearson r / Spearman rho across "
+            "tasks 0-139 (or fewer) between the per-task means over seeds, with the 95% CI of "
+            "that same estimator (the mean curves recomputed over resampled seeds); no "
+            "p-value, as the tasks are autocorrelated. per-seed r: each seed's own Pearson r "
+            "across its tasks. " + bootstrap_text(results),
             shown,
         ),
         (
-            "Which recorded metric tracks accuracy and plasticity loss\n"
-            f"Per setting, the top {RANKING_SHOWN} metrics by |r| with accuracy, and the NC1 "
-            "variants wherever they rank; r and rho of per-task means over seeds across "
-            "tasks 0-139 (PL_i = acc_0 - acc_i, so r with PL is minus r with accuracy). All "
-            "metrics: metric_ranking.csv.",
+            "Which recorded metric tracks accuracy (tasks 0-139)\n"
+            + ranking_caption("accuracy", "paper_mean_curve_r", RANKING_SHOWN, ranking)
+            + " Within a run PL_i = acc_0 - acc_i, so with PL every r flips sign.",
             ranking_shown(ranking),
         ),
     ]
@@ -473,6 +349,23 @@ def report(results: StudyResults) -> ReportSection:
                 summary,
             )
         )
+        shown_blocks, raw_blocks, nesting = threshold_statistics(results)
+        if len(raw_blocks):
+            files.append(folder / "threshold_blocks.csv")
+            raw_blocks.to_csv(files[-1], index=False)
+            tables.append(
+                (
+                    "NC-threshold variant: across-run statistics per task block, with "
+                    f"intervals\n{nesting} Each r is over runs of one number per run (mean "
+                    "over the block's tasks). PL_i = acc_0 - acc_i carries acc_0, so the r "
+                    "with later accuracy acc_i alone and the r of acc_0 with PL are shown "
+                    "beside the r with PL. Partial r: given a line in the pre-training "
+                    "epochs. Per run: threshold_runs.csv.",
+                    shown_blocks,
+                )
+            )
+            files.append(folder / "threshold_runs.csv")
+            threshold_run_table(results).to_csv(files[-1], index=False)
     return ReportSection(
         title="Permuted: online Permuted MNIST (the paper's Setup A)",
         protocol=f"Paper: {PAPER}; its protocol: {PAPER_PROTOCOL}.",
