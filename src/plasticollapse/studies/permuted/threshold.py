@@ -69,8 +69,8 @@ def run_table(
     blocks: Sequence[tuple[int, int]] = BLOCKS,
 ) -> pd.DataFrame:
     """One row per run: ``seed, nc1_threshold, epochs, nc1_0, acc0, reached, duplicate_of``
-    and, per block ``a-b``, ``acc_a-b`` (mean acc_i over tasks a..b) and ``pl_a-b`` (mean
-    PL_i = acc0 - acc_i). ``accuracy`` is (runs x tasks) online accuracy, task 0 included,
+    and, per block ``a-b``, ``acc_a-b`` (mean acc_i over tasks a..b; NaN unless the run
+    reached all of them) and ``pl_a-b`` (mean PL_i = acc0 - acc_i). ``accuracy`` is (runs x tasks) online accuracy, task 0 included,
     its index the run ids. ``duplicate_of`` names the first earlier run with the same NC1
     after pre-training and seed (the same run twice), else is empty."""
     frame = pd.DataFrame(
@@ -94,7 +94,10 @@ def run_table(
     tasks = accuracy.columns.to_numpy(dtype=float)
     for block in blocks:
         inside = accuracy.loc[:, (tasks >= block[0]) & (tasks <= block[1])]
-        later = inside.mean(axis=1).to_numpy(dtype=float)
+        # A run that has not reached every task of the block has no mean there: a mean
+        # over its first tasks only would compare earlier tasks with later ones.
+        complete = inside.notna().sum(axis=1).to_numpy() == block[1] - block[0] + 1
+        later = np.where(complete, inside.mean(axis=1).to_numpy(dtype=float), np.nan)
         frame[f"acc_{block_name(block)}"] = later
         frame[f"pl_{block_name(block)}"] = frame["acc0"].to_numpy() - later
     return frame
