@@ -1,0 +1,74 @@
+"""The published reports under docs/results are written by code from their committed CSVs.
+
+Each folder's ``render.py`` is run into a temporary folder (figures skipped: they are
+drawn by the same script from the same numbers) and the committed report must equal what
+it writes, so a number edited by hand in a report, or a CSV changed without re-rendering,
+fails here. Re-render with ``PYTHONPATH=src python docs/results/<folder>/render.py``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+#: folder -> the files its render.py writes that are committed beside it.
+RENDERED = {
+    "permuted_fashion": ("report.md", "metric_ranking.csv"),
+    "nc_threshold_fashion": ("report.md",),
+}
+
+
+def render(folder: str, out: Path) -> Path:
+    """Run ``docs/results/<folder>/render.py`` into ``out`` without figures."""
+    spec = importlib.util.spec_from_file_location(
+        f"render_{folder}", RESULTS / folder / "render.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(str(out), "--no-figures")
+    return out
+
+
+def stale_lines(committed: str, rendered: str) -> list[str]:
+    """The lines where a committed file differs from what its script renders (a diff)."""
+    diff = difflib.unified_diff(
+        committed.splitlines(), rendered.splitlines(), "committed", "rendered", lineterm="", n=0
+    )
+    return [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, Path]:
+    return {f: render(f, tmp_path_factory.mktemp(f)) for f in RENDERED}
+
+
+@pytest.mark.parametrize("folder", sorted(RENDERED))
+def test_committed_reports_are_what_their_scripts_render(folder, rendered):
+    for name in RENDERED[folder]:
+        committed = (RESULTS / folder / name).read_text()
+        stale = stale_lines(committed, (rendered[folder] / name).read_text())
+        assert not stale, (
+            f"docs/results/{folder}/{name} differs from what render.py writes from the "
+            f"committed CSVs; re-render it (PYTHONPATH=src python docs/results/{folder}/"
+            f"render.py):\n" + "\n".join(stale[:20])
+        )
+
+
+def test_a_number_edited_by_hand_is_caught(rendered):
+    committed = (RESULTS / "nc_threshold_fashion" / "report.md").read_text()
+    rendered_text = (rendered["nc_threshold_fashion"] / "report.md").read_text()
+    assert "| r(acc_0, mean PL_i) | +0.99 [" in committed
+    edited = committed.replace(
+        "| r(acc_0, mean PL_i) | +0.99 [", "| r(acc_0, mean PL_i) | +0.89 [", 1
+    )
+    stale = stale_lines(edited, rendered_text)
+    assert len(stale) == 2 and "+0.89" in stale[0] and "+0.99" in stale[1]
+
+
+def test_every_folder_with_a_render_script_is_checked():
+    scripts = {p.parent.name for p in RESULTS.glob("*/render.py")}
+    assert scripts <= set(RENDERED) | {"matrix"}, scripts - set(RENDERED)
