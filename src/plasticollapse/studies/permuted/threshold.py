@@ -70,9 +70,10 @@ def run_table(
 ) -> pd.DataFrame:
     """One row per run: ``seed, nc1_threshold, epochs, nc1_0, acc0, reached, duplicate_of``
     and, per block ``a-b``, ``acc_a-b`` (mean acc_i over tasks a..b; NaN unless the run
-    reached all of them) and ``pl_a-b`` (mean PL_i = acc0 - acc_i). ``accuracy`` is (runs x tasks) online accuracy, task 0 included,
-    its index the run ids. ``duplicate_of`` names the first earlier run with the same NC1
-    after pre-training and seed (the same run twice), else is empty."""
+    reached all of them) and ``pl_a-b`` (mean PL_i = acc0 - acc_i). ``accuracy`` is
+    (runs x tasks) online accuracy, task 0 included, its index the run ids.
+    ``duplicate_of`` names the first earlier run with the same NC1 after pre-training and
+    seed (the same run twice), else is empty."""
     frame = pd.DataFrame(
         {
             "run_id": list(accuracy.index),
