@@ -19,6 +19,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 RENDERED = {
     "permuted_fashion": ("report.md", "metric_ranking.csv"),
     "nc_threshold_fashion": ("report.md",),
+    "warmstart_fashion": ("report.md",),
 }
 
 
