@@ -15,19 +15,22 @@ from pathlib import Path
 import pytest
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
-#: folder -> the files its render.py writes that are committed beside it.
+#: folder -> the files its render.py writes that are committed beside it ("." is the index,
+#: rendered by render_index.py).
 RENDERED = {
+    ".": ("README.md",),
     "permuted_fashion": ("report.md", "metric_ranking.csv"),
     "nc_threshold_fashion": ("report.md",),
     "warmstart_fashion": ("report.md",),
+    "online_remedies": ("README.md",),
 }
 
 
 def render(folder: str, out: Path) -> Path:
-    """Run ``docs/results/<folder>/render.py`` into ``out`` without figures."""
-    spec = importlib.util.spec_from_file_location(
-        f"render_{folder}", RESULTS / folder / "render.py"
-    )
+    """Run ``docs/results/<folder>/render.py`` (the index: render_index.py) into ``out``
+    without figures."""
+    script = RESULTS / "render_index.py" if folder == "." else RESULTS / folder / "render.py"
+    spec = importlib.util.spec_from_file_location(f"render_{folder.strip('.') or 'index'}", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(str(out), "--no-figures")
@@ -44,7 +47,7 @@ def stale_lines(committed: str, rendered: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, Path]:
-    return {f: render(f, tmp_path_factory.mktemp(f)) for f in RENDERED}
+    return {f: render(f, tmp_path_factory.mktemp(f.strip(".") or "index")) for f in RENDERED}
 
 
 @pytest.mark.parametrize("folder", sorted(RENDERED))
