@@ -26,13 +26,18 @@ RENDERED = {
 }
 
 
+def _module(script: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def render(folder: str, out: Path) -> Path:
     """Run ``docs/results/<folder>/render.py`` (the index: render_index.py) into ``out``
     without figures."""
     script = RESULTS / "render_index.py" if folder == "." else RESULTS / folder / "render.py"
-    spec = importlib.util.spec_from_file_location(f"render_{folder.strip('.') or 'index'}", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _module(script, f"render_{folder.strip('.') or 'index'}")
     module.main(str(out), "--no-figures")
     return out
 
@@ -76,3 +81,26 @@ def test_a_number_edited_by_hand_is_caught(rendered):
 def test_every_folder_with_a_render_script_is_checked():
     scripts = {p.parent.name for p in RESULTS.glob("*/render.py")}
     assert scripts <= set(RENDERED) | {"matrix"}, scripts - set(RENDERED)
+
+
+def test_threshold_summarise_writes_what_render_reads(tmp_path):
+    """summarise.py on run folders writes runs.csv and summary.csv in the columns render.py
+    reads; the render then counts, dedupes and leaves out runs from them."""
+    import shutil
+
+    from test_report import threshold_runs
+
+    folder = RESULTS / "nc_threshold_fashion"
+    summarise = _module(folder / "summarise.py", "summarise_threshold")
+    out = tmp_path / "out"
+    out.mkdir()
+    summarise.main(str(threshold_runs(tmp_path / "runs")), str(out))
+    runs = (out / "runs.csv").read_text().splitlines()
+    committed = (folder / "runs.csv").read_text().splitlines()
+    assert runs[0] == committed[0]  # the same columns as the committed file
+    assert len(runs) == 1 + 8  # the 8 threshold runs, not the E=1 run
+    shutil.copy(folder / "provenance.csv", out)
+    renderer = _module(folder / "render.py", "render_threshold_check")
+    text = renderer.report(*renderer.load(out))
+    assert "6 distinct runs from 2 seeds" in text
+    assert "none: 2 seeds (a bootstrap needs 3)" in text
