@@ -38,7 +38,7 @@ def main(runs: str, out: str | None = None) -> None:
     if frame is None:
         raise SystemExit(f"{runs}: fewer than 3 NC-threshold runs; run the command in report.md")
     last = results.runs.set_index("run_id")["last_step"]
-    frame["source"] = [f"run folder {run}, tasks 0-{last[run]:g}" for run in frame["run_id"]]
+    frame["source"] = [f"run folder (run_id), tasks 0-{last[run]:g}" for run in frame["run_id"]]
     frame.to_csv(out_dir / "runs.csv", index=False, float_format="%.6g")
     per_task = threshold_analysis(results)
     if per_task is not None:
