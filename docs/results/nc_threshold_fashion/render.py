@@ -127,6 +127,39 @@ def paper_thresholds() -> str:
     return ", ".join(f"{v:.2f}" for v in values)
 
 
+def earlier_table(runs: pd.DataFrame, folder: Path = HERE) -> str:
+    """The same seeds and thresholds in the earlier, published run (runs_earlier.csv), when
+    that file is there: whether the variant's runs reproduce across code versions."""
+    path = folder / "runs_earlier.csv"
+    if not path.exists():
+        return ""
+    old = pd.read_csv(path, keep_default_na=False).set_index(["nc1_threshold", "seed"])
+    lines = [
+        "| threshold, seed | epochs: here / earlier | NC1 after pre-training: here / earlier | acc_0: here / earlier | mean PL_i, tasks 1–40: here / earlier |",
+        "|---|---|---|---|---|",
+    ]
+    same_epochs = 0
+    for r in runs.itertuples(index=False):
+        key = (round(r.nc1_threshold, 2), r.seed)
+        if key not in old.index:
+            continue
+        o = old.loc[key]
+        same_epochs += int(r.epochs == o["epochs"])
+        lines.append(
+            f"| {r.nc1_threshold:.2f}, {r.seed} | {r.epochs:g} / {o['epochs']:g} | {f3(r.nc1_0)} / {f3(o['nc1_0'])} "
+            f"| {f3(r.acc0)} / {f3(o['acc0'])} | {f3(r.pl_1_40)} / {f3(o['pl_1-40'])} |"
+        )
+    source = old["source"].iloc[0]
+    return (
+        f"\n## The earlier run of the same command (runs_earlier.csv: {source})\n\n"
+        f"{same_epochs} of {len(lines) - 2} runs took the same number of pre-training epochs in both. "
+        "The variant's runs are not reproduced run for run across code versions: a threshold "
+        "met one epoch earlier or later changes acc_0, NC1 and the PL of every later task.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def pick(est: pd.DataFrame, block: str, statistic: str) -> pd.Series:
     return est[(est["block"] == block) & (est["statistic"] == statistic)].iloc[0]
 
@@ -251,7 +284,7 @@ not as evidence.
 {convention_table(paper)}
 
 ![per task: |r| raw and smoothed, the epochs' r and the partial r]({FIGURE})
-"""
+""" + earlier_table(runs.rename(columns={"pl_1-40": "pl_1_40"}))
 
 
 def figure(per_task: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
