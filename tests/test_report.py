@@ -156,7 +156,9 @@ def test_correlations_csv_and_bootstrap_interval(runs, out):
         [list(rows(f, "accuracy", "task").values()) for f in runs.glob("permuted/perm-e5-*")]
     )
     want = stats.pearsonr(nc1.mean(axis=0), acc.mean(axis=0))
-    assert e5["pearson_r"] == pytest.approx(want[0]) and e5["pearson_p"] == pytest.approx(want[1])
+    assert e5["pearson_r"] == pytest.approx(want[0])
+    # no p-value from an autocorrelated n of tasks, in the CSV or the report
+    assert not {"pearson_p", "spearman_p"} & set(perm.columns)
     # (a resample of the three seeds in another order gives the estimate to rounding)
     assert e5["ci_low"] - 1e-12 <= e5["pearson_r"] <= e5["ci_high"] + 1e-12
     assert e5["ci_low"] < e5["ci_high"] and e5["n_seeds"] == 3

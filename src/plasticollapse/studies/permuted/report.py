@@ -17,12 +17,17 @@ conventions, the NC-threshold analysis, every metric ranked, and the figures (:m
   :func:`~.threshold.threshold_analysis`): for each task i, r across runs of NC1 after
   pre-training and PL_i, |r| smoothed with a Gaussian (sigma = 4 tasks) over tasks 1-99, as
   the authors; when it cannot be done, a note says why (and the figure is skipped for it);
-* every recorded metric ranked by its correlation with accuracy and with PL
-  (``metric_ranking.csv``, :func:`metric_ranking`).
+  beside it the block statistics with seed-bootstrap intervals (``threshold_blocks.csv``);
+* every recorded metric ranked by its detrended association with accuracy
+  (``detrended_r_diff``, seed-bootstrap intervals, aliases once), the paper's r of
+  per-task means beside it by name (``metric_ranking.csv``, :func:`metric_ranking`,
+  :mod:`plasticollapse.report.predictors`).
 
-One definition of r per quantity, said wherever an r is shown: the headline and the
-ranking are "r across tasks of the per-task means over seeds" (the paper's); "per-seed r"
-is each seed's own r across its tasks; the threshold analysis is "r across runs".
+One definition of r per quantity, said wherever an r is shown: the headline is "r across
+tasks of the per-task means over seeds" (the paper's convention, ``paper_mean_curve_r``);
+"per-seed r" is each seed's own r across its tasks; the threshold analysis is "r across
+runs". No p-value is printed: tasks are autocorrelated, so a p-value from their count reads
+a shared trend as a relation (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -45,11 +50,14 @@ from plasticollapse.report.format import (
     correlation_tables,
     fmt,
     paper_tables,
-    rank_by_setting,
-    ranking_table,
     reached,
     seeds_text,
     to_fraction,
+)
+from plasticollapse.report.predictors import (
+    predictor_board,
+    ranking_caption,
+    ranking_view,
 )
 from plasticollapse.studies.base import ReportSection, StudyResults
 from plasticollapse.studies.common import PAPER
@@ -61,7 +69,9 @@ from plasticollapse.studies.permuted.threshold import (
     first_present,
     threshold_analysis,
     threshold_missing,
+    threshold_run_table,
     threshold_runs,
+    threshold_statistics,
     threshold_table,
 )
 
@@ -266,26 +276,22 @@ def headline_correlations(
 
 
 def metric_ranking(results: StudyResults, max_tasks: int = MAX_TASKS) -> pd.DataFrame:
-    """Every recorded metric per setting, ranked by |r| with accuracy (r across tasks
-    0..max_tasks-1 of the per-task means over seeds; with PL, r is exactly minus r with
-    accuracy, since PL_i = acc_0 - acc_i). Columns: setting, rank, metric, Pearson r and
-    Spearman rho with accuracy and with pl, n (tasks)."""
-    select = partial(analysis.between, hi=max_tasks - 1)
-    return rank_by_setting(results, ("accuracy", "pl"), NOT_RANKED, select=select)
+    """Every recorded metric per setting, scored against online accuracy over tasks
+    0..max_tasks-1 by the predictor leaderboard (:func:`~plasticollapse.report.predictors.
+    predictor_board`: detrended, lead-lag, across-run and the paper's statistics, each with
+    a seed-bootstrap interval and its n; aliases once). PL is not scored separately: within
+    a run PL_i = acc_0 - acc_i is accuracy turned over, so every within-run statistic is
+    the same with the sign flipped."""
+    table = results.table
+    table = table[table["step"].isna() | (table["step"] <= max_tasks - 1)]
+    return predictor_board(table, "accuracy", NOT_RANKED, results.bootstrap, results.seed)
 
 
 def ranking_shown(ranking: pd.DataFrame, top: int = RANKING_SHOWN) -> pd.DataFrame:
-    """The report's view: per setting the top metrics, and the NC1 variants wherever they
-    rank."""
+    """The report's view: per setting the top metrics by ``detrended_r_diff``, and the NC1
+    variants wherever they rank, with the paper's r of per-task means beside them."""
     nc1 = {m for m, _ in NC1_VARIANTS}
-    columns = {
-        "r with accuracy": ("pearson_r_accuracy", "r"),
-        "rho with accuracy": ("spearman_rho_accuracy", "r"),
-        "r with PL": ("pearson_r_pl", "r"),
-        "rho with PL": ("spearman_rho_pl", "r"),
-        "tasks": ("n", "int"),
-    }
-    return ranking_table(ranking, top, nc1.__contains__, columns)
+    return ranking_view(ranking, "paper_mean_curve_r", top, nc1.__contains__)
 
 
 # =========================================================================== the section
@@ -320,17 +326,17 @@ def report(results: StudyResults) -> ReportSection:
         ),
         (
             "Correlations with accuracy, both NC1 conventions and the companions\n"
-            "r of per-task means: Pearson r / Spearman rho with two-sided p-values across "
-            "tasks 0-139 (or fewer) between the per-task means over seeds. per-seed r: each "
-            "seed's own Pearson r across its tasks. " + bootstrap_text(results),
+            "r of per-task means (the paper's convention): Pearson r / Spearman rho across "
+            "tasks 0-139 (or fewer) between the per-task means over seeds, with the 95% CI of "
+            "that same estimator (the mean curves recomputed over resampled seeds); no "
+            "p-value, as the tasks are autocorrelated. per-seed r: each seed's own Pearson r "
+            "across its tasks. " + bootstrap_text(results),
             shown,
         ),
         (
-            "Which recorded metric tracks accuracy and plasticity loss\n"
-            f"Per setting, the top {RANKING_SHOWN} metrics by |r| with accuracy, and the NC1 "
-            "variants wherever they rank; r and rho of per-task means over seeds across "
-            "tasks 0-139 (PL_i = acc_0 - acc_i, so r with PL is minus r with accuracy). All "
-            "metrics: metric_ranking.csv.",
+            "Which recorded metric tracks accuracy (tasks 0-139)\n"
+            + ranking_caption("accuracy", "paper_mean_curve_r", RANKING_SHOWN, ranking)
+            + " Within a run PL_i = acc_0 - acc_i, so with PL every r flips sign.",
             ranking_shown(ranking),
         ),
     ]
@@ -349,6 +355,23 @@ def report(results: StudyResults) -> ReportSection:
                 summary,
             )
         )
+        shown_blocks, raw_blocks, nesting = threshold_statistics(results)
+        if len(raw_blocks):
+            files.append(folder / "threshold_blocks.csv")
+            raw_blocks.to_csv(files[-1], index=False)
+            tables.append(
+                (
+                    "NC-threshold variant: across-run statistics per task block, with "
+                    f"intervals\n{nesting} Each r is over runs of one number per run (mean "
+                    "over the block's tasks). PL_i = acc_0 - acc_i carries acc_0, so the r "
+                    "with later accuracy acc_i alone and the r of acc_0 with PL are shown "
+                    "beside the r with PL. Partial r: given a line in the pre-training "
+                    "epochs. Per run: threshold_runs.csv.",
+                    shown_blocks,
+                )
+            )
+            files.append(folder / "threshold_runs.csv")
+            threshold_run_table(results).to_csv(files[-1], index=False)
     notes = []
     if missing:  # threshold runs were asked for: say why their numbers and figure are absent
         capped = capped_runs(results, threshold_runs(results))

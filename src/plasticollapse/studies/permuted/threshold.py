@@ -1,19 +1,43 @@
-"""The Permuted study's NC-threshold analysis (the authors' variant of Setup A): which threshold
-runs it can use, r across runs of NC1 after pre-training and PL_i per task, and, when it
-cannot be done, why (too few runs that met their threshold, runs stopped at the safety cap,
-the same run counted twice, no task after pre-training). :mod:`.report` shows the result.
+"""The NC-threshold variant's across-run statistics, with intervals over seeds.
+
+The variant (docs/paper.md) trains task 0 until NC1 falls below a threshold, then one
+epoch per task. Its runs are few and nested: every threshold of one seed starts from the
+same initialisation, data order and first-task trajectory (a lower threshold only trains
+that trajectory longer), so twelve runs from five seeds are five independent units. And
+PL_i = acc_0 - acc_i carries each run's first-task accuracy acc_0 into every task: across
+runs, an r with PL can be an r with acc_0 alone. This module therefore gives
+
+* per run (:func:`run_table`): the seed, threshold, pre-training epochs, NC1 after
+  pre-training, acc_0, whether the run met its threshold (not the safety cap) and which
+  run it duplicates (a seed that met two thresholds in the same epoch ran one run twice),
+  and per task block the mean later accuracy acc_i and the mean PL_i;
+* per block (:func:`block_estimates`): r across runs of NC1 after pre-training with mean
+  PL and, separately, with mean later accuracy acc_i alone; r of acc_0 with mean PL (how
+  much of PL is acc_0); r of the epochs with PL; and the partial r of NC1 and each outcome
+  given a line in the epochs (a lower threshold takes more epochs). Each is an
+  :class:`~plasticollapse.analysis.inference.Estimate`: a 95 % percentile bootstrap over
+  SEEDS (the runs of a seed drawn together), n_runs, n_seeds, and the tasks averaged.
+
+The per-task |r| smoothed with a Gaussian is the authors' convention
+(:func:`threshold_analysis`); it has no interval, so the block statistics are the ones to
+read. When the analysis cannot be done, :func:`threshold_missing` says why (too few runs
+that met their threshold, runs stopped at the safety cap, the same run counted twice, no
+task after pre-training).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from plasticollapse import analysis
+from plasticollapse.analysis import inference
 from plasticollapse.report.format import fmt
+from plasticollapse.report.predictors import interval_text
 from plasticollapse.studies.base import StudyResults
 
 #: The threshold analysis: tasks 1-99 (the authors' first 100 tasks), Gaussian sigma.
@@ -26,6 +50,129 @@ def first_present(table: pd.DataFrame, candidates: Sequence[str]) -> str | None:
     """The first of ``candidates`` the runs report per step (None when none is)."""
     available = set(analysis.metrics(table))
     return next((m for m in candidates if m in available), None)
+
+
+#: Task blocks the statistics average over: the paper's "tasks 1-40" and the rest of its
+#: first 100 tasks.
+BLOCKS: tuple[tuple[int, int], ...] = ((1, 40), (41, 99))
+
+
+def block_name(block: tuple[int, int]) -> str:
+    """``1-40``: how a block reads in column names and tables."""
+    return f"{block[0]}-{block[1]}"
+
+
+def run_table(
+    seeds: Sequence,
+    thresholds: Sequence[float],
+    epochs: Sequence[float],
+    nc1_0: Sequence[float],
+    reached: Sequence[bool],
+    accuracy: pd.DataFrame,
+    blocks: Sequence[tuple[int, int]] = BLOCKS,
+) -> pd.DataFrame:
+    """One row per run: ``seed, nc1_threshold, epochs, nc1_0, acc0, reached, duplicate_of``
+    and, per block ``a-b``, ``acc_a-b`` (mean acc_i over tasks a..b; NaN unless the run
+    reached all of them) and ``pl_a-b`` (mean PL_i = acc0 - acc_i). ``accuracy`` is
+    (runs x tasks) online accuracy, task 0 included, its index the run ids.
+    ``duplicate_of`` names the first earlier run with the same NC1 after pre-training and
+    seed (the same run twice), else is empty."""
+    frame = pd.DataFrame(
+        {
+            "run_id": list(accuracy.index),
+            "seed": list(seeds),
+            "nc1_threshold": np.asarray(thresholds, dtype=float),
+            "epochs": np.asarray(epochs, dtype=float),
+            "nc1_0": np.asarray(nc1_0, dtype=float),
+            "acc0": accuracy[0.0].to_numpy(dtype=float),
+            "reached": np.asarray(reached, dtype=bool),
+        }
+    )
+    first: dict[tuple, str] = {}
+    duplicate = []
+    for row in frame.itertuples(index=False):
+        key = (str(row.seed), row.nc1_0)
+        duplicate.append(first.get(key, ""))
+        first.setdefault(key, row.run_id)
+    frame["duplicate_of"] = duplicate
+    tasks = accuracy.columns.to_numpy(dtype=float)
+    for block in blocks:
+        inside = accuracy.loc[:, (tasks >= block[0]) & (tasks <= block[1])]
+        # A run that has not reached every task of the block has no mean there: a mean
+        # over its first tasks only would compare earlier tasks with later ones.
+        complete = inside.notna().sum(axis=1).to_numpy() == block[1] - block[0] + 1
+        later = np.where(complete, inside.mean(axis=1).to_numpy(dtype=float), np.nan)
+        frame[f"acc_{block_name(block)}"] = later
+        frame[f"pl_{block_name(block)}"] = frame["acc0"].to_numpy() - later
+    return frame
+
+
+def distinct_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the variant: each once (no duplicate) and only those that met their
+    threshold (a run stopped at the safety cap is not a run of the variant)."""
+    return frame[(frame["duplicate_of"].fillna("") == "") & frame["reached"].astype(bool)]
+
+
+#: (statistic name, x column, outcome prefix, given the epochs?): what :func:`block_estimates`
+#: computes per block.
+BLOCK_STATISTICS = (
+    ("r(NC1 after task 0, mean PL_i)", "nc1_0", "pl", False),
+    ("r(NC1 after task 0, mean acc_i)", "nc1_0", "acc", False),
+    ("r(acc_0, mean PL_i)", "acc0", "pl", False),
+    ("r(pre-training epochs, mean PL_i)", "epochs", "pl", False),
+    ("partial r(NC1 after task 0, mean PL_i | epochs)", "nc1_0", "pl", True),
+    ("partial r(NC1 after task 0, mean acc_i | epochs)", "nc1_0", "acc", True),
+)
+
+
+def block_estimates(
+    frame: pd.DataFrame,
+    blocks: Sequence[tuple[int, int]] = BLOCKS,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every statistic of :data:`BLOCK_STATISTICS` per block over the :func:`distinct_runs`
+    of ``frame`` (a :func:`run_table`), with its seed-bootstrap interval and n: columns
+    ``block, statistic`` and the :class:`~plasticollapse.analysis.inference.Estimate`
+    fields. Also ``r(NC1 after task 0, acc_0)`` once (block ``task 0``)."""
+    runs = distinct_runs(frame)
+    seeds = runs["seed"].astype(str).to_numpy(dtype=object)
+    draws = inference.cluster_draws(seeds, n_boot, seed)
+    epochs = runs["epochs"].to_numpy(dtype=float)[:, None]
+    rows = []
+    first = inference.across_runs(runs["nc1_0"], runs["acc0"], seeds, None, 1, draws)
+    rows.append({"block": "task 0", **first.row(), "statistic": "r(NC1 after task 0, acc_0)"})
+    for block in blocks:
+        name = block_name(block)
+        n_tasks = block[1] - block[0] + 1
+        for statistic, x, outcome, given in BLOCK_STATISTICS:
+            y = runs[f"{outcome}_{name}"]
+            estimate = inference.across_runs(
+                runs[x], y, seeds, epochs if given else None, n_tasks, draws
+            )
+            rows.append({"block": name, **estimate.row(), "statistic": statistic})
+    columns = ["block", "statistic", "estimate", "ci_low", "ci_high"]
+    columns += ["n_runs", "n_seeds", "n_steps", "interval", "level"]
+    return pd.DataFrame(rows)[columns]
+
+
+def nesting_text(frame: pd.DataFrame) -> str:
+    """How the runs nest: ``12 distinct runs from 5 seeds (2-3 per seed) ...``."""
+    runs = distinct_runs(frame)
+    per_seed = runs.groupby(runs["seed"].astype(str)).size()
+    duplicates = int((frame["duplicate_of"].fillna("") != "").sum())
+    capped = int((~frame["reached"].astype(bool)).sum())
+    return (
+        f"{len(runs)} distinct runs from {len(per_seed)} seeds ({per_seed.min()}-"
+        f"{per_seed.max()} per seed; {len(frame)} run folders, {duplicates} the same run as "
+        f"another, {capped} stopped at the epoch cap above its threshold and left out). The "
+        "runs of one seed share its initialisation, data order and first-task trajectory, "
+        "so the seeds, not the runs, are the independent units: every interval resamples "
+        "seeds."
+    )
+
+
+# =========================================================================== from the runs
 
 
 def threshold_runs(results: StudyResults) -> pd.DataFrame:
@@ -171,6 +318,52 @@ def threshold_missing(results: StudyResults, frame: pd.DataFrame | None) -> str:
         return selected.missing
     lo, hi = THRESHOLD_TASKS
     return f"the threshold runs have no task in {lo}-{hi} (r is with PL_i after pre-training)"
+
+
+def threshold_run_table(results: StudyResults) -> pd.DataFrame | None:
+    """The threshold runs, one row each (:func:`run_table`): seed, threshold,
+    epochs, NC1 after pre-training (the convention the threshold tested), acc_0, whether
+    the threshold was met, and per task block the mean later accuracy and PL. None when
+    there are fewer than 3 threshold runs."""
+    runs = threshold_runs(results)
+    if len(runs) < 3:
+        return None
+    ids = list(runs["run_id"])
+    configured = {c.get("threshold_metric") for c in runs["config"]} - {None}
+    metric = next(iter(configured)) if len(configured) == 1 else None
+    metric = metric or first_present(results.table, AUTHORS_NC1) or "nc1"
+    capped = set(capped_runs(results, runs))
+    first = partial(analysis.at, step=0.0)
+    return run_table(
+        seeds=list(runs["seed"]),
+        thresholds=[c["nc1_threshold"] for c in runs["config"]],
+        epochs=first(analysis.curves(results.table, "task_epochs", ids)),
+        nc1_0=first(analysis.curves(results.table, metric, ids)),
+        reached=[run not in capped for run in ids],
+        accuracy=analysis.curves(results.table, "accuracy", ids),
+    )
+
+
+def threshold_statistics(results: StudyResults) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """``(shown, raw, nesting)``: :func:`block_estimates` over the threshold
+    runs as the report's table and as numbers, and how the runs nest. Empty without 3
+    distinct runs from 3 seeds' worth of threshold runs."""
+    frame = threshold_run_table(results)
+    if frame is None or len(distinct_runs(frame)) < 3:
+        return pd.DataFrame(), pd.DataFrame(), ""
+    raw = block_estimates(frame, n_boot=results.bootstrap, seed=results.seed)
+    shown = pd.DataFrame(
+        {
+            "tasks": raw["block"],
+            "statistic": raw["statistic"],
+            "r [95% CI over seeds]": [
+                interval_text(r.estimate, r.ci_low, r.ci_high) for r in raw.itertuples()
+            ],
+            "runs / seeds": [f"{r.n_runs} / {r.n_seeds}" for r in raw.itertuples()],
+            "interval": raw["interval"],
+        }
+    )
+    return shown, raw, nesting_text(frame)
 
 
 def threshold_table(frame: pd.DataFrame | None, results: StudyResults) -> pd.DataFrame:

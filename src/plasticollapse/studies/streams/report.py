@@ -7,7 +7,11 @@
   bootstrap interval over seeds (``values.csv`` holds the numbers);
 * correlations across tasks of the per-task means over seeds (the permuted study's
   :func:`~plasticollapse.studies.permuted.report.headline_correlations`): NC1 vs online
-  accuracy on the training samples, and held-out NC1 vs held-out accuracy;
+  accuracy on the training samples, and held-out NC1 vs held-out accuracy, the paper's
+  convention with the seed-bootstrap interval of that estimator and no p-value;
+* every recorded metric scored against online accuracy by the dependence-aware statistics
+  (``metric_ranking.csv``: :mod:`plasticollapse.report.predictors`, ``detrended_r_diff``
+  first, seed-bootstrap intervals, aliases once);
 * figures: accuracy and NC1 per task, training and held-out (``<study>_curves``); NC1 in
   every hidden layer at the first, middle and last measured task (``<study>_depth``); the
   opt-in probes per task when the runs have them (``<study>_probes``).
@@ -24,8 +28,17 @@ import pandas as pd
 from plasticollapse import analysis
 from plasticollapse.report import plots
 from plasticollapse.report.format import DASH, bootstrap_text, correlation_tables, fmt, seeds_text
+from plasticollapse.report.predictors import predictor_board, ranking_caption, ranking_view
 from plasticollapse.studies.base import ReportSection, StudyResults
 from plasticollapse.studies.permuted.report import headline_correlations
+
+#: Metrics shown per setting in the ranking table (all are in metric_ranking.csv).
+RANKING_SHOWN = 6
+
+
+def _is_nc1(metric: str) -> bool:
+    return metric in ("nc1", "test_nc1")
+
 
 #: The table's columns: (header, metric, which value of each run, fmt unit).
 TABLE_COLUMNS = (
@@ -213,6 +226,11 @@ def stream_report(results: StudyResults, title: str, protocol: str) -> ReportSec
     shown_r, raw_r = correlation_tables(rows)
     correlations_csv = folder / "correlations.csv"
     raw_r.to_csv(correlations_csv, index=False)
+    ranking = predictor_board(
+        results.table, "accuracy", n_boot=results.bootstrap, seed=results.seed
+    )
+    ranking_csv = folder / "metric_ranking.csv"
+    ranking.to_csv(ranking_csv, index=False)
     drawn = [
         (f"{study}: accuracy and NC1 per task, training and held-out", plot_curves),
         (f"{study}: NC1 of every hidden layer at three tasks", plot_depth),
@@ -230,12 +248,17 @@ def stream_report(results: StudyResults, title: str, protocol: str) -> ReportSec
                 shown_values,
             ),
             (
-                "Correlations across tasks between the per-task means over seeds (training "
-                "NC1 vs online accuracy; held-out NC1 vs held-out accuracy). "
-                + bootstrap_text(results),
+                "Correlations across tasks between the per-task means over seeds (the "
+                "paper's convention; training NC1 vs online accuracy; held-out NC1 vs held-out "
+                "accuracy). No p-value: the tasks are autocorrelated. " + bootstrap_text(results),
                 shown_r,
+            ),
+            (
+                "Which recorded metric tracks online accuracy\n"
+                + ranking_caption("accuracy", "paper_mean_curve_r", RANKING_SHOWN, ranking),
+                ranking_view(ranking, "paper_mean_curve_r", RANKING_SHOWN, _is_nc1),
             ),
         ],
         figures=[(caption, png) for caption, png in figures if png is not None],
-        files=[values_csv, correlations_csv],
+        files=[values_csv, correlations_csv, ranking_csv],
     )
