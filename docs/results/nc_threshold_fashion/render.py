@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from plasticollapse.report import plots
 from plasticollapse.report.predictors import interval_text
 from plasticollapse.studies.permuted import threshold
 from plasticollapse.studies.permuted.report import PAPER_NUMBERS
@@ -332,9 +333,8 @@ def figure(per_task: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
         f"({counted['seed'].nunique()} seeds) per task; no interval",
         fontsize=9,
     )
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plots.legend_outside(ax)  # beside the axes: inside, it covered the partial r's start
+    fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
 
 
