@@ -152,6 +152,11 @@ def correlation_verdict(row: pd.Series) -> str | None:
     without = row["loo_high_without"] if r < 0 else row["loo_low_without"]
     if weakest * r <= 0 or abs(weakest) < 0.3:
         return head + f": the interval excludes 0, but the sign rests on {without}."
+    if abs(r - weakest) > 0.25:  # the sign holds, but one remedy carries much of the size
+        return (
+            head + f": the interval excludes 0 and the sign holds without any one remedy, but "
+            f"without {without} r is only {r_text(weakest)}: much of its size rests on {without}."
+        )
     return head + ": the interval excludes 0 and no single remedy makes it."
 
 
