@@ -17,6 +17,7 @@ import pandas as pd
 import tomllib
 
 import plasticollapse
+from plasticollapse.report.render import render_target
 
 HERE = Path(__file__).parent
 PRESETS = Path(plasticollapse.__file__).parent / "presets"
@@ -82,9 +83,7 @@ sweep paper/permuted_mnist`) and its CIFAR-10 warm start at full width
 
 
 def main(*args: str) -> None:
-    folders = [a for a in args if not a.startswith("--")]
-    out = Path(folders[0]) if folders else HERE
-    out.mkdir(parents=True, exist_ok=True)
+    out, _ = render_target(args, HERE)
     (out / "README.md").write_text(index())
     print(out / "README.md")
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from plasticollapse.report import plots
 from plasticollapse.report.predictors import interval_text
+from plasticollapse.report.render import render_target
 from plasticollapse.studies.permuted import threshold
 from plasticollapse.studies.permuted.report import PAPER_NUMBERS
 from plasticollapse.studies.permuted.threshold import THRESHOLD_SIGMA
@@ -339,10 +340,7 @@ def figure(per_task: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
 
 
 def main(*args: str) -> None:
-    draw = "--no-figures" not in args
-    folders = [a for a in args if not a.startswith("--")]
-    out = Path(folders[0]) if folders else HERE
-    out.mkdir(parents=True, exist_ok=True)
+    out, draw = render_target(args, HERE)
     runs, per_task, prov = load()
     (out / "report.md").write_text(report(runs, per_task, prov))
     if draw:

@@ -20,6 +20,7 @@ import pandas as pd
 import tomllib
 
 import plasticollapse
+from plasticollapse.report.render import render_target
 from plasticollapse.studies.permuted.report import PAPER_NUMBERS
 
 HERE = Path(__file__).parent
@@ -197,9 +198,7 @@ MNIST with 2000-unit layers at lr 0.003 over 800 tasks.
 
 
 def main(*args: str) -> None:
-    folders = [a for a in args if not a.startswith("--")]
-    out = Path(folders[0]) if folders else HERE
-    out.mkdir(parents=True, exist_ok=True)
+    out, _ = render_target(args, HERE)
     (out / "README.md").write_text(readme(*load()))
     print(out / "README.md")
 

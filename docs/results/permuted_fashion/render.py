@@ -23,6 +23,7 @@ import pandas as pd
 
 from plasticollapse.analysis import predictors
 from plasticollapse.report.predictors import interval_text
+from plasticollapse.report.render import render_target
 from plasticollapse.studies.permuted.report import MAX_TASKS, PAPER_NUMBERS
 
 HERE = Path(__file__).parent
@@ -338,10 +339,7 @@ def figures(summary: pd.DataFrame, board: pd.DataFrame, out: Path) -> None:
 
 
 def main(*args: str) -> None:
-    draw = "--no-figures" not in args
-    folders = [a for a in args if not a.startswith("--")]
-    out = Path(folders[0]) if folders else HERE
-    out.mkdir(parents=True, exist_ok=True)
+    out, draw = render_target(args, HERE)
     summary, prov = load()
     board = ranking(summary)
     board.to_csv(out / "metric_ranking.csv", index=False, float_format="%.6g")

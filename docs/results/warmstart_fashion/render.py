@@ -21,6 +21,7 @@ import pandas as pd
 
 from plasticollapse.analysis import inference
 from plasticollapse.report.predictors import interval_text
+from plasticollapse.report.render import render_target
 from plasticollapse.studies.warmstart.report import PAPER_CONFIG, PAPER_NUMBERS
 
 HERE = Path(__file__).parent
@@ -300,10 +301,7 @@ def figures(summary: pd.DataFrame, out: Path) -> None:
 
 
 def main(*args: str) -> None:
-    draw = "--no-figures" not in args
-    folders = [a for a in args if not a.startswith("--")]
-    out = Path(folders[0]) if folders else HERE
-    out.mkdir(parents=True, exist_ok=True)
+    out, draw = render_target(args, HERE)
     summary, bf16, prov = load()
     (out / "report.md").write_text(report(summary, bf16, prov))
     if draw:

@@ -26,6 +26,16 @@ if TYPE_CHECKING:
 EMPTY_TABLE = "(nothing to show: the runs hold no data for this table)"
 
 
+def render_target(args: tuple[str, ...], default: Path) -> tuple[Path, bool]:
+    """``(out, draw)`` of a docs/results render script's command line ``[OUT_DIR]
+    [--no-figures]``: the folder to write into (``default`` when none is given; created),
+    and whether to draw the figures."""
+    folders = [a for a in args if not a.startswith("--")]
+    out = Path(folders[0]) if folders else default
+    out.mkdir(parents=True, exist_ok=True)
+    return out, "--no-figures" not in args
+
+
 def cell(value: Any) -> str:
     """A DataFrame value as table text: missing -> "—", floats to 3 significant digits."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
