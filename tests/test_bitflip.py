@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from plasticollapse import cli
+from plasticollapse.engines import ReferenceEngine
 from plasticollapse.models import MLP
 from plasticollapse.remedies import build_remedies
 from plasticollapse.report import main_report
@@ -201,8 +202,8 @@ def test_train_period_is_prequential_sgd_on_the_squared_error():
     y = torch.randn(30, 2, dtype=torch.float64)
     params = [p.detach().numpy().copy() for p in model.parameters()]
     expected_loss, expected = manual_sgd(params, x.numpy(), y.numpy(), lr=0.05)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    loss = bitflip.train_period(model, optimizer, [], x, y)
+    engine = ReferenceEngine(model, 0.05, 1, (), loss="squared_error")
+    loss = bitflip.train_period(engine, x, y).loss
     assert loss == pytest.approx(expected_loss, rel=1e-12)
     for p, e in zip(model.parameters(), expected, strict=True):
         assert np.allclose(p.detach().numpy(), e, rtol=1e-12, atol=1e-14)
@@ -223,9 +224,7 @@ def test_per_step_remedies_act_at_every_step():
         remedies = build_remedies(config)
         for r in remedies:
             r.bind(model, bitflip.RemedyContext(seed=0, num_classes=1))
-        decay = bitflip.weight_decay_of(remedies)
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=decay)
-        bitflip.train_period(model, optimizer, remedies, x, y)
+        bitflip.train_period(bitflip.learner_engine(config, model, remedies), x, y)
         drift = sum(
             float((p - q).detach().pow(2).sum())
             for p, q in zip(model.parameters(), start.parameters(), strict=True)

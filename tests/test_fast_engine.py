@@ -37,10 +37,10 @@ from shadow import (
 from synthetic import mnist_like
 from torch import nn
 
-from plasticollapse.engines import make_engine
 from plasticollapse.engines.fast import FastEngine, unsupported_reason
 from plasticollapse.engines.reference import ReferenceEngine
 from plasticollapse.models import MLP
+from plasticollapse.training import make_engine
 
 RTOL = SEGMENT_RTOL
 

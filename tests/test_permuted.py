@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-import plasticollapse.engines as engines
+import plasticollapse.training as training
 from plasticollapse import cli
 from plasticollapse.engines import OnlineStats, ReferenceEngine
 from plasticollapse.runs.config import ConfigError, Study, parse_study
@@ -110,7 +110,7 @@ def spy(monkeypatch):
     SpyEngine.calls = []
     SpyEngine.stats = []
     monkeypatch.setattr(
-        engines, "make_engine", lambda name, m, lr, bs, remedies=(): SpyEngine(m, lr, bs)
+        training, "make_engine", lambda name, m, lr, bs, remedies=(): SpyEngine(m, lr, bs)
     )
     return SpyEngine.calls
 
@@ -195,7 +195,7 @@ def test_a_folder_from_before_the_remedy_fields_resumes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         permuted.run(permuted.Config(**spec.config), folder, callbacks=[kill_at_task_2])
     record = json.loads(folder.config_path.read_text())
-    late = permuted.Config.IDENTITY_OMITS_DEFAULTS | {"loggers"}
+    late = permuted.Config.LEGACY_IDENTITY_OMITS | {"loggers"}
     record["config"] = {k: v for k, v in record["config"].items() if k not in late}
     folder.config_path.write_text(json.dumps(record))
     assert spec_for(tmp_path / "old").folder == spec.folder  # the same name as before
@@ -286,7 +286,7 @@ def test_divergence_stops_cleanly_and_keeps_the_rows(tmp_path, monkeypatch):
             return stats
 
     monkeypatch.setattr(
-        engines, "make_engine", lambda name, m, lr, bs, remedies=(): Diverging(m, lr, bs)
+        training, "make_engine", lambda name, m, lr, bs, remedies=(): Diverging(m, lr, bs)
     )
     spec = spec_for(tmp_path)
     assert execute(spec) == "diverged"  # the sweep says so (exit status 4)
@@ -367,7 +367,7 @@ def test_new_protocol_fields_at_their_defaults_keep_old_run_folders():
 
     config = permuted.Config(dataset="digits", first_task_epochs=5)
     old_style = {"task_accuracy", "sample_order", "threshold_metric"}
-    assert old_style <= permuted.Config.IDENTITY_OMITS_DEFAULTS
+    assert old_style <= permuted.Config.LEGACY_IDENTITY_OMITS
     changed = permuted.Config(dataset="digits", first_task_epochs=5, task_accuracy="mean")
     assert config_hash(changed) != config_hash(config)
 

@@ -12,7 +12,7 @@ import torch
 from shadow import Segment, Shadowed, same_state, worst_error
 
 from plasticollapse.data import load_dataset
-from plasticollapse.engines import ReferenceEngine, make_engine
+from plasticollapse.engines import ReferenceEngine
 from plasticollapse.engines.fast import FastEngine
 from plasticollapse.metrics.collapse import nc1_loss
 from plasticollapse.models import MLP, ResNet18
@@ -42,6 +42,7 @@ from plasticollapse.runs.runtime import generator_for
 from plasticollapse.studies.base import execute, plan
 from plasticollapse.studies.permuted.config import Config as PermutedConfig
 from plasticollapse.studies.warmstart.config import Config as WarmstartConfig
+from plasticollapse.training import make_engine
 
 
 def snapshot(model):
@@ -405,7 +406,7 @@ def test_two_remedies_in_one_engine_apply_both():
 
 
 def test_auto_engine_keeps_the_fast_engine_unless_a_remedy_has_no_compiled_form(capsys):
-    import plasticollapse.engines as engines
+    import plasticollapse.training as training
 
     mlp = MLP(64, (16,), 10)
     assert isinstance(make_engine("auto", mlp, 0.01, 1), FastEngine)
@@ -419,7 +420,7 @@ def test_auto_engine_keeps_the_fast_engine_unless_a_remedy_has_no_compiled_form(
     for remedy in every_step:
         remedy.bind(mlp, RemedyContext(seed=0, num_classes=10))
     assert isinstance(make_engine("auto", mlp, 0.01, 1, every_step), FastEngine)
-    engines._SAID.clear()
+    training.engine_choice._SAID.clear()
     remedy = NC1Regulariser(0.05, 200.0)
     assert type(make_engine("auto", mlp, 0.01, 1, [remedy])) is ReferenceEngine
     with pytest.raises(ValueError, match="nc1_reg"):
@@ -468,7 +469,7 @@ def plain_rows(tmp_path_factory):
 @pytest.mark.parametrize("name", [n for n in REMEDIES if n != "plain"])
 def test_every_remedy_runs_in_both_studies_and_changes_the_rows(tmp_path, plain_rows, study, name):
     if study == "warmstart" and name in ONLINE_ONLY:
-        with pytest.raises(ConfigError, match="online"):
+        with pytest.raises(ConfigError, match="warmstart study has no .every step with the hidden"):
             WarmstartConfig(**{**WARMSTART, "remedies": (name,)})
         return
     rows = run_rows(study, tmp_path, remedies=(name,))
@@ -519,15 +520,16 @@ def test_scheme_is_an_alias_of_one_remedy(tmp_path):
 
 def test_permuted_runs_use_the_fast_engine_unless_a_remedy_needs_autograd(tmp_path, monkeypatch):
     import plasticollapse.engines as engines
+    import plasticollapse.training as training
 
     made = []
-    real = engines.make_engine
+    real = training.make_engine
 
     def recording(*args, **kwargs):
         made.append(real(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(engines, "make_engine", recording)
+    monkeypatch.setattr(training, "make_engine", recording)
     fields = dict(batch_size=1, tasks=2)
     plain = run_rows("permuted", tmp_path / "plain", **fields)
     sp = run_rows("permuted", tmp_path / "sp", remedies=("shrink_perturb",), **fields)
@@ -599,7 +601,7 @@ def test_each_remedy_gives_the_same_passes_in_both_engines(tmp_path, monkeypatch
     """The permuted study at batch size 1 with each remedy (its boundary hooks between the
     passes): every pass of the fast engine agrees with the reference engine's pass from the
     same parameters and remedy state, and both engines' runs write the same keys."""
-    import plasticollapse.engines as engines
+    import plasticollapse.training as training
 
     fields = {"batch_size": 1, "tasks": 3, "remedies": (name,), **ENGINE_PAIRS[name]}
     reference = run_rows("permuted", tmp_path / "reference", engine="reference", **fields)
@@ -609,7 +611,7 @@ def test_each_remedy_gives_the_same_passes_in_both_engines(tmp_path, monkeypatch
         made.append(ShadowedFastEngine(model, lr, remedies))
         return made[-1]
 
-    monkeypatch.setattr(engines, "make_engine", shadowed)
+    monkeypatch.setattr(training, "make_engine", shadowed)
     fast = run_rows("permuted", tmp_path / "fast", engine="fast", **fields)
     (engine,) = made
     assert len(engine.segments) == 4  # two epochs of task 0, then tasks 1 and 2
@@ -708,7 +710,11 @@ def test_weight_decay_rules_of_the_warm_start_hold_for_remedies_too():
         (PermutedConfig, {"cbp_utility": "weight"}, ["cbp_utility", "adaptable_contribution"]),
         (PermutedConfig, {"etf_scale": 0.0}, ["etf_scale must be > 0"]),
         (PermutedConfig, {"redo_every": -1}, ["redo_every must be >= 0"]),
-        (WarmstartConfig, {"remedies": ("cbp",), "model": "mlp"}, ["cbp", "online", "permuted"]),
+        (
+            WarmstartConfig,
+            {"remedies": ("cbp",), "model": "mlp"},
+            ["cbp", "warmstart", "hidden activations"],
+        ),
         (WarmstartConfig, {"scheme": "shrink_perturb", "shrink_perturb_every": 10}, ["probe"]),
         (WarmstartConfig, {"scheme": "redo"}, ["redo", "mlp"]),
         (WarmstartConfig, {"remedies": ("weight_decay",), "weight_decay": 0.0}, ["> 0"]),
@@ -722,10 +728,18 @@ def test_bad_remedy_settings_are_named(config_class, fields, words):
         assert word in str(info.value)
 
 
-def test_remedy_fields_renamed_no_existing_run_folder():
-    """The quick presets' folder names from before remedies became objects."""
+def test_the_legacy_hash_still_names_the_folders_from_before_remedies_became_objects():
+    """The quick presets' folder names from before remedies became objects: what the legacy
+    hash must reproduce for :func:`plan` to find (and rename) those folders."""
+    from plasticollapse.runs.config import from_dict, legacy_config_hash
+
+    def legacy_name(spec):
+        config_class = PermutedConfig if spec.experiment == "permuted" else WarmstartConfig
+        config = from_dict(config_class, spec.config)
+        return spec.run_id.rsplit("_", 1)[0] + "_" + legacy_config_hash(config)
+
     names = {
-        s.run_id
+        legacy_name(s)
         for study, preset in (("permuted", "permuted_digits"), ("warmstart", "warmstart_digits"))
         for s in plan(
             study,

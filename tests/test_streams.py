@@ -14,6 +14,7 @@ from stream_helpers import PROBE_KEYS, TINY, rows_of, spec_for, without_seconds
 from torch import nn
 
 import plasticollapse.engines as engines
+import plasticollapse.training as training
 from plasticollapse.metrics.collapse import collapse_metrics
 from plasticollapse.metrics.measure import LAYER_COLLAPSE_KEYS, measure_model
 from plasticollapse.metrics.plasticity import capture_activations
@@ -224,19 +225,19 @@ def test_remedies_act_at_each_switch_on_the_new_tasks_inputs(tmp_path, monkeypat
 )
 def test_auto_picks_the_fast_engine_only_where_it_applies(tmp_path, monkeypatch, study, engine):
     built = []
-    real = engines.make_engine
+    real = training.make_engine
 
-    def spy(name, model, lr, batch_size, remedies=()):
-        built.append(real(name, model, lr, batch_size, remedies).name)
-        return real(name, model, lr, batch_size, remedies)
+    def spy(name, model, lr, batch_size, remedies=(), **options):
+        built.append(real(name, model, lr, batch_size, remedies, **options).name)
+        return real(name, model, lr, batch_size, remedies, **options)
 
-    monkeypatch.setattr(engines, "make_engine", spy)
+    monkeypatch.setattr(training, "make_engine", spy)
     execute(spec_for(study, tmp_path, **no_probes(tasks=1)))
     assert built == [engine]
 
 
 def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
-    real = engines.make_engine
+    real = training.make_engine
 
     class Exploding:
         def __init__(self, engine):
@@ -249,7 +250,7 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
                 return engines.OnlineStats(stats.correct, stats.count, math.nan)
             return stats
 
-    monkeypatch.setattr(engines, "make_engine", lambda *a, **k: Exploding(real(*a, **k)))
+    monkeypatch.setattr(training, "make_engine", lambda *a, **k: Exploding(real(*a, **k)))
     spec = spec_for("random_labels", tmp_path, **no_probes())
     execute(spec)
     summary = RunFolder(spec.folder).read_summary()
@@ -269,8 +270,8 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
         ({"test_samples": -1}, "test_samples must be >= 0"),
         ({"hidden": ()}, "hidden must hold one or more widths"),
         ({"init": "xavier"}, "init must be one of pytorch, kaiming"),
-        ({"engine": "fast"}, "engine 'fast' cannot run batch_size 16"),
-        ({"engine": "fast", "batch_size": 1, "remedies": ["l2_init"]}, "remedies acting at every"),
+        ({"engine": "fast"}, "engine 'fast' cannot run this: batch size is 16"),
+        ({"engine": "fast", "batch_size": 1, "remedies": ["nc1_reg"]}, "needs batch_size >= 2"),
         ({"subset_size": 0}, "subset_size must be an integer >= 1"),
     ],
 )

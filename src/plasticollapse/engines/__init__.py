@@ -13,33 +13,25 @@ that updates the model's parameters in place.
   those acting every k steps between segments of a pass, and those acting between passes
   (at a task boundary: Shrink & Perturb, ReDo, resets), which change the model's
   parameters that every pass reads afresh. Not the NC1 regulariser (a loss term through
-  autograd), nor the MLP's layer norm or CReLU: ``auto`` then takes ``reference`` and says
-  so once.
+  autograd), nor the MLP's layer norm or CReLU.
+
+Which engine runs a run is chosen in one place, above this floor:
+:func:`plasticollapse.training.choose_engine` (and ``training.make_engine`` builds it).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from plasticollapse.engines.reference import ReferenceEngine
 from plasticollapse.engines.stats import OnlineStats
 
-if TYPE_CHECKING:
-    from plasticollapse.remedies.base import Remedy
-
-ENGINES = ("auto", "fast", "reference")
-
 __all__ = [
-    "ENGINES",
     "Engine",
     "OnlineStats",
     "ReferenceEngine",
-    "make_engine",
-    "remedies_reason",
 ]
 
 
@@ -54,52 +46,3 @@ class Engine(Protocol):
     ) -> OnlineStats:
         """One prequential pass over ``x[order]`` (columns permuted by ``columns``):
         each sample is scored before the update it causes."""
-
-
-def make_engine(
-    name: str,
-    model: nn.Module,
-    lr: float,
-    batch_size: int,
-    remedies: Sequence[Remedy] = (),
-) -> Engine:
-    """Build an engine. ``auto`` takes ``fast`` whenever it applies, else ``reference``.
-
-    Asking for ``fast`` where it cannot apply (GPU, batch size > 1, not a plain ReLU MLP,
-    a remedy without a compiled form) raises a ValueError that says why; ``auto`` falls
-    back to ``reference`` and, where the fast engine would otherwise have been expected
-    (batch size 1 on the CPU), says why once per process on stderr.
-    """
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
-    if name == "reference":
-        return ReferenceEngine(model, lr, batch_size, remedies)
-    from plasticollapse.engines import fast
-
-    reason = fast.unsupported_reason(model, batch_size) or remedies_reason(remedies)
-    if reason is None:
-        return fast.FastEngine(model, lr, remedies)
-    if name == "fast":
-        raise ValueError(f"the fast engine does not apply: {reason}; use --engine reference")
-    if batch_size == 1 and not next(model.parameters()).is_cuda:
-        say_once(f"engine auto: the reference engine (autograd) runs this, since {reason}")
-    return ReferenceEngine(model, lr, batch_size, remedies)
-
-
-def remedies_reason(remedies: Sequence[Remedy]) -> str | None:
-    """Why the fast engine cannot run these remedies (None: it can)."""
-    from plasticollapse.engines.fast_plan import merge_terms
-
-    merged = merge_terms(remedies)
-    return merged if isinstance(merged, str) else None
-
-
-_SAID: set[str] = set()
-
-
-def say_once(message: str) -> None:
-    """Print ``message`` to stderr the first time this process asks (a sweep of many runs
-    in one process says it once)."""
-    if message not in _SAID:
-        _SAID.add(message)
-        print(message, file=sys.stderr)

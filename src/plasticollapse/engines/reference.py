@@ -8,6 +8,9 @@ Remedies (:mod:`plasticollapse.remedies`) act at every step here: the objective 
 
     L = CE(logits, y) + sum_r remedy_r.loss(model, logits, features, y)
 
+(with ``loss="squared_error"``, the mean squared error of the outputs against real-valued
+targets in place of CE: bitflip regression; no accuracy is counted then)
+
 minimised by SGD with weight decay ``sum_r remedy_r.weight_decay()``, and every remedy's
 ``after_step`` follows each update (with the step's hidden activations for those that
 need them: Continual Backprop). A remedy with an ``interval()`` k acts after every k steps
@@ -32,11 +35,16 @@ if TYPE_CHECKING:
     from plasticollapse.remedies.base import Remedy
 
 
+#: The training losses by name: the classifiers' and bitflip regression's.
+LOSSES = {"cross_entropy": F.cross_entropy, "squared_error": F.mse_loss}
+
+
 class ReferenceEngine:
     """Prequential SGD: every mini-batch is scored *before* the update it causes.
 
-    The online loss and accuracy it reports are the cross-entropy's and the prediction's;
-    remedies' loss terms are trained on but not included in the reported loss.
+    The online loss and accuracy it reports are the cross-entropy's (or squared error's)
+    and the prediction's; remedies' loss terms are trained on but not included in the
+    reported loss.
     """
 
     name = "reference"
@@ -47,11 +55,16 @@ class ReferenceEngine:
         lr: float,
         batch_size: int = 1,
         remedies: Sequence[Remedy] = (),
+        loss: str = "cross_entropy",
     ):
         from plasticollapse.remedies import weight_decay_of
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+        self.classifies = loss == "cross_entropy"
+        self.criterion = LOSSES[loss]
         self.model = model
         self.batch_size = batch_size
         self.remedies = list(remedies)
@@ -92,13 +105,14 @@ class ReferenceEngine:
             if columns is not None:
                 xb = xb.index_select(1, columns)  # xb[:, columns]
             logits, features, hidden = self._forward(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = self.criterion(logits, yb)
             objective = loss
             for remedy in self.loss_terms:
                 term = remedy.loss(self.model, logits, features, yb)
                 if term is not None:
                     objective = objective + term
-            correct += (logits.argmax(1) == yb).sum()
+            if self.classifies:
+                correct += (logits.argmax(1) == yb).sum()
             loss_sum += loss.detach().double() * len(idx)
             self.optimizer.zero_grad(set_to_none=True)
             objective.backward()

@@ -100,8 +100,6 @@ class Remedy:
     name: ClassVar[str] = ""
     #: Whether :meth:`after_step` needs the hidden activations of the step's forward pass.
     needs_activations: ClassVar[bool] = False
-    #: Whether only the online studies (which train through an engine) can run it.
-    online_only: ClassVar[bool] = False
     #: Whether :meth:`at_interval` reads its ``inputs`` (the engines skip gathering the
     #: recent samples, and pass None, when no remedy due reads them).
     reads_interval_inputs: ClassVar[bool] = True
@@ -232,12 +230,6 @@ class Remedy:
 
 #: How many of the most recent samples an engine passes to :meth:`Remedy.at_interval`.
 INTERVAL_SAMPLES = 2048
-
-
-def is_online(config: Any) -> bool:
-    """Whether ``config`` is an online study's: one trained through an engine
-    (:mod:`plasticollapse.engines`), which calls ``at_interval`` and passes activations."""
-    return hasattr(config, "engine")
 
 
 def require(condition: bool, message: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from plasticollapse.remedies.base import Remedy, RemedyContext, StepTerms, is_online, require
+from plasticollapse.remedies.base import Remedy, RemedyContext, StepTerms, require
 
 #: Utility measures (``cbp_utility``), as ``util_type`` in the authors' code.
 UTILITIES = ("contribution", "adaptable_contribution")
@@ -109,7 +109,6 @@ class ContinualBackprop(Remedy):
 
     name = "cbp"
     needs_activations = True
-    online_only = True
     cbp_replacement_rate: float
     cbp_decay_rate: float
     cbp_maturity: int
@@ -127,11 +126,6 @@ class ContinualBackprop(Remedy):
 
     @classmethod
     def check(cls, config: Any) -> None:
-        require(
-            is_online(config),
-            "the cbp remedy runs in the online studies (their engines pass it each step's "
-            "hidden activations); the warm start has none: use it with permuted",
-        )
         require(
             not (getattr(config, "layer_norm", False) or getattr(config, "crelu", False)),
             "the cbp remedy replaces units of the plain ReLU MLP; turn off layer_norm and crelu",

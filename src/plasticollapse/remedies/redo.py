@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from plasticollapse.remedies.base import Remedy, is_online, require
+from plasticollapse.remedies.base import Remedy, require
 
 
 @dataclasses.dataclass
@@ -56,11 +56,6 @@ class ReDo(Remedy):
         require(
             not getattr(config, "crelu", False),
             "the redo remedy scores ReLU units; turn off crelu",
-        )
-        require(
-            config.redo_every == 0 or is_online(config),
-            "redo_every acts inside an online pass; the warm start recycles at checkpoints: "
-            "leave it 0",
         )
 
     def recycle(self, model, optimizer, inputs, *keys: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from plasticollapse.remedies.base import Remedy, is_online, require
+from plasticollapse.remedies.base import Remedy, require
 
 
 @dataclasses.dataclass
@@ -45,14 +45,6 @@ class ShrinkPerturb(Remedy):
         every = self.shrink_perturb_every
         require(every >= 0, f"shrink_perturb_every must be >= 0 (0: per task), got {every}")
         self.count = 0
-
-    @classmethod
-    def check(cls, config: Any) -> None:
-        require(
-            config.shrink_perturb_every == 0 or is_online(config),
-            "shrink_perturb_every acts inside an online pass; the warm start shrinks at each "
-            "probe's start: leave it 0",
-        )
 
     def apply(self, model, *keys: Any) -> None:
         """Shrink and perturb ``model`` in place, fresh weights drawn for ``keys``."""

@@ -73,20 +73,36 @@ class ConfigError(ValueError):
 
 
 def field(
-    default: Any = dataclasses.MISSING, *, help: str, section: str | None = None, **kwargs: Any
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    section: str | None = None,
+    added_later: bool = False,
+    remedy: str | None = None,
+    **kwargs: Any,
 ) -> Any:
     """A config field with its one-line ``help`` (shown by ``--help`` and ``--fields``).
 
     ``default`` may be mutable-free only (configs are frozen; tuples, not lists). The
     allowed values of a ``Literal`` field are read from its type, so they are never listed
     twice. ``section`` places the field in ``--help`` (``"model"``; the fields of the
-    shipped studies are placed by :data:`plasticollapse.runs.describe.SECTIONS`). Example::
+    shipped studies are placed by :data:`plasticollapse.runs.describe.SECTIONS`).
+
+    Two marks say how the field enters a run's identity (:func:`run_identity`):
+    ``added_later=True`` for a field a study gains after runs exist (left out while it
+    holds its default, so those runs keep their folders); ``remedy="name"`` for a remedy's
+    parameter (counted only in runs that apply that remedy). Example::
 
         lr: float = field(0.01, help="SGD learning rate")
+        cbp_maturity: int = field(100, help="...", remedy="cbp")
     """
     metadata = {**kwargs.pop("metadata", {}), "help": help}
     if section is not None:
         metadata["section"] = section
+    if added_later:
+        metadata["added_later"] = True
+    if remedy is not None:
+        metadata["remedy"] = remedy
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
@@ -454,14 +470,43 @@ def from_dict(config_class: type[C], data: dict[str, Any]) -> C:
     return construct(config_class, values)
 
 
-def config_hash(config: Any, length: int = 8) -> str:
-    """Stable short hash of what a run computes (execution fields excluded).
+def run_identity(config: Any) -> dict[str, Any]:
+    """What a run computes, as plain JSON data: the fields its folder name's hash covers.
 
-    Fields a study added after its first release are left out while they hold their
-    default, so that adding a field does not rename (and orphan) existing run folders. A
-    config class lists them in ``IDENTITY_OMITS_DEFAULTS``.
+    Every field of the config except the execution fields (:data:`EXECUTION_FIELDS`), with
+    two exceptions marked where a field is declared (:func:`field`): a remedy's parameter
+    counts only when the run applies that remedy (``config.applied_remedies()``), so that
+    ``--shrink 0.5`` without Shrink & Perturb is the same run as without it; a field marked
+    ``added_later`` is left out while it holds its default. ``plain`` is left out of
+    ``remedies`` (``--remedies plain`` is the run without remedies).
     """
-    late = getattr(type(config), "IDENTITY_OMITS_DEFAULTS", frozenset())
+    applied = getattr(config, "applied_remedies", None)
+    applied = set(applied()) if callable(applied) else None
+    data = to_dict(config)
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.name in EXECUTION_FIELDS:
+            continue
+        remedy = f.metadata.get("remedy")
+        if remedy is not None and applied is not None and remedy not in applied:
+            continue
+        if f.metadata.get("added_later") and _same_json(data[f.name], f.default):
+            continue
+        out[f.name] = data[f.name]
+    return identity_fields(out)
+
+
+def config_hash(config: Any, length: int = 8) -> str:
+    """Stable short hash of what a run computes: of :func:`run_identity`."""
+    blob = json.dumps(run_identity(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def legacy_config_hash(config: Any, length: int = 8) -> str:
+    """The hash run folders were named by before :func:`run_identity` (every field but the
+    execution fields; those a config class listed in ``LEGACY_IDENTITY_OMITS`` left out
+    while at their defaults). Used only to find such folders and rename them once."""
+    late = getattr(type(config), "LEGACY_IDENTITY_OMITS", frozenset())
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in late}
     data = {
         k: v

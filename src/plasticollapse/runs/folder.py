@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -264,18 +265,23 @@ class RunFolder:
         device: str,
         run_id: str,
         step_key: str | None = None,
+        identity: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> RunFolder:
         """Create the folder (or reopen it), refusing to mix two different runs in one.
 
         ``config["loggers"]`` names the loggers to start besides metrics.jsonl;
         ``step_key`` is the row key they use as the step (the row's index without one).
+        ``identity`` maps a config dict to what its run computes (the study's
+        :func:`~plasticollapse.runs.config.run_identity`); the stored and the new config must
+        agree on it (without it: on every non-execution field both know).
         """
         folder = cls(path, step_key=step_key)
         folder.path.mkdir(parents=True, exist_ok=True)
         remove_temp_files(folder.path)  # of writes a kill cut short; the caller holds the run
         if folder.config_path.exists():
             stored = folder.read_config()
-            if stored.get("experiment") != experiment or not _same_run(stored["config"], config):
+            same = _same_run(stored["config"], config, identity)
+            if stored.get("experiment") != experiment or not same:
                 raise ValueError(
                     f"{folder.path} already holds a different run (its config.json differs); "
                     "choose another --out, or delete that folder to start over"
@@ -487,13 +493,22 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     return identity_fields(config)
 
 
-def _same_run(stored: dict[str, Any], config: dict[str, Any]) -> bool:
+def _same_run(
+    stored: dict[str, Any],
+    config: dict[str, Any],
+    identity: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> bool:
     """Whether a folder's stored config describes the run ``config`` asks for.
 
-    Only the fields both know are compared: a folder written before a study gained a field
-    (the remedies' fields, say) lacks it, and the folder was found by the run's hash, which
-    leaves such late fields out while they hold their defaults (IDENTITY_OMITS_DEFAULTS).
+    With ``identity``: whether both have the same identity (a stored config that no longer
+    parses is another run). Without: only the fields both know are compared, since a folder
+    written before a study gained a field lacks it.
     """
+    if identity is not None:
+        try:
+            return identity(stored) == identity(config)
+        except ValueError:
+            return False
     old, new = _identity(stored), _identity(config)
     return all(old[key] == new[key] for key in old.keys() & new.keys())
 

@@ -33,7 +33,9 @@ from plasticollapse.runs.config import (
     Study,
     config_hash,
     from_dict,
+    legacy_config_hash,
     parse_study,
+    run_identity,
     to_dict,
 )
 from plasticollapse.runs.folder import RunFolder
@@ -244,7 +246,9 @@ def plan(experiment_name: str, study: Study) -> list[RunSpec]:
     A run's folder is ``out/<run_id>`` (:func:`run_id`, naming the axes :func:`named_axes`
     picks), unless that folder does not exist and a folder of the same run does under
     another name: a folder of an older naming scheme (``<label>_seed<k>_<hash>``) or of a
-    sweep with other axes. Then that folder is reused, so existing runs resume.
+    sweep with other axes. Then that folder is reused, so existing runs resume. A folder
+    named by the hash before :func:`~plasticollapse.runs.config.run_identity` (its
+    ``legacy_config_hash``) is renamed to the new name once, and says so.
 
     The runs' loggers are checked here, so that a missing optional extra (tensorboard,
     wandb) stops the study before its first run rather than inside a worker.
@@ -273,7 +277,12 @@ def same_run_elsewhere(
 ) -> Path | None:
     """An existing folder under ``config.out`` whose name ends in the run's hash and whose
     config.json describes this run (a complete one first), or None. ``cache`` keeps each
-    ``out``'s folders by hash, so a sweep lists its ``out`` once."""
+    ``out``'s folders by hash, so a sweep lists its ``out`` once.
+
+    A folder named by the run's legacy hash (the naming before the identity counted
+    remedies' parameters only where applied) is renamed to ``run_id``'s name: returned
+    under that name, so that it is found by the hash alone from then on.
+    """
     out = Path(config.out)
     if out not in cache:
         by_hash: dict[str, list[Path]] = {}
@@ -282,15 +291,38 @@ def same_run_elsewhere(
                 if child.is_dir() and "_" in child.name:
                     by_hash.setdefault(child.name.rsplit("_", 1)[1], []).append(child)
         cache[out] = by_hash
-    digest = config_hash(config)
+    found = _matching(experiment_name, config, cache[out], config_hash)
+    if found is not None:
+        return found
+    legacy = _matching(experiment_name, config, cache[out], legacy_config_hash)
+    if legacy is None:
+        return None
+    renamed = legacy.with_name(legacy.name.rsplit("_", 1)[0] + "_" + config_hash(config))
+    if renamed.exists():
+        return None
+    legacy.rename(renamed)
+    print(f"plasticollapse: renamed {legacy} to {renamed.name} (its new identity hash)")
+    cache[out].setdefault(config_hash(config), []).append(renamed)
+    return renamed
+
+
+def _matching(
+    experiment_name: str,
+    config: Any,
+    by_hash: dict[str, list[Path]],
+    digest_of: Callable[[Any], str],
+) -> Path | None:
+    """The folder among ``by_hash[digest_of(config)]`` whose config.json is this run's (a
+    complete one first), or None."""
+    digest = digest_of(config)
     matches = []
-    for candidate in cache[out].get(digest, []):
+    for candidate in by_hash.get(digest, []):
         try:
             record = RunFolder(candidate).read_config()
             stored = from_dict(type(config), record["config"])
         except (ConfigError, ValueError, KeyError, TypeError):
             continue
-        if record["experiment"] == experiment_name and config_hash(stored) == digest:
+        if record["experiment"] == experiment_name and digest_of(stored) == digest:
             matches.append(candidate)
     matches.sort(key=lambda path: not RunFolder(path).is_complete)
     return matches[0] if matches else None
@@ -349,6 +381,7 @@ def execute(spec: RunSpec, threads: int | None = None) -> str:
         device=str(config.device),
         run_id=spec.run_id,
         step_key=experiment.step_key,
+        identity=lambda data: run_identity(from_dict(experiment.Config, data)),
     )
     try:
         summary = experiment.run(config, folder)

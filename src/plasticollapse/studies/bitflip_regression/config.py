@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from plasticollapse.remedies import remedy_names
 from plasticollapse.remedies.fields import RemedyFields
 from plasticollapse.runs.config import ConfigError, field
 from plasticollapse.runs.loggers import LoggerFields
+from plasticollapse.training.engine_choice import check_engine
 
 NAME = "bitflip_regression"
 
@@ -53,6 +54,10 @@ class Config(RemedyFields, LoggerFields):
     ``forgetting`` switch on measurements that cost extra compute (see :mod:`.run`).
     """
 
+    STUDY: ClassVar[str] = "bitflip_regression"
+    #: Trained on the squared error (the engine choice reads it: the reference engine).
+    LOSS: ClassVar[str] = "squared_error"
+
     inputs: int = field(20, help="input bits m (the source: 20)")
     flipping_bits: int = field(15, help="slowly-changing input bits f among them (15)")
     flip_after: int = field(10000, help="steps between flips of the flipping bits (10000)")
@@ -80,6 +85,9 @@ class Config(RemedyFields, LoggerFields):
     out: str = field("runs/bitflip_regression", help="folder of the run folders")
     device: str = field("cpu", help="cpu (a batch-1 net this small is fastest there), cuda")
     threads: int = field(1, help="torch threads (0: torch's default)")
+    engine: Literal["auto", "fast", "reference"] = field(
+        "auto", help="reference: autograd (the compiled engine trains classifiers only)"
+    )
     progress: bool = field(True, help="show a progress bar")
     loggers: tuple[str, ...] = field((), help="loggers besides metrics.jsonl: tensorboard, wandb")
 
@@ -106,6 +114,7 @@ class Config(RemedyFields, LoggerFields):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         super().__post_init__()
+        check_engine(self)  # the one engine choice (training/engine_choice.py)
         for name in remedy_names(self):
             if name in NEEDS_CLASSES:
                 raise ConfigError(

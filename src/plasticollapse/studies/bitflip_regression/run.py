@@ -11,12 +11,13 @@ re-written; the stream is :mod:`.stream`)::
             y = target(x); score (x, y) with the squared error, then one SGD step on it
         measure on eval_samples fresh inputs of period t; append one row
 
-Engines: the package's online engines train classifiers with the cross-entropy, so this
-study has its own prequential loop with autograd and ``torch.optim.SGD``: the objective of
-a step is ``MSE(f(x), y) + sum_r remedy_r.loss(model, f(x), h(x), y)``, with SGD weight
-decay ``sum_r remedy_r.weight_decay()`` and every remedy's ``after_step`` after the update,
-as the reference engine does for classifiers. Remedies that need class labels are refused
-by the config.
+Engine: the reference engine with the squared error (``loss="squared_error"``; the
+compiled engine trains classifiers only), one sample per step in the period's order: the
+objective of a step is ``MSE(f(x), y) + sum_r remedy_r.loss(model, f(x), h(x), y)``, with
+SGD weight decay ``sum_r remedy_r.weight_decay()``; the engine calls every remedy's per-step
+hooks (``after_step`` with the step's hidden activations: Continual Backprop, as the
+source's slowly-changing regression runs it) and every-k-step hooks; this module calls the
+boundary hooks. Remedies that need class labels are refused by the config.
 
 Each period appends one row::
 
@@ -56,7 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plasticollapse.remedies import RemedyContext, build_remedies, weight_decay_of
+from plasticollapse.engines import Engine, OnlineStats
+from plasticollapse.remedies import RemedyContext, build_remedies
 from plasticollapse.remedies.base import Remedy
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import (
@@ -87,34 +89,12 @@ def task_data(
     return x, target(x)
 
 
-def train_period(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    remedies: Sequence[Remedy],
-    x: torch.Tensor,
-    y: torch.Tensor,
-) -> float:
-    """One prequential pass, one sample per step, in order; the mean squared error of the
-    predictions made before each update (remedies' loss terms are trained on, not counted)."""
-    model.train()
-    with_terms = [r for r in remedies if "loss" in r.per_step_hooks()]
-    squared_error = torch.zeros((), dtype=torch.float64, device=x.device)
-    for step in range(len(x)):
-        xb, yb = x[step : step + 1], y[step : step + 1]
-        h = model.features(xb)
-        prediction = model.classifier(h)
-        loss = F.mse_loss(prediction, yb)
-        objective = loss
-        for remedy in with_terms:
-            term = remedy.loss(model, prediction, h, yb)
-            objective = objective if term is None else objective + term
-        squared_error += loss.detach()
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
-        for remedy in remedies:
-            remedy.after_step(model, optimizer, step)
-    return float(squared_error) / len(x)
+def train_period(engine: Engine, x: torch.Tensor, y: torch.Tensor) -> OnlineStats:
+    """One prequential pass of ``engine`` (the squared error), one sample per step, in
+    order: its ``loss`` is the mean squared error of the predictions made before each
+    update (remedies' loss terms are trained on, not counted); ``extra`` the remedies'
+    counts (``cbp_units_replaced``)."""
+    return engine.train(x, y, torch.arange(len(x), device=x.device))
 
 
 def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -160,7 +140,14 @@ def retrained_loss(
     from plasticollapse.remedies.functional import fresh_like
 
     fresh = fresh_like(model, generator_for(config.seed, "retrained", task))
-    return train_period(fresh, torch.optim.SGD(fresh.parameters(), lr=config.lr), (), x, y)
+    return train_period(learner_engine(config, fresh, ()), x, y).loss
+
+
+def learner_engine(config: Config, model: nn.Module, remedies: Sequence[Remedy]) -> Engine:
+    """The engine that trains ``model`` one sample per step on the squared error."""
+    from plasticollapse.training import make_engine
+
+    return make_engine(config.engine, model, config.lr, 1, remedies, loss="squared_error")
 
 
 class Learner:
@@ -179,8 +166,8 @@ class Learner:
         context = RemedyContext(seed=config.seed, num_classes=config.outputs)
         for remedy in self.remedies:  # before a checkpoint loads: L2 Init keeps theta_0
             remedy.bind(self.model, context)
-        decay = weight_decay_of(self.remedies)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, weight_decay=decay)
+        self.engine = learner_engine(config, self.model, self.remedies)
+        self.optimizer = self.engine.optimizer  # SGD with the remedies' weight decay
 
     def data(self, task: int, n: int, purpose: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = task_data(self.config, self.target, task, n, purpose)
@@ -217,12 +204,14 @@ class Learner:
             )
             before.update(probe)
         row: dict[str, Any] = {"task": task, "step": (task + 1) * config.flip_after}
-        row["loss"] = train_period(model, self.optimizer, self.remedies, x, y)
+        stats = train_period(self.engine, x, y)
+        row["loss"] = stats.loss
         check_finite(task, loss=row["loss"])
         if config.retrained:
             row["retrained_loss"] = retrained_loss(config, model, task, x, y)
             row["retrained_gap"] = row["loss"] - row["retrained_loss"]
         row.update(before)
+        row.update(stats.extra)
         if is_measured(config, task):
             row.update(measure(model, x_eval, y_eval))
         if config.forgetting:

@@ -25,7 +25,7 @@ parameters of the epoch with the best validation accuracy at the end of each tas
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 from plasticollapse.runs.config import ConfigError, field
 from plasticollapse.studies.streams.config import StreamConfig, estimated_cost, run_label
@@ -57,6 +57,10 @@ class Config(StreamConfig):
     images of those classes.
     """
 
+    STUDY: ClassVar[str] = "class_incremental"
+    #: The head is masked to the classes seen so far (the engine choice reads it).
+    MASKED_HEAD: ClassVar[bool] = True
+
     dataset: Literal["fashion-mnist", "mnist", "digits"] = field(
         "fashion-mnist", help="the images whose classes arrive in groups (the source: CIFAR-100)"
     )
@@ -82,11 +86,6 @@ class Config(StreamConfig):
         for name in ("initial_classes", "classes_per_task"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
-        if self.engine == "fast":
-            raise ConfigError(
-                "engine 'fast' cannot mask the head to the classes seen so far; "
-                "use engine auto or reference"
-            )
 
     def classes_at(self, task: int) -> int:
         """How many classes task ``task`` presents."""

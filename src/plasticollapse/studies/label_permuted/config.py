@@ -21,7 +21,7 @@ offline variant (core/task/label_permuted_mnist_offline.py, ``held_out``) does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 from plasticollapse.runs.config import ConfigError, field
 from plasticollapse.studies.streams.config import StreamConfig, estimated_cost, run_label
@@ -51,6 +51,8 @@ class Config(StreamConfig):
     labels (and the held-out split's) mapped through a fresh uniform permutation of the
     classes; one online pass at batch size 1 (``epochs_per_task`` passes in general).
     """
+
+    STUDY: ClassVar[str] = "label_permuted"
 
     dataset: Literal["fashion-mnist", "mnist", "digits"] = field(
         "fashion-mnist", help="the images whose labels each task permutes (UPGD: EMNIST)"

@@ -7,10 +7,11 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from plasticollapse.remedies import build_remedies, remedy_names
+from plasticollapse.remedies import remedy_names
 from plasticollapse.remedies.fields import REMEDY_FIELDS, RemedyFields
 from plasticollapse.runs.config import ConfigError, check_device_name, field
 from plasticollapse.runs.loggers import LoggerFields
+from plasticollapse.training.engine_choice import check_engine
 
 NAME = "permuted"
 
@@ -37,10 +38,12 @@ class Config(RemedyFields, LoggerFields):
     reference engine runs them.
     """
 
+    STUDY: ClassVar[str] = "permuted"
+
     #: The remedies' fields, the protocol choices and the MLP's options came after the first
     #: runs: left out of the identity while at their defaults, so earlier runs keep their
     #: folders.
-    IDENTITY_OMITS_DEFAULTS: ClassVar[frozenset] = REMEDY_FIELDS | frozenset(
+    LEGACY_IDENTITY_OMITS: ClassVar[frozenset] = REMEDY_FIELDS | frozenset(
         {"task_accuracy", "sample_order", "threshold_metric", "layer_norm", "crelu"}
     )
 
@@ -133,18 +136,7 @@ class Config(RemedyFields, LoggerFields):
             )
         check_device_name(self.device)
         super().__post_init__()  # the remedies and their parameters
-        if self.engine == "fast":
-            from plasticollapse.engines.fast_plan import merge_terms
-
-            options = [name for name in ("layer_norm", "crelu") if getattr(self, name)]
-            if options:
-                raise ConfigError(
-                    f"engine 'fast' runs the plain ReLU MLP, not {' or '.join(options)}; "
-                    "use engine auto or reference"
-                )
-            reason = merge_terms(build_remedies(self))
-            if isinstance(reason, str):
-                raise ConfigError(f"engine 'fast' cannot run this: {reason}; use auto or reference")
+        check_engine(self)  # the one engine choice (training/engine_choice.py)
 
 
 def run_label(config: Config) -> str:

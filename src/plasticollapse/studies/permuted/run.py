@@ -250,8 +250,8 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     Returns the summary (see :func:`summarise_run`). A non-finite loss ends the run with
     ``status = "diverged"``; the rows measured before it stay.
     """
-    from plasticollapse.engines import make_engine
     from plasticollapse.models import MLP
+    from plasticollapse.training import make_engine
 
     set_threads(config.threads)
     device = resolve_device(config.device)

@@ -24,7 +24,7 @@ so held-out accuracy is chance by construction (a check that the network memoris
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 from plasticollapse.runs.config import ConfigError, field
 from plasticollapse.studies.streams.config import StreamConfig, estimated_cost, run_label
@@ -52,6 +52,8 @@ class Config(StreamConfig):
     Task t: the same ``subset_size`` training images (a seeded subset, fixed for the run),
     each with a fresh uniformly random label; ``epochs_per_task`` passes at ``batch_size``.
     """
+
+    STUDY: ClassVar[str] = "random_labels"
 
     dataset: Literal["fashion-mnist", "mnist", "digits"] = field(
         "fashion-mnist", help="the images of the fixed subset (the paper: MNIST)"

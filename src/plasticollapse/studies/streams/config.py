@@ -18,6 +18,7 @@ from plasticollapse.remedies import remedy_names
 from plasticollapse.remedies.fields import RemedyFields
 from plasticollapse.runs.config import ConfigError, field
 from plasticollapse.runs.loggers import LoggerFields
+from plasticollapse.training.engine_choice import check_engine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,14 +100,7 @@ class StreamConfig(RemedyFields, LoggerFields):
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         super().__post_init__()  # the remedies and their parameters
-        if self.engine == "fast":
-            from plasticollapse.remedies import build_remedies
-
-            per_step = [r.name for r in build_remedies(self) if r.per_step_hooks()]
-            if per_step or self.batch_size != 1:
-                why = f"remedies acting at every step ({', '.join(per_step)})" if per_step else ""
-                why = why or f"batch_size {self.batch_size} (it trains one sample per step)"
-                raise ConfigError(f"engine 'fast' cannot run {why}; use engine auto or reference")
+        check_engine(self)  # the one engine choice (training/engine_choice.py)
 
     @property
     def effective_probe_lr(self) -> float:

@@ -77,16 +77,6 @@ def restored(folder: RunFolder, model, remedies) -> dict[str, Any]:
     return state
 
 
-def engine_for(config: StreamConfig, stream: Stream) -> str:
-    """The engine to ask for: a masked head needs the reference engine (the fast engine's
-    compiled step computes a plain linear head)."""
-    if stream.masks_absent_classes:
-        if config.engine == "fast":
-            raise ValueError("a masked (class-incremental) head needs engine auto or reference")
-        return "reference"
-    return config.engine
-
-
 def start_task(model, optimizer, remedies, task: StreamTask, config: StreamConfig) -> dict:
     """What happens at the switch to ``task``: the remedies act (from task 1 on), then the
     plasticity probe measures the network that will train on it. Returns the row's keys."""
@@ -136,7 +126,7 @@ def run_stream(
 
     A non-finite online loss ends the run with ``status = "diverged"``; its rows stay.
     """
-    from plasticollapse.engines import make_engine
+    from plasticollapse.training import make_engine
 
     set_threads(config.threads)
     device = resolve_device(config.device)
@@ -151,8 +141,10 @@ def run_stream(
     callbacks = list(callbacks)
     state = restored(folder, model, remedies)
     # Plain SGD keeps no state of its own: a fresh engine continues where the last stopped.
-    engine_name = engine_for(config, stream)
-    engine = make_engine(engine_name, model, config.lr, config.batch_size, remedies)
+    masked = stream.masks_absent_classes
+    engine = make_engine(
+        config.engine, model, config.lr, config.batch_size, remedies, masked_head=masked
+    )
     optimizer = getattr(engine, "optimizer", None)  # the fast engine has none
     last_checkpoint = time.perf_counter()
 
@@ -171,7 +163,7 @@ def run_stream(
         if is_measured(config, task.index):
             row.update(measure.measure_task(model, task, data.num_classes, config))
         if config.retrained_baseline:
-            row.update(measure.retrained_baseline(config, stream, task, engine_name, device))
+            row.update(measure.retrained_baseline(config, stream, task, device))
             row["retrained_gap"] = row["retrained_accuracy"] - row["accuracy"]
         if task0 is not None:
             row.update(measure.forgetting(model, task0))

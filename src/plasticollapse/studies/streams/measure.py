@@ -92,7 +92,7 @@ def forgetting(model: nn.Module, task0: StreamTask) -> dict[str, float]:
 
 
 def retrained_baseline(
-    config: StreamConfig, stream: Stream, task: StreamTask, engine_name: str, device: torch.device
+    config: StreamConfig, stream: Stream, task: StreamTask, device: torch.device
 ) -> dict[str, Any]:
     """A freshly initialised network trained on the task with the run's budget.
 
@@ -103,7 +103,7 @@ def retrained_baseline(
     and no remedy. Its online accuracy is what a network that has lost no plasticity
     reaches on this task.
     """
-    from plasticollapse.engines import make_engine
+    from plasticollapse.training import make_engine
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(config.seed, "retrained", task.index))
@@ -112,7 +112,8 @@ def retrained_baseline(
         )
     fresh.to(device)
     set_classes(fresh, task.classes)
-    engine = make_engine(engine_name, fresh, config.lr, config.batch_size)
+    masked = stream.masks_absent_classes
+    engine = make_engine(config.engine, fresh, config.lr, config.batch_size, masked_head=masked)
     correct = count = 0
     for epoch in range(config.epochs_per_task):
         stats = engine.train(task.x, task.y, epoch_order(config.seed, task, epoch))

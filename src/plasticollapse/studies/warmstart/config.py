@@ -9,7 +9,8 @@ from typing import Any, ClassVar, Literal
 
 from plasticollapse.remedies import REMEDIES, weight_decay_of
 from plasticollapse.remedies import build_remedies as _build_remedies
-from plasticollapse.remedies.fields import ONLINE_REMEDY_FIELDS, RemedyFields, RemedyName
+from plasticollapse.remedies.events import Event
+from plasticollapse.remedies.fields import ONLINE_REMEDY_FIELDS, RemedyFields
 from plasticollapse.remedies.weight_decay import DEFAULT_WEIGHT_DECAY
 from plasticollapse.runs.config import ConfigError, check_device_name, field
 from plasticollapse.runs.loggers import LoggerFields
@@ -48,9 +49,16 @@ class Config(RemedyFields, LoggerFields):
     (bf16 autocast) and channels_last apply on CUDA only.
     """
 
+    STUDY: ClassVar[str] = "warmstart"
+    #: Remedies act in the warm-up's steps (loss terms, weight decay, after_step without
+    #: activations), at its checkpoints, and at the start of each probe.
+    EVENTS: ClassVar[frozenset[Event]] = frozenset(
+        {Event.STEP, Event.CHECKPOINT, Event.PROBE_START}
+    )
+
     #: ``remedies`` (and the online remedies' fields) came after the first runs: left out
     #: of the identity while at their defaults.
-    IDENTITY_OMITS_DEFAULTS: ClassVar[frozenset] = frozenset({"remedies"}) | ONLINE_REMEDY_FIELDS
+    LEGACY_IDENTITY_OMITS: ClassVar[frozenset] = frozenset({"remedies"}) | ONLINE_REMEDY_FIELDS
 
     dataset: Literal["cifar10", "fashion-mnist", "mnist", "digits"] = field(
         "cifar10", help="training and test data"
@@ -74,7 +82,7 @@ class Config(RemedyFields, LoggerFields):
         0.99, help="a probe stops once an epoch's online training accuracy reaches this"
     )
     finetune_max_epochs: int = field(100, help="a probe trains at most this many epochs")
-    scheme: RemedyName = field(
+    scheme: str = field(
         "plain", help="one remedy by name (the older spelling of remedies; plain: none)"
     )
     train_samples: int = field(0, help="keep a seeded subset of the training set (0: all)")
@@ -92,7 +100,7 @@ class Config(RemedyFields, LoggerFields):
         for name, allowed in (
             ("dataset", DATASETS),
             ("model", ("resnet18", "mlp")),
-            ("scheme", SCHEMES),
+            ("scheme", tuple(REMEDIES)),  # the registry now, with remedies registered later
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(
