@@ -4,6 +4,7 @@
 #   make test     .venv with the dev extras too (pytest, ruff, ray, submitit, pyarrow), then
 #                 the whole test suite, and the engine tests again under NUMBA_CPU_NAME=generic
 #   make install  the package alone, into .venv;  make setup  the package with its dev extras
+#   make typecheck  mypy over src/plasticollapse (settings: [tool.mypy] in pyproject.toml)
 #
 # Afterwards the command is .venv/bin/plasticollapse (or `source .venv/bin/activate`).
 PYTHON ?= python3
@@ -13,7 +14,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.plasticollapse-installed
 DEV_STAMP := $(VENV)/.plasticollapse-dev-installed
 
-.PHONY: install setup demo test lint format bench wheel clean
+.PHONY: install setup demo test lint format typecheck bench wheel clean
 
 install: $(STAMP)
 
@@ -47,6 +48,10 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
+
+# The files and options are pyproject.toml's [tool.mypy].
+typecheck: setup
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) benchmarks/collapse_speed.py

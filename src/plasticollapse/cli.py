@@ -43,6 +43,7 @@ import shutil
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from plasticollapse import __version__
 from plasticollapse.runs.config import ConfigError
@@ -236,7 +237,7 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
 
 
 #: The flags saying how runs execute: ``(flag, metavar, argparse keywords)``.
-EXECUTION_FLAGS = (
+EXECUTION_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     (
         "--backend",
         "{" + ", ".join(BACKENDS) + "}",

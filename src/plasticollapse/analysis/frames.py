@@ -57,7 +57,7 @@ def curves(
     table: pd.DataFrame,
     metric: str,
     run_ids: Sequence[str],
-    steps: Sequence[float] | None = None,
+    steps: Sequence[float] | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One per-step metric as a (runs x steps) DataFrame: rows ``run_ids`` in that order,
     columns ``steps`` (default: the sorted steps where any of the runs has the metric).

@@ -64,16 +64,18 @@ def rank_metrics(
         if metric in skip:
             continue
         row: dict[str, float | str] = {"metric": metric}
+        lead = math.nan  # Pearson r with the first target: the ranking key
         for i, target in enumerate(targets):
             cx, cy = paired_curves(table, metric, target, run_ids)
             if select is not None:
                 cx, cy = select(cx), select(cy)
             x, y = cx.to_numpy(), cy.to_numpy()
-            row[f"pearson_r_{target}"] = statistic(x, y, "pearson")
+            row[f"pearson_r_{target}"] = r = statistic(x, y, "pearson")
             row[f"spearman_rho_{target}"] = statistic(x, y, "spearman")
             if i == 0:
                 row["n"] = _pairs(x, y, definition)
-        if math.isfinite(row[f"pearson_r_{targets[0]}"]):
+                lead = r
+        if math.isfinite(lead):
             rows.append(row)
     columns = ["metric"]
     for target in targets:

@@ -509,4 +509,5 @@ def weighted_partial_r(x: Any, y: Any, z: Any, weights: np.ndarray) -> np.ndarra
     for v in (x, y):
         beta = np.einsum("bij,bj->bi", inverse, np.einsum("bn,ni,n->bi", w, design, v))
         residuals.append(v[None, :] - beta @ design.T)
-    return weighted_r_rows(*residuals, w, min_pairs=design.shape[1] + 2)
+    rx, ry = residuals
+    return weighted_r_rows(rx, ry, w, min_pairs=design.shape[1] + 2)

@@ -47,8 +47,8 @@ from plasticollapse.runs.folder import CONFIG, METRICS, SUMMARY, read_jsonl
 #: Never setting columns: the seed is its own column.
 NOT_SETTINGS = EXECUTION_FIELDS | {"seed", "run_id"}
 #: The run table's own columns; summary scalars of the same name get a ``summary_`` prefix.
-RUN_COLUMNS = ("run_id", "folder", "experiment", "label", "seed", "status", "complete")
-RUN_COLUMNS += ("n_rows", "last_step", "config")
+RUN_COLUMNS: tuple[str, ...] = ("run_id", "folder", "experiment", "label", "seed", "status")
+RUN_COLUMNS += ("complete", "n_rows", "last_step", "config")
 
 Paths = str | Path | Iterable[str | Path]
 
@@ -243,8 +243,8 @@ def load(paths: Paths) -> Results:
     all_settings = list(dict.fromkeys(k for e in experiments for k in settings[e]))
 
     run_rows = []
-    steps = {c: [] for c in ("run_id", "step", "metric", "value")}
-    summaries = {c: [] for c in ("run_id", "metric", "value")}
+    steps: dict[str, list[Any]] = {c: [] for c in ("run_id", "step", "metric", "value")}
+    summaries: dict[str, list[Any]] = {c: [] for c in ("run_id", "metric", "value")}
     for run in loaded:
         step_key = keys[run.experiment][0]
         last_step = math.nan

@@ -27,7 +27,7 @@ IDX_SPLITS = {
 IDX_FILES = tuple(name for pair in IDX_SPLITS.values() for name in pair)
 
 # IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

@@ -222,5 +222,6 @@ def heatmap(
     when no metric has a value."""
     fig = heatmap_figure(table, remedies, metrics, baseline, last)
     if fig is None:
-        return plots.skip(name, "no cell has a value")
+        plots.skip(name, "no cell has a value")
+        return None
     return plots.save(fig, folder, name)

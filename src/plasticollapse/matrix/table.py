@@ -257,7 +257,7 @@ def leave_one_out(mx: np.ndarray, my: np.ndarray, remedies: Sequence[str]) -> di
     remedy whose removal gives each (NaN / "" when fewer than 3 remedies would be left)."""
     both = np.isfinite(mx) & np.isfinite(my)
     found: list[tuple[float, str]] = []
-    for i in np.flatnonzero(both):
+    for i in np.flatnonzero(both).tolist():
         keep = both.copy()
         keep[i] = False
         if keep.sum() >= 3:

@@ -217,6 +217,7 @@ class CollapseAccumulator:
         x = check_features(features, self.dim, check_finite=False)  # checked below, cheaper
         if self.device is None:
             self._allocate(x.device)
+        assert self.device is not None  # set by _allocate
         x = x.to(self.device)
         y = _check_labels(labels, len(x), self.num_classes, self.device)
         predictions = None

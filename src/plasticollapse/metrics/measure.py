@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -351,6 +352,7 @@ class _Measurement:
             self._update_layer_collapse(calls, y, logits)
         relu_features = bool(calls) and calls[-1].output is h and calls[-1].nonnegative
         self.features_stats.update(h, nonnegative=relu_features)
+        assert self.loss_sum is not None and self.correct is not None  # set at the first batch
         self.loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         self.correct += (logits.argmax(1) == y).sum()
         self.count += len(y)
@@ -366,6 +368,8 @@ class _Measurement:
             self.layer_collapse[k].update(features, y, logits)
 
     def compute(self, head: nn.Module, model: nn.Module) -> dict[str, float]:
+        assert self.accumulator is not None, "compute() before any update()"
+        assert self.loss_sum is not None and self.correct is not None  # set with the accumulator
         self.features_stats.gram = self.accumulator.uncentred_gram()
         if self.borrower is not None:
             self.borrower.gram = self.features_stats.gram
@@ -418,7 +422,7 @@ def mlp_forward(
     :func:`plasticollapse.engines.fast_measure.first_layer_outputs`); the forward then
     starts from them and never reads ``inputs``.
     """
-    modules = list(model.body)
+    modules = list(cast(nn.Sequential, model.body))  # the MLP's: Module.__getattr__ is untyped
     device = model_device(model)
 
     def forward(start: int, stop: int):
@@ -434,6 +438,6 @@ def mlp_forward(
             a = module(a)
             if isinstance(module, nn.ReLU):
                 outputs.append(a)
-        return model.classifier(a), a, outputs
+        return cast(nn.Module, model.classifier)(a), a, outputs
 
     return forward

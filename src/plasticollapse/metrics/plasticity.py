@@ -234,6 +234,7 @@ class UnitStatistics:
             self.abs_sum = torch.zeros_like(total)
         self.abs_sum += total
         if a is not None:
+            assert self.rows_gram is not None  # a is built only with_gram
             self.rows_gram.update(a)
         self.norm_sum = self.norm_sum + _row_norm_sum(raw)  # on the device: read once
         self.count += n
@@ -310,10 +311,10 @@ def grad_norm(model: nn.Module) -> float:
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter or buffer (CPU for a parameter-free model)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

@@ -39,7 +39,7 @@ MARKERS_UP_TO = 30
 
 
 def skip(name: str, why: str) -> None:
-    """Say why figure ``name`` is not drawn; returns None (what a figure function returns)."""
+    """Say why figure ``name`` is not drawn (the figure function then returns None)."""
     print(f"  skipped figure {name}: {why}")
 
 

@@ -116,8 +116,10 @@ def cpu_notice(specs: list[RunSpec], backend: str) -> str:
     if backend not in LOCAL_BACKENDS:
         return ""
     todo = [spec for spec in specs if run_status(spec) != "complete"]
-    estimates = [(spec, cpu_hours(spec)) for spec in todo]
-    estimates = [(spec, hours) for spec, hours in estimates if hours is not None and on_cpu(spec)]
+    all_estimates = [(spec, cpu_hours(spec)) for spec in todo]
+    estimates = [
+        (spec, hours) for spec, hours in all_estimates if hours is not None and on_cpu(spec)
+    ]
     least = sum(hours[0] for _, hours in estimates)
     if least < CPU_NOTICE_HOURS:
         return ""

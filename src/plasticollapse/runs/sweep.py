@@ -383,7 +383,9 @@ def divergence(spec: RunSpec) -> str | None:
     summary = _read_summary(spec)
     if summary.get("status") != "diverged":
         return None
-    info = summary.get("diverged") if isinstance(summary.get("diverged"), dict) else {}
+    info = summary.get("diverged")
+    if not isinstance(info, dict):
+        info = {}
     where = info.get("epoch", info.get("step"))
     what = f"{info.get('metric')} = {info.get('value')}" if info.get("metric") else "diverged"
     return what + (f" at step {where}" if where is not None else "")

@@ -67,7 +67,10 @@ def setting_table(results: StudyResults, w: int) -> pd.DataFrame:
         ids = list(runs["run_id"])
         loss = analysis.curves(results.table, "loss", ids)
         first, last = _tail_mean(loss, w, head=True), _tail_mean(loss, w)
-        row = {"setting": analysis.setting_label(setting), "seeds": seeds_text(runs)}
+        row: dict[str, str | float] = {
+            "setting": analysis.setting_label(setting),
+            "seeds": seeds_text(runs),
+        }
         row[f"mse, first {w}"] = mean_std(first)
         row[f"mse, last {w}"] = mean_std(last)
         row["plasticity loss"] = mean_std(last - first)
@@ -88,7 +91,8 @@ def plot_curves(results: StudyResults, folder: Path, w: int) -> Path | None:
     available = set(analysis.metrics(results.table))
     shown = [(m, label) for m, label in CURVES if m in available]
     if not shown:
-        return plots.skip(name, "no runs with per-period metrics")
+        plots.skip(name, "no runs with per-period metrics")
+        return None
     groups = [
         (plots.group_label(setting), list(runs["run_id"]))
         for setting, runs in analysis.setting_groups(results.runs, results.settings)

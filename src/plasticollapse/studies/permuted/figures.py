@@ -45,7 +45,8 @@ def plot_nc1_pl(results: StudyResults, folder: Path) -> Path | None:
     available = analysis.metrics(results.table)
     shown = [p for p in PANELS if p[0] in available]
     if not any(m.startswith("nc1") for m, _, _ in shown):
-        return plots.skip(name, "no runs with nc1")
+        plots.skip(name, "no runs with nc1")
+        return None
     fig, axes = plots.panels(len(shown), width=4.6)
     for ax, (metric, ylabel, log) in zip(axes, shown, strict=True):
         for setting, runs in analysis.setting_groups(results.runs, results.settings):
@@ -72,7 +73,8 @@ def plot_nc1_vs_accuracy(results: StudyResults, folder: Path, max_tasks: int = 1
     available = analysis.metrics(results.table)
     shown = [m for m in ("nc1", "nc1_pinv") if m in available]
     if not shown or "accuracy" not in available:
-        return plots.skip(name, "no runs with nc1 and accuracy")
+        plots.skip(name, "no runs with nc1 and accuracy")
+        return None
     fig, axes = plots.panels(len(shown), width=4.8, height=4.0)
     last_shown = -1.0
     for ax, metric in zip(axes, shown, strict=True):
@@ -104,7 +106,8 @@ def plot_threshold(
     ``missing`` is why there is no r to draw, when there is none (the report's reason)."""
     name = "permuted_nc1_threshold"
     if frame is None or not np.isfinite(frame["r_nc1_pl"]).any():
-        return plots.skip(name, missing or "no threshold runs")
+        plots.skip(name, missing or "no threshold runs")
+        return None
     fig, (ax,) = plots.panels(1, width=6.5, height=4.0)
     task = frame["task"].to_numpy()
     metric = frame["nc1_metric"].iloc[0]

@@ -371,7 +371,9 @@ def report(results: StudyResults) -> ReportSection:
                 )
             )
             files.append(folder / "threshold_runs.csv")
-            threshold_run_table(results).to_csv(files[-1], index=False)
+            run_rows = threshold_run_table(results)
+            assert run_rows is not None  # raw_blocks is empty without 3 threshold runs
+            run_rows.to_csv(files[-1], index=False)
     notes = []
     if missing:  # threshold runs were asked for: say why their numbers and figure are absent
         capped = capped_runs(results, threshold_runs(results))

@@ -65,8 +65,8 @@ def block_name(block: tuple[int, int]) -> str:
 def run_table(
     seeds: Sequence,
     thresholds: Sequence[float],
-    epochs: Sequence[float],
-    nc1_0: Sequence[float],
+    epochs: Sequence[float] | np.ndarray,
+    nc1_0: Sequence[float] | np.ndarray,
     reached: Sequence[bool],
     accuracy: pd.DataFrame,
     blocks: Sequence[tuple[int, int]] = BLOCKS,

@@ -29,6 +29,8 @@ class MaskedLinear(nn.Linear):
     all classes are present until :meth:`set_classes` says otherwise.
     """
 
+    present: torch.Tensor  # the buffer registered in __init__ (typed for the checker)
+
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features)
         self.register_buffer("present", torch.ones(out_features, dtype=torch.bool))

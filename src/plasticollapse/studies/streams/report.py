@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,9 @@ from plasticollapse.report.format import DASH, bootstrap_text, correlation_table
 from plasticollapse.report.predictors import predictor_board, ranking_caption, ranking_view
 from plasticollapse.studies.base import ReportSection, StudyResults
 from plasticollapse.studies.permuted.report import headline_correlations
+
+if TYPE_CHECKING:
+    from matplotlib.lines import Line2D
 
 #: Metrics shown per setting in the ranking table (all are in metric_ranking.csv).
 RANKING_SHOWN = 6
@@ -134,7 +138,8 @@ def per_task_panels(
     available = set(analysis.metrics(results.table))
     shown = [(metric, label) for metric, label in panels if metric in available]
     if not shown:
-        return plots.skip(name, f"no {', '.join(m for m, _ in panels)} in the runs")
+        plots.skip(name, f"no {', '.join(m for m, _ in panels)} in the runs")
+        return None
     fig, axes = plots.panels(len(shown), width=4.2, height=3.4)
     for ax, (metric, label) in zip(axes, shown, strict=True):
         for legend, runs in _settings(results):
@@ -172,13 +177,14 @@ def plot_depth(results: StudyResults, folder: Path, study: str) -> Path | None:
     layers = layer_numbers(available)
     steps = analysis.curves(results.table, "nc1_layer1", list(results.runs["run_id"])).columns
     if not layers or not len(steps):
-        return plots.skip(name, "no per-layer collapse (nc1_layer{k}) in the runs")
+        plots.skip(name, "no per-layer collapse (nc1_layer{k}) in the runs")
+        return None
     chosen = sorted({steps[0], steps[len(steps) // 2], steps[-1]})
     fig, axes = plots.panels(len(chosen), width=3.6, height=3.4)
     for ax, step in zip(axes, chosen, strict=True):
         for setting, runs in _settings(results):
             ids = list(runs["run_id"])
-            line = None
+            line: Line2D | None = None  # the training line; the held-out one takes its colour
             for prefix, style in (("", "-"), ("test_", "--")):
                 keys = [f"{prefix}nc1_layer{k}" for k in layers]
                 if keys[0] not in available:

@@ -92,8 +92,9 @@ def load_stream_data(config: StreamConfig, device: torch.device) -> StreamData:
             x, y = x[subset], y[subset]
         if config.inputs == "symmetric":  # UPGD's Normalize((0.5,), (0.5,))
             x = (x - 0.5) / 0.5
-        splits += [x.contiguous().to(device), y.to(device)]
-    return StreamData(*splits, num_classes=data.num_classes)
+        splits.append((x.contiguous().to(device), y.to(device)))
+    (x, y), (x_test, y_test) = splits
+    return StreamData(x, y, x_test, y_test, num_classes=data.num_classes)
 
 
 def check_size(name: str, size: int, data: StreamData, dataset: str) -> None:

@@ -82,7 +82,8 @@ def plot_nc1(results: StudyResults, folder: Path) -> Path | None:
     name = "warmstart_nc1"
     available = analysis.metrics(results.table)
     if "nc1" not in available:
-        return plots.skip(name, "no runs with nc1")
+        plots.skip(name, "no runs with nc1")
+        return None
     lines = [line for line in NC1_LINES if line[0] in available]
     fig, (ax,) = plots.panels(1, width=6.0)
     for setting, ids in _groups(results):
@@ -119,13 +120,15 @@ def plot_nc_vs_acc(
     """
     name = f"warmstart_nc_vs_acc_{which}"
     if y not in analysis.metrics(results.table):
-        return plots.skip(name, f"no runs with {y}")
+        plots.skip(name, f"no runs with {y}")
+        return None
     title, lo, hi = RANGES[which]
     title = title.format(split=f"{split:g}")
     lo, hi = (split if lo is None else lo), (split if hi is None else hi)
     shown = [(m, label) for cands, label in NC_PANELS if (m := _first_metric(results, cands))]
     if not shown:
-        return plots.skip(name, "no NC metrics in the runs")
+        plots.skip(name, "no NC metrics in the runs")
+        return None
     fig, axes = plots.panels(len(shown), width=4.0, height=3.6)
     drew = False
     for ax, (metric, label) in zip(axes, shown, strict=True):
@@ -146,7 +149,8 @@ def plot_nc_vs_acc(
         plots.legend_below(ax, plots.legend_title(results.settings), fontsize=6)
     if not drew:
         plots.plt.close(fig)
-        return plots.skip(name, f"no checkpoints in {title}")
+        plots.skip(name, f"no checkpoints in {title}")
+        return None
     headline = (
         f"Warm start: NC metrics vs full-data test accuracy, {title}; points: per-checkpoint "
         "means over seeds, r: mean per-seed r"
@@ -168,7 +172,8 @@ def plot_sliding_window(
     name = "warmstart_sliding_window"
     windows = [w for w in windows if np.isfinite(w.r).any()]
     if not windows:
-        return plots.skip(name, "no window with enough checkpoints")
+        plots.skip(name, "no window with enough checkpoints")
+        return None
     fig, (ax,) = plots.panels(1, width=6.0)
     single = all(np.isfinite(w.r).any(axis=0).sum() == 1 for w in windows)
     for i, w in enumerate(windows):
@@ -218,12 +223,13 @@ def plot_accuracy(results: StudyResults, folder: Path) -> Path | None:
         if m in available
     ]
     if not shown:
-        return plots.skip(name, "no accuracy metrics")
+        plots.skip(name, "no accuracy metrics")
+        return None
     groups = _groups(results)
-    fresh = [
+    per_group = [
         analysis.summary_values(results.summaries, "fresh_full_test_acc", ids) for _, ids in groups
     ]
-    fresh = np.array([analysis.nanmean(f) for f in fresh])
+    fresh = np.array([analysis.nanmean(f) for f in per_group])
     # The fresh probe does not depend on the scheme: one line when all schemes agree.
     one_fresh = np.isfinite(fresh).all() and np.allclose(fresh, fresh[0])
     fig, axes = plots.panels(len(shown), width=5.2)

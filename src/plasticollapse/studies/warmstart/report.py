@@ -318,8 +318,8 @@ def reproduce(
             if row["range"] == p["range"] and row["setting"] == setting and row["x"] == nc1:
                 r = np.array(row["per_seed_r"])
                 r = r[np.isfinite(r)]
-                value = (float(r.min()), float(r.max())) if r.size else math.nan
-                return Reproduced(value, note, not note)
+                bounds = (float(r.min()), float(r.max())) if r.size else math.nan
+                return Reproduced(bounds, note, not note)
         return Reproduced(math.nan, note, False)
     if ref.kind == "window_r":
         window = results.options.get("window", 100)

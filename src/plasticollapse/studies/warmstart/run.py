@@ -101,7 +101,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -130,6 +130,9 @@ from plasticollapse.studies.warmstart.training import (
     test_accuracy,
     train_epoch,
 )
+
+if TYPE_CHECKING:
+    from plasticollapse.studies.warmstart.training import Network
 
 # --------------------------------------------------------------------------- measuring
 
@@ -224,7 +227,8 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     seed_everything(config.seed)  # fixes the initialisation below
     model = build_model(config, tensors).to(device)
     if device.type == "cuda" and config.model == "resnet18":
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to accepts memory_format at run time; torch's overloads of it leave it out.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     initial = copy.deepcopy(model)  # theta_0: the fresh probe's start
     remedies = build_remedies(config)
     for remedy in remedies:  # before the checkpoint: L2 Init's theta_0 is the initialisation
@@ -260,7 +264,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
             }
         )
 
-    def run_probe(start: nn.Module, tag: int | str, row: dict | None) -> dict[str, Any]:
+    def run_probe(start: Network, tag: int | str, row: dict | None) -> dict[str, Any]:
         pending = state["probe"] if state["probe"] and state["probe"]["tag"] == tag else None
 
         def save(probe_state: dict[str, Any]) -> None:

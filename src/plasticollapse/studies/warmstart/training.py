@@ -21,7 +21,11 @@ from plasticollapse.runs.runtime import (
 from plasticollapse.studies.warmstart.config import EVAL_BATCH, Config
 
 if TYPE_CHECKING:
+    from plasticollapse.models import MLP, ResNet18
     from plasticollapse.remedies.base import Remedy
+
+    #: The networks the study trains: each has ``features(x)`` and ``classifier``.
+    Network = MLP | ResNet18
 
 # --------------------------------------------------------------------------- data and model
 
@@ -79,7 +83,7 @@ def load_tensors(config: Config, device: torch.device) -> Tensors:
     )
 
 
-def build_model(config: Config, tensors: Tensors) -> nn.Module:
+def build_model(config: Config, tensors: Tensors) -> Network:
     """The run's network, initialised from the global RNG (seeded by the caller)."""
     from plasticollapse.models import MLP, ResNet18
 
@@ -133,7 +137,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 def train_epoch(
-    model: nn.Module,
+    model: Network,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -212,7 +216,7 @@ def sgd(model: nn.Module, config: Config, weight_decay: float) -> torch.optim.SG
 
 
 def finetune(
-    model: nn.Module,
+    model: Network,
     tensors: Tensors,
     config: Config,
     tag: int | str,
@@ -270,7 +274,7 @@ def finetune(
     }
 
 
-def probe_start(model: nn.Module, remedies: Sequence[Remedy], epoch: int) -> nn.Module:
+def probe_start(model: Network, remedies: Sequence[Remedy], epoch: int) -> Network:
     """The network a checkpoint's probe trains: a copy of the warm-up network, changed by
     each remedy's ``at_probe_start`` (Shrink & Perturb shrinks and perturbs it)."""
     start = copy.deepcopy(model)

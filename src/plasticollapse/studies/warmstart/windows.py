@@ -58,7 +58,7 @@ def sliding_windows(
 
 def window_report_ends(w: WindowResult) -> list[float]:
     """The paper's ends (100, 150, ..., 350) that exist, else first/middle/last end."""
-    wanted = [e for e in (100, 150, 200, 250, 300, 350) if np.isclose(w.ends, e).any()]
+    wanted: list[float] = [e for e in (100, 150, 200, 250, 300, 350) if np.isclose(w.ends, e).any()]
     if wanted:
         return wanted
     return [float(w.ends[i]) for i in sorted({0, len(w.ends) // 2, len(w.ends) - 1})]
