@@ -361,3 +361,69 @@ def test_redo_revives_dead_channels_and_training_goes_further():
     (dormant_plain, loss_plain), (dormant_redo, loss_redo) = trained(False), trained(True)
     assert dormant_plain == 0.75 and dormant_redo < 0.4
     assert loss_redo < 0.8 * loss_plain
+
+
+def convgnt_utility(util, mean, age, current, nxt, features, decay, util_type, positions):
+    """``ConvGnT.update_utility`` of lop/algos/convGnT.py, transcribed (float64), for a
+    Conv2d producer; ``features`` as convGnT gets them (N x C x H x W, or flattened N x CP
+    before a Linear). Returns the new (util, mean, bias-corrected util)."""
+    util = util * decay
+    correction = 1 - decay**age
+    if isinstance(nxt, nn.Linear):
+        out_mag = nxt.weight.abs().mean(dim=0)
+        mean = mean * decay + (1 - decay) * features.mean(dim=0).view(-1, positions).mean(dim=1)
+    else:
+        out_mag = nxt.weight.abs().mean(dim=(0, 2, 3))
+        mean = mean * decay + (1 - decay) * features.mean(dim=(0, 2, 3))
+    in_mag = current.weight.abs().mean(dim=(1, 2, 3))
+    centre = 0
+    if util_type == "adaptable_contribution":
+        centre = mean / correction
+        centre = (
+            centre.view(1, -1, 1, 1)
+            if isinstance(nxt, nn.Conv2d)
+            else centre.repeat_interleave(positions).view(1, -1)
+        )
+    if isinstance(nxt, nn.Linear):
+        new = (out_mag * (features - centre).abs().mean(dim=0)).view(-1, positions).mean(dim=1)
+    else:
+        new = out_mag * (features - centre).abs().mean(dim=(0, 2, 3))
+    if util_type == "adaptable_contribution":
+        new = new / in_mag
+    util = util + (1 - decay) * new
+    return util, mean, util / correction
+
+
+@pytest.mark.parametrize("utility", ["contribution", "adaptable_contribution"])
+def test_cbp_conv_utilities_follow_convgnt_on_random_steps(utility):
+    # 3x3 kernels, a pooling before the flatten; 5 steps of random data and weights moved by
+    # SGD; no unit is old enough to be replaced, so the utilities can be followed exactly.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 2 * 2, 5),
+    ).double()
+    cbp = ContinualBackpropPairs(model, None, 0.1, 0.8, 100, utility)
+    assert [p.activation for p in find_layer_pairs(model)] == ["1", "5"]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ref = [(torch.zeros(4, dtype=torch.float64),) * 2, (torch.zeros(3, dtype=torch.float64),) * 2]
+    for step in range(1, 6):
+        x = torch.randn(6, 2, 4, 4, dtype=torch.float64)
+        h1 = model[1](model[0](x))
+        features = [h1, model[5](model[4](model[3](model[2](h1))))]
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+        assert cbp.step(optimizer) == [0, 0]
+        for l, (current, nxt) in enumerate(((model[0], model[2]), (model[2], model[6]))):
+            util, mean, corrected = convgnt_utility(
+                *ref[l], step, current, nxt, features[l].detach(), 0.8, utility, 4
+            )
+            ref[l] = (util, mean)
+            torch.testing.assert_close(cbp.util[l].double(), util, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(cbp.mean[l].double(), mean, rtol=1e-5, atol=1e-7)
