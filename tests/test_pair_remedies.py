@@ -427,3 +427,19 @@ def test_cbp_conv_utilities_follow_convgnt_on_random_steps(utility):
             ref[l] = (util, mean)
             torch.testing.assert_close(cbp.util[l].double(), util, rtol=1e-5, atol=1e-7)
             torch.testing.assert_close(cbp.mean[l].double(), mean, rtol=1e-5, atol=1e-7)
+
+
+def test_a_linear_on_tokens_has_its_units_in_the_last_dimension():
+    # (N, T, 3) inputs: unit 2 of the first Linear never fires; its score averages over N and T.
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.abs_()
+        model[0].bias.fill_(0.1)
+        model[0].bias[2] = -100.0
+    x = torch.rand(5, 7, 3)
+    out = model(x)
+    assert redo_reset_pairs(model, None, x, 0.1, torch.Generator().manual_seed(0)) == [1]
+    assert torch.count_nonzero(model[2].weight[:, 2]) == 0 and model[0].bias[2] != -100.0
+    assert torch.equal(model(x), out)
+    with pytest.raises(ValueError, match=r"not \(\.\.\., 4\)"):
+        redo_reset_pairs(model, [LayerPair("0", "2", "2")], x)  # the consumer's output

@@ -87,7 +87,17 @@ class BoundPair:
         return (slice(None), (units[:, None] * self.positions + offsets).flatten())
 
     def unit_view(self, h: torch.Tensor) -> torch.Tensor:
-        """h as N x C x (positions per unit)."""
+        """h as N x C x (positions per unit). A Linear's units are its last dimension (N x
+        ... x C: tokens count as positions, as cbp_linear.py averages all leading dims); a
+        Conv2d's are dimension 1 (N x C x H x W, or flattened channel-major N x (C P))."""
+        if isinstance(self.producer, nn.Linear):
+            if h.ndim < 2 or h.shape[-1] != self.units:
+                raise ValueError(
+                    f"the output of {self.pair.activation!r} has shape {tuple(h.shape)}, not "
+                    f"(..., {self.units}) for the units of {self.pair.producer!r}; name the "
+                    "module whose output holds exactly those units"
+                )
+            return h.reshape(h.shape[0], -1, self.units).transpose(1, 2)
         if h.ndim < 2 or h[0].numel() % self.units:
             raise ValueError(
                 f"the output of {self.pair.activation!r} has shape {tuple(h.shape)}, which does "
