@@ -443,3 +443,32 @@ def test_a_linear_on_tokens_has_its_units_in_the_last_dimension():
     assert torch.equal(model(x), out)
     with pytest.raises(ValueError, match=r"not \(\.\.\., 4\)"):
         redo_reset_pairs(model, [LayerPair("0", "2", "2")], x)  # the consumer's output
+
+
+def test_cbp_pairs_state_dict_resumes_exactly():
+    def setup():
+        torch.manual_seed(0)
+        model = conv_flatten_linear()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        return model, optimizer, ContinualBackpropPairs(model, None, 0.3, 0.9, 2, seed=5)
+
+    def train(model, optimizer, cbp, steps, data):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            model(torch.rand(4, 1, 2, 2, generator=data)).square().sum().backward()
+            optimizer.step()
+            cbp.step(optimizer)
+
+    model, optimizer, cbp = setup()
+    train(model, optimizer, cbp, 6, torch.Generator().manual_seed(1))
+    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    state = cbp.state_dict()
+    train(model, optimizer, cbp, 6, torch.Generator().manual_seed(2))
+    again, opt_again, resumed = setup()
+    again.load_state_dict(saved[0])
+    opt_again.load_state_dict(saved[1])
+    resumed.load_state_dict(state)
+    train(again, opt_again, resumed, 6, torch.Generator().manual_seed(2))
+    assert resumed.replaced.tolist() == cbp.replaced.tolist() and int(cbp.replaced.sum()) > 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key

@@ -166,6 +166,8 @@ def redo_reset_pairs(
 
 
 INITS = ("kaiming", "lop")
+#: Per-unit state of :class:`ContinualBackpropPairs`, one tensor per pair each.
+TRACKED = ("util", "mean", "power", "age")
 
 
 def replacement_bound(layer: nn.Module, init: str, gain: float = math.sqrt(2.0)) -> float:
@@ -275,6 +277,25 @@ class ContinualBackpropPairs:
     def remove(self) -> None:
         """Take the forward hooks off the model."""
         self.recorder.remove()
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs (save it beside the model's and optimizer's)."""
+        return {
+            **{name: [t.clone() for t in getattr(self, name)] for name in TRACKED},
+            "accumulated": self.accumulated.clone(),
+            "replaced": self.replaced.clone(),
+            "consumed": self.stream.consumed,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        from plasticollapse.remedies.cbp import UniformStream
+
+        for name in TRACKED:
+            for mine, saved in zip(getattr(self, name), state[name], strict=True):
+                mine.copy_(saved)
+        self.accumulated.copy_(state["accumulated"])
+        self.replaced.copy_(state["replaced"])
+        self.stream = UniformStream(self.stream.seed, int(state["consumed"]))
 
     @torch.no_grad()
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> list[int]:
