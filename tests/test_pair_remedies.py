@@ -292,6 +292,10 @@ def test_resnet18_pairs_redo_and_cbp_run_and_leave_the_output_where_they_should(
     # Maturity 1: at step 2 all C units are eligible (0.5 C go), at step 3 the C / 2 not
     # replaced (C / 4 go): 3 C / 4 of the inner widths C = 4, 4, 8, 8, 16, 16, 32, 32.
     assert cbp.replaced.tolist() == [3, 3, 6, 6, 12, 12, 24, 24]
+    # The blocks' relu runs twice per block; call 0 is read, whichever entry point runs.
+    model.features(x[:2])
+    inner = F.relu(model.stages[0].bn1(model.stages[0].conv1(model.stem(x[:2]))))
+    assert torch.equal(cbp.recorder.outputs[0], inner)
     cbp.remove()
 
 

@@ -278,12 +278,25 @@ class ActivationRecorder:
         self.training_only = training_only
         self.outputs: list = [None] * len(bound)
         self.calls: dict[int, int] = {}
-        self.handles = [model.register_forward_pre_hook(self._new_forward)]
+        self.handles = []
+        # A module's calls are counted from each start of its parent's forward (a ResNet
+        # block's relu: 0 inside, 1 after the sum), so model.features(x) counts right too.
+        children: dict[str, set[int]] = {}
+        for p in bound:
+            parent = p.pair.activation.rpartition(".")[0]
+            children.setdefault(parent, set()).add(id(p.activation))
+        for parent, ids in children.items():
+            hook = self._new_forward(ids)
+            self.handles.append(model.get_submodule(parent).register_forward_pre_hook(hook))
         for module in {id(p.activation): p.activation for p in bound}.values():
             self.handles.append(module.register_forward_hook(self._record))
 
-    def _new_forward(self, _module, _args):
-        self.calls.clear()
+    def _new_forward(self, ids: set[int]):
+        def hook(_module, _args):
+            for i in ids:
+                self.calls.pop(i, None)
+
+        return hook
 
     def _record(self, module, _args, output):
         if self.training_only and not torch.is_grad_enabled():
