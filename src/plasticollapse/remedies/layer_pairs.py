@@ -22,6 +22,7 @@ their ``named_modules()`` names, plus the module whose output is the units' acti
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import torch
@@ -165,7 +166,10 @@ def _check(pair: LayerPair, modules: dict[str, nn.Module]) -> BoundPair:
     if norm is not None:
         if not isinstance(norm, NORM_TYPES):
             raise TypeError(f"norm {pair.norm!r} must be BatchNorm1d/2d or LayerNorm")
-        size = norm.num_features if not isinstance(norm, nn.LayerNorm) else norm.weight.numel()
+        if isinstance(norm, nn.LayerNorm):
+            size = math.prod(norm.normalized_shape)
+        else:
+            size = norm.num_features
         if size != units:
             raise ValueError(f"norm {pair.norm!r} has {size} features for {units} units")
         if isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) != 1:
