@@ -20,3 +20,14 @@ def test_own_loop_example_logs_a_row_per_epoch(tmp_path, monkeypatch, capsys):
         assert all(row[key] for row in rows), key
     printed = capsys.readouterr().out
     assert "epoch 2: train_accuracy" in printed and "plasticity score after training" in printed
+
+
+def test_remedies_cnn_example_runs_redo_and_cbp_in_a_plain_loop(monkeypatch, capsys):
+    argv = ["remedies_cnn.py", "--tasks", "2", "--epochs", "1", "--samples", "300"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(EXAMPLES / "remedies_cnn.py"), run_name="__main__")
+    printed = capsys.readouterr().out
+    for remedy in ("plain", "redo", "cbp"):
+        assert f"{remedy} task 1: train accuracy" in printed, remedy
+    assert "redo task 1: recycled [" in printed and "cbp replaced [" in printed
+    assert printed.count("dormant [") == 6

@@ -716,7 +716,6 @@ def test_weight_decay_rules_of_the_warm_start_hold_for_remedies_too():
             ["cbp", "warmstart", "hidden activations"],
         ),
         (WarmstartConfig, {"scheme": "shrink_perturb", "shrink_perturb_every": 10}, ["probe"]),
-        (WarmstartConfig, {"scheme": "redo"}, ["redo", "mlp"]),
         (WarmstartConfig, {"remedies": ("weight_decay",), "weight_decay": 0.0}, ["> 0"]),
         (WarmstartConfig, {"scheme": "redo", "remedies": ("l2_init",)}, ["not both"]),
     ],

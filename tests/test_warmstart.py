@@ -222,6 +222,27 @@ def test_resnet18_path_runs_on_tiny_images(tmp_path):
     assert summary["status"] == "complete"
 
 
+def test_redo_recycles_resnet18_block_channels_at_each_checkpoint(tmp_path):
+    # width 4: the blocks' inner channels are 4, 4, 8, 8, 16, 16, 32, 32 (120 units); at
+    # tau 0.5 some fall below half their layer's mean |h| and are recycled.
+    config = make_config(
+        tmp_path,
+        model="resnet18",
+        width=4,
+        maxpool=False,
+        train_samples=64,
+        warmup_epochs=2,
+        checkpoint_every=1,
+        finetune_max_epochs=1,
+        scheme="redo",
+        redo_tau=0.5,
+    )
+    rows, summary = run_whole(config)
+    assert summary["status"] == "complete"
+    resets = [row["redo_units_reset"] for row in rows]
+    assert len(resets) == 2 and all(0 < n <= 120 for n in resets), resets
+
+
 def test_augment_batch_crops_and_flips_per_sample():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
     pad = 2
@@ -239,8 +260,6 @@ def test_augment_batch_crops_and_flips_per_sample():
 def test_config_rules_and_labels():
     with pytest.raises(ConfigError, match="weight_decay"):
         ws_config.Config(scheme="weight_decay", weight_decay=0.0)
-    with pytest.raises(ConfigError, match="redo"):
-        ws_config.Config(scheme="redo", model="resnet18")
     with pytest.raises(ConfigError, match="checkpoint_every"):
         ws_config.Config(warmup_epochs=3, checkpoint_every=5)
     assert ws_config.Config(scheme="weight_decay").warmup_weight_decay == 0.01

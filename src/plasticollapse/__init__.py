@@ -6,6 +6,7 @@ The public entry points most users need::
     from plasticollapse import feature_norm, drift, grad_norm, plasticity_score
     from plasticollapse import Monitor   # your own loop: metrics per named layer, every k steps
     from plasticollapse import CsvLogger, TensorBoardLogger, WandbLogger   # where rows go
+    from plasticollapse import redo_reset_pairs, ContinualBackpropPairs   # ReDo, CBP: any model
     from plasticollapse import load_results   # run folders -> the tidy pandas table
     from plasticollapse import load_runs, load_summaries, wide   # runs; summaries; pivots
 
@@ -34,6 +35,10 @@ _EXPORTS = {
     "TensorBoardLogger": "plasticollapse.runs.loggers",
     "WandbLogger": "plasticollapse.runs.loggers",
     "load_dataset": "plasticollapse.data",
+    "LayerPair": "plasticollapse.remedies.layer_pairs",
+    "find_layer_pairs": "plasticollapse.remedies.layer_pairs",
+    "redo_reset_pairs": "plasticollapse.remedies.pair_remedies",
+    "ContinualBackpropPairs": "plasticollapse.remedies.pair_remedies",
     "load_results": "plasticollapse.analysis",
     "load_summaries": "plasticollapse.analysis",
     "load_runs": "plasticollapse.analysis",

@@ -14,6 +14,12 @@ Each remedy is one module with one :class:`~plasticollapse.remedies.base.Remedy`
 - ``reset_head`` / ``reset_all``: a fresh classifier / a fresh network at each new task;
 - ``etf_head``: a fixed simplex-ETF classifier.
 
+ReDo and Continual Backprop also work on any model in a user's own loop, its hidden
+layers named as :class:`~plasticollapse.remedies.layer_pairs.LayerPair` s
+(:func:`~plasticollapse.remedies.pair_remedies.redo_reset_pairs`,
+:class:`~plasticollapse.remedies.pair_remedies.ContinualBackpropPairs`,
+:func:`~plasticollapse.remedies.layer_pairs.find_layer_pairs`).
+
 A run applies a list of them (``remedies = ["shrink_perturb", "l2_init"]``), with their
 parameters as flat config fields (:class:`~plasticollapse.remedies.fields.RemedyFields`,
 which both studies' configs inherit); the same objects work in both studies.
@@ -32,7 +38,9 @@ from plasticollapse.remedies.base import Remedy, RemedyContext
 from plasticollapse.remedies.cbp import ContinualBackprop
 from plasticollapse.remedies.etf_head import ETFHead
 from plasticollapse.remedies.l2_init import L2Init
+from plasticollapse.remedies.layer_pairs import LayerPair, find_layer_pairs
 from plasticollapse.remedies.nc1_reg import NC1Regulariser
+from plasticollapse.remedies.pair_remedies import ContinualBackpropPairs, redo_reset_pairs
 from plasticollapse.remedies.plain import Plain
 from plasticollapse.remedies.redo import ReDo
 from plasticollapse.remedies.reset import ResetAll, ResetHead
@@ -50,9 +58,13 @@ REMEDIES: dict[str, type[Remedy]] = {
 
 __all__ = [
     "REMEDIES",
+    "ContinualBackpropPairs",
+    "LayerPair",
     "Remedy",
     "RemedyContext",
     "build_remedies",
+    "find_layer_pairs",
+    "redo_reset_pairs",
     "remedy_names",
     "weight_decay_of",
 ]

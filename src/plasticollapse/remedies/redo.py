@@ -32,7 +32,11 @@ class ReDo(Remedy):
       optimizer's momentum of the recycled weights is cleared.
 
     Rows get ``redo_units_reset``: the number of units recycled (during the task, with
-    ``redo_every``). ReLU MLPs only (not CReLU).
+    ``redo_every``). The ReLU MLP (not CReLU) in both studies; in the warm start also the
+    ResNet-18, whose units are the inner channels of each basic block (conv1 -> bn1 ->
+    relu -> conv2: :func:`~plasticollapse.remedies.layer_pairs.find_layer_pairs`), reset by
+    :func:`~plasticollapse.remedies.pair_remedies.redo_reset_pairs` (fresh filters, bn1's
+    affine and running statistics of the channel reset, conv2's input slices zeroed).
     """
 
     name = "redo"
@@ -50,8 +54,8 @@ class ReDo(Remedy):
     def check(cls, config: Any) -> None:
         model = getattr(config, "model", "mlp")
         require(
-            model == "mlp",
-            f"the redo remedy resets MLP units only; got model {model!r} (use --model mlp)",
+            model in ("mlp", "resnet18"),
+            f"the redo remedy resets MLP or ResNet-18 units; got model {model!r}",
         )
         require(
             not getattr(config, "crelu", False),
@@ -59,11 +63,16 @@ class ReDo(Remedy):
         )
 
     def recycle(self, model, optimizer, inputs, *keys: Any) -> dict[str, Any]:
+        from plasticollapse.models import MLP
         from plasticollapse.remedies.functional import redo_reset
+        from plasticollapse.remedies.pair_remedies import redo_reset_pairs
         from plasticollapse.runs.runtime import generator_for
 
         generator = generator_for(self.context.seed, "redo", *keys)
-        counts = redo_reset(model, inputs, self.redo_tau, generator=generator, optimizer=optimizer)
+        if isinstance(model, MLP):
+            counts = redo_reset(model, inputs, self.redo_tau, generator, optimizer)
+        else:  # the ResNet-18: its blocks' inner channels
+            counts = redo_reset_pairs(model, None, inputs, self.redo_tau, generator, optimizer)
         return {"redo_units_reset": sum(counts)}
 
     def interval(self) -> int:

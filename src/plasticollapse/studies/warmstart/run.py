@@ -39,7 +39,7 @@ Remedies (:mod:`plasticollapse.remedies`; ``remedies = [...]``, or one named by 
   means 0, and a value given explicitly applies to the warm-up too.
 - ``l2_init``: L = CE + l2_init_lambda / 2 * ||theta - theta_0||^2 (Kumar et al. 2023).
 - ``redo``: ReDo resets (Sokar et al. 2023) of units with dormancy score <= redo_tau at
-  every checkpoint; MLPs only (all hidden layers).
+  every checkpoint; the MLP's hidden layers, or the ResNet-18's blocks' inner channels.
 
 Rows describe the warm-up network at that epoch (for ``redo``, after the checkpoint's
 reset, which belongs to its warm-up; for ``shrink_perturb``, before shrinking, which belongs
