@@ -66,9 +66,10 @@ def fast_reason(facts: RunFacts, model: nn.Module | None = None) -> str | None:
 
     reasons = []
     if facts.loss != "cross_entropy":
-        reasons.append(f"it trains with the cross-entropy, not the {facts.loss.replace('_', ' ')}")
+        loss = facts.loss.replace("_", " ")
+        reasons.append(f"the fast engine trains on the cross-entropy, not the {loss}")
     if facts.masked_head:
-        reasons.append("it computes a plain linear head, not one masked to the classes seen")
+        reasons.append("the fast engine computes a plain linear head, not a masked one")
     if facts.batch_size != 1:
         reasons.append(
             f"batch size is {facts.batch_size} (the fast engine trains one sample per step)"
@@ -100,7 +101,9 @@ def choose_engine(requested: str, facts: RunFacts, model: nn.Module | None = Non
         return "fast"
     if requested == "fast":
         raise ConfigError(f"engine 'fast' cannot run this: {reason}; use engine auto or reference")
-    if model is not None and facts.batch_size == 1 and not next(model.parameters()).is_cuda:
+    # Said where the fast engine would have been expected: batch 1 of a classifier on a CPU.
+    expected = facts.loss == "cross_entropy" and not facts.masked_head and facts.batch_size == 1
+    if model is not None and expected and not next(model.parameters()).is_cuda:
         say_once(f"engine auto: the reference engine (autograd) runs this, since {reason}")
     return "reference"
 
