@@ -51,7 +51,9 @@ class RemedyFields:
     # Names are checked against the registry when a config is built (not by a Literal type
     # fixed at import), so that a remedy registered later is one registry line.
     remedies: tuple[str, ...] = field(
-        (), help="remedies applied together, in order: " + ", ".join(REMEDIES)
+        (),
+        help="remedies applied together, in order: " + ", ".join(REMEDIES),
+        metadata={"metavar": "NAME [NAME ...]"},
     )
     shrink: float = field(
         0.6,

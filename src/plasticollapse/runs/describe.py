@@ -101,12 +101,18 @@ def describe_fields(
     shown: dict[tuple, str] = {}
     for f in ordered_fields(config_class):
         flag_name = PLURALS.get(f.name, f.name)
-        kind_text = type_text(kinds[f.name], flag_name, shown)
+        # A field whose values a registry holds (remedies) names its metavar itself.
+        kind_text = f.metadata.get("metavar") or type_text(kinds[f.name], flag_name, shown)
         if flag_name != f.name:  # the plural spelling takes several values: --seeds 0 1 2
             kind_text = f"{kind_text} [{kind_text} ...]"
         help_text = f.metadata.get("help", "") + ALIAS_HELP.get(f.name, "")
         text = with_default(help_text, _default(f))
-        if kind_text.startswith("NAME [") and not names_every_choice(help_text, kinds[f.name]):
+        listed = "metavar" not in f.metadata
+        if (
+            listed
+            and kind_text.startswith("NAME [")
+            and not names_every_choice(help_text, kinds[f.name])
+        ):
             text = f"{text}; NAME: {', '.join(map(str, choices_of(kinds[f.name])))}"
         by_section.setdefault(section_of(f), []).append((f"--{flag_name} {kind_text}", text))
     for section, rows in (extra or {}).items():

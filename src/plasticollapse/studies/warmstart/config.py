@@ -83,7 +83,9 @@ class Config(RemedyFields, LoggerFields):
     )
     finetune_max_epochs: int = field(100, help="a probe trains at most this many epochs")
     scheme: str = field(
-        "plain", help="one remedy by name (the older spelling of remedies; plain: none)"
+        "plain",
+        help="one remedy by name (the older spelling of remedies; plain: none)",
+        metadata={"metavar": "{as --remedies}"},
     )
     train_samples: int = field(0, help="keep a seeded subset of the training set (0: all)")
     seed: int = field(7, help="fixes the initialisation and every random draw")
