@@ -16,12 +16,13 @@ under ``torch.no_grad``; the modules' train/eval modes, BatchNorm running statis
 ``.grad`` tensors and the global RNG are as they were), and logs the metrics through the
 LightningModule's ``log_dict``, so they reach every logger of the trainer (CSV, TensorBoard,
 W&B, ...) and ``trainer.callback_metrics``. Keys are the Monitor's, prefixed by the split and a
-slash: ``train/nc1``, ``val/accuracy``, ``train/dormant_fraction_net.2``; the training epoch
-adds ``train/drift`` (||theta - theta_0||_2 from the parameters at ``fit`` start) and
-``train/grad_norm`` (of the epoch's last step's gradients, read at its ``on_train_batch_end``,
-since Lightning frees them before validation; absent when the number of batches is unknown).
-Values are logged as float64 tensors: the logged number is the Monitor's, not rounded to
-float32.
+slash: ``train/nc1``, ``val/accuracy``, ``train/dormant_fraction_net.2``; with
+``train_data`` the training epoch adds ``train/drift`` (||theta - theta_0||_2 from the
+parameters at ``fit`` start) and ``train/grad_norm`` (of the epoch's last step's gradients,
+read at its ``on_train_batch_end``, since Lightning frees them before validation; absent
+when the number of batches is unknown).
+Values are logged as float64 tensors (float32 on Apple's MPS, which has no float64): the
+logged number is the Monitor's, not rounded to float32.
 
 The measured model is the LightningModule itself (its ``forward`` must return the logits),
 or its submodule named by ``module=`` (``module="net"`` for ``self.net``). The sanity-check
@@ -50,9 +51,6 @@ except ModuleNotFoundError as error:  # the extra is optional: say how to get it
         "package): pip install 'plasticollapse[lightning]'",
         name=error.name,
     ) from error
-
-#: The splits the callback measures and the hooks that measure them.
-SPLITS = ("train", "val")
 
 
 class PlasticityCallback(Callback):
@@ -145,9 +143,12 @@ class PlasticityCallback(Callback):
 
     def _log(self, trainer, pl_module, metrics: dict[str, float]) -> None:
         self.history.append((trainer.current_epoch, dict(metrics)))
-        # float64 tensors: Lightning would turn Python floats into float32 ones
+        # float64 tensors: Lightning would turn Python floats into float32 ones (Apple's MPS
+        # has no float64: float32 there)
+        device = pl_module.device
+        dtype = torch.float32 if device.type == "mps" else torch.float64
         values = {
-            key: torch.tensor(float(value), dtype=torch.float64, device=pl_module.device)
+            key: torch.tensor(float(value), dtype=dtype, device=device)
             for key, value in metrics.items()
         }
         pl_module.log_dict(

@@ -133,10 +133,7 @@ class Monitor:
     penultimate feature (default: the last ``nn.Linear``). ``samples`` measures at most that
     many rows of each data set, the first it yields (a fixed probe set for tensors and
     unshuffled loaders): one forward pass over every sample can cost a sizeable part of a
-    small network's epoch (benchmarks/monitor_overhead.py). ``batch_size`` (rows per forward
-    pass, default 256; ``measure_model``'s is 1024) changes nothing but speed and float64
-    rounding: a small CNN's 256-row activations stay in the CPU's caches, and the pass over
-    the digits took 10-20 % less CPU time than in batches of 1024.
+    small network's epoch (benchmarks/monitor_overhead.py).
 
     :attr:`steps` counts :meth:`step` calls; :attr:`seconds` sums the wall time spent
     measuring.
@@ -154,7 +151,7 @@ class Monitor:
         classifier: str | None = None,
         layer_collapse: bool = False,
         tau: float = DORMANT_TAU,
-        batch_size: int = 256,
+        batch_size: int = 1024,
         samples: int | None = None,
     ):
         if int(every) < 1:
