@@ -6,7 +6,9 @@ the training split (DataLoader, batch size 32, shuffled). Each round times ``--e
 epochs without the monitor, then ``--epochs`` epochs each followed by ``monitor.step()``
 (``every=1``: measuring the training and held-out splits, every activation module by name,
 with drift and gradient norm), from the same weights. Rounds alternate the two so load
-on a shared machine hits both alike; the ratio is of the medians over ``--rounds``.
+on a shared machine hits both alike; the ratio is of the medians over ``--rounds``, of the
+wall time and of the process's CPU time (less moved by other processes on a loaded machine;
+with ``--threads 1`` the two agree on an idle one).
 
 Three ways of handing the monitor the data are timed: the training split as tensors
 (``(x, y)``, cut into batches of 1024), as the training DataLoader itself (45 batches of 32,
@@ -61,15 +63,15 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer) -> None:
         optimizer.step()
 
 
-def timed_epochs(model, loader, epochs: int, monitor: Monitor | None) -> float:
-    """Seconds per epoch (with ``monitor.step()`` after each, when given)."""
+def timed_epochs(model, loader, epochs: int, monitor: Monitor | None) -> tuple[float, float]:
+    """(wall, CPU) seconds per epoch (with ``monitor.step()`` after each, when given)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         train_epoch(model, loader, optimizer)
         if monitor is not None:
             monitor.step()
-    return (time.perf_counter() - start) / epochs
+    return (time.perf_counter() - start) / epochs, (time.process_time() - cpu) / epochs
 
 
 def main() -> None:
@@ -93,8 +95,8 @@ def main() -> None:
         "train as the DataLoader": ({"train": loader, "test": test}, None),
         "tensors, samples=256 per split": (full, 256),
     }
-    plain: list[float] = []
-    monitored: dict[str, list[float]] = {name: [] for name in variants}
+    plain: list[tuple[float, float]] = []
+    monitored: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     spent: dict[str, list[float]] = {name: [] for name in variants}
     timed_epochs(copy.deepcopy(initial), loader, 1, None)  # warm-up: allocator, first calls
     for _ in range(args.rounds):
@@ -104,14 +106,14 @@ def main() -> None:
             monitor = Monitor(model, num_classes=10, data=data, every=1, samples=samples)
             monitored[name].append(timed_epochs(model, loader, args.epochs, monitor))
             spent[name].append(monitor.seconds / args.epochs)
-    base = statistics.median(plain)
+    base = [statistics.median(times) for times in zip(*plain, strict=True)]
     print(f"torch threads {torch.get_num_threads()}, {args.rounds} rounds x {args.epochs} epochs")
-    print(f"epoch without the monitor: {base * 1e3:.1f} ms (median)")
+    print(f"epoch without the monitor: {base[0] * 1e3:.1f} ms wall, {base[1] * 1e3:.1f} ms CPU")
     for name in variants:
-        with_monitor = statistics.median(monitored[name])
+        wall, cpu = (statistics.median(times) for times in zip(*monitored[name], strict=True))
         print(
-            f"epoch + monitor.step(), {name}: {with_monitor * 1e3:.1f} ms, "
-            f"ratio {with_monitor / base:.3f} (target <= 1.10); "
+            f"epoch + monitor.step(), {name}: {wall * 1e3:.1f} ms, "
+            f"ratio {wall / base[0]:.3f} wall, {cpu / base[1]:.3f} CPU (target <= 1.10); "
             f"measuring itself {statistics.median(spent[name]) * 1e3:.1f} ms per epoch"
         )
 

@@ -5,6 +5,8 @@ import runpy
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -31,3 +33,20 @@ def test_remedies_cnn_example_runs_redo_and_cbp_in_a_plain_loop(monkeypatch, cap
         assert f"{remedy} task 1: train accuracy" in printed, remedy
     assert "redo task 1: recycled [" in printed and "cbp replaced [" in printed
     assert printed.count("dormant [") == 6
+
+
+def test_lightning_example_logs_the_callbacks_metrics_each_epoch(tmp_path, monkeypatch, capsys):
+    pytest.importorskip(
+        "lightning.pytorch",
+        reason="PyTorch Lightning is not installed: pip install 'plasticollapse[lightning]'",
+    )
+    argv = ["lightning_monitor.py", "--epochs", "2", "--logs", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(EXAMPLES / "lightning_monitor.py"), run_name="__main__")
+    (metrics_csv,) = tmp_path.glob("digits/version_*/metrics.csv")
+    with metrics_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    for key in ("train/nc1", "val/accuracy", "train/dormant_fraction_net.2", "train/drift"):
+        assert [row["epoch"] for row in rows if row.get(key)] == ["0", "1"], key
+    printed = capsys.readouterr().out
+    assert "epoch 1: train/accuracy" in printed and "columns in" in printed

@@ -138,6 +138,26 @@ def test_unit_statistics_of_relu_outputs_skip_abs_with_the_same_result(gram):
     assert known.compute()["dead_fraction"] == 0.2  # unit 1; unit 2 fired once
 
 
+@pytest.mark.parametrize("gram", [True, False])
+def test_unit_statistics_of_conv_relu_outputs_take_one_mean_per_channel(gram):
+    # conv: one mean over positions serves |h| and the gram's h when h >= 0 is known; the
+    # numbers are those of the |h| path (float64 reference: sum_n mean_positions h)
+    torch.manual_seed(0)
+    a = torch.relu(torch.randn(40, 3, 4, 4) - 0.5)
+    a[:, 1] = 0
+    plain, known = UnitStatistics(gram=gram), UnitStatistics(gram=gram)
+    for part in a.split(15):
+        plain.update(part)
+        known.update(part, nonnegative=True)
+    means = a.double().flatten(2).mean(2)
+    for stats in (plain, known):
+        stats.gram = None if gram else means.T @ means
+    assert torch.equal(known.abs_sum, plain.abs_sum)
+    assert known.abs_sum.tolist() == pytest.approx(means.sum(0).tolist(), rel=1e-6)
+    assert known.compute() == plain.compute()
+    assert known.compute()["dead_fraction"] == pytest.approx(1 / 3)
+
+
 # ---------------------------------------------------------------------------------------------
 # Parameters
 # ---------------------------------------------------------------------------------------------

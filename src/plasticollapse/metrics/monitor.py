@@ -194,7 +194,7 @@ class Monitor:
             row = {}
             for name, split_data in self.data.items():
                 row.update(self._measure_split(split_data, None, name))
-            row.update(self._parameter_metrics())
+            row.update(self.parameter_metrics())
         else:
             row = self._measure_split(data, labels, split)
         seconds = time.perf_counter() - start
@@ -214,7 +214,9 @@ class Monitor:
         metrics = measure_model(self.model, data, labels, self.num_classes, **self.options)
         return {f"{split}_{key}": value for key, value in metrics.items()}
 
-    def _parameter_metrics(self) -> dict[str, float]:
+    def parameter_metrics(self) -> dict[str, float]:
+        """``drift`` (||theta - theta_0||_2 from the parameters when the monitor was made) and
+        ``grad_norm`` (when the parameters hold gradients): no data, no forward pass."""
         out = {"drift": drift(self.model, self.initial)}
         if any(p.grad is not None for p in self.model.parameters()):
             out["grad_norm"] = grad_norm(self.model)

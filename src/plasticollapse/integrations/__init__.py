@@ -1,0 +1,25 @@
+"""Adapters of :class:`~plasticollapse.metrics.monitor.Monitor` to other training frameworks.
+
+Each lives in its own module and needs its framework, an optional extra:
+
+- :mod:`plasticollapse.integrations.lightning`: ``PlasticityCallback``, a PyTorch Lightning
+  callback (``pip install 'plasticollapse[lightning]'``).
+
+Importing this package imports no framework; ``from plasticollapse.integrations import
+PlasticityCallback`` imports Lightning then (and says which extra to install without it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {"PlasticityCallback": "plasticollapse.integrations.lightning"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'plasticollapse.integrations' has no attribute {name!r}")
