@@ -103,7 +103,10 @@ def test_classes_arrive_in_groups_and_tasks_hold_every_sample_of_them():
 def test_more_tasks_than_classes_is_a_clear_error():
     with pytest.raises(ValueError, match="tasks 4 need 8 classes .* has 6; lower tasks"):
         stream_of(tasks=4)
-    with pytest.raises(ConfigError, match="engine 'fast' cannot mask the head"):
+    with pytest.raises(
+        ConfigError,
+        match="engine 'fast' cannot run this: the fast engine computes a plain linear head",
+    ):
         Config(engine="fast", batch_size=1)
 
 
