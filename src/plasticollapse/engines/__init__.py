@@ -7,7 +7,11 @@ that updates the model's parameters in place.
 - ``reference``: PyTorch autograd + ``torch.optim.SGD``; any model, batch size, device, and
   any remedy (:mod:`plasticollapse.remedies`): their loss terms, weight decay and
   ``after_step`` hooks run inside its loop.
-- ``fast``: a fused, compiled per-sample SGD step for ReLU MLPs at batch size 1 on the CPU
+- ``fast`` at batch size > 1 (or with a class-incremental masked head): the compiled
+  mini-batch step (:mod:`plasticollapse.engines.minibatch`), with the remedies
+  :func:`~plasticollapse.engines.minibatch.minibatch_supports` accepts (not Continual
+  Backprop).
+- ``fast`` at batch size 1: a fused, compiled per-sample SGD step for ReLU MLPs on the CPU
   (:mod:`plasticollapse.engines.fast`). It runs the per-step work of the remedies that
   declare a compiled form (weight decay, L2 Init, Continual Backprop; a fixed ETF head),
   those acting every k steps between segments of a pass, and those acting between passes
@@ -65,20 +69,26 @@ def make_engine(
 ) -> Engine:
     """Build an engine. ``auto`` takes ``fast`` whenever it applies, else ``reference``.
 
-    Asking for ``fast`` where it cannot apply (GPU, batch size > 1, not a plain ReLU MLP,
-    a remedy without a compiled form) raises a ValueError that says why; ``auto`` falls
-    back to ``reference`` and, where the fast engine would otherwise have been expected
-    (batch size 1 on the CPU), says why once per process on stderr.
+    Batch size > 1 or a masked head takes the mini-batch engine. Asking for ``fast`` where
+    it cannot apply (GPU, not a plain ReLU MLP, a remedy without a compiled form) raises a
+    ValueError that says why; ``auto`` falls back to ``reference`` and, where the fast
+    engine would otherwise have been expected (batch size 1 on the CPU), says why once per
+    process on stderr.
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     if name == "reference":
         return ReferenceEngine(model, lr, batch_size, remedies)
-    from plasticollapse.engines import fast
+    from plasticollapse.engines import fast, minibatch
 
-    reason = fast.unsupported_reason(model, batch_size) or remedies_reason(remedies)
-    if reason is None:
-        return fast.FastEngine(model, lr, remedies)
+    if minibatch.routes_here(model, batch_size):  # batch > 1 or a masked head
+        reason = minibatch.minibatch_supports(model, batch_size, remedies)
+        if reason is None:
+            return minibatch.MiniBatchEngine(model, lr, batch_size, remedies)
+    else:
+        reason = fast.unsupported_reason(model, batch_size) or remedies_reason(remedies)
+        if reason is None:
+            return fast.FastEngine(model, lr, remedies)
     if name == "fast":
         raise ValueError(f"the fast engine does not apply: {reason}; use --engine reference")
     if batch_size == 1 and not next(model.parameters()).is_cuda:

@@ -50,7 +50,8 @@ class StreamConfig(RemedyFields, LoggerFields):
     )
     lr: float = field(0.01, help="SGD learning rate")
     engine: Literal["auto", "fast", "reference"] = field(
-        "auto", help="fast: compiled batch-1 CPU MLP; reference: autograd; auto: fast if it can"
+        "auto",
+        help="fast: compiled CPU MLP (any batch); reference: autograd; auto: fast if it can",
     )
     batch_size: int = field(1, help="mini-batch size (1: fully online)")
     tasks: int = field(10, help="number of tasks in the stream")
@@ -100,13 +101,14 @@ class StreamConfig(RemedyFields, LoggerFields):
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         super().__post_init__()  # the remedies and their parameters
         if self.engine == "fast":
+            from plasticollapse.engines.minibatch import remedies_supported
             from plasticollapse.remedies import build_remedies
 
-            per_step = [r.name for r in build_remedies(self) if r.per_step_hooks()]
-            if per_step or self.batch_size != 1:
-                why = f"remedies acting at every step ({', '.join(per_step)})" if per_step else ""
-                why = why or f"batch_size {self.batch_size} (it trains one sample per step)"
-                raise ConfigError(f"engine 'fast' cannot run {why}; use engine auto or reference")
+            why = remedies_supported(build_remedies(self), self.batch_size)
+            if why is not None:
+                raise ConfigError(
+                    f"engine 'fast' cannot run this: {why}; use engine auto or reference"
+                )
 
     @property
     def effective_probe_lr(self) -> float:
