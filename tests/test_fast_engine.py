@@ -242,9 +242,13 @@ def test_make_engine_picks_fast_and_explains_refusals():
     mlp = MLP(64, (16,), 10)
     assert isinstance(make_engine("auto", mlp, 0.01, 1), FastEngine)
     assert isinstance(make_engine("fast", mlp, 0.01, 1), FastEngine)
+    # batch > 1: the compiled mini-batch engine when asked (tests/test_minibatch_engine.py)
+    assert type(make_engine("fast", mlp, 0.01, 8)).__name__ == "MiniBatchEngine"
     assert isinstance(make_engine("auto", mlp, 0.01, 8), ReferenceEngine)
-    with pytest.raises(ValueError, match="batch size"):
-        make_engine("fast", mlp, 0.01, 8)
+    normed = MLP(64, (16,), 10, layer_norm=True)
+    assert isinstance(make_engine("auto", normed, 0.01, 8), ReferenceEngine)
+    with pytest.raises(ValueError, match="LayerNorm"):
+        make_engine("fast", normed, 0.01, 8)
 
 
 def test_bad_inputs_are_refused_before_the_compiled_loop():

@@ -10,7 +10,8 @@ whose own checks, such as the device, come on top).
 - ``reference`` runs anything.
 - ``fast`` runs what :func:`fast_reason` allows, or raises a :class:`ConfigError` saying why
   not and what to use.
-- ``auto`` takes ``fast`` when it can, else ``reference``.
+- ``auto`` takes the compiled batch-1 engine when it can, else ``reference``; the compiled
+  mini-batch engine (:mod:`plasticollapse.engines.minibatch`) runs when ``fast`` asks for it.
 """
 
 from __future__ import annotations
@@ -58,43 +59,63 @@ def facts_of(config: Any, masked_head: bool = False) -> RunFacts:
     )
 
 
+def minibatch_family(facts: RunFacts, model: nn.Module | None = None) -> bool:
+    """Whether ``fast`` means the compiled mini-batch engine here (batch size > 1, or a head
+    masked to the classes seen so far, which the batch-1 kernels do not compute) rather
+    than the batch-1 one."""
+    if facts.batch_size > 1 or facts.masked_head:
+        return True
+    if model is None:
+        return False
+    from plasticollapse.engines import minibatch
+
+    return minibatch.routes_here(model, facts.batch_size)
+
+
 def fast_reason(facts: RunFacts, model: nn.Module | None = None) -> str | None:
     """Why the compiled engine cannot run this, every reason joined by "; " (None: it can).
-    With ``model``, the model's own checks too
-    (:func:`plasticollapse.engines.fast.unsupported_reason`: its layers, dtype, device)."""
-    from plasticollapse.engines.fast_plan import merge_terms
+    With ``model``, the model's own checks too (its layers, dtype, device:
+    :func:`plasticollapse.engines.fast.unsupported_reason`,
+    :func:`plasticollapse.engines.minibatch.minibatch_supports`)."""
+    from plasticollapse.engines import fast, minibatch
 
     reasons = []
     if facts.loss != "cross_entropy":
         loss = facts.loss.replace("_", " ")
         reasons.append(f"the fast engine trains on the cross-entropy, not the {loss}")
-    if facts.masked_head:
-        reasons.append("the fast engine computes a plain linear head, not a masked one")
-    if facts.batch_size != 1:
-        reasons.append(
-            f"batch size is {facts.batch_size} (the fast engine trains one sample per step)"
-        )
     if facts.mlp_options:
         reasons.append(f"it runs the plain ReLU MLP, not {' or '.join(facts.mlp_options)}")
-    merged = merge_terms(facts.remedies)
-    if isinstance(merged, str):
-        reasons.append(merged)
-    if model is not None and not reasons:
-        from plasticollapse.engines import fast
-
-        reasons.append(fast.unsupported_reason(model, facts.batch_size) or "")
+    if minibatch_family(facts, model):
+        if model is not None and not reasons:
+            reasons.append(
+                minibatch.minibatch_supports(model, facts.batch_size, facts.remedies) or ""
+            )
+        else:
+            reasons.append(minibatch.remedies_supported(facts.remedies, facts.batch_size) or "")
+    else:
+        merged = fast.fast_plan.merge_terms(facts.remedies)
+        if isinstance(merged, str):
+            reasons.append(merged)
+        if model is not None and not reasons:
+            reasons.append(fast.unsupported_reason(model, facts.batch_size) or "")
     return "; ".join(r for r in reasons if r) or None
 
 
 def choose_engine(requested: str, facts: RunFacts, model: nn.Module | None = None) -> str:
     """``"fast"`` or ``"reference"``: the engine that runs a run asking for ``requested``.
 
-    Raises a :class:`ConfigError` for an unknown name, or for ``fast`` where it does not
-    apply (the message says why and to use ``auto`` or ``reference``).
+    ``auto`` takes the compiled batch-1 engine wherever it applies, and the reference
+    engine otherwise; the compiled mini-batch engine (batch size > 1, masked heads) runs
+    only when asked for by ``fast``, so that runs made before it existed keep their numbers
+    when rerun or resumed (it sums in float32 in another order than autograd). Raises a
+    :class:`ConfigError` for an unknown name, or for ``fast`` where it does not apply (the
+    message gives every reason and says to use ``auto`` or ``reference``).
     """
     if requested not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {requested!r}")
     if requested == "reference":
+        return "reference"
+    if requested == "auto" and minibatch_family(facts, model):
         return "reference"
     reason = fast_reason(facts, model)
     if reason is None:
@@ -102,7 +123,7 @@ def choose_engine(requested: str, facts: RunFacts, model: nn.Module | None = Non
     if requested == "fast":
         raise ConfigError(f"engine 'fast' cannot run this: {reason}; use engine auto or reference")
     # Said where the fast engine would have been expected: batch 1 of a classifier on a CPU.
-    expected = facts.loss == "cross_entropy" and not facts.masked_head and facts.batch_size == 1
+    expected = facts.loss == "cross_entropy"
     if model is not None and expected and not next(model.parameters()).is_cuda:
         say_once(f"engine auto: the reference engine (autograd) runs this, since {reason}")
     return "reference"
@@ -118,11 +139,16 @@ def make_engine(
     loss: Loss = "cross_entropy",
     masked_head: bool = False,
 ) -> Engine:
-    """The engine :func:`choose_engine` picks for this model, built: a
-    :class:`~plasticollapse.engines.fast.FastEngine` or a
+    """The engine :func:`choose_engine` picks for this model, built: the compiled batch-1
+    :class:`~plasticollapse.engines.fast.FastEngine`, the compiled
+    :class:`~plasticollapse.engines.minibatch.MiniBatchEngine`, or the
     :class:`~plasticollapse.engines.reference.ReferenceEngine` (with ``loss``)."""
     facts = RunFacts(batch_size, loss, masked_head, (), tuple(remedies))
     if choose_engine(name, facts, model) == "fast":
+        if minibatch_family(facts, model):
+            from plasticollapse.engines.minibatch import MiniBatchEngine
+
+            return MiniBatchEngine(model, lr, batch_size, remedies)
         from plasticollapse.engines.fast import FastEngine
 
         return FastEngine(model, lr, remedies)

@@ -51,7 +51,8 @@ class StreamConfig(RemedyFields, LoggerFields):
     )
     lr: float = field(0.01, help="SGD learning rate")
     engine: Literal["auto", "fast", "reference"] = field(
-        "auto", help="fast: compiled batch-1 CPU MLP; reference: autograd; auto: fast if it can"
+        "auto",
+        help="fast: compiled CPU MLP (any batch); reference: autograd; auto: fast if it can",
     )
     batch_size: int = field(1, help="mini-batch size (1: fully online)")
     tasks: int = field(10, help="number of tasks in the stream")

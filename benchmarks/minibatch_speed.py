@@ -1,0 +1,204 @@
+"""Mini-batch training speed: the compiled mini-batch engine vs the reference engine, and
+the projected cost of ``full/matrix``.
+
+Measures in one run, one thread (``torch.set_num_threads(1)``), on Fashion-MNIST (the
+synthetic MNIST-like stand-in when it is not found; Fashion-MNIST is ~50% nonzero, the
+slower case for the sparse first layer):
+
+1. random_labels' full preset (``presets/full/random_labels.toml``: the MLP 784-100-100-10,
+   PyTorch init, batch 16, 1,200 images) and class_incremental's (784-100-100-100-10 with
+   the head masked to the present classes, batch 90; a task of 12,000 images of 4
+   classes): samples/s of the reference engine (autograd + ``torch.optim.SGD``) and of the
+   compiled engine, plain and with each remedy whose per-step work differs (weight decay,
+   L2 Init, the fixed ETF head; Continual Backprop only in the reference engine at batch
+   > 1), best of ``--repeats`` in thread CPU time (wall time beside it), and their ratio;
+2. the projected CPU-hours of ``full/matrix`` (9 settings x 5 seeds per study)::
+
+       hours(study) = seeds * sum_settings samples_per_run(study) / rate(setting) / 3600
+       samples_per_run(random_labels)     = tasks * epochs_per_task * subset_size
+       samples_per_run(class_incremental) = epochs_per_task * sum_t classes_at(t) * 6,000
+                                            * (2 with retrained_baseline: the baseline
+                                               trains a fresh network on every task)
+
+   ``rate(setting)``: the compiled engine's measured rate for its remedy (plain's for
+   Shrink & Perturb, ReDo and the resets, which act at task boundaries only), the
+   reference engine's with CBP for ``cbp``. Measuring after each task, the plasticity
+   probe and start-up are left out (a few percent of these runs). The three other studies
+   are taken at the costs their presets state (batch 1, already compiled: permuted 4.5,
+   label_permuted 3.75, bitflip_regression 1.2 CPU-hours).
+
+Timings on a shared machine are inflated and noisy: ``uptime`` is printed with them.
+
+Usage: ``python benchmarks/minibatch_speed.py [--repeats N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import tomllib
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one thread per process; set before torch/numba load
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from online_speed import fashion_mnist  # noqa: E402
+from synthetic import mnist_like  # noqa: E402
+
+from plasticollapse.engines.minibatch import MiniBatchEngine  # noqa: E402
+from plasticollapse.engines.reference import ReferenceEngine  # noqa: E402
+from plasticollapse.remedies import RemedyContext, build_remedies  # noqa: E402
+from plasticollapse.studies.streams.model import MaskedLinear  # noqa: E402
+
+#: The matrix's settings (presets/full/matrix.toml) and the studies' other costs.
+SETTINGS = ("plain", "shrink_perturb", "l2_init", "redo", "weight_decay", "cbp",
+            "reset_head", "reset_all", "etf_head")  # fmt: skip
+AS_PLAIN = ("plain", "shrink_perturb", "redo", "reset_head", "reset_all")
+OTHER_STUDIES_HOURS = {"permuted": 4.5, "label_permuted": 3.75, "bitflip_regression": 1.2}
+
+
+def preset(name: str) -> dict:
+    path = resources.files("plasticollapse") / "presets" / "full" / f"{name}.toml"
+    return tomllib.loads(path.read_text())
+
+
+def model_of(cfg: dict, masked_classes=None):
+    from plasticollapse.models import MLP
+
+    torch.manual_seed(0)
+    model = MLP(784, tuple(cfg["hidden"]), 10)
+    if masked_classes is not None:
+        head = MaskedLinear(model.classifier.in_features, 10)
+        head.load_state_dict(model.classifier.state_dict(), strict=False)
+        model.classifier = head
+        head.set_classes(torch.as_tensor(masked_classes))
+    if cfg.get("init") == "pytorch":
+        for linear in model.linears:
+            linear.reset_parameters()
+    return model
+
+
+def remedies_of(study: str, name: str, model) -> list:
+    """The remedy ``name`` as the study's config builds it (the matrix sets no parameters:
+    the config's defaults), bound to ``model``."""
+    from plasticollapse.studies.class_incremental.config import Config as ClassIncremental
+    from plasticollapse.studies.random_labels.config import Config as RandomLabels
+
+    config = (RandomLabels if study == "random_labels" else ClassIncremental)(remedies=(name,))
+    remedies = build_remedies(config)
+    for remedy in remedies:
+        remedy.bind(model, RemedyContext(seed=0, num_classes=10))
+    return remedies
+
+
+def rate(make, x, y, order, repeats: int) -> tuple[float, float]:
+    """Best samples/s over ``repeats`` passes (thread CPU time, wall time) of a fresh
+    engine per measurement, after one warm-up pass."""
+    engine = make()
+    engine.train(x, y, order)
+    cpu = wall = float("inf")
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        engine.train(x, y, order)
+        cpu = min(cpu, time.thread_time() - c0)
+        wall = min(wall, time.perf_counter() - w0)
+    return len(order) / cpu, len(order) / wall
+
+
+def measure(study, cfg, x, y, order, masked, repeats) -> dict[str, tuple[float, float]]:
+    lr, batch = cfg["lr"], cfg["batch_size"]
+    classes = torch.unique(y).tolist() if masked else None
+    out = {}
+    for engine, names in (
+        ("reference", ("plain", "cbp")),
+        ("compiled", ("plain", "weight_decay", "l2_init", "etf_head")),
+    ):
+        for name in names:
+
+            def make(name=name, engine=engine):
+                model = model_of(cfg, classes)
+                rem = remedies_of(study, name, model)
+                if engine == "reference":
+                    return ReferenceEngine(model, lr, batch, rem)
+                return MiniBatchEngine(model, lr, batch, rem)
+
+            reps = max(1, repeats // 2) if engine == "reference" else repeats
+            out[(engine, name)] = rate(make, x, y, order, reps)
+            cpu, wall = out[(engine, name)]
+            print(
+                f"  {study:17s} {engine:9s} {name:12s} {cpu:9.0f} samples/s CPU ({wall:.0f} wall)"
+            )
+    ratio = out[("compiled", "plain")][0] / out[("reference", "plain")][0]
+    print(f"  {study}: compiled / reference (plain, CPU time) = {ratio:.1f}x")
+    return out
+
+
+def projected_hours(study: str, cfg: dict, rates: dict) -> float:
+    if study == "random_labels":
+        per_run = cfg["tasks"] * cfg["epochs_per_task"] * cfg["subset_size"]
+    else:
+        images = sum(
+            (cfg["initial_classes"] + t * cfg["classes_per_task"]) * 6000
+            for t in range(cfg["tasks"])
+        )
+        per_run = cfg["epochs_per_task"] * images * (2 if cfg.get("retrained_baseline") else 1)
+    seconds = 0.0
+    for setting in SETTINGS:
+        if setting == "cbp":
+            r = rates[("reference", "cbp")][0]
+        else:
+            r = rates[("compiled", "plain" if setting in AS_PLAIN else setting)][0]
+        seconds += per_run / r
+    hours = len(cfg["seeds"]) * seconds / 3600
+    plain_ref = len(cfg["seeds"]) * len(SETTINGS) * per_run / rates[("reference", "plain")][0]
+    print(
+        f"  {study}: {per_run / 1e6:.1f}M samples per run; 9 settings x {len(cfg['seeds'])} "
+        f"seeds: {hours:.1f} CPU-hours (all on the reference engine: {plain_ref / 3600:.1f})"
+    )
+    return hours
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    data = fashion_mnist()
+    if data is None:
+        print("Fashion-MNIST not found: the synthetic MNIST-like data (sparser: faster)")
+        data = mnist_like(60_000, seed=0)
+    x, y = data
+    print(f"inputs nonzero: {(x != 0).float().mean():.2f}")
+    g = torch.Generator().manual_seed(0)
+    total = 0.0
+    for study in ("random_labels", "class_incremental"):
+        cfg = preset(study)
+        if study == "random_labels":
+            idx = torch.randperm(len(x), generator=g)[: cfg["subset_size"]]
+            xs, ys = x[idx].contiguous(), torch.randint(0, 10, (len(idx),), generator=g)
+            masked = False
+        else:
+            idx = torch.nonzero(y < 4).flatten()[:12_000]
+            xs, ys = x[idx].contiguous(), y[idx].contiguous()
+            masked = True
+        order = torch.randperm(len(xs), generator=g)
+        print(f"{study}: hidden {cfg['hidden']}, batch {cfg['batch_size']}, {len(xs)} images")
+        rates = measure(study, cfg, xs, ys, order, masked, args.repeats)
+        total += projected_hours(study, copy.deepcopy(cfg), rates)
+    total += sum(OTHER_STUDIES_HOURS.values())
+    print(f"full/matrix projected: {total:.1f} CPU-hours (others at their presets' costs)")
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+
+
+if __name__ == "__main__":
+    main()
