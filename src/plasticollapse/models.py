@@ -8,9 +8,30 @@ penultimate feature vector h(x) that neural-collapse metrics are computed on, so
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
+
+
+class HasFeatures(Protocol):
+    """A network as engines and metrics read it beyond ``forward``: its penultimate
+    features h(x) and the ``nn.Linear`` ``classifier`` that maps them to the logits
+    (:class:`MLP`, :class:`ResNet18`, or a user's model of that shape). For the type checker
+    only: ``torch`` types an ``nn.Module``'s attributes as ``Tensor | Module``."""
+
+    classifier: nn.Linear
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class HasHidden(HasFeatures, Protocol):
+    """A :class:`HasFeatures` network that also returns every hidden layer's output
+    (:meth:`MLP.forward_hidden`): what remedies reading hidden activations train on."""
+
+    def forward_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
 
 
 class CReLU(nn.ReLU):

@@ -111,7 +111,8 @@ def _model_linears(model: nn.Module) -> list[nn.Linear] | str:
             want = nn.Linear if i % 2 == 0 else nn.ReLU
             if type(m) is not want:  # a subclass may compute something else
                 return f"its body holds a {type(m).__name__} where a {want.__name__} belongs"
-        return [*mods[::2], model.classifier]
+        # Checked above: the even positions hold exactly nn.Linear.
+        return [*(m for m in mods[::2] if isinstance(m, nn.Linear)), model.classifier]
     if isinstance(model, nn.Sequential):
         return _sequential_linears(model)
     return f"{type(model).__name__} is not a models.MLP or an nn.Sequential of Linear/ReLU"
@@ -411,7 +412,8 @@ class FastEngine:
         rows = self._rows(x, n_in)
         head_lr = self.lr if linears[-1].weight.requires_grad else 0.0
         params = [p for lin in linears for p in (lin.weight, lin.bias)]
-        correct, loss_sum, extra = 0, 0.0, {}
+        correct, loss_sum = 0, 0.0
+        extra: dict[str, float] = {}
         for start, stop, due in fast_plan.segments(len(order_np), self.remedies):
             c, loss = self._train_segment(params, perm, rows, y_np, order_np[start:stop], head_lr)
             correct += c

@@ -16,12 +16,17 @@ against 0.11 s. Above :data:`SPARSE_DENSITY` the dense layer is used
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeGuard
+
 import numpy as np
 import torch
 from numba import njit
 
 from plasticollapse.engines import fast
 from plasticollapse.engines.fast_kernels import STEP_MATH, first_layer_forward
+
+if TYPE_CHECKING:
+    from plasticollapse.models import MLP
 
 #: Inputs with at most this fraction of nonzeros go through the sparse first layer.
 SPARSE_DENSITY = 0.4
@@ -36,7 +41,7 @@ def first_layer_rows(w1t, b1, sparse, indptr, indices, values, xd, out):
         first_layer_forward(w1t, b1, out[s : s + 1], sparse, indices, values, xd, s, lo, hi)
 
 
-def applies(model: torch.nn.Module, x: torch.Tensor) -> bool:
+def applies(model: torch.nn.Module, x: torch.Tensor) -> TypeGuard[MLP]:
     """Whether :func:`first_layer_outputs` can compute ``model``'s first layer on ``x``: a
     plain ReLU MLP with float32 parameters on the CPU and float32 CPU inputs."""
     from plasticollapse.models import MLP
@@ -49,7 +54,7 @@ def applies(model: torch.nn.Module, x: torch.Tensor) -> bool:
 
 @torch.no_grad()
 def first_layer_outputs(
-    model: torch.nn.Module, x: torch.Tensor, columns: torch.Tensor | None = None
+    model: MLP, x: torch.Tensor, columns: torch.Tensor | None = None
 ) -> torch.Tensor | None:
     """``relu(x[:, P] @ W_1.T + b_1)`` (P = ``columns``, or none) of the MLP ``model`` for
     every row of ``x``, as an (N, h1) float32 tensor, without building ``x[:, P]``; None

@@ -22,8 +22,8 @@ It is the ground truth that the fast engine's compiled remedies are tested again
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +32,15 @@ from torch import Tensor, nn
 from plasticollapse.engines.stats import OnlineStats, add_counts, recent_samples
 
 if TYPE_CHECKING:
+    from plasticollapse.models import HasHidden
     from plasticollapse.remedies.base import Remedy
 
 
 #: The training losses by name: the classifiers' and bitflip regression's.
-LOSSES = {"cross_entropy": F.cross_entropy, "squared_error": F.mse_loss}
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "cross_entropy": F.cross_entropy,
+    "squared_error": F.mse_loss,
+}
 
 
 class ReferenceEngine:
@@ -79,12 +83,14 @@ class ReferenceEngine:
 
     def _forward(self, xb: Tensor) -> tuple[Tensor, Tensor | None, list[Tensor] | None]:
         """(logits, penultimate features or None, hidden activations or None)."""
+        # Remedies that read activations or add a loss term need such a network (the MLP).
+        network = cast("HasHidden", self.model)
         if self.hidden:
-            logits, hidden = self.model.forward_hidden(xb)
+            logits, hidden = network.forward_hidden(xb)
             return logits, hidden[-1], hidden
         if self.loss_terms:
-            features = self.model.features(xb)
-            return self.model.classifier(features), features, None
+            features = network.features(xb)
+            return network.classifier(features), features, None
         return self.model(xb), None, None
 
     def train(
@@ -108,6 +114,7 @@ class ReferenceEngine:
             loss = self.criterion(logits, yb)
             objective = loss
             for remedy in self.loss_terms:
+                assert features is not None  # _forward returns them when loss terms exist
                 term = remedy.loss(self.model, logits, features, yb)
                 if term is not None:
                     objective = objective + term

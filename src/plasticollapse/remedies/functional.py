@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from typing import TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 __all__ = [
     "fresh_like",
@@ -43,7 +46,7 @@ __all__ = [
 # --------------------------------------------------------------------------- fresh weights
 
 
-def fresh_like(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+def fresh_like(model: ModuleT, generator: torch.Generator | None = None) -> ModuleT:
     """A freshly initialised network of ``model``'s architecture, on its device and dtype.
 
     The package's :class:`~plasticollapse.models.MLP` and
@@ -68,7 +71,8 @@ def fresh_like(model: nn.Module, generator: torch.Generator | None = None) -> nn
             fresh = _construct_like(model)
     if reference is not None:
         fresh = fresh.to(device=reference.device, dtype=reference.dtype)
-    return fresh.train(model.training)
+    # _construct_like builds the model's own class (MLP, ResNet18 or a deep copy's).
+    return cast(ModuleT, fresh.train(model.training))
 
 
 def _construct_like(model: nn.Module) -> nn.Module:
@@ -86,6 +90,7 @@ def _construct_like(model: nn.Module) -> nn.Module:
         )
     if type(model) is ResNet18:
         conv = model.stem[0]
+        assert isinstance(conv, nn.Conv2d)  # ResNet18's stem opens with its convolution
         return ResNet18(
             num_classes=model.classifier.out_features,
             in_channels=conv.in_channels,

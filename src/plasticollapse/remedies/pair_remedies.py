@@ -30,6 +30,13 @@ from plasticollapse.remedies.layer_pairs import (
 __all__ = ["ContinualBackpropPairs", "redo_reset_pairs"]
 
 
+def _weighted(module: nn.Module) -> nn.Linear | nn.Conv2d:
+    """A pair's producer or consumer, which :func:`bind_pairs` checked is a Linear or a
+    Conv2d (``BoundPair`` types it ``nn.Module``), as such for the type checker."""
+    assert isinstance(module, (nn.Linear, nn.Conv2d))
+    return module
+
+
 def _reset_rows(param: torch.Tensor | None, units, values, optimizer) -> None:
     """``param[units] = values`` (a tensor or a number) and its optimizer state there zeroed."""
     if param is None:
@@ -48,17 +55,19 @@ def _reset_norm(norm: nn.Module | None, units, optimizer, weight=1.0, bias=0.0) 
         _reset_rows(norm.weight, units, weight, optimizer)
         _reset_rows(norm.bias, units, bias, optimizer)
         return
+    assert isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d))  # bind_pairs checked it
     if norm.affine:
         _reset_rows(norm.weight, units, weight, optimizer)
         _reset_rows(norm.bias, units, bias, optimizer)
     if norm.track_running_stats:
+        assert norm.running_mean is not None and norm.running_var is not None
         norm.running_mean[units] = 0.0
         norm.running_var[units] = 1.0
 
 
 def _zero_outgoing(pair: BoundPair, units, optimizer) -> None:
     """The consumer's weights that read ``units`` set to 0 (a fixed head is left alone)."""
-    weight = pair.consumer.weight
+    weight = _weighted(pair.consumer).weight
     if not weight.requires_grad:  # a fixed (etf_head) classifier
         return
     index = pair.outgoing_index(units)
@@ -137,7 +146,9 @@ def redo_reset_pairs(
         recorder.remove()
     n = max(len(inputs), 1)
     masks = [
-        dormant_mask_from_scores(torch.cat(kept).sum(0) / n, tau).to(p.producer.weight.device)
+        dormant_mask_from_scores(torch.cat(kept).sum(0) / n, tau).to(
+            _weighted(p.producer).weight.device
+        )
         for kept, p in zip(per_batch, bound, strict=True)
     ]
     fresh = dict(fresh_like(model, generator).named_modules())
@@ -145,10 +156,11 @@ def redo_reset_pairs(
         units = mask.nonzero().flatten()
         if len(units) == 0:
             continue
-        new = fresh[p.pair.producer]
-        _reset_rows(p.producer.weight, units, new.weight[units], optimizer)
-        if p.producer.bias is not None:
-            _reset_rows(p.producer.bias, units, new.bias[units], optimizer)
+        layer, new = _weighted(p.producer), _weighted(fresh[p.pair.producer])
+        _reset_rows(layer.weight, units, new.weight[units], optimizer)
+        if layer.bias is not None:
+            assert new.bias is not None  # the same architecture
+            _reset_rows(layer.bias, units, new.bias[units], optimizer)
         if p.norm is not None:
             norm = fresh[p.pair.norm]
             affine = getattr(norm, "weight", None) is not None
@@ -170,7 +182,9 @@ INITS = ("kaiming", "lop")
 TRACKED = ("util", "mean", "power", "age")
 
 
-def replacement_bound(layer: nn.Module, init: str, gain: float = math.sqrt(2.0)) -> float:
+def replacement_bound(
+    layer: nn.Linear | nn.Conv2d, init: str, gain: float = math.sqrt(2.0)
+) -> float:
     """The U(-b, b) bound of a replaced unit's incoming weights.
 
     ``"kaiming"``: b = gain sqrt(3 / fan_in) for Linear and Conv2d alike (fan_in = in
@@ -256,7 +270,7 @@ class ContinualBackpropPairs:
         self.rate, self.decay, self.maturity = replacement_rate, decay_rate, maturity_threshold
         self.util_type = util_type
         self.bound = bind_pairs(model, pairs)
-        device = self.bound[0].producer.weight.device
+        device = _weighted(self.bound[0].producer).weight.device
         widths = [p.units for p in self.bound]
         self.util = [torch.zeros(w, device=device) for w in widths]
         self.mean = [torch.zeros(w, device=device) for w in widths]
@@ -264,7 +278,9 @@ class ContinualBackpropPairs:
         self.age = [torch.zeros(w, dtype=torch.int64, device=device) for w in widths]
         self.accumulated = torch.zeros(len(widths), dtype=torch.float64)
         self.replaced = torch.zeros(len(widths), dtype=torch.int64)
-        self.bounds = [np.float32(replacement_bound(p.producer, init)) for p in self.bound]
+        self.bounds = [
+            np.float32(replacement_bound(_weighted(p.producer), init)) for p in self.bound
+        ]
         self.stream = UniformStream(seed)
         self.recorder = ActivationRecorder(model, self.bound)
 
@@ -333,7 +349,7 @@ class ContinualBackpropPairs:
         else:
             centred = h3
         magnitude = centred[:, :, 0].abs().mean(0) if flat else centred.abs().mean(0)  # C x pos
-        weight = pair.consumer.weight.abs()
+        weight = _weighted(pair.consumer).weight.abs()
         if pair.positions > 1 and h3.shape[2] == pair.positions:  # per column, then per channel
             out_cols = weight.mean(0).view(pair.units, pair.positions)
             new = (out_cols * magnitude).mean(1)
@@ -346,7 +362,7 @@ class ContinualBackpropPairs:
                 out_mag = weight.mean(0)
             new = out_mag * (magnitude if flat else magnitude.mean(1))
         if self.util_type == "adaptable_contribution":
-            w_in = pair.producer.weight.abs()
+            w_in = _weighted(pair.producer).weight.abs()
             new = new / (w_in.mean(1) if w_in.ndim == 2 else w_in.flatten(1).mean(1))
         self.util[l].mul_(decay).add_(new, alpha=1.0 - decay)
         return correction
@@ -367,7 +383,7 @@ class ContinualBackpropPairs:
         return units
 
     def _generate(self, l: int, pair: BoundPair, units: torch.Tensor, optimizer) -> None:
-        layer = pair.producer
+        layer = _weighted(pair.producer)
         shape = (len(units), *layer.weight.shape[1:])
         fresh = torch.from_numpy(self.stream.take(math.prod(shape)))
         bound = torch.tensor(self.bounds[l])

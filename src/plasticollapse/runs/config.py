@@ -307,7 +307,7 @@ def preset_summary(path: Path) -> str:
     digit, unless the period ends an abbreviation (``Dohare et al. 2024``, ``Sec. 4.2``),
     or at the paragraph's end.
     """
-    paragraph = []
+    paragraph: list[str] = []
     for line in path.read_text().splitlines():
         text = line.lstrip("#").strip()
         if not line.startswith("#") or (not text and paragraph):
@@ -465,7 +465,8 @@ def from_dict(config_class: type[C], data: dict[str, Any]) -> C:
     Keys the class does not know (fields a later version removed) are ignored; fields the
     dict lacks (added later) take their defaults.
     """
-    known = {f.name for f in dataclasses.fields(config_class)}
+    dataclass_type: type = config_class  # fields() does not take an unbounded type[C]
+    known = {f.name for f in dataclasses.fields(dataclass_type)}
     values = {k: coerce(config_class, k, v) for k, v in data.items() if k in known}
     return construct(config_class, values)
 
@@ -506,7 +507,7 @@ def legacy_config_hash(config: Any, length: int = 8) -> str:
     """The hash run folders were named by before :func:`run_identity` (every field but the
     execution fields; those a config class listed in ``LEGACY_IDENTITY_OMITS`` left out
     while at their defaults). Used only to find such folders and rename them once."""
-    late = getattr(type(config), "LEGACY_IDENTITY_OMITS", frozenset())
+    late: frozenset[str] = getattr(type(config), "LEGACY_IDENTITY_OMITS", frozenset())
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in late}
     data = {
         k: v

@@ -363,7 +363,7 @@ def execute(spec: RunSpec, threads: int | None = None) -> str:
     from plasticollapse.studies import get_study
 
     experiment = get_study(spec.experiment)
-    config = from_dict(experiment.Config, spec.config)
+    config: Any = from_dict(experiment.Config, spec.config)  # the study's own Config
     status = run_status(spec)
     if status == "complete":
         return "skipped"

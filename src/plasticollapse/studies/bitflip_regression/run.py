@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,10 @@ from plasticollapse.studies.bitflip_regression.stream import (
 )
 from plasticollapse.studies.bitflip_regression.summary import summarise_run
 
+if TYPE_CHECKING:
+    from plasticollapse.engines.reference import ReferenceEngine
+    from plasticollapse.models import MLP
+
 #: Per-hidden-layer keys of a measured row (suffixed ``_layer{k}``).
 LAYER_KEYS = ("nrc1", "dormant_fraction", "dead_fraction", "effective_rank", "srank")
 
@@ -97,7 +101,7 @@ def train_period(engine: Engine, x: torch.Tensor, y: torch.Tensor) -> OnlineStat
     return engine.train(x, y, torch.arange(len(x), device=x.device))
 
 
-def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def measure(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Regression collapse and plasticity metrics on (x, y), in eval mode, without autograd.
 
     NRC1-3 of the penultimate features h with the head's weight and the targets
@@ -143,11 +147,15 @@ def retrained_loss(
     return train_period(learner_engine(config, fresh, ()), x, y).loss
 
 
-def learner_engine(config: Config, model: nn.Module, remedies: Sequence[Remedy]) -> Engine:
-    """The engine that trains ``model`` one sample per step on the squared error."""
+def learner_engine(config: Config, model: nn.Module, remedies: Sequence[Remedy]) -> ReferenceEngine:
+    """The engine that trains ``model`` one sample per step on the squared error: the
+    reference engine (the engine choice gives the squared error no other)."""
+    from plasticollapse.engines.reference import ReferenceEngine
     from plasticollapse.training import make_engine
 
-    return make_engine(config.engine, model, config.lr, 1, remedies, loss="squared_error")
+    engine = make_engine(config.engine, model, config.lr, 1, remedies, loss="squared_error")
+    assert isinstance(engine, ReferenceEngine)
+    return engine
 
 
 class Learner:

@@ -67,7 +67,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -87,6 +87,9 @@ from plasticollapse.runs.runtime import (
 from plasticollapse.studies.base import Callback
 from plasticollapse.studies.permuted.config import Config, epochs_of_task, is_measured
 from plasticollapse.studies.permuted.summary import summarise_run, threshold_outcome
+
+if TYPE_CHECKING:
+    from plasticollapse.models import MLP
 
 #: How many of a new task's inputs remedies see at its start (ReDo scores dormancy on them).
 TASK_START_SAMPLES = 2048
@@ -202,7 +205,7 @@ def measure(
     return {renamed.get(k, k): float(v) for k, v in metrics.items()}
 
 
-def reading_unpermuted(model: nn.Module, columns: torch.Tensor) -> nn.Module:
+def reading_unpermuted(model: MLP, columns: torch.Tensor) -> MLP:
     """A copy of the MLP ``model`` that computes on ``x`` what ``model`` computes on
     ``x[:, P]`` (P = ``columns``): since ``x[:, P] W^T = x (W[:, P^-1])^T``, only its first
     layer's weight columns move, permuted by P^-1. Every later activation, the logits and

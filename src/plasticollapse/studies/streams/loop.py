@@ -42,7 +42,6 @@ from plasticollapse.remedies import RemedyContext, build_remedies
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import resolve_device, seed_everything, set_threads
 from plasticollapse.studies.base import Callback
-from plasticollapse.studies.permuted.config import is_measured
 
 # The permuted study's run state (task, task_epoch, epoch, task_stats: here (correct,
 # count, loss_sum) of each pass of the task in progress, task_extra, ...) serves as is.
@@ -63,6 +62,12 @@ from plasticollapse.studies.streams.summary import summarise_run
 #: Inside a long task, checkpoint at the end of an epoch once this many seconds have
 #: passed since the last checkpoint (the results do not depend on when it happens).
 CHECKPOINT_SECONDS = 60.0
+
+
+def is_measured(config: StreamConfig, task: int) -> bool:
+    """Collapse is measured after every ``measure_every``-th task (0, k, 2k, ...) and the
+    last: the rule of :func:`plasticollapse.studies.permuted.config.is_measured`."""
+    return task % config.measure_every == 0 or task == config.tasks - 1
 
 
 def restored(folder: RunFolder, model, remedies) -> dict[str, Any]:
