@@ -1,7 +1,8 @@
 # plasticollapse: `make demo` and `make test` are all a newcomer needs.
 #
 #   make demo     .venv with the package alone (torch, numpy, ...), then the quick demo
-#   make test     .venv with the dev extras too (pytest, ruff, ray, submitit, pyarrow), then
+#   make test     .venv with the dev extras too (pytest, ruff, mypy, ray, submitit, pyarrow,
+#                 lightning), ruff and mypy, then
 #                 the whole test suite, and the engine tests again under NUMBA_CPU_NAME=generic
 #   make install  the package alone, into .venv;  make setup  the package with its dev extras
 #   make typecheck  mypy over src/plasticollapse (settings: [tool.mypy] in pyproject.toml)
@@ -37,17 +38,18 @@ demo: install
 # machine, not only on some (docs/reproducibility.md).
 ENGINE_TESTS := tests/test_fast_engine.py tests/test_minibatch_engine.py tests/test_cbp.py tests/test_remedies.py
 
-test: setup
+# CI runs `make test`: the habits that keep the code readable (ruff, mypy) run there too.
+test: setup lint typecheck
 	$(PY) -m pytest
 	NUMBA_CPU_NAME=generic $(PY) -m pytest $(ENGINE_TESTS) -k "engine or cbp or fast"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
 format: setup
-	$(VENV)/bin/ruff check --fix src tests benchmarks
-	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks examples
+	$(VENV)/bin/ruff format src tests benchmarks examples
 
 # The files and options are pyproject.toml's [tool.mypy].
 typecheck: setup

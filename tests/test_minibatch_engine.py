@@ -28,13 +28,13 @@ from shadow import segments_of, shadow
 from synthetic import mnist_like
 from torch import nn
 
-from plasticollapse.training import make_engine
 from plasticollapse.engines.fast import FastEngine
 from plasticollapse.engines.minibatch import MiniBatchEngine, minibatch_supports
 from plasticollapse.engines.reference import ReferenceEngine
 from plasticollapse.models import MLP
 from plasticollapse.remedies import REMEDIES
 from plasticollapse.studies.streams.model import MaskedLinear
+from plasticollapse.training import make_engine
 
 PRESENT = [0, 2, 3]  # a masked head's classes in these tests (of 5)
 

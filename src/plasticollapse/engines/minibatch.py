@@ -28,7 +28,7 @@ activations; no compiled form of that yet), the NC1 regulariser, layer norm, CRe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -131,11 +131,13 @@ class MiniBatchEngine:
         self.lr = float(lr)
         self.batch_size = int(batch_size)
         self.remedies = list(remedies)
-        self.decay, self.pull, self.anchor, _ = fast_plan.merge_terms(self.remedies)
+        terms = fast_plan.merge_terms(self.remedies)
+        assert not isinstance(terms, str), terms  # minibatch_supports said why not above
+        self.decay, self.pull, self.anchor, _ = terms
         self.dense_threshold = float(dense_threshold)
         self._rows_key: tuple | None = None
-        self._rows = None
-        self._x = None
+        self._rows: Any = None
+        self._x: torch.Tensor | None = None
 
     def _rows_of(self, x: torch.Tensor, n_in: int):
         key = fast._cache_key(x)
@@ -188,7 +190,8 @@ class MiniBatchEngine:
         head_lr = self.lr if linears[-1].weight.requires_grad else 0.0
         params = [p for lin in linears for p in (lin.weight, lin.bias)]
         steps = -(-len(order_np) // self.batch_size)
-        correct, loss_sum, extra = 0, 0.0, {}
+        correct, loss_sum = 0, 0.0
+        extra: dict[str, float] = {}
         for start, stop, due in fast_plan.segments(steps, self.remedies):
             lo, hi = start * self.batch_size, min(stop * self.batch_size, len(order_np))
             c, loss = self._segment(params, perm, rows, y_np, order_np[lo:hi], present, head_lr)

@@ -95,7 +95,7 @@ class PlasticityCallback(Callback):
         self.data = {"train": train_data, "val": val_data}
         self.every_n_epochs = int(every_n_epochs)
         self.module, self.prog_bar = module, prog_bar
-        self.options = dict(
+        self.options: dict[str, Any] = dict(
             num_classes=num_classes,
             layers=layers,
             batchnorm=batchnorm,
@@ -117,12 +117,12 @@ class PlasticityCallback(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # Lightning frees the gradients before validation, so the last step's are read here
         if batch_idx + 1 == trainer.num_training_batches and self._due(trainer, "train"):
-            self._last_step = self.monitor.parameter_metrics()
+            self._last_step = self._monitor().parameter_metrics()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._due(trainer, "train"):
             metrics = self._measure("train")
-            parameters = {**self._last_step, **self.monitor.parameter_metrics()}  # drift: now
+            parameters = {**self._last_step, **self._monitor().parameter_metrics()}  # drift: now
             metrics.update({f"train/{key}": value for key, value in parameters.items()})
             self._last_step = {}
             self._log(trainer, pl_module, metrics)
@@ -131,13 +131,19 @@ class PlasticityCallback(Callback):
         if not trainer.sanity_checking and self._due(trainer, "val"):
             self._log(trainer, pl_module, self._measure("val"))
 
+    def _monitor(self) -> Monitor:
+        """The Monitor ``setup`` made (Lightning calls ``setup`` before any epoch)."""
+        if self.monitor is None:
+            raise RuntimeError("PlasticityCallback: setup() has not run; add it to a Trainer")
+        return self.monitor
+
     def _due(self, trainer, split: str) -> bool:
         return (
             self.data[split] is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0
         )
 
     def _measure(self, split: str) -> dict[str, float]:
-        row = self.monitor.measure(self.data[split], split=split, log=False)
+        row = self._monitor().measure(self.data[split], split=split, log=False)
         cut = len(split) + 1  # the Monitor's "train_" prefix becomes "train/"
         return {f"{split}/{key[cut:]}": value for key, value in row.items()}
 

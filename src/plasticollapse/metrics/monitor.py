@@ -59,7 +59,7 @@ class CsvLogger:
                 self.columns = next(csv.reader(f), [])
 
     def log(self, row: Mapping[str, Any], step: int) -> None:
-        values = {"step": step}
+        values: dict[str, int | float] = {"step": step}
         values.update((k, v) for k, v in _numbers(row).items() if k != "step")
         new = [key for key in values if key not in self.columns]
         if new:
@@ -162,7 +162,7 @@ class Monitor:
         self.model, self.num_classes, self.every = model, int(num_classes), int(every)
         self.data = dict(data or {})
         self.loggers = [as_logger(logger) for logger in loggers]
-        self.options = dict(
+        self.options: dict[str, Any] = dict(
             layers="activations" if layers is None else layers,
             batchnorm=batchnorm,
             layer=classifier,

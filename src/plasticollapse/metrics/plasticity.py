@@ -221,9 +221,11 @@ class UnitStatistics:
         if raw.ndim != 2:  # conv: |h| is averaged over positions before summing, not h
             flat = _at_least_float32(raw.flatten(2))  # no float64 copy of every position
             mean = flat.mean(2) if nonnegative or self.with_gram else None
-            mean_abs = mean if nonnegative else flat.abs().mean(2)  # h >= 0: one pass
+            # h >= 0: one pass (mean is computed whenever nonnegative)
+            mean_abs = mean if nonnegative and mean is not None else flat.abs().mean(2)
             total, n = mean_abs.sum(0, dtype=torch.float64), len(raw)
             if self.with_gram:
+                assert mean is not None  # computed when with_gram
                 a = mean.to(torch.float64)
         elif self.with_gram:  # N x H: one float64 copy serves both
             a = raw.to(torch.float64)

@@ -146,8 +146,9 @@ def _check(pair: LayerPair, modules: dict[str, nn.Module]) -> BoundPair:
             raise TypeError(
                 f"{role} {getattr(pair, role)!r}: grouped convolutions are not supported"
             )
-    units = producer.weight.shape[0]
-    fan = consumer.weight.shape[1]
+    assert isinstance(producer, WEIGHT_TYPES) and isinstance(consumer, WEIGHT_TYPES)  # above
+    units: int = producer.weight.shape[0]
+    fan: int = consumer.weight.shape[1]
     if isinstance(consumer, nn.Conv2d) or isinstance(producer, nn.Linear):
         if fan != units:
             raise ValueError(
