@@ -1,7 +1,8 @@
 """The training layer: what sits between the engines and remedies below and the studies above.
 
 - :mod:`.engine_choice`: the one function that decides which engine runs an online run,
-  called by every study's config validation and by :func:`make_engine`, which builds it.
+  called by every study's config validation and by :func:`make_engine`, which builds it;
+- :mod:`.online`: the run state every online study's loop checkpoints.
 
 The events at which remedies act, and the one check that a study has those a remedy needs,
 are one floor down, with the remedies (:mod:`plasticollapse.remedies.events`).

@@ -87,12 +87,10 @@ from plasticollapse.runs.runtime import (
 from plasticollapse.studies.base import Callback
 from plasticollapse.studies.permuted.config import Config, epochs_of_task, is_measured
 from plasticollapse.studies.permuted.summary import summarise_run, threshold_outcome
+from plasticollapse.training.online import TASK_START_SAMPLES, fresh_state
 
 if TYPE_CHECKING:
     from plasticollapse.models import MLP
-
-#: How many of a new task's inputs remedies see at its start (ReDo scores dormancy on them).
-TASK_START_SAMPLES = 2048
 
 # --------------------------------------------------------------------------- the task stream
 
@@ -218,20 +216,6 @@ def reading_unpermuted(model: MLP, columns: torch.Tensor) -> MLP:
     with torch.no_grad():
         first.weight.copy_(first.weight[:, inverse])
     return twin
-
-
-def fresh_state() -> dict[str, Any]:
-    """Where a new run starts: task 0, nothing trained, nothing timed."""
-    return {
-        "task": 0,  # the task in progress (or next to start)
-        "task_epoch": 0,  # epochs of that task already trained
-        "epoch": 0,  # epochs trained over the whole run
-        "task_stats": [],  # (accuracy, loss) of each epoch of the task in progress
-        "task_extra": {},  # keys the remedies added at the start of the task in progress
-        "task_seconds": 0.0,
-        "accuracy_task0": None,
-        "seconds": 0.0,
-    }
 
 
 def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:

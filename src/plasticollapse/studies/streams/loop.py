@@ -42,10 +42,6 @@ from plasticollapse.remedies import RemedyContext, build_remedies
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import resolve_device, seed_everything, set_threads
 from plasticollapse.studies.base import Callback
-
-# The permuted study's run state (task, task_epoch, epoch, task_stats: here (correct,
-# count, loss_sum) of each pass of the task in progress, task_extra, ...) serves as is.
-from plasticollapse.studies.permuted.run import TASK_START_SAMPLES, fresh_state
 from plasticollapse.studies.streams import measure
 from plasticollapse.studies.streams.config import StreamConfig
 from plasticollapse.studies.streams.model import build_model, set_classes
@@ -58,6 +54,10 @@ from plasticollapse.studies.streams.stream import (
     load_stream_data,
 )
 from plasticollapse.studies.streams.summary import summarise_run
+
+# The online run state (training/online.py); task_stats holds (correct, count, loss_sum)
+# of each pass of the task in progress.
+from plasticollapse.training.online import TASK_START_SAMPLES, fresh_state
 
 #: Inside a long task, checkpoint at the end of an epoch once this many seconds have
 #: passed since the last checkpoint (the results do not depend on when it happens).
