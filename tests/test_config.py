@@ -10,7 +10,6 @@ from plasticollapse.runs import config as config_module
 from plasticollapse.runs.config import (
     PRESETS,
     ConfigError,
-    config_hash,
     field,
     from_dict,
     load_toml,
@@ -22,6 +21,7 @@ from plasticollapse.runs.config import (
     to_dict,
 )
 from plasticollapse.runs.describe import describe_fields
+from plasticollapse.runs.identity import config_hash
 
 
 @dataclass(frozen=True)

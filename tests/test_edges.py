@@ -18,8 +18,9 @@ from test_permuted import rows_of, spec_for, without_seconds
 
 from plasticollapse import cli, studies
 from plasticollapse.runs import folder as folder_module
-from plasticollapse.runs.config import ConfigError, config_hash, from_dict, parse_study
+from plasticollapse.runs.config import ConfigError, from_dict, parse_study
 from plasticollapse.runs.folder import RunFolder, atomic_write_text, ensure_writable
+from plasticollapse.runs.identity import config_hash
 from plasticollapse.runs.runtime import resolve_device
 from plasticollapse.studies import base
 from plasticollapse.studies.base import execute, plan, run_id

@@ -363,7 +363,7 @@ def test_default_protocol_takes_the_last_epoch_and_reshuffles(tmp_path, spy):
 
 
 def test_new_protocol_fields_at_their_defaults_keep_old_run_folders():
-    from plasticollapse.runs.config import config_hash
+    from plasticollapse.runs.identity import config_hash
 
     config = permuted.Config(dataset="digits", first_task_epochs=5)
     old_style = {"task_accuracy", "sample_order", "threshold_metric"}

@@ -730,7 +730,8 @@ def test_bad_remedy_settings_are_named(config_class, fields, words):
 def test_the_legacy_hash_still_names_the_folders_from_before_remedies_became_objects():
     """The quick presets' folder names from before remedies became objects: what the legacy
     hash must reproduce for :func:`plan` to find (and rename) those folders."""
-    from plasticollapse.runs.config import from_dict, legacy_config_hash
+    from plasticollapse.runs.config import from_dict
+    from plasticollapse.runs.identity import legacy_config_hash
 
     def legacy_name(spec):
         config_class = PermutedConfig if spec.experiment == "permuted" else WarmstartConfig

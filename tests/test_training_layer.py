@@ -19,15 +19,9 @@ from plasticollapse.remedies import REMEDIES
 from plasticollapse.remedies.base import Remedy
 from plasticollapse.remedies.events import ONLINE_EVENTS, Event, check_events, events_needed
 from plasticollapse.remedies.nc1_reg import NC1Regulariser as NC1
-from plasticollapse.runs.config import (
-    ConfigError,
-    Study,
-    config_hash,
-    field,
-    legacy_config_hash,
-    run_identity,
-)
+from plasticollapse.runs.config import ConfigError, Study, field
 from plasticollapse.runs.folder import RunFolder
+from plasticollapse.runs.identity import config_hash, legacy_config_hash, run_identity
 from plasticollapse.studies import get_study
 from plasticollapse.studies.base import execute, plan
 from plasticollapse.training import RunFacts, check_engine, choose_engine, make_engine

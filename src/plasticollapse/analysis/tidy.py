@@ -98,7 +98,7 @@ def setting_value(key: str, value: Any) -> Any:
     """A config value as its setting column shows it (:func:`normalise_setting`), with
     ``plain`` left out of ``remedies`` and no remedies written ``plain``: the empty list of a
     study command and the ``["plain"]`` of a matrix cell are the same run (the same folder,
-    :func:`plasticollapse.runs.config.identity_fields`), so they get the same value."""
+    :func:`plasticollapse.runs.identity.identity_fields`), so they get the same value."""
     if key == "remedies" and isinstance(value, (list, tuple)):
         return normalise_setting([name for name in value if name != PLAIN]) or PLAIN
     return normalise_setting(value)

@@ -272,7 +272,7 @@ class RunFolder:
         ``config["loggers"]`` names the loggers to start besides metrics.jsonl;
         ``step_key`` is the row key they use as the step (the row's index without one).
         ``identity`` maps a config dict to what its run computes (the study's
-        :func:`~plasticollapse.runs.config.run_identity`); the stored and the new config must
+        :func:`~plasticollapse.runs.identity.run_identity`); the stored and the new config must
         agree on it (without it: on every non-execution field both know).
         """
         folder = cls(path, step_key=step_key)
@@ -488,7 +488,7 @@ def _record_execution(
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    from plasticollapse.runs.config import identity_fields
+    from plasticollapse.runs.identity import identity_fields
 
     return identity_fields(config)
 

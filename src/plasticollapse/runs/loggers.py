@@ -40,7 +40,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from plasticollapse.runs.config import ConfigError, field, identity_fields
+from plasticollapse.runs.config import ConfigError, field
+from plasticollapse.runs.identity import identity_fields
 
 #: The W&B project of runs that name none (field ``wandb_project``, ``$WANDB_PROJECT``).
 DEFAULT_WANDB_PROJECT = "plasticollapse"

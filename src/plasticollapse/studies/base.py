@@ -31,14 +31,12 @@ from plasticollapse.runs.config import (
     EXECUTION_FIELDS,
     ConfigError,
     Study,
-    config_hash,
     from_dict,
-    legacy_config_hash,
     parse_study,
-    run_identity,
     to_dict,
 )
 from plasticollapse.runs.folder import RunFolder
+from plasticollapse.runs.identity import config_hash, legacy_config_hash, run_identity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -247,7 +245,7 @@ def plan(experiment_name: str, study: Study) -> list[RunSpec]:
     picks), unless that folder does not exist and a folder of the same run does under
     another name: a folder of an older naming scheme (``<label>_seed<k>_<hash>``) or of a
     sweep with other axes. Then that folder is reused, so existing runs resume. A folder
-    named by the hash before :func:`~plasticollapse.runs.config.run_identity` (its
+    named by the hash before :func:`~plasticollapse.runs.identity.run_identity` (its
     ``legacy_config_hash``) is renamed to the new name once, and says so.
 
     The runs' loggers are checked here, so that a missing optional extra (tensorboard,
