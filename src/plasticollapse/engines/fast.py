@@ -118,6 +118,31 @@ def _model_linears(model: nn.Module) -> list[nn.Linear] | str:
     return f"{type(model).__name__} is not a models.MLP or an nn.Sequential of Linear/ReLU"
 
 
+def pass_arrays(
+    x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, n_cls: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A pass's ``(order, y, y[order])`` as int64 NumPy arrays, checked (None: an empty
+    pass). The compiled loops do not bounds-check: indices are checked here, and negative
+    ones wrapped as ``x[order]`` would; labels must lie in ``[0, n_cls)``."""
+    n = int(x.shape[0])
+    order_np = np.ascontiguousarray(order.detach().cpu().numpy(), dtype=np.int64)
+    if order_np.ndim != 1:
+        raise ValueError(f"order must be 1-D, got shape {tuple(order.shape)}")
+    if len(order_np) == 0:
+        return None
+    if order_np.min() < -n or order_np.max() >= n:
+        raise IndexError(f"order indexes outside x's {n} samples")
+    if order_np.min() < 0:
+        order_np = order_np % n
+    y_np = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.int64)
+    if y_np.shape != (n,):
+        raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
+    used = y_np[order_np]
+    if used.min() < 0 or used.max() >= n_cls:
+        raise ValueError(f"labels must lie in [0, {n_cls})")
+    return order_np, y_np, used
+
+
 def unsupported_reason(model: nn.Module, batch_size: int) -> str | None:
     """``None`` if :class:`FastEngine` reproduces the reference engine for this model and
     batch size; otherwise a short human-readable reason.
@@ -389,24 +414,10 @@ class FastEngine:
         n_in = linears[0].in_features
         n_cls = linears[-1].out_features
 
-        n = int(x.shape[0])
-        order_np = np.ascontiguousarray(order.detach().cpu().numpy(), dtype=np.int64)
-        if order_np.ndim != 1:
-            raise ValueError(f"order must be 1-D, got shape {tuple(order.shape)}")
-        if len(order_np) == 0:
+        checked = pass_arrays(x, y, order, n_cls)
+        if checked is None:
             return OnlineStats(correct=0, count=0, loss_sum=0.0)
-        # The compiled loop does not bounds-check: check here, and wrap negative indices
-        # as x[order] would.
-        if order_np.min() < -n or order_np.max() >= n:
-            raise IndexError(f"order indexes outside x's {n} samples")
-        if order_np.min() < 0:
-            order_np = order_np % n
-        y_np = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.int64)
-        if y_np.shape != (n,):
-            raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
-        used = y_np[order_np]
-        if used.min() < 0 or used.max() >= n_cls:
-            raise ValueError(f"labels must lie in [0, {n_cls})")
+        order_np, y_np, _ = checked
 
         perm = None if columns is None else _permutation(columns, n_in)
         rows = self._rows(x, n_in)

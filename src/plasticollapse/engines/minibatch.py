@@ -164,21 +164,10 @@ class MiniBatchEngine:
         linears = fast._model_linears(self.model)
         assert not isinstance(linears, str)
         n_in, n_cls = linears[0].in_features, linears[-1].out_features
-        n = int(x.shape[0])
-        order_np = np.ascontiguousarray(order.detach().cpu().numpy(), dtype=np.int64)
-        if order_np.ndim != 1:
-            raise ValueError(f"order must be 1-D, got shape {tuple(order.shape)}")
-        if len(order_np) == 0:
+        checked = fast.pass_arrays(x, y, order, n_cls)
+        if checked is None:
             return OnlineStats(correct=0, count=0, loss_sum=0.0)
-        if order_np.min() < -n or order_np.max() >= n:
-            raise IndexError(f"order indexes outside x's {n} samples")
-        order_np = order_np % n
-        y_np = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.int64)
-        if y_np.shape != (n,):
-            raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
-        used = y_np[order_np]
-        if used.min() < 0 or used.max() >= n_cls:
-            raise ValueError(f"labels must lie in [0, {n_cls})")
+        order_np, y_np, used = checked
         head = _masked_head(self.model)
         present = np.ones(n_cls, np.bool_)
         if head is not None:
