@@ -11,9 +11,11 @@ run folders of its sweep.
 - ``summary.csv``: one row per run: its checkpoints, the mean over them of warm-up and
   full-data test accuracy, the same at its last checkpoint, and the per-seed Pearson
   r(NC1, full-data test accuracy) over all checkpoints (the paper's statistic) and over the
-  first and the second half of the warm-up (the early and late windows), each with a
+  first and the second half of the warm-up (the early and late windows), and over the
+  checkpoints whose probe met its stopping rule (``met``: exploratory), each with a
   Newey-West (HAC) 95% interval for one run's autocorrelated series
-  (:func:`plasticollapse.analysis.inference.hac_slope_interval`).
+  (:func:`plasticollapse.analysis.inference.hac_slope_interval`); the fresh probe's epochs
+  and whether it met the stopping rule; the image passes of the warm-up and of the probes.
 - ``sliding_window.csv``: per run, r(NC1, full-data test accuracy) inside a sliding window
   of half the warm-up, against the window's last epoch
   (:func:`plasticollapse.analysis.stats.windowed_r`; stride = the checkpoint interval).
@@ -77,9 +79,13 @@ def read_run(folder: Path) -> tuple[list[dict], dict]:
         record = {"scheme": scheme_label(config), "seed": config["seed"], "epoch": row["epoch"]}
         record.update({c: row.get(c, np.nan) for c in COLUMNS})
         record["finetune_target_acc"] = config["finetune_target_acc"]
+        record["finetune_max_epochs"] = config["finetune_max_epochs"]
         record.update({c: summary.get(c, np.nan) for c in FRESH})
+        record["run_seconds"] = summary.get("seconds", np.nan)
         record["status"] = status
         record["diverged_at"] = diverged_at if diverged_at is not None else np.nan
+        record["train_images"] = config["train_samples"]
+        record["warmup_images"] = round(config["train_samples"] * config["warmup_fraction"])
         out.append(record)
     return out, config
 
@@ -123,11 +129,20 @@ def per_run(frame: pd.DataFrame, warmup_epochs: int) -> pd.DataFrame:
             "last_full_test_acc": last["full_test_acc"],
             "fresh_full_test_acc": last["fresh_full_test_acc"],
             "probes_capped": int((rows["finetune_train_acc"] < rows["finetune_target_acc"]).sum()),
+            "finetune_cap": last["finetune_max_epochs"],
+            "run_seconds": last["run_seconds"],
+            "fresh_finetune_epochs": last["fresh_finetune_epochs"],
+            "fresh_met_rule": bool(last["fresh_finetune_train_acc"] >= last["finetune_target_acc"]),
+            # image passes of training: the warm-up up to its last checkpoint, the probes
+            "warmup_image_passes": last["epoch"] * last["warmup_images"],
+            "probe_image_passes": (rows["finetune_epochs"].sum() + last["fresh_finetune_epochs"])
+            * last["train_images"],
         }
         for name, part in (
             ("all", rows),
             ("early", rows[rows["epoch"] <= half]),
             ("late", rows[rows["epoch"] > half]),
+            ("met", rows[rows["finetune_train_acc"] >= rows["finetune_target_acc"]]),
         ):
             r, low, high, n = r_with_interval(part)
             record.update({f"r_{name}": r, f"r_{name}_low": low, f"r_{name}_high": high})
