@@ -49,6 +49,17 @@ def warmstart_row() -> str:
     return f"{schemes}, seed {seeds}, {s.groupby('scheme').size().iloc[0]} checkpoints"
 
 
+def warmstart_seeds_row() -> str:
+    s = pd.read_csv(HERE / "warmstart_seeds" / "summary.csv")
+    names = {"plain": "plain", "shrink_perturb": "S&P", "nc1_reg": "NC1 regulariser"}
+    present = list(dict.fromkeys(s["scheme"]))
+    ordered = [x for x in names if x in present] + sorted(x for x in present if x not in names)
+    schemes = ", ".join(
+        names.get(x, x.replace("weight_decay_wd", "weight decay ")) for x in ordered
+    )
+    return f"{schemes}; {s['seed'].nunique()} seeds, {len(s)} runs, {int(s['checkpoints'].max())} checkpoints each"
+
+
 def remedies_row() -> str:
     s = pd.read_csv(HERE / "online_remedies" / "summary.csv")
     preset = tomllib.loads((PRESETS / "quick" / "permuted_remedies.toml").read_text())
@@ -73,6 +84,7 @@ Newey-West on a single series), each with its n, and no p-value from an autocorr
 | [permuted_fashion](permuted_fashion/report.md) | Setup A, the authors' full protocol, on Fashion-MNIST: NC1 in both conventions, the metrics ranked by detrended r | {permuted_row()} |
 | [nc_threshold_fashion](nc_threshold_fashion/report.md) | the NC-threshold variant: across-run r with intervals over seeds, acc_0 separated from later accuracy, and the authors' per-task analysis | {threshold_row()} |
 | [warmstart_fashion](warmstart_fashion/report.md) | Setup B at the paper's lr 1e-3, scaled down to a CPU (ResNet-18 width 8) | {warmstart_row()} |
+| [warmstart_seeds](warmstart_seeds/report.md) | Setup B with seeds at CPU scale (ResNet-18 width 4, 500 images, lr 0.05): accuracy per scheme with seed intervals, per-seed and sliding-window r, claims (b) and (c) checked | {warmstart_seeds_row()} |
 | [online_remedies](online_remedies/README.md) | plain vs Continual Backprop, L2 Init, Shrink & Perturb and resets on Permuted Fashion-MNIST, and the remedies' speed in the compiled engine | {remedies_row()} |
 | [matrix](matrix/README.md) | every online study × every remedy on digits (`quick/matrix`) | see its README |
 
