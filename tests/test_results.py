@@ -12,9 +12,9 @@ from plasticollapse.runs.folder import (
     DivergenceError,
     RunFolder,
     check_finite,
-    git_info,
     jsonable,
 )
+from plasticollapse.runs.provenance import git_info
 
 
 def open_folder(path, config=None):
