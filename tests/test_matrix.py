@@ -378,9 +378,9 @@ def test_the_shipped_matrix_presets_plan(capsys):
         assert {s.name for s in config.studies} == set(studies.study_names()) - {"warmstart"}
         cells = matrix.plan_matrix(config)
         assert len(cells) == len(config.studies) * len(config.remedies) * len(config.seeds)
-        # every cell plans, except CBP and the ETF head in the regression study (refused)
+        # every cell plans, except the ETF head in the regression study (refused: no classes)
         missing = {(c.study, c.remedy) for c in cells if c.spec is None}
-        assert missing == {("bitflip_regression", "cbp"), ("bitflip_regression", "etf_head")}
+        assert missing == {("bitflip_regression", "etf_head")}
     assert len(load_matrix("quick/matrix").seeds) == 5
 
 
