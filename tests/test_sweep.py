@@ -582,5 +582,7 @@ def test_a_summary_note_follows_the_complete_note_without_hiding_a_divergence(tm
     (tmp_path / "run" / "summary.json").write_text(json.dumps(summary))
     note = sweep_module.complete_note(spec)
     assert note == f"complete, diverged; {summary['note']}"
-    assert sweep_module.RunOutcome(spec, "skipped", note=note).diverged
+    # whether it diverged is read from the summary, not from the note's words
+    diverged = sweep_module.divergence(spec) is not None
+    assert sweep_module.RunOutcome(spec, "skipped", note=note, ended_diverged=diverged).diverged
     assert not sweep_module.RunOutcome(spec, "skipped", note="complete; diverged later").diverged

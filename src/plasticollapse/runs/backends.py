@@ -22,6 +22,7 @@ from plasticollapse.runs.lock import RunLock
 from plasticollapse.runs.sweep import (
     ELSEWHERE,
     RunOutcome,
+    Status,
     complete_note,
     divergence,
     summary_note,
@@ -46,9 +47,14 @@ THREAD_ENV_VARS = (
 _HELD: RunLock | None = None
 
 
+#: What :func:`execute_locked` returns across a process boundary: (status, seconds, error,
+#: note, the exception's class name of a failure, whether the run's summary says diverged).
+WorkerResult = tuple[str, float, "str | None", str, "str | None", bool]
+
+
 def execute_locked(
     spec: RunSpec, threads: int | None = None, registry: dict[str, str] | None = None
-) -> tuple[str, float, str | None, str]:
+) -> WorkerResult:
     """Execute one run under its lock, in whatever process the backend put us in.
 
     Returns ``(status, seconds, error, note)`` instead of raising, so that no exception has
@@ -67,21 +73,23 @@ def execute_locked(
         studies.register(name, target)
     lock = RunLock(spec.folder)
     if not lock.acquire():
-        return "skipped", 0.0, None, ELSEWHERE
+        return "skipped", 0.0, None, ELSEWHERE, None, False
     _HELD = lock
     try:
         status = execute(spec, threads=threads)
     except Exception as exc:
         _keep_traceback(spec, exc, since=wall_start)
-        return "failed", time.perf_counter() - start, f"{type(exc).__name__}: {exc}", ""
+        seconds, kind = time.perf_counter() - start, type(exc).__name__
+        return "failed", seconds, f"{kind}: {exc}", "", kind, False
     finally:
         lock.release()
         _HELD = None
+    diverged = divergence(spec)
     if status == "skipped":
         note = complete_note(spec)
     else:  # a diverged run says where; any run may add its summary's note
-        note = "; ".join(filter(None, (divergence(spec), summary_note(spec))))
-    return status, time.perf_counter() - start, None, note
+        note = "; ".join(filter(None, (diverged, summary_note(spec))))
+    return status, time.perf_counter() - start, None, note, None, diverged is not None
 
 
 def _keep_traceback(spec: RunSpec, exc: BaseException, since: float) -> None:
@@ -129,9 +137,9 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _outcome(spec: RunSpec, result: tuple[str, float, str | None, str]) -> RunOutcome:
-    status, seconds, error, note = result
-    return RunOutcome(spec, status, seconds, error, note)
+def _outcome(spec: RunSpec, result: WorkerResult) -> RunOutcome:
+    status, seconds, error, note, error_type, diverged = result
+    return RunOutcome(spec, Status(status), seconds, error, note, error_type, diverged)
 
 
 # --------------------------------------------------------------------------- serial
@@ -233,7 +241,8 @@ def _pool_pass(queue, n_workers, threads, context, registry, report) -> list:
                 except BrokenProcessPool:
                     broken.append((index, spec, t0))
                 except Exception as exc:  # a result that did not come back (e.g. pickling)
-                    report(index, RunOutcome(spec, "failed", 0.0, f"{type(exc).__name__}: {exc}"))
+                    kind = type(exc).__name__
+                    report(index, RunOutcome(spec, Status.FAILED, 0.0, f"{kind}: {exc}", "", kind))
             while queue and len(running) < n_workers and not broken:
                 index, spec = queue.popleft()
                 try:
@@ -249,7 +258,7 @@ def _pool_pass(queue, n_workers, threads, context, registry, report) -> list:
     if len(broken) == 1:
         index, spec, t0 = broken[0]
         error = _record_death(spec, "worker process died")
-        report(index, RunOutcome(spec, "failed", time.perf_counter() - t0, error))
+        report(index, RunOutcome(spec, Status.FAILED, time.perf_counter() - t0, error))
         return []
     return [(index, spec) for index, spec, _ in broken]
 
@@ -306,7 +315,7 @@ def run_ray(todo, workers, options, registry, report, echo) -> None:
                 report(index, _outcome(spec, ray.get(ready[0])))
             except ray.exceptions.RayError as exc:  # worker or node died, task cancelled
                 error = _record_death(spec, f"Ray task ended without a result: {exc}", True)
-                report(index, RunOutcome(spec, "failed", time.perf_counter() - t0, error))
+                report(index, RunOutcome(spec, Status.FAILED, time.perf_counter() - t0, error))
     except BaseException:
         for ref in in_flight:
             ray.cancel(ref, force=True)
@@ -374,6 +383,8 @@ def run_slurm(todo, workers, options, registry, report, echo) -> None:
             except Exception as exc:  # timeout, cancelled, node failure: no result pickle
                 what = f"job {job.job_id} ended without a result ({type(exc).__name__})"
                 error = _record_death(spec, f"{what}; its log: {job.paths.stderr}", True)
-                report(index, RunOutcome(spec, "failed", time.perf_counter() - submitted, error))
+                report(
+                    index, RunOutcome(spec, Status.FAILED, time.perf_counter() - submitted, error)
+                )
         if pending:
             time.sleep(poll)

@@ -59,6 +59,7 @@ worker sets its thread environment variables before torch is loaded.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +75,22 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load 
     from plasticollapse.studies.base import RunSpec
 
 BACKENDS = ("serial", "process", "ray", "slurm")
-STATUSES = ("done", "resumed", "skipped", "failed", "diverged")
+
+
+class Status(str, enum.Enum):
+    """What happened to one run of a sweep (a str, so it prints and compares as its name)."""
+
+    DONE = "done"
+    RESUMED = "resumed"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATUSES = tuple(s.value for s in Status)
 #: backend -> (module it needs, the package extra that installs it)
 EXTRAS = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}
 #: The note of a run skipped because another process holds its lock.
@@ -99,10 +115,15 @@ class RunOutcome:
     """What happened to one run of a sweep."""
 
     spec: RunSpec
-    status: str  # one of STATUSES
+    status: Status
     seconds: float = 0.0
     error: str | None = None  # "ExceptionType: message" of a failed run
     note: str = ""  # why it was skipped ("complete", "running elsewhere"), or where to look
+    error_type: str | None = None  # the exception's class name of a failed run
+    ended_diverged: bool = False  # its summary says it diverged (this time or before)
+
+    def __post_init__(self):
+        self.status = Status(self.status)
 
     @property
     def folder(self) -> str:
@@ -111,20 +132,17 @@ class RunOutcome:
     @property
     def elsewhere(self) -> bool:
         """Skipped because another process holds the run's lock: not finished here."""
-        return self.status == "skipped" and self.note == ELSEWHERE
+        return self.status is Status.SKIPPED and self.note == ELSEWHERE
 
     @property
     def diverged(self) -> bool:
         """The run ended diverged: now, or before (then it is skipped as complete)."""
-        return self.status == "diverged" or (
-            # the note's first part; a summary's own note may follow after "; "
-            self.status == "skipped" and self.note.split("; ")[0].endswith(DIVERGED_SUFFIX)
-        )
+        return self.status is Status.DIVERGED or self.ended_diverged
 
     @property
     def config_error(self) -> bool:
         """It failed on a :class:`~plasticollapse.runs.config.ConfigError`."""
-        return self.status == "failed" and (self.error or "").startswith("ConfigError: ")
+        return self.status is Status.FAILED and self.error_type == "ConfigError"
 
 
 @dataclass
@@ -146,7 +164,7 @@ class SweepResult:
 
     @property
     def failed(self) -> list[RunOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        return [o for o in self.outcomes if o.status is Status.FAILED]
 
     @property
     def elsewhere(self) -> list[RunOutcome]:
@@ -200,7 +218,7 @@ class SweepResult:
         for o in self.outcomes:
             note = o.note
             error_txt = Path(o.folder) / "error.txt"
-            if o.status == "failed":
+            if o.status is Status.FAILED:
                 note = f"{o.error}  (see {error_txt})" if error_txt.exists() else str(o.error)
             lines.append(f"{o.status:<8} {o.seconds:>8.1f}  {o.folder:<{width}}  {note}".rstrip())
         totals = ", ".join(  # "0 diverged" would be noise on every sweep
@@ -287,9 +305,14 @@ def run_sweep(
     for index, spec in enumerate(specs):
         status = run_status(spec)
         if status == "complete":
-            outcomes[index] = RunOutcome(spec, "skipped", note=complete_note(spec))
+            outcomes[index] = RunOutcome(
+                spec,
+                Status.SKIPPED,
+                note=complete_note(spec),
+                ended_diverged=divergence(spec) is not None,
+            )
         elif RunLock(spec.folder).is_live():
-            outcomes[index] = RunOutcome(spec, "skipped", note=ELSEWHERE)
+            outcomes[index] = RunOutcome(spec, Status.SKIPPED, note=ELSEWHERE)
         else:
             partial += status == "partial"
             todo.append((index, spec))
@@ -313,7 +336,7 @@ def run_sweep(
         outcome.spec = specs[index]  # the caller's spec, even if a backend shipped a variant
         outcomes[index] = outcome
         finished = sum(not o.elsewhere for o in outcomes.values())
-        extra = outcome.error if outcome.status == "failed" else outcome.note
+        extra = outcome.error if outcome.status is Status.FAILED else outcome.note
         echo(
             f"[{finished:>{len(str(len(specs)))}}/{len(specs)}] {outcome.status:<8}"
             f"{outcome.seconds:>8.1f} s  {outcome.folder}  {extra}".rstrip()
@@ -405,7 +428,8 @@ def _wait_for_elsewhere(specs, outcomes, run, report, echo, poll_s: float) -> No
             spec = specs[index]
             if run_status(spec) == "complete":
                 note = "completed elsewhere" + (DIVERGED_SUFFIX if divergence(spec) else "")
-                report(index, RunOutcome(spec, "skipped", note=note))
+                diverged = divergence(spec) is not None
+                report(index, RunOutcome(spec, Status.SKIPPED, note=note, ended_diverged=diverged))
             elif not RunLock(spec.folder).is_live():
                 free.append((index, spec))
         if free:
