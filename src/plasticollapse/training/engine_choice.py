@@ -46,14 +46,15 @@ class RunFacts:
     remedies: Sequence[Remedy] = ()
 
 
-def facts_of(config: Any, masked_head: bool = False) -> RunFacts:
-    """The :class:`RunFacts` of an online study's config (its remedies built from it)."""
+def facts_of(config: Any) -> RunFacts:
+    """The :class:`RunFacts` of an online study's config (its remedies built from it; the
+    loss and a masked head from the config class's ``LOSS`` and ``MASKED_HEAD``)."""
     from plasticollapse.remedies import build_remedies
 
     return RunFacts(
         batch_size=getattr(config, "batch_size", 1),
         loss=getattr(type(config), "LOSS", "cross_entropy"),
-        masked_head=masked_head or getattr(type(config), "MASKED_HEAD", False),
+        masked_head=getattr(type(config), "MASKED_HEAD", False),
         mlp_options=tuple(n for n in ("layer_norm", "crelu") if getattr(config, n, False)),
         remedies=build_remedies(config),
     )
@@ -85,18 +86,14 @@ def fast_reason(facts: RunFacts, model: nn.Module | None = None) -> str | None:
         reasons.append(f"the fast engine trains on the cross-entropy, not the {loss}")
     if facts.mlp_options:
         reasons.append(f"it runs the plain ReLU MLP, not {' or '.join(facts.mlp_options)}")
-    if minibatch_family(facts, model):
-        if model is not None and not reasons:
+    # the remedies' compiled forms (and Continual Backprop only at batch size 1)
+    reasons.append(minibatch.remedies_supported(facts.remedies, facts.batch_size) or "")
+    if model is not None and not any(reasons):
+        if minibatch_family(facts, model):
             reasons.append(
                 minibatch.minibatch_supports(model, facts.batch_size, facts.remedies) or ""
             )
         else:
-            reasons.append(minibatch.remedies_supported(facts.remedies, facts.batch_size) or "")
-    else:
-        merged = fast.fast_plan.merge_terms(facts.remedies)
-        if isinstance(merged, str):
-            reasons.append(merged)
-        if model is not None and not reasons:
             reasons.append(fast.unsupported_reason(model, facts.batch_size) or "")
     return "; ".join(r for r in reasons if r) or None
 
@@ -157,14 +154,14 @@ def make_engine(
     return ReferenceEngine(model, lr, batch_size, remedies, loss=loss)
 
 
-def check_engine(config: Any, masked_head: bool = False) -> None:
+def check_engine(config: Any) -> None:
     """Config validation: raise a :class:`ConfigError` if ``config.engine`` cannot run it.
 
     Only ``fast`` can be refused; ``auto`` and ``reference`` are decided when the model
     exists (so that validating a config imports neither torch nor the compiled kernels).
     """
     if config.engine == "fast":
-        choose_engine(config.engine, facts_of(config, masked_head))
+        choose_engine(config.engine, facts_of(config))
     elif config.engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {config.engine!r}")
 
