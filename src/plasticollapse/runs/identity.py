@@ -46,8 +46,7 @@ def run_identity(config: Any) -> dict[str, Any]:
 
 def config_hash(config: Any, length: int = 8) -> str:
     """Stable short hash of what a run computes: of :func:`run_identity`."""
-    blob = json.dumps(run_identity(config), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
+    return _digest(run_identity(config), length)
 
 
 def legacy_config_hash(config: Any, length: int = 8) -> str:
@@ -61,8 +60,7 @@ def legacy_config_hash(config: Any, length: int = 8) -> str:
         for k, v in identity_fields(to_dict(config)).items()
         if not (k in defaults and _same_json(v, defaults[k]))
     }
-    blob = json.dumps(data, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
+    return _digest(data, length)
 
 
 def identity_fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +71,11 @@ def identity_fields(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("remedies"), list | tuple):
         out["remedies"] = [name for name in out["remedies"] if name != "plain"]
     return out
+
+
+def _digest(data: dict[str, Any], length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``data`` as sorted JSON."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def _same_json(value: Any, default: Any) -> bool:
