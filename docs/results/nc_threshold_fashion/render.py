@@ -20,7 +20,7 @@ import pandas as pd
 
 from plasticollapse.report import plots
 from plasticollapse.report.predictors import interval_text
-from plasticollapse.report.render import render_target
+from plasticollapse.report.render import commands_block, render_target
 from plasticollapse.studies.permuted import threshold
 from plasticollapse.studies.permuted.report import PAPER_NUMBERS
 from plasticollapse.studies.permuted.threshold import THRESHOLD_SIGMA
@@ -262,11 +262,7 @@ averaged over its epochs.{cap_text}
 
 ## Command, machine, wall time
 
-```
-{prov["command"]}
-PYTHONPATH=src python docs/results/nc_threshold_fashion/summarise.py {prov["runs_folder"]}
-PYTHONPATH=src python docs/results/nc_threshold_fashion/render.py
-```
+{commands_block("nc_threshold_fashion", prov)}
 
 - Machine: {prov["machine"]}
 - Wall time: {prov["wall_time"]}

@@ -23,7 +23,7 @@ import pandas as pd
 
 from plasticollapse.analysis import predictors
 from plasticollapse.report.predictors import interval_text
-from plasticollapse.report.render import render_target
+from plasticollapse.report.render import commands_block, render_target
 from plasticollapse.studies.permuted.report import MAX_TASKS, PAPER_NUMBERS
 
 HERE = Path(__file__).parent
@@ -247,11 +247,7 @@ every interval below is a Newey-West (HAC) interval on that one series
 
 ## Command, machine, wall time
 
-```
-{prov["command"]}
-PYTHONPATH=src python docs/results/permuted_fashion/summarise.py {prov["runs_folder"]}
-PYTHONPATH=src python docs/results/permuted_fashion/render.py
-```
+{commands_block("permuted_fashion", prov)}
 
 - Machine: {prov["machine"]}
 - Wall time: {prov["wall_time"]}

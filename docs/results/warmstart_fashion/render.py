@@ -21,7 +21,7 @@ import pandas as pd
 
 from plasticollapse.analysis import inference
 from plasticollapse.report.predictors import interval_text
-from plasticollapse.report.render import render_target
+from plasticollapse.report.render import commands_block, render_target
 from plasticollapse.studies.warmstart.report import PAPER_CONFIG, PAPER_NUMBERS
 
 HERE = Path(__file__).parent
@@ -173,11 +173,7 @@ interval over seeds, and the figures show that one run, with no band.
 
 ## Command, machine, wall time
 
-```
-{prov["command"]}
-PYTHONPATH=src python docs/results/warmstart_fashion/summarise.py {prov["runs_folder"]}
-PYTHONPATH=src python docs/results/warmstart_fashion/render.py
-```
+{commands_block("warmstart_fashion", prov)}
 
 - Machine: {prov["machine"]}
 - Wall time: {prov["wall_time"]}

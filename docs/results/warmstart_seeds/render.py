@@ -31,7 +31,7 @@ import pandas as pd
 from plasticollapse.analysis import inference
 from plasticollapse.analysis.stats import cluster_draws, weighted_mean
 from plasticollapse.report.predictors import interval_text
-from plasticollapse.report.render import render_target
+from plasticollapse.report.render import commands_block, render_target
 
 HERE = Path(__file__).parent
 FIGURES = ("accuracy.png", "difference.png", "nc1.png", "sliding_window.png")
@@ -339,11 +339,7 @@ the warm-up. Seeds {", ".join(str(s) for s in seeds)}.{(" **Partial:** " + parti
 
 ## Command, machine, wall time, plan
 
-```
-{prov["command"]}
-PYTHONPATH=src python docs/results/warmstart_seeds/summarise.py {prov["runs_folder"]}
-PYTHONPATH=src python docs/results/warmstart_seeds/render.py
-```
+{commands_block("warmstart_seeds", prov)}
 
 - Machine: {prov["machine"]}
 - Measured cost and plan: {prov["plan"]}

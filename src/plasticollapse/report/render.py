@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,18 @@ def render_target(args: tuple[str, ...], default: Path) -> tuple[Path, bool]:
     out = Path(folders[0]) if folders else default
     out.mkdir(parents=True, exist_ok=True)
     return out, "--no-figures" not in args
+
+
+def commands_block(folder: str, provenance: Mapping[str, str]) -> str:
+    """The code block that says how a docs/results folder was made: the command that ran
+    the runs (``provenance["command"]``), then its ``summarise.py`` (over
+    ``provenance["runs_folder"]``) and ``render.py``."""
+    script = f"PYTHONPATH=src python docs/results/{folder}"
+    return (
+        f"```\n{provenance['command']}\n"
+        f"{script}/summarise.py {provenance['runs_folder']}\n"
+        f"{script}/render.py\n```"
+    )
 
 
 def cell(value: Any) -> str:
