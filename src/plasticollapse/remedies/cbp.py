@@ -250,19 +250,7 @@ class ContinualBackprop(Remedy):
 
     def _test(self, l: int, correction):
         """The units of layer l to replace now (and their utility and mean zeroed)."""
-        import torch
-
-        eligible = (self.age[l] > self.cbp_maturity).nonzero().flatten()
-        if len(eligible) == 0:
-            return eligible
-        self.accumulated[l] += self.cbp_replacement_rate * len(eligible)
-        count = int(self.accumulated[l])
-        self.accumulated[l] -= count
-        score = self.util[l][eligible] / correction[eligible]
-        units = eligible[torch.argsort(score, stable=True)[: min(count, len(eligible))]]
-        self.util[l][units] = 0.0
-        self.mean[l][units] = 0.0
-        return units
+        return units_to_replace(self, l, correction, self.cbp_replacement_rate, self.cbp_maturity)
 
     def _generate(self, layer, nxt, l: int, units, optimizer) -> None:
         import torch
@@ -283,3 +271,25 @@ class ContinualBackprop(Remedy):
             zero_momentum(optimizer, layer.weight, (units,))
             zero_momentum(optimizer, layer.bias, (units,))
             zero_momentum(optimizer, nxt.weight, (slice(None), units))
+
+
+def units_to_replace(state: Any, l: int, correction, rate: float, maturity: int):
+    """The test of generate-and-test for layer l (lop's gnt.py ``test_features``): of the
+    units older than ``maturity``, replace ``rate`` per eligible unit per step, carried
+    over in ``state.accumulated[l]`` until a whole unit is due, those with the lowest
+    bias-corrected utility ``util / correction`` (ties in index order); their utility and
+    mean are zeroed. ``state`` holds per-layer ``age``, ``util``, ``mean`` and
+    ``accumulated`` (a :class:`ContinualBackprop` or the layer-pair version)."""
+    import torch
+
+    eligible = (state.age[l] > maturity).nonzero().flatten()
+    if len(eligible) == 0:
+        return eligible
+    state.accumulated[l] += rate * len(eligible)
+    count = int(state.accumulated[l])
+    state.accumulated[l] -= count
+    score = state.util[l][eligible] / correction[eligible]
+    units = eligible[torch.argsort(score, stable=True)[: min(count, len(eligible))]]
+    state.util[l][units] = 0.0
+    state.mean[l][units] = 0.0
+    return units

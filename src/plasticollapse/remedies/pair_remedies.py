@@ -369,18 +369,10 @@ class ContinualBackpropPairs:
 
     def _test(self, l: int, correction: torch.Tensor) -> torch.Tensor:
         """The units of pair l to replace now (their utility and mean zeroed); the rule of
-        ``ContinualBackprop._test``."""
-        eligible = (self.age[l] > self.maturity).nonzero().flatten()
-        if len(eligible) == 0:
-            return eligible
-        self.accumulated[l] += self.rate * len(eligible)
-        count = int(self.accumulated[l])
-        self.accumulated[l] -= count
-        score = self.util[l][eligible] / correction[eligible]
-        units = eligible[torch.argsort(score, stable=True)[: min(count, len(eligible))]]
-        self.util[l][units] = 0.0
-        self.mean[l][units] = 0.0
-        return units
+        ``ContinualBackprop._test`` (:func:`~plasticollapse.remedies.cbp.units_to_replace`)."""
+        from plasticollapse.remedies.cbp import units_to_replace
+
+        return units_to_replace(self, l, correction, self.rate, self.maturity)
 
     def _generate(self, l: int, pair: BoundPair, units: torch.Tensor, optimizer) -> None:
         layer = _weighted(pair.producer)
