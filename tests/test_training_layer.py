@@ -12,7 +12,6 @@ import pytest
 import stream_helpers
 import test_bitflip
 import test_permuted
-import torch
 
 from plasticollapse.models import MLP
 from plasticollapse.remedies import REMEDIES
@@ -30,19 +29,19 @@ from plasticollapse.training import RunFacts, check_engine, choose_engine, make_
 
 
 @pytest.mark.parametrize(
-    ("study", "fields"),
+    ("study", "fields", "compiled"),
     [
-        ("random_labels", {"remedies": ("cbp",)}),  # batch 16
-        ("random_labels", {"remedies": ("cbp",), "batch_size": 1}),
-        ("random_labels", {"remedies": ("l2_init", "weight_decay"), "batch_size": 1}),
-        ("random_labels", {"remedies": ("nc1_reg",)}),
-        ("class_incremental", {"batch_size": 1}),
-        ("label_permuted", {"remedies": ("cbp",)}),
-        ("label_permuted", {"remedies": ("redo", "shrink_perturb")}),
-        ("bitflip_regression", {"remedies": ("cbp",)}),
+        ("random_labels", {"remedies": ("cbp",)}, False),  # batch 16: no compiled CBP
+        ("random_labels", {"remedies": ("cbp",), "batch_size": 1}, True),
+        ("random_labels", {"remedies": ("l2_init", "weight_decay"), "batch_size": 1}, True),
+        ("random_labels", {"remedies": ("nc1_reg",)}, False),  # a loss term: autograd
+        ("class_incremental", {"batch_size": 1}, True),  # masked: the mini-batch engine
+        ("label_permuted", {"remedies": ("cbp",)}, True),
+        ("label_permuted", {"remedies": ("redo", "shrink_perturb")}, True),
+        ("bitflip_regression", {"remedies": ("cbp",)}, False),  # the squared error
     ],
 )
-def test_the_config_check_and_the_engine_built_give_one_answer(study, fields):
+def test_the_config_check_and_the_engine_built_give_one_answer(study, fields, compiled):
     """``--engine fast`` is accepted by the config exactly where ``make_engine("fast")``
     builds a compiled engine, and ``auto`` takes the compiled batch-1 engine exactly where
     that applies (the compiled mini-batch engine only when asked for). These were decided
@@ -58,6 +57,7 @@ def test_the_config_check_and_the_engine_built_give_one_answer(study, fields):
     except ConfigError as e:
         assert re.search("engine 'fast' cannot run this: .+; use engine auto or reference", str(e))
         accepted = False
+    assert accepted == compiled
     assert (built_engine(config, study, "fast") is not None) == accepted
     batch_one = getattr(config, "batch_size", 1) == 1 and study != "class_incremental"
     expected = "fast" if accepted and batch_one else "reference"
@@ -95,8 +95,9 @@ def test_the_reasons_are_all_given():
         choose_engine("compiled", RunFacts())
 
 
-def test_config_validation_imports_no_engine_for_auto():
-    """Validating ``auto`` decides nothing yet (the model decides), so it needs no kernels."""
+def test_config_validation_leaves_auto_to_the_model_and_refuses_unknown_engines():
+    """Validating ``auto`` decides nothing yet (the model decides); a misspelt engine is
+    refused at once."""
 
     @dataclasses.dataclass(frozen=True)
     class Bare:
@@ -285,4 +286,3 @@ def test_no_engine_is_chosen_by_a_study(tmp_path):
     src = Path(engines.__file__).parents[1]
     for path in (src / "studies").rglob("*.py"):
         assert "engines import make_engine" not in path.read_text(), path
-    assert torch.get_num_threads() >= 1
