@@ -6,6 +6,7 @@
 #                 the whole test suite, and the engine tests again under NUMBA_CPU_NAME=generic
 #   make install  the package alone, into .venv;  make setup  the package with its dev extras
 #   make typecheck  mypy over src/plasticollapse (settings: [tool.mypy] in pyproject.toml)
+#   make test-avalanche  the Avalanche adapter's tests, in an environment of their own
 #
 # Afterwards the command is .venv/bin/plasticollapse (or `source .venv/bin/activate`).
 PYTHON ?= python3
@@ -15,7 +16,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.plasticollapse-installed
 DEV_STAMP := $(VENV)/.plasticollapse-dev-installed
 
-.PHONY: install setup demo test lint format typecheck bench wheel clean
+.PHONY: install setup demo test test-avalanche lint format typecheck bench wheel clean
 
 install: $(STAMP)
 
@@ -42,6 +43,19 @@ ENGINE_TESTS := tests/test_fast_engine.py tests/test_minibatch_engine.py tests/t
 test: setup lint typecheck
 	$(PY) -m pytest
 	NUMBA_CPU_NAME=generic $(PY) -m pytest $(ENGINE_TESTS) -k "engine or cbp or fast"
+
+# Avalanche needs torchvision, and PyPI's torchvision for the CPU torch of .venv is a CUDA build
+# that fails to import beside it: the adapter's tests get an environment of their own, with a
+# torch/torchvision pair that imports together (AVALANCHE_TORCH; on a CPU-only x86_64 machine
+# this pair is a CUDA build of ~5.5 GB that runs on the CPU). `make test` skips those tests.
+AVALANCHE_VENV ?= .venv-avalanche
+AVALANCHE_TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+test-avalanche:
+	test -x $(AVALANCHE_VENV)/bin/python || $(PYTHON) -m venv $(AVALANCHE_VENV)
+	$(AVALANCHE_VENV)/bin/pip install -q $(AVALANCHE_TORCH)
+	$(AVALANCHE_VENV)/bin/pip install -q -e '.[avalanche]' pytest
+	$(AVALANCHE_VENV)/bin/python -m pytest tests/test_integration_avalanche.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples

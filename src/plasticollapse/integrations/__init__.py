@@ -3,10 +3,13 @@
 Each lives in its own module and needs its framework, an optional extra:
 
 - :mod:`plasticollapse.integrations.lightning`: ``PlasticityCallback``, a PyTorch Lightning
-  callback (``pip install 'plasticollapse[lightning]'``).
+  callback (``pip install 'plasticollapse[lightning]'``);
+- :mod:`plasticollapse.integrations.avalanche`: ``PlasticityMetric``, an Avalanche
+  ``PluginMetric`` for its ``EvaluationPlugin`` (``pip install 'plasticollapse[avalanche]'``).
 
 Importing this package imports no framework; ``from plasticollapse.integrations import
-PlasticityCallback`` imports Lightning then (and says which extra to install without it).
+PlasticityCallback`` imports Lightning then, ``PlasticityMetric`` Avalanche (and each says
+which extra to install without it).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"PlasticityCallback": "plasticollapse.integrations.lightning"}
+_EXPORTS = {
+    "PlasticityCallback": "plasticollapse.integrations.lightning",
+    "PlasticityMetric": "plasticollapse.integrations.avalanche",
+}
 
 __all__ = list(_EXPORTS)
 
