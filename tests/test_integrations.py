@@ -1,7 +1,7 @@
 """The integrations with the real frameworks: PyTorch Lightning's ``PlasticityCallback``.
 
 Skipped with a reason when the extra is not installed (CI installs ``dev``, which holds it).
-Avalanche's plugin is not here: see docs/own_loop.md for what blocks installing it.
+Avalanche's metric is tested in tests/test_integration_avalanche.py (``make test-avalanche``).
 """
 
 import copy

@@ -407,21 +407,24 @@ def test_a_sweep_killed_at_random_and_restarted_at_once_ends_as_if_uninterrupted
 
     The killed workers stay zombies for a second or two after the kill, while the restart
     already looks at their locks: those must count as stale, not as runs running elsewhere.
+    The uninterrupted reference runs in this process on the serial backend, which saves a
+    process start and checks on the way that the two backends give identical rows
+    (docs/reproducibility.md).
     """
     rng = random.Random(15)
     runs = 4
-    with (tmp_path / "reference.log").open("w") as log:
-        assert start_permuted_sweep(tmp_path / "reference", log).wait(timeout=300) == 0
+    reference_argv = ["permuted", *TINY_PERMUTED, "--out", str(tmp_path / "reference")]
+    assert cli.main([*reference_argv, "--backend", "serial"]) == 0
     reference = final_rows(tmp_path / "reference")
     assert len(reference) == runs
 
     out, kills, logs = tmp_path / "killed", [], []
-    for attempt in range(5):  # 4 kills at random moments, then one run to the end
+    for attempt in range(4):  # 3 kills at random moments, then one run to the end
         logs.append(tmp_path / f"attempt{attempt}.log")
         with logs[-1].open("w") as log:
             started, before = time.time(), rows_written(out)
             proc = start_permuted_sweep(out, log)
-            if attempt < 4:
+            if attempt < 3:
                 # Kill once a worker of this sweep holds a run and 0-3 more rows are written
                 # (from its warm-up to mid-training), a random 0-0.5 s later.
                 more, deadline = rng.randint(0, 3), started + 120
@@ -443,7 +446,7 @@ def test_a_sweep_killed_at_random_and_restarted_at_once_ends_as_if_uninterrupted
             continue  # restart at once, no sleep: the killed workers are still zombies
         assert code in (0, EXIT_ELSEWHERE), output
         assert (code == 0) == all_complete(out, runs), output  # 0 only when all is done
-    assert len(kills) >= 3, kills
+    assert len(kills) >= 2, kills
     assert code == 0 and all_complete(out, runs), output
     assert final_rows(out) == reference
 
