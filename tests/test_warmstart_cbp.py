@@ -44,6 +44,7 @@ def test_cbp_replaces_resnet_channels_and_a_killed_run_resumes_to_the_same_rows(
     replaced = [row["cbp_units_replaced"] for row in reference]
     assert replaced[0] == 0  # no unit is older than 2 steps in epoch 1
     assert sum(replaced) > 0 and all(0 <= n <= 60 for n in replaced), replaced
+    assert summary["cbp_units_replaced"] == sum(replaced)
     config = make_config(tmp_path / "killed", **CBP_RESNET)
     real, calls = ws_training.train_epoch, []
 

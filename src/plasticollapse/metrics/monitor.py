@@ -226,7 +226,9 @@ class Monitor:
 
     def parameter_metrics(self) -> dict[str, float]:
         """``drift`` (||theta - theta_0||_2 from the parameters when the monitor was made) and
-        ``grad_norm`` (when the parameters hold gradients): no data, no forward pass."""
+        ``grad_norm`` (when the parameters hold gradients: the norm of the ``.grad`` your
+        loop's last backward left, its last batch's unless it zeroed them): no data, no
+        forward or backward pass of its own."""
         out = {"drift": drift(self.model, self.initial)}
         if any(p.grad is not None for p in self.model.parameters()):
             out["grad_norm"] = grad_norm(self.model)
