@@ -15,6 +15,15 @@ Three ways of handing the monitor the data are timed: the training split as tens
 joined into batches of 1024), and tensors with ``samples=256`` (the first 256 rows of each
 split: a fixed probe set).
 
+Beside them, the floor of any measurement of every sample: one eval-mode forward pass of
+the model alone over both splits (batches of 1024 under ``torch.inference_mode``, no hook,
+no metric), timed in the same rounds, as a share of the epoch. A training epoch does about
+3 forward passes' work (forward, and a backward of about twice its multiply-adds) over the
+1,437 training images; measuring passes once over 1,437 + 360, so by arithmetic alone
+that pass is about 1,797 / (3 x 1,437) = 42 % of an epoch's multiply-adds, whatever the
+metrics cost (small eval batches and large training ones would shift it; DataLoader and
+optimizer overheads in the epoch lower it).
+
 Example::
 
     python benchmarks/monitor_overhead.py                 # 5 rounds of 3 epochs
@@ -74,6 +83,19 @@ def timed_epochs(model, loader, epochs: int, monitor: Monitor | None) -> tuple[f
     return (time.perf_counter() - start) / epochs, (time.process_time() - cpu) / epochs
 
 
+def forward_pass(model: nn.Module, splits, batch_size: int = 1024) -> tuple[float, float]:
+    """(wall, CPU) seconds of the model's forward pass alone over every split's inputs."""
+    was_training = model.training
+    model.eval()
+    start, cpu = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        for x, _ in splits:
+            for first in range(0, len(x), batch_size):
+                model(x[first : first + batch_size])
+    model.train(was_training)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -98,9 +120,11 @@ def main() -> None:
     plain: list[tuple[float, float]] = []
     monitored: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     spent: dict[str, list[float]] = {name: [] for name in variants}
+    forward: list[tuple[float, float]] = []
     timed_epochs(copy.deepcopy(initial), loader, 1, None)  # warm-up: allocator, first calls
     for _ in range(args.rounds):
         plain.append(timed_epochs(copy.deepcopy(initial), loader, args.epochs, None))
+        forward.append(forward_pass(initial, (train, test)))
         for name, (data, samples) in variants.items():
             model = copy.deepcopy(initial)
             monitor = Monitor(model, num_classes=10, data=data, every=1, samples=samples)
@@ -109,6 +133,12 @@ def main() -> None:
     base = [statistics.median(times) for times in zip(*plain, strict=True)]
     print(f"torch threads {torch.get_num_threads()}, {args.rounds} rounds x {args.epochs} epochs")
     print(f"epoch without the monitor: {base[0] * 1e3:.1f} ms wall, {base[1] * 1e3:.1f} ms CPU")
+    floor = [statistics.median(times) for times in zip(*forward, strict=True)]
+    print(
+        f"the forward pass alone over both splits: {floor[0] * 1e3:.1f} ms wall "
+        f"({floor[0] / base[0]:.3f} of the epoch), {floor[1] * 1e3:.1f} ms CPU "
+        f"({floor[1] / base[1]:.3f}): the least any measurement of every sample adds"
+    )
     for name in variants:
         wall, cpu = (statistics.median(times) for times in zip(*monitored[name], strict=True))
         print(

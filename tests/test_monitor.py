@@ -5,6 +5,7 @@ import copy
 import csv
 import sys
 import types
+import warnings
 
 import pytest
 import torch
@@ -185,3 +186,32 @@ def test_bad_monitor_arguments_say_what_to_pass(tmp_path):
         Monitor(model, 10, samples=0)
     with pytest.raises(ValueError, match="nothing to measure"):
         Monitor(model, 10).measure()
+
+
+class FunctionalRelu(nn.Module):
+    """A hidden F.relu: no module for the monitor's hooks."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(64, 16), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.b(F.relu(self.a(x.flatten(1))))
+
+
+def test_a_split_is_watched_for_unhooked_activations_at_its_first_measurement_only():
+    (x, y), test = digits(n_train=60, n_test=30)
+    model = FunctionalRelu()
+    monitor = Monitor(model, num_classes=10, data={"train": (x, y), "test": test})
+    with pytest.warns(UserWarning, match="relu in the model itself") as first:
+        row = monitor.step()
+    assert len(first) == 2  # one per split
+    with torch.no_grad():
+        model.a.weight.mul_(0.5)  # a different network: later numbers must follow it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second step warns no more
+        later = monitor.step()
+    with pytest.warns(UserWarning, match="relu in the model itself"):
+        monitor.measure(x, y, split="val", log=False)  # a new split is watched once too
+    want = measure_model(model, x, y, 10, layers="activations", warn_unseen=False)
+    assert later["train_nc1"] == want["nc1"] != row["train_nc1"]

@@ -442,8 +442,6 @@ SHORT = {"redo_tau": 0.5, "cbp_replacement_rate": 0.01, "cbp_maturity": 5}
 PERMUTED = {**test_permuted.TINY, "engine": "auto", "batch_size": 8, "tasks": 3, **SHORT}
 # (batch_size 8: the NC1 regulariser needs two classes)
 WARMSTART = {**test_warmstart.TINY, "threads": 1, **SHORT}
-#: Remedies of the online studies only (they act inside an engine's pass).
-ONLINE_ONLY = {"cbp"}
 #: Remedies whose warm-start action is on the probe's start only: the warm-up stays plain.
 PROBE_ONLY = {"shrink_perturb", "reset_head", "reset_all"}
 
@@ -468,10 +466,6 @@ def plain_rows(tmp_path_factory):
 @pytest.mark.parametrize("study", ["permuted", "warmstart"])
 @pytest.mark.parametrize("name", [n for n in REMEDIES if n != "plain"])
 def test_every_remedy_runs_in_both_studies_and_changes_the_rows(tmp_path, plain_rows, study, name):
-    if study == "warmstart" and name in ONLINE_ONLY:
-        with pytest.raises(ConfigError, match="warmstart study has no .every step with the hidden"):
-            WarmstartConfig(**{**WARMSTART, "remedies": (name,)})
-        return
     rows = run_rows(study, tmp_path, remedies=(name,))
     plain = plain_rows[study]
     assert [r.get("task", r.get("epoch")) for r in rows] == [
@@ -710,11 +704,6 @@ def test_weight_decay_rules_of_the_warm_start_hold_for_remedies_too():
         (PermutedConfig, {"cbp_utility": "weight"}, ["cbp_utility", "adaptable_contribution"]),
         (PermutedConfig, {"etf_scale": 0.0}, ["etf_scale must be > 0"]),
         (PermutedConfig, {"redo_every": -1}, ["redo_every must be >= 0"]),
-        (
-            WarmstartConfig,
-            {"remedies": ("cbp",), "model": "mlp"},
-            ["cbp", "warmstart", "hidden activations"],
-        ),
         (WarmstartConfig, {"scheme": "shrink_perturb", "shrink_perturb_every": 10}, ["probe"]),
         (WarmstartConfig, {"remedies": ("weight_decay",), "weight_decay": 0.0}, ["> 0"]),
         (WarmstartConfig, {"scheme": "redo", "remedies": ("l2_init",)}, ["not both"]),

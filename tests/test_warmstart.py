@@ -77,10 +77,6 @@ def without_seconds(rows):
 
 @pytest.mark.parametrize("scheme", ws_config.SCHEMES)
 def test_every_scheme_runs_end_to_end(tmp_path, scheme):
-    if scheme == "cbp":  # its utilities read each step's activations: refused, with why
-        with pytest.raises(ConfigError, match="warmstart study has no .every step with the hidden"):
-            make_config(tmp_path, scheme=scheme)
-        return
     rows, summary = run_whole(make_config(tmp_path, scheme=scheme))
     assert [r["epoch"] for r in rows] == [2, 4]
     for row in rows:
@@ -90,9 +86,11 @@ def test_every_scheme_runs_end_to_end(tmp_path, scheme):
             assert 0.0 <= row[key] <= 1.0, (key, row[key])
         assert row["nc1"] >= 0 and math.isfinite(row["nc1"])
         assert 1 <= row["finetune_epochs"] <= 2
-        # Only ReDo adds its count, and it counts units (16 hidden), not weights.
+        # Only ReDo and CBP add their counts, and they count units (16 hidden), not weights.
         assert ("redo_units_reset" in row) == (scheme == "redo")
         assert row.get("redo_units_reset", 0) in range(17)
+        assert ("cbp_units_replaced" in row) == (scheme == "cbp")
+        assert row.get("cbp_units_replaced", 0) in range(17)
     assert summary["status"] == "complete" and summary["checkpoints"] == 2
     assert 0.0 <= summary["fresh_full_test_acc"] <= 1.0
     assert 1 <= summary["fresh_finetune_epochs"] <= 2

@@ -22,6 +22,7 @@ their ``named_modules()`` names, plus the module whose output is the units' acti
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -30,7 +31,7 @@ from torch import nn
 
 from plasticollapse.metrics.layers import ACTIVATION_TYPES
 
-__all__ = ["LayerPair", "find_layer_pairs", "reset_optimizer_state"]
+__all__ = ["LayerPair", "find_layer_pairs", "remove_recorder_hooks", "reset_optimizer_state"]
 
 #: Layers whose output units a pair recycles, and layers that may consume them.
 WEIGHT_TYPES = (nn.Linear, nn.Conv2d)
@@ -291,17 +292,16 @@ class ActivationRecorder:
             parent = p.pair.activation.rpartition(".")[0]
             children.setdefault(parent, set()).add(id(p.activation))
         for parent, ids in children.items():
-            hook = self._new_forward(ids)
+            # a bound method (in a partial), not a closure: a deepcopy of the model then
+            # carries a consistent copy of the recorder, which remove_recorder_hooks finds
+            hook = functools.partial(self._new_forward, frozenset(ids))
             self.handles.append(model.get_submodule(parent).register_forward_pre_hook(hook))
         for module in {id(p.activation): p.activation for p in bound}.values():
             self.handles.append(module.register_forward_hook(self._record))
 
-    def _new_forward(self, ids: set[int]):
-        def hook(_module, _args):
-            for i in ids:
-                self.calls.pop(i, None)
-
-        return hook
+    def _new_forward(self, ids: frozenset[int], _module, _args) -> None:
+        for i in ids:
+            self.calls.pop(i, None)
 
     def _record(self, module, _args, output):
         if self.training_only and not torch.is_grad_enabled():
@@ -312,10 +312,44 @@ class ActivationRecorder:
             if p.activation is module and p.pair.call == call:
                 self.outputs[i] = self.reduce(p, output)
 
+    def clear(self) -> None:
+        """Forget the recorded activations and the calls counted: the next forward is
+        counted from its start even where no parent's forward runs (the MLP's
+        ``forward_hidden`` calls its layers one by one)."""
+        self.outputs = [None] * len(self.bound)
+        self.calls.clear()
+
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+
+
+def _recorder_of(hook) -> ActivationRecorder | None:
+    """The recorder a forward (pre-)hook belongs to, or None for any other hook."""
+    if isinstance(hook, functools.partial):
+        hook = hook.func
+    owner = getattr(hook, "__self__", None)
+    return owner if isinstance(owner, ActivationRecorder) else None
+
+
+def remove_recorder_hooks(model: nn.Module) -> int:
+    """Take every :class:`ActivationRecorder`'s hooks off ``model``; returns how many.
+
+    For a ``copy.deepcopy`` of a recorded model: the copy carries copies of the hooks (and
+    of their recorder), which would keep a copy of the activations of each of its training
+    steps that nobody reads (the warm start's probes train such copies). Other hooks stay.
+    """
+    removed = 0
+    for module in model.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            for key in [k for k, hook in hooks.items() if _recorder_of(hook) is not None]:
+                del hooks[key]
+                module._forward_hooks_with_kwargs.pop(key, None)
+                module._forward_hooks_always_called.pop(key, None)
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+                removed += 1
+    return removed
 
 
 # --------------------------------------------------------------------------- optimizer state

@@ -8,26 +8,39 @@ a user's own loop and optimizer.
 - :class:`ContinualBackpropPairs`: Dohare et al. 2024 (Nature 632), the generate-and-test
   of lop/algos/cbp_linear.py, cbp_conv.py and convGnT.py; on the package's MLP it makes the
   replacements of :class:`~plasticollapse.remedies.cbp.ContinualBackprop`.
+- :class:`LayerPairContinualBackprop`: the ``cbp`` remedy of a study's config on any
+  network's layer pairs (the warm start's ResNet-18 and MLP), through
+  :func:`on_layer_pairs`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from plasticollapse.remedies.base import Remedy, RemedyContext
+from plasticollapse.remedies.cbp import ContinualBackprop
 from plasticollapse.remedies.layer_pairs import (
     ActivationRecorder,
     BoundPair,
     LayerPair,
     bind_pairs,
+    find_layer_pairs,
     reset_optimizer_state,
 )
 
-__all__ = ["ContinualBackpropPairs", "redo_reset_pairs"]
+__all__ = [
+    "ContinualBackpropPairs",
+    "LayerPairContinualBackprop",
+    "on_layer_pairs",
+    "redo_reset_pairs",
+]
 
 
 def _weighted(module: nn.Module) -> nn.Linear | nn.Conv2d:
@@ -329,7 +342,7 @@ class ContinualBackpropPairs:
         for l, (pair, h) in enumerate(zip(self.bound, activations, strict=True)):
             correction = self._update_utility(l, pair, h.float())
             chosen.append(self._test(l, correction))
-        self.recorder.outputs = [None] * len(self.bound)
+        self.recorder.clear()
         for l, units in enumerate(chosen):
             if len(units):
                 self._generate(l, self.bound[l], units, optimizer)
@@ -388,3 +401,78 @@ class ContinualBackpropPairs:
         self.age[l][units] = 0
         self.power[l][units] = 1.0
         self.replaced[l] += len(units)
+
+
+# --------------------------------------------------------------------------- as a remedy
+
+
+@dataclasses.dataclass
+class LayerPairContinualBackprop(Remedy):
+    """The ``cbp`` remedy (:class:`~plasticollapse.remedies.cbp.ContinualBackprop`, the same
+    parameters and rules) on the layer pairs of any network that
+    :func:`~plasticollapse.remedies.layer_pairs.find_layer_pairs` knows: the ResNet-18's
+    eight block-inner channel pairs (``conv1 -> bn1 -> relu -> conv2``) as well as the MLP.
+
+    After every optimizer step it runs :meth:`ContinualBackpropPairs.step`, whose forward
+    hooks read the step's activations themselves (the ``activations`` argument of
+    :meth:`after_step` is not used; :attr:`needs_activations` still says the step's
+    activations are what the remedy reads, so a study must offer that event). Replaced
+    units' incoming weights come from U(-b, b), b = sqrt(2) sqrt(3 / fan_in)
+    (``init="kaiming"``, a conv filter's fan_in being in channels x kernel area), drawn
+    from the run's seeded stream; on the package's plain MLP the replacements are those of
+    ``ContinualBackprop`` exactly. Rows get ``cbp_units_replaced`` through
+    :meth:`pass_summary` (the units replaced since its last call). Its state
+    (:meth:`state_dict`) is plain data: tensors and integers.
+    """
+
+    name = "cbp"
+    needs_activations = True
+    cbp_replacement_rate: float
+    cbp_decay_rate: float
+    cbp_maturity: int
+    cbp_utility: str
+
+    @classmethod
+    def of(cls, remedy: ContinualBackprop) -> LayerPairContinualBackprop:
+        """The layer-pair form of ``remedy`` (its parameters, already validated)."""
+        return cls(**{f.name: getattr(remedy, f.name) for f in dataclasses.fields(cls)})
+
+    def bind(self, model: nn.Module, context: RemedyContext) -> None:
+        super().bind(model, context)
+        self.pairs = ContinualBackpropPairs(
+            model,
+            find_layer_pairs(model),
+            replacement_rate=self.cbp_replacement_rate,
+            decay_rate=self.cbp_decay_rate,
+            maturity_threshold=self.cbp_maturity,
+            util_type=self.cbp_utility,
+            init="kaiming",
+            seed=context.seed,
+        )
+        self.reported = 0
+
+    def after_step(self, model, optimizer, step: int, activations=None) -> None:
+        self.pairs.step(optimizer)
+
+    def pass_summary(self) -> dict[str, float]:
+        total = int(self.pairs.replaced.sum())
+        done, self.reported = total - self.reported, total
+        return {"cbp_units_replaced": done}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pairs": self.pairs.state_dict(), "reported": self.reported}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pairs.load_state_dict(state["pairs"])
+        self.reported = int(state["reported"])
+
+
+def on_layer_pairs(remedies: Sequence[Remedy]) -> list[Remedy]:
+    """``remedies`` with Continual Backprop in its layer-pair form
+    (:class:`LayerPairContinualBackprop`), for a study whose networks are not only the
+    plain MLP the ``cbp`` remedy's own step (and the compiled engines) handle; every other
+    remedy as it is."""
+    return [
+        LayerPairContinualBackprop.of(r) if isinstance(r, ContinualBackprop) else r
+        for r in remedies
+    ]

@@ -50,10 +50,11 @@ class Config(RemedyFields, LoggerFields):
     """
 
     STUDY: ClassVar[str] = "warmstart"
-    #: Remedies act in the warm-up's steps (loss terms, weight decay, after_step without
-    #: activations), at its checkpoints, and at the start of each probe.
+    #: Remedies act in the warm-up's steps (loss terms, weight decay, after_step, with the
+    #: step's activations: Continual Backprop on the network's layer pairs), at its
+    #: checkpoints, and at the start of each probe.
     EVENTS: ClassVar[frozenset[Event]] = frozenset(
-        {Event.STEP, Event.CHECKPOINT, Event.PROBE_START}
+        {Event.STEP, Event.STEP_ACTIVATIONS, Event.CHECKPOINT, Event.PROBE_START}
     )
 
     #: ``remedies`` (and the online remedies' fields) came after the first runs: left out

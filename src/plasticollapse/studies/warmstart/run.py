@@ -40,6 +40,10 @@ Remedies (:mod:`plasticollapse.remedies`; ``remedies = [...]``, or one named by 
 - ``l2_init``: L = CE + l2_init_lambda / 2 * ||theta - theta_0||^2 (Kumar et al. 2023).
 - ``redo``: ReDo resets (Sokar et al. 2023) of units with dormancy score <= redo_tau at
   every checkpoint; the MLP's hidden layers, or the ResNet-18's blocks' inner channels.
+- ``cbp``: Continual Backprop (Dohare et al. 2024) after every warm-up step, on the same
+  units (:class:`~plasticollapse.remedies.pair_remedies.LayerPairContinualBackprop`: the
+  step's activations read by forward hooks; a BatchNorm between is reset with the unit);
+  rows count ``cbp_units_replaced`` since the previous row.
 
 Rows describe the warm-up network at that epoch (for ``redo``, after the checkpoint's
 reset, which belongs to its warm-up; for ``shrink_perturb``, before shrinking, which belongs
@@ -109,6 +113,7 @@ from torch import nn
 from plasticollapse.metrics.plasticity import has_batchnorm
 from plasticollapse.remedies import RemedyContext, build_remedies, weight_decay_of
 from plasticollapse.remedies.base import Remedy
+from plasticollapse.remedies.pair_remedies import on_layer_pairs
 from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
 from plasticollapse.runs.runtime import (
     check_classes,
@@ -210,8 +215,9 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
         measure_model (nc1, nc1_pinv, nc1_quotient, cdnv, sigma_b_condition, nc2_*, nc3_*,
         nc4_*, dormant_fraction, effective_rank, srank, stable_rank, weight_magnitude, ...),
         with BatchNorm the same keys + _bn_batch, for Shrink & Perturb nc1_after_sp and
-        nc1_pinv_after_sp (+ _bn_batch), the remedies' keys (redo_units_reset), callbacks'
-        keys, full_test_acc, finetune_epochs, finetune_train_acc, seconds
+        nc1_pinv_after_sp (+ _bn_batch), the remedies' keys (redo_units_reset,
+        cbp_units_replaced), callbacks' keys, full_test_acc, finetune_epochs,
+        finetune_train_acc, seconds
 
     ``seconds`` is the run's wall time so far (summed over resumes). Returns the summary
     (:func:`summarise_run`).
@@ -230,7 +236,9 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
         # Module.to accepts memory_format at run time; torch's overloads of it leave it out.
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     initial = copy.deepcopy(model)  # theta_0: the fresh probe's start
-    remedies = build_remedies(config)
+    # Continual Backprop on the network's layer pairs: the ResNet's too (its own step
+    # knows only the MLP's layers)
+    remedies = on_layer_pairs(build_remedies(config))
     for remedy in remedies:  # before the checkpoint: L2 Init's theta_0 is the initialisation
         remedy.bind(model, RemedyContext(seed=config.seed, num_classes=tensors.num_classes))
     optimizer = sgd(model, config, weight_decay_of(remedies))
@@ -314,6 +322,7 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
                     continue
                 row = {"epoch": epoch, "warmup_loss": loss}
                 for remedy in remedies:
+                    row.update(remedy.pass_summary())  # counts since the last row (CBP's)
                     row.update(remedy.at_checkpoint(model, optimizer, epoch, tensors.warmup_x))
                 row.update(measure(model, tensors, config, epoch))
                 if changes_probe_start(remedies):

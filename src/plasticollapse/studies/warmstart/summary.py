@@ -24,7 +24,8 @@ def summarise_run(
     run's checkpoints (the paper: +0.85 to +0.89), ``r_nc1_full_test_acc_first100`` the same
     over warm-up epochs <= 100 (+0.88 to +0.92). ``warmstart_gap`` is the last checkpoint's
     full-data test accuracy minus the fresh network's; ``mean_warmstart_gap`` the mean of
-    that difference over checkpoints.
+    that difference over checkpoints. With Continual Backprop, ``cbp_units_replaced`` is
+    the units it replaced over the rows' warm-up epochs.
     """
     measured = [r for r in rows if r.get("full_test_acc") is not None]
     early = [r for r in measured if r["epoch"] <= 100]
@@ -56,6 +57,9 @@ def summarise_run(
         ),
         "seconds": seconds,
     }
+    replaced = [r["cbp_units_replaced"] for r in measured if "cbp_units_replaced" in r]
+    if replaced:
+        summary["cbp_units_replaced"] = int(sum(replaced))
     if divergence is not None:
         summary["diverged"] = {
             "epoch": divergence.step,

@@ -6,7 +6,7 @@ import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -136,6 +136,57 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+class StepHooks:
+    """Every per-step hook of the warm-up's remedies, called from here only.
+
+    One training step is::
+
+        logits, features, hidden = hooks.forward(model, xb)
+        loss = hooks.objective(CE(logits, yb), logits, features, yb)
+        (backward, optimizer.step())
+        hooks.after_update(optimizer, step, hidden)
+
+    ``forward`` gives the hidden activations (``forward_hidden``: the MLP's ReLU outputs)
+    when a remedy reads them and the network has them; the ResNet has no such list, and
+    the remedy that reads activations there (Continual Backprop on its layer pairs,
+    :class:`~plasticollapse.remedies.pair_remedies.LayerPairContinualBackprop`) hooks the
+    step's forward itself. Without remedies every call is plain SGD's.
+    """
+
+    def __init__(self, model: Network, remedies: Sequence[Remedy] = ()):
+        self.model = model
+        self.remedies = list(remedies)
+        self.loss_terms = [r for r in self.remedies if "loss" in r.per_step_hooks()]
+        self.after = [r for r in self.remedies if "after_step" in r.per_step_hooks()]
+        self.hidden = any(r.needs_activations for r in self.remedies) and hasattr(
+            model, "forward_hidden"
+        )
+
+    def forward(self, xb: torch.Tensor):
+        """(logits, penultimate features, hidden activations or None) of a training batch."""
+        if self.hidden:
+            logits, hidden = cast("MLP", self.model).forward_hidden(xb)
+            return logits, hidden[-1], hidden
+        features = self.model.features(xb)
+        return self.model.classifier(features), features, None
+
+    def objective(self, loss, logits, features, labels):
+        """``loss + sum_r remedy_r.loss(model, logits, features, labels)``."""
+        for remedy in self.loss_terms:
+            term = remedy.loss(self.model, logits, features, labels)
+            if term is not None:
+                loss = loss + term
+        return loss
+
+    def after_update(self, optimizer, step: int, hidden) -> None:
+        """Each remedy's ``after_step`` (with the step's activations when it reads them)."""
+        for remedy in self.after:
+            if remedy.needs_activations:
+                remedy.after_step(self.model, optimizer, step, hidden)
+            else:
+                remedy.after_step(self.model, optimizer, step)
+
+
 def train_epoch(
     model: Network,
     optimizer: torch.optim.Optimizer,
@@ -150,8 +201,8 @@ def train_epoch(
         L = CE(logits, y) + sum_r remedy_r.loss(model, logits, features, y)
 
     (the cross-entropy in float32, also under autocast), each remedy's ``after_step``
-    following every update. (Weight decay is the optimizer's.) Without remedies: plain SGD,
-    as the probes train.
+    following every update (:class:`StepHooks`). (Weight decay is the optimizer's.)
+    Without remedies: plain SGD, as the probes train.
 
     Returns ``(mean L, online accuracy)``: each batch is scored by the network before its
     own update (train mode), and the counts stay on the device until the epoch ends, so the
@@ -159,6 +210,7 @@ def train_epoch(
     """
     device = x.device
     n = len(y)
+    hooks = StepHooks(model, remedies)
     order = torch.randperm(n, generator=generator).to(device)
     if config.augment:
         pad = 4
@@ -175,18 +227,12 @@ def train_epoch(
             part = slice(start, start + len(idx))
             xb = augment_batch(xb, dy[part], dx[part], flip[part], pad)
         with autocast(config, device):
-            features = model.features(xb)
-            logits = model.classifier(features)
-        loss = F.cross_entropy(logits.float(), yb)
-        for remedy in remedies:
-            term = remedy.loss(model, logits, features, yb)
-            if term is not None:
-                loss = loss + term
+            logits, features, hidden = hooks.forward(xb)
+        loss = hooks.objective(F.cross_entropy(logits.float(), yb), logits, features, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        for remedy in remedies:
-            remedy.after_step(model, optimizer, step)
+        hooks.after_update(optimizer, step, hidden)
         correct += (logits.argmax(1) == yb).sum()
         loss_sum += loss.detach().double() * len(idx)
     return float(loss_sum) / n, int(correct) / n
@@ -276,8 +322,13 @@ def finetune(
 
 def probe_start(model: Network, remedies: Sequence[Remedy], epoch: int) -> Network:
     """The network a checkpoint's probe trains: a copy of the warm-up network, changed by
-    each remedy's ``at_probe_start`` (Shrink & Perturb shrinks and perturbs it)."""
+    each remedy's ``at_probe_start`` (Shrink & Perturb shrinks and perturbs it). The copy
+    carries none of the remedies' forward hooks (Continual Backprop's activation
+    recorder): a probe is plain SGD."""
+    from plasticollapse.remedies.layer_pairs import remove_recorder_hooks
+
     start = copy.deepcopy(model)
+    remove_recorder_hooks(start)
     for remedy in remedies:
         remedy.at_probe_start(start, epoch)
     return start
