@@ -262,7 +262,7 @@ def main_plot(
             draw_band(ax, analysis.curves(table, metric, ids), group_label(setting))
         else:
             scatter_means(ax, *analysis.paired_curves(table, x, metric, ids), group_label(setting))
-    ax.set_xlabel(_step_name(experiment) if x == "step" else x)
+    ax.set_xlabel((results.step_keys.get(experiment) or "step") if x == "step" else x)
     ax.set_ylabel(metric)
     ax.set_title(f"{experiment}: {metric}" + ("" if x == "step" else f" vs {x}"))
     legend_outside(ax, legend_title(keys))
@@ -274,9 +274,3 @@ def main_plot(
     fig.savefig(out, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return out
-
-
-def _step_name(experiment: str) -> str:
-    """The study's step key (``task``, ``epoch``), or ``step`` for an unregistered study."""
-    step_key, _ = analysis.study_keys(experiment)
-    return step_key or "step"
