@@ -534,3 +534,70 @@ def test_rank_metrics_orders_by_correlation_with_each_definition(tmp_path):
     assert got == pytest.approx(want)
     with pytest.raises(ValueError, match="definition"):
         analysis.rank_metrics(table, ids, ("accuracy",), definition="pooled")
+
+
+# --------------------------------------------------------------------------- recorded keys
+# make_runs writes folders as they were before config.json recorded the study's keys: the
+# tests above read them with the registry's (test_steps_values_and_summary_rows: "task" for
+# permuted, "epoch" for warmstart). The tests below read folders that record them.
+
+
+def _permuted_record(tmp_path: Path, name: str, seed: int, recorded: bool, **fields) -> None:
+    """A permuted run folder of the real Config (``fields`` set), recording its keys or not."""
+    from plasticollapse.runs.config import from_dict, to_dict
+    from plasticollapse.runs.execute import reading_keys
+    from plasticollapse.studies import get_study
+
+    study = get_study("permuted")
+    config = from_dict(study.Config, {"seed": seed, **fields})
+    rows = [{"task": t, "accuracy": 0.9 - 0.01 * t} for t in range(3)]
+    _write_run(tmp_path / name, "permuted", to_dict(config), rows, {"final_accuracy": 0.88})
+    if recorded:
+        path = tmp_path / name / "config.json"
+        record = json.loads(path.read_text())
+        record.update(reading_keys(study, config))
+        path.write_text(json.dumps(record))
+
+
+def test_a_folder_that_records_its_keys_is_read_without_the_registry(tmp_path):
+    # "mystery" is registered nowhere: only the folder can say that "epoch" orders its
+    # rows and that "width" labels its setting although every run has width 4.
+    record_keys = {"step_key": "epoch", "setting_keys": ["width"], "setting_fields": ["width"]}
+    for seed in (0, 1):
+        rows = [{"epoch": 5 * i, "step": i, "loss": 1.0 / (i + 1)} for i in range(3)]
+        _write_run(tmp_path / f"r{seed}", "mystery", {"seed": seed, "width": 4}, rows, None)
+        path = tmp_path / f"r{seed}" / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **record_keys}))
+    results = analysis.load([tmp_path])
+    assert results.step_keys == {"mystery": "epoch"}
+    assert results.settings == {"mystery": ["width"]}
+    assert sorted(set(results.table["step"])) == [0, 5, 10]
+    assert "step" in set(results.table["metric"])  # not the step: the folder says "epoch"
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "older folders"])
+def test_a_plain_run_is_not_labelled_with_a_remedys_parameters(tmp_path, recorded):
+    _permuted_record(tmp_path, "plain", 0, recorded)
+    _permuted_record(tmp_path, "cbp", 0, recorded, remedies=["cbp"])
+    _permuted_record(tmp_path, "sp", 0, recorded, remedies=["shrink_perturb"], shrink=0.5)
+    results = analysis.load([tmp_path])
+    # shrink differs between the runs' configs (0.5 here, the default in the others), but
+    # only one run applies Shrink & Perturb: the remedies column tells them apart
+    assert "shrink" not in results.settings["permuted"]
+    assert not [k for k in results.settings["permuted"] if k.startswith("cbp_")]
+    labels = dict(zip(results.runs["run_id"], results.runs["label"], strict=True))
+    assert labels["plain"] == "first_task_epochs=1, remedies=plain"
+    assert labels["cbp"] == "first_task_epochs=1, remedies=cbp"
+
+
+def test_a_remedys_parameter_that_varies_labels_only_its_own_runs(tmp_path):
+    _permuted_record(tmp_path, "plain", 0, True)
+    _permuted_record(tmp_path, "cbp10", 0, True, remedies=["cbp"], cbp_maturity=10)
+    _permuted_record(tmp_path, "cbp100", 0, True, remedies=["cbp"], cbp_maturity=100)
+    results = analysis.load([tmp_path])
+    assert "cbp_maturity" in results.settings["permuted"]
+    runs = results.runs.set_index("run_id")
+    assert runs.loc["plain", "cbp_maturity"] == analysis.NOT_APPLIED
+    assert runs.loc["cbp10", "cbp_maturity"] == 10
+    assert "cbp_maturity" not in runs.loc["plain", "label"]
+    assert "cbp_maturity=10" in runs.loc["cbp10", "label"]

@@ -221,7 +221,7 @@ def test_report_and_plot_write_beside_the_runs_by_default(toy, tmp_path, capsys,
     def fake_report(runs, out, **options):
         calls.update(runs=runs, out=out)
 
-    monkeypatch.setattr("plasticollapse.report.main_report", fake_report)
+    monkeypatch.setattr("plasticollapse.studies.report_command.main_report", fake_report)
     assert cli.main(["report", "runs"]) == 0
     assert calls["out"] == Path("runs/report")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing in the cwd

@@ -488,3 +488,20 @@ def test_a_geometric_band_stays_on_a_log_axis():
         assert band.min() < 0
     finally:
         plots.plt.close(fig)
+
+
+def test_legends_below_side_by_side_panels_do_not_overlap():
+    # long setting labels (remedies mixed) used to run under the next panel's legend
+    fig, axes = plots.panels(2, width=4.8, height=4.0)
+    label = "first_task_epochs=1, remedies=shrink_perturb,redo, tasks=4: r of means +0.63"
+    for ax in axes:
+        for i in range(3):
+            ax.scatter([i], [i], label=label.replace("=1,", f"={i},"))
+        plots.legend_below(ax)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    left, right = (ax.get_legend().get_window_extent(renderer) for ax in axes)
+    assert left.x1 <= right.x0
+    texts = [t.get_text() for t in axes[0].get_legend().texts]
+    assert all("r of means +0.63" in t and "remedies=shrink_perturb,redo" in t for t in texts)
+    plots.plt.close(fig)

@@ -7,6 +7,7 @@ for spawned processes, on PYTHONPATH for Ray workers and submitit jobs). One tes
 restarts the real command on a tiny Permuted-digits study instead.
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -134,7 +135,8 @@ def test_a_failing_run_is_reported_while_the_others_finish(toy, tmp_path):
 def test_a_run_that_cannot_even_start_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setitem(studies.REGISTRY, "toy", "toy_experiment:STUDY")
     (spec,) = specs_for(tmp_path, {"seed": 0})
-    monkeypatch.setitem(studies.REGISTRY, "toy", "no_such_module_here:STUDY")
+    # the worker imports the study from the spec's target, which here does not import
+    spec = dataclasses.replace(spec, study="no_such_module_here:STUDY")
     result = run_sweep([spec], echo=quiet)
     assert statuses(result) == ["failed"]
     assert "ModuleNotFoundError" in (Path(spec.folder) / "error.txt").read_text()
@@ -589,3 +591,49 @@ def test_a_summary_note_follows_the_complete_note_without_hiding_a_divergence(tm
     diverged = sweep_module.divergence(spec) is not None
     assert sweep_module.RunOutcome(spec, "skipped", note=note, ended_diverged=diverged).diverged
     assert not sweep_module.RunOutcome(spec, "skipped", note="complete; diverged later").diverged
+
+
+# --------------------------------------------------------------------------- the spec protocol
+
+
+def test_a_planned_spec_names_its_study_and_runs_without_the_registry(toy, tmp_path, monkeypatch):
+    (spec,) = specs_for(tmp_path, {"seed": 0})
+    assert spec.study == "toy_experiment:STUDY"
+    monkeypatch.delitem(studies.REGISTRY, "toy")  # as in a worker that never registered it
+    from plasticollapse.runs.execute import execute
+
+    assert execute(spec) == "done"
+    record = json.loads((Path(spec.folder) / "config.json").read_text())
+    # the folder says how to read its rows (analysis/tidy.py reads these, not the registry)
+    assert record["step_key"] == toy_experiment.STUDY.step_key
+    assert record["setting_keys"] == list(toy_experiment.STUDY.setting_keys)
+    assert set(record["setting_fields"]) == {"seed", "steps", "sleep", "fail", "die"}
+
+
+def test_a_sweep_refuses_specs_that_name_no_study(tmp_path):
+    spec = experiments.RunSpec("toy", {}, str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="names? no study target"):
+        run_sweep([spec], echo=quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_spec_pickled_before_specs_named_their_study_still_loads_and_runs(toy, tmp_path):
+    import pickle
+
+    (new,) = specs_for(tmp_path, {"seed": 0})
+    # What a SLURM job's pickle of before held: the class by its old path, no ``study``.
+    old = experiments.RunSpec.__new__(experiments.RunSpec)
+    for name in ("experiment", "config", "folder"):
+        object.__setattr__(old, name, getattr(new, name))
+    blob = pickle.dumps(old, protocol=0).replace(
+        b"plasticollapse.runs.spec", b"plasticollapse.studies.base"
+    )
+    assert b"plasticollapse.studies.base" in blob and b"study" not in blob.replace(b"studies", b"")
+    loaded = pickle.loads(blob)
+    assert loaded.study == "" and loaded.folder == new.folder
+    # a requeued job calls with the arguments it was submitted with, the registry among them
+    from plasticollapse.runs.backends import SlurmRun
+
+    status, *_ = SlurmRun()(loaded, 1, {"toy": "toy_experiment:STUDY"})
+    assert status == "done"
+    assert experiments.execute(loaded) == "skipped"  # studies.base.execute looks it up

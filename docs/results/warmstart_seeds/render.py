@@ -11,7 +11,7 @@ machine, wall time, commit, the plan). Every number in report.md is filled in fr
 Statistics (docs/statistics.md): a scheme's accuracy is one number per seed (the mean over
 that run's checkpoints), and its interval is the percentile interval of the mean over
 seeds under a seed bootstrap (:func:`plasticollapse.analysis.inference.estimate_with_interval`
-with :func:`~plasticollapse.analysis.stats.cluster_draws`; none with fewer than 3 seeds).
+with :func:`~plasticollapse.analysis.clusters.cluster_draws`; none with fewer than 3 seeds).
 A difference from plain is paired by seed, over the checkpoints both runs have. The
 per-seed r of NC1 with the probe's test accuracy is the paper's statistic (r of levels
 over one run's checkpoints); each run's interval is Newey-West (one autocorrelated

@@ -4,8 +4,8 @@
   <settings>, seed, step, metric, value``, every row a step's), :func:`load_summaries`
   (summary.json's scalars, the same columns without ``step``), :func:`load_runs` (one row
   per run), :func:`load` (all three, with each study's setting columns), :func:`wide`,
-  :func:`write_results`. A study's step key and always-shown settings come from the
-  registry (:mod:`plasticollapse.studies`).
+  :func:`write_results`. A study's step key and always-shown settings come from its run
+  folders (config.json records them; folders written before: the registry's).
 * :mod:`.frames`: settings, curves (runs x steps DataFrames) and bands of the tidy table.
 * :mod:`.stats`: the one Pearson / Spearman :func:`correlate` (and :func:`correlation`
   with p-values), bootstrap intervals over seeds with ``scipy.stats.bootstrap``, sliding
@@ -60,6 +60,7 @@ from plasticollapse.analysis.stats import (
     windowed_r,
 )
 from plasticollapse.analysis.tidy import (
+    NOT_APPLIED,
     NOT_SETTINGS,
     Results,
     as_float,
@@ -80,6 +81,7 @@ from plasticollapse.analysis.tidy import (
 __all__ = [
     "DEFINITION_TEXT",
     "Estimate",
+    "NOT_APPLIED",
     "NOT_SETTINGS",
     "Results",
     "across_runs_partial_r",

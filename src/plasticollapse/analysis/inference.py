@@ -9,7 +9,7 @@ initialisation). Every statistic here therefore
 
 * works on detrended series or on one number per run, never on raw levels alone;
 * is one number per run (or one per study over runs), pooled over runs;
-* gets its interval by bootstrap over SEEDS (:func:`~.stats.cluster_draws`: runs of one
+* gets its interval by bootstrap over SEEDS (:func:`~.clusters.cluster_draws`: runs of one
   seed resampled together), or, for a single run, from Newey-West (HAC) standard errors
   of the within-run regression (``statsmodels``), and never a p-value from an
   autocorrelated n;
@@ -47,16 +47,16 @@ from typing import Any
 
 import numpy as np
 
-from plasticollapse.analysis.stats import (
+from plasticollapse.analysis.clusters import (
     cluster_codes,
     cluster_draws,
-    per_run_r,
     percentile_interval,
     weighted_mean,
     weighted_partial_r,
     weighted_r,
     weighted_r_rows,
 )
+from plasticollapse.analysis.stats import per_run_r
 
 #: How a series is detrended: first differences, or residuals after a polynomial in step.
 DETRENDS = ("diff", "trend")
@@ -188,7 +188,7 @@ def estimate_with_interval(
     row of ones is the statistic itself), over the runs ``used`` (those with a value).
 
     The interval is the percentile interval of ``value`` over ``draws`` (seed bootstrap
-    weights from :func:`~.stats.cluster_draws`) when the used runs come from
+    weights from :func:`~.clusters.cluster_draws`) when the used runs come from
     :data:`MIN_SEEDS` or more seeds and the statistic is defined in at least
     :data:`MIN_VALID` of the replicates; with a single run, the Newey-West interval
     ``one_run_interval()`` gives; otherwise none: runs of one or two seeds are not enough

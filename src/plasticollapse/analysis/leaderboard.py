@@ -46,7 +46,7 @@ from plasticollapse.analysis.aliases import (
     find_aliases,
     per_step_matrix,
 )
-from plasticollapse.analysis.stats import cluster_draws
+from plasticollapse.analysis.clusters import cluster_draws
 from plasticollapse.analysis.tidy import load_results, setting_label, sort_key
 
 #: Outcomes a study may record, in the order the leaderboard shows them.

@@ -8,8 +8,10 @@
       run_id, experiment, <setting columns>, seed, step, metric, value
 
   ``step`` is the metrics.jsonl key the study names as its ``step_key`` (``task`` for
-  ``permuted``, ``epoch`` for ``warmstart``, read from the registry, never hard-coded);
-  a study that is not registered falls back to a ``step`` key, else the row's index.
+  ``permuted``, ``epoch`` for ``warmstart``), which its run folders record in config.json
+  (folders written before that: the registry's, :mod:`~plasticollapse.analysis.run_keys`);
+  without one, a
+  ``step`` key, else the row's index.
   ``value`` is a float: JSON ``null`` becomes NaN, booleans 0/1, and non-numeric values
   (strings, lists) are left out (summary strings stay in the run table). Every row has a
   step: a pandas user can group or pivot it as it is.
@@ -21,9 +23,13 @@
 The *setting columns* of a study are the config fields whose values differ between its
 runs (``seed`` and execution fields such as ``device`` or ``out`` excluded; lists joined as
 ``"100,100,100"``), plus the study's ``setting_keys`` (always shown, so that a figure can be
-grouped by them even when one value was run). Rows of other studies hold None there. A run
-without remedies has ``remedies = "plain"`` whichever command made it (a study command
-leaves the list empty, a matrix cell says ``plain``; ``plain`` applies nothing).
+grouped by them even when one value was run). A field counts only in the runs it applies
+to: a run's ``setting_fields`` (recorded in config.json,
+:func:`plasticollapse.runs.identity.setting_fields`) hold a remedy's parameters only when
+it applies that remedy, so a plain run's ``cbp_maturity`` is :data:`NOT_APPLIED` and its
+label does not name it. Rows of other studies hold None there. A run without remedies has
+``remedies = "plain"`` whichever command made it (a study command leaves the list empty, a
+matrix cell says ``plain``; ``plain`` applies nothing).
 
 :func:`load_results`, :func:`load_summaries` and :func:`load_runs` return one table each;
 :func:`wide` pivots the metrics of a long table into columns; :func:`write_results` writes
@@ -41,6 +47,8 @@ from typing import Any
 
 import pandas as pd
 
+# What a folder records of how to read it (study_keys: importable from here as before).
+from plasticollapse.analysis.run_keys import applicable_fields, folder_keys, study_keys
 from plasticollapse.runs.config import EXECUTION_FIELDS
 from plasticollapse.runs.folder import CONFIG, METRICS, SUMMARY, read_jsonl
 
@@ -76,22 +84,14 @@ def find_runs(paths: Paths) -> list[Path]:
     return sorted(found)
 
 
-def study_keys(experiment: str) -> tuple[str | None, tuple[str, ...]]:
-    """``(step_key, setting_keys)`` of a registered study; ``(None, ())`` for any other."""
-    from plasticollapse.studies import get_study
-
-    try:
-        study = get_study(experiment)
-    except (ValueError, ImportError, AttributeError, TypeError):
-        return None, ()  # not registered (or its module is gone): still load its rows
-    return study.step_key, tuple(study.setting_keys)
-
-
 # =========================================================================== values
 
 
 #: What the ``remedies`` column holds for a run that applies none.
 PLAIN = "plain"
+#: A setting column's value in a run it does not apply to (a remedy's parameter in a run
+#: without that remedy); labels leave it out.
+NOT_APPLIED = "n/a"
 
 
 def setting_value(key: str, value: Any) -> Any:
@@ -122,19 +122,41 @@ def as_float(value: Any) -> float | None:
     return None
 
 
-def setting_keys_for(configs: Sequence[Mapping[str, Any]], always: Sequence[str] = ()) -> list[str]:
+def setting_keys_for(
+    configs: Sequence[Mapping[str, Any]],
+    always: Sequence[str] = (),
+    applicable: Sequence[set[str] | None] | None = None,
+) -> list[str]:
     """``always`` first, then the config fields whose (normalised) value differs between runs.
 
     A field missing from some configs counts as ``None`` there, so it differs too.
+    ``applicable`` (one per config; None: every field) limits a field to the runs it
+    applies to: a remedy's parameter held at one value by the runs of that remedy does not
+    vary, whatever the other runs' configs hold.
     """
+    applicable = applicable if applicable is not None else [None] * len(configs)
     keys = sorted({k for c in configs for k in c} - NOT_SETTINGS)
-    varying = [k for k in keys if len({repr(setting_value(k, c.get(k))) for c in configs}) > 1]
+    varying = []
+    for k in keys:
+        values = {
+            repr(setting_value(k, c.get(k)))
+            for c, fields in zip(configs, applicable, strict=True)
+            if fields is None or k in fields
+        }
+        if len(values) > 1:
+            varying.append(k)
     return [*always, *(k for k in varying if k not in always)]
 
 
 def setting_label(settings: Mapping[str, Any]) -> str:
-    """``first_task_epochs=1, lr=0.01``; '(all runs)' when there are no setting keys."""
-    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "(all runs)"
+    """``first_task_epochs=1, lr=0.01``; '(all runs)' when there are no setting keys.
+    Settings that do not apply to the run (:data:`NOT_APPLIED`) are left out."""
+    shown = [f"{k}={v}" for k, v in settings.items() if not _not_applied(v)]
+    return ", ".join(shown) or "(all runs)"
+
+
+def _not_applied(value: Any) -> bool:
+    return isinstance(value, str) and value == NOT_APPLIED
 
 
 def sort_key(value: Any) -> tuple:
@@ -166,6 +188,13 @@ class _Run:
     @property
     def config(self) -> dict[str, Any]:
         return self.record.get("config") or {}
+
+    def setting(self, key: str, applicable: set[str] | None) -> Any:
+        """The run's value of setting column ``key`` (:data:`NOT_APPLIED` where it does not
+        apply to the run)."""
+        if applicable is not None and key not in applicable:
+            return NOT_APPLIED
+        return setting_value(key, self.config.get(key))
 
 
 def _read_run(path: Path) -> _Run:
@@ -200,13 +229,16 @@ def _step_of(row: Mapping[str, Any], step_key: str | None, index: int) -> tuple[
 
 @dataclass
 class Results:
-    """The tidy ``table`` (per step), the ``runs`` table, each study's setting columns, and
-    the ``summaries`` table (summary.json's scalars, long form, no step)."""
+    """The tidy ``table`` (per step), the ``runs`` table, each study's setting columns, the
+    ``summaries`` table (summary.json's scalars, long form, no step), and each study's step
+    key."""
 
     table: pd.DataFrame
     runs: pd.DataFrame
     settings: dict[str, list[str]]
     summaries: pd.DataFrame = field(default_factory=lambda: _long_table({}, [], []))
+    #: each study's step key (``task``, ``epoch``; None when its folders name none)
+    step_keys: dict[str, str | None] = field(default_factory=dict)
 
     def experiments(self) -> list[str]:
         return list(dict.fromkeys(self.runs["experiment"]))
@@ -235,11 +267,17 @@ def load(paths: Paths) -> Results:
     loaded = [_read_run(p) for p in find_runs(paths)]
     _unique_run_ids(loaded)
     experiments = list(dict.fromkeys(r.experiment for r in loaded))
-    keys = {e: study_keys(e) for e in experiments}
-    settings = {
-        e: setting_keys_for([r.config for r in loaded if r.experiment == e], keys[e][1])
-        for e in experiments
-    }
+    keys = {}
+    for e in experiments:
+        recorded = folder_keys([r.record for r in loaded if r.experiment == e])
+        keys[e] = recorded if recorded is not None else study_keys(e)  # older folders
+    applicable = {id(r): applicable_fields(r.record) for r in loaded}
+    settings = {}
+    for e in experiments:
+        own = [r for r in loaded if r.experiment == e]
+        settings[e] = setting_keys_for(
+            [r.config for r in own], keys[e][1], [applicable[id(r)] for r in own]
+        )
     all_settings = list(dict.fromkeys(k for e in experiments for k in settings[e]))
 
     run_rows = []
@@ -257,7 +295,9 @@ def load(paths: Paths) -> Results:
         for metric, raw in (run.summary or {}).items():
             if (value := as_float(raw)) is not None:
                 _append(summaries, run.run_id, metric, value)
-        run_rows.append(_run_row(run, settings[run.experiment], all_settings, last_step))
+        run_rows.append(
+            _run_row(run, settings[run.experiment], all_settings, last_step, applicable[id(run)])
+        )
 
     runs = _run_table(run_rows, all_settings)
     return Results(
@@ -265,6 +305,7 @@ def load(paths: Paths) -> Results:
         runs,
         settings,
         _long_table(summaries, runs, all_settings),
+        {e: keys[e][0] for e in experiments},
     )
 
 
@@ -299,9 +340,13 @@ def _long_table(
 
 
 def _run_row(
-    run: _Run, own: list[str], all_settings: list[str], last_step: float
+    run: _Run,
+    own: list[str],
+    all_settings: list[str],
+    last_step: float,
+    applicable: set[str] | None,
 ) -> dict[str, Any]:
-    settings = {k: setting_value(k, run.config.get(k)) for k in own}
+    settings = {k: run.setting(k, applicable) for k in own}
     summary = run.summary or {}
     row = {
         "run_id": run.run_id,

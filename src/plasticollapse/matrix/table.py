@@ -17,7 +17,7 @@ For each (study, remedy) and metric, over the seeds s that have a value v_s (on 
 
 * the mean over seeds, mean_s v_s, with a 95 % percentile interval from a bootstrap over
   seeds (:func:`plasticollapse.analysis.inference.estimate_with_interval`, resampling
-  weights :func:`~plasticollapse.analysis.stats.cluster_draws`); none with fewer than
+  weights :func:`~plasticollapse.analysis.clusters.cluster_draws`); none with fewer than
   :data:`~plasticollapse.analysis.inference.MIN_SEEDS` seeds (two seeds give three distinct
   replicates, one the estimate itself: a "range", not an interval);
 * the difference from the baseline remedy PAIRED by seed, d_s = v_s(remedy) - v_s(baseline)
@@ -45,13 +45,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from plasticollapse.analysis.clusters import cluster_draws, weighted_mean, weighted_r_rows
 from plasticollapse.analysis.inference import Estimate, across_runs, estimate_with_interval
-from plasticollapse.analysis.stats import (
-    cluster_draws,
-    correlation,
-    weighted_mean,
-    weighted_r_rows,
-)
+from plasticollapse.analysis.stats import correlation
 from plasticollapse.matrix.config import MatrixConfig
 from plasticollapse.matrix.plan import Cell
 from plasticollapse.runs.folder import RunFolder

@@ -1,7 +1,7 @@
 """Table cells and the tables every study's report shares: number formatting, protocol
 lines, correlation tables, and the comparison with a paper's numbers.
 
-Studies build their :class:`~plasticollapse.studies.base.ReportSection` tables from these
+Studies build their :class:`~plasticollapse.report.section.ReportSection` tables from these
 helpers, so that the same quantity reads the same way in every section: an r is signed
 with two decimals, an accuracy in percent, a missing value is a dash.
 """
@@ -25,7 +25,7 @@ from plasticollapse.analysis import (
 )
 
 if TYPE_CHECKING:
-    from plasticollapse.studies.base import StudyResults
+    from plasticollapse.report.section import StudyResults
 
 DASH = "—"
 

@@ -18,6 +18,7 @@ for any registered study.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -178,10 +179,20 @@ def legend_outside(ax: plt.Axes, title: str | None = None, fontsize: int = 7) ->
         )
 
 
+#: The average width of a legend character, in units of its font size (DejaVu Sans, the
+#: default font, runs about 0.55 em per character over mixed text; a margin on top).
+CHAR_WIDTH_EM = 0.6
+
+
 def legend_below(ax: plt.Axes, title: str | None = None, fontsize: int = 7) -> None:
-    """A legend under the axes' x label, for panels side by side."""
-    if ax.get_legend_handles_labels()[0]:
+    """A legend under the axes' x label, for panels side by side: its entries wrapped to
+    the panel's width, so that it never reaches under the next panel's legend (long
+    setting labels did: ``first_task_epochs=1, remedies=shrink_perturb,redo, tasks=4``)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
         ax.legend(
+            handles,
+            [wrap_to_axes(ax, label, fontsize) for label in labels],
             loc="upper center",
             bbox_to_anchor=(0.5, -0.2),
             fontsize=fontsize,
@@ -189,6 +200,24 @@ def legend_below(ax: plt.Axes, title: str | None = None, fontsize: int = 7) -> N
             title_fontsize=fontsize,
             frameon=False,
         )
+
+
+def wrap_to_axes(ax: plt.Axes, text: str, fontsize: float) -> str:
+    """``text`` in lines that fit the axes' width at ``fontsize`` (points), less room for
+    the legend's marker: width_pt / (fontsize * CHAR_WIDTH_EM) characters per line. Lines
+    break only after a label's ", " and ": ", so that a setting (``remedies=cbp``) or a
+    statistic (``r of means -0.96``) is never cut; a part longer than a line stays whole."""
+    figure = ax.get_figure(root=True)
+    if figure is None:  # axes not on a figure: no width to fit
+        return text
+    width_pt = ax.get_position().width * figure.get_figwidth() * 72
+    per_line = max(12, int((width_pt - 3 * fontsize) / (fontsize * CHAR_WIDTH_EM)))
+    lines = [""]
+    for part in re.split(r"(?<=, )|(?<=: )", text):
+        if lines[-1] and len(lines[-1]) + len(part.rstrip()) > per_line:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def panels(n: int, width: float = 5.0, height: float = 3.8) -> tuple[plt.Figure, list[plt.Axes]]:
@@ -262,7 +291,7 @@ def main_plot(
             draw_band(ax, analysis.curves(table, metric, ids), group_label(setting))
         else:
             scatter_means(ax, *analysis.paired_curves(table, x, metric, ids), group_label(setting))
-    ax.set_xlabel(_step_name(experiment) if x == "step" else x)
+    ax.set_xlabel((results.step_keys.get(experiment) or "step") if x == "step" else x)
     ax.set_ylabel(metric)
     ax.set_title(f"{experiment}: {metric}" + ("" if x == "step" else f" vs {x}"))
     legend_outside(ax, legend_title(keys))
@@ -274,9 +303,3 @@ def main_plot(
     fig.savefig(out, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return out
-
-
-def _step_name(experiment: str) -> str:
-    """The study's step key (``task``, ``epoch``), or ``step`` for an unregistered study."""
-    step_key, _ = analysis.study_keys(experiment)
-    return step_key or "step"

@@ -2,7 +2,7 @@
 self-contained HTML page (figures inlined as base64 PNG, no network needed to open it).
 
 :func:`add_section` lays out one study's
-:class:`~plasticollapse.studies.base.ReportSection`: its title, protocol and notes, then
+:class:`~plasticollapse.report.section.ReportSection`: its title, protocol and notes, then
 each table under its caption (a caption's first line is the table's heading, further lines
 a paragraph under it), then its figures and the files it wrote.
 """
@@ -22,7 +22,7 @@ import pandas as pd
 from plasticollapse.report.format import DASH, fmt
 
 if TYPE_CHECKING:
-    from plasticollapse.studies.base import ReportSection
+    from plasticollapse.report.section import ReportSection
 
 EMPTY_TABLE = "(nothing to show: the runs hold no data for this table)"
 

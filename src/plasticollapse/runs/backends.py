@@ -1,7 +1,7 @@
 """The sweep's backends: how the runs a sweep has left to do are executed.
 
-Each ``_run_<backend>(todo, workers, options, registry, report, echo)`` runs ``todo`` (pairs of
-index and :class:`~plasticollapse.studies.base.RunSpec`) and calls ``report(index, outcome)``
+Each ``run_<backend>(todo, workers, options, report, echo)`` runs ``todo`` (pairs of index
+and :class:`~plasticollapse.runs.spec.RunSpec`) and calls ``report(index, outcome)``
 as each run ends; :func:`plasticollapse.runs.sweep.run_sweep` chooses one. See the sweep
 module's docstring for what each backend is and why the process pool uses a forkserver.
 """
@@ -16,10 +16,10 @@ import time
 import traceback
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from plasticollapse.runs.lock import RunLock
-from plasticollapse.runs.sweep import (
+from plasticollapse.runs.outcomes import (
     ELSEWHERE,
     RunOutcome,
     Status,
@@ -27,9 +27,7 @@ from plasticollapse.runs.sweep import (
     divergence,
     summary_note,
 )
-
-if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load torch
-    from plasticollapse.studies.base import RunSpec
+from plasticollapse.runs.spec import RunSpec
 
 #: Thread-count variables read by OpenMP, MKL, OpenBLAS and numba when they load.
 THREAD_ENV_VARS = (
@@ -52,25 +50,19 @@ _HELD: RunLock | None = None
 WorkerResult = tuple[str, float, "str | None", str, "str | None", bool]
 
 
-def execute_locked(
-    spec: RunSpec, threads: int | None = None, registry: dict[str, str] | None = None
-) -> WorkerResult:
+def execute_locked(spec: RunSpec, threads: int | None = None) -> WorkerResult:
     """Execute one run under its lock, in whatever process the backend put us in.
 
     Returns ``(status, seconds, error, note)`` instead of raising, so that no exception has
     to cross a process boundary (some do not pickle; submitit's debug executor would drop
-    into pdb). ``registry`` adds studies the parent knows (``name -> "module:attribute"``) to
-    this process's :data:`~plasticollapse.studies.REGISTRY`, so user-registered studies work
-    in workers too.
+    into pdb). The spec's ``"module:attribute"`` target says which study runs it, so a
+    study registered only in the parent (a user's, a test's) runs in workers too.
     """
     global _HELD
     start = time.perf_counter()
     wall_start = time.time()
-    from plasticollapse import studies
-    from plasticollapse.studies.base import execute
+    from plasticollapse.runs.execute import execute
 
-    for name, target in (registry or {}).items():
-        studies.register(name, target)
     lock = RunLock(spec.folder)
     if not lock.acquire():
         return "skipped", 0.0, None, ELSEWHERE, None, False
@@ -145,9 +137,9 @@ def _outcome(spec: RunSpec, result: WorkerResult) -> RunOutcome:
 # --------------------------------------------------------------------------- serial
 
 
-def run_serial(todo, workers, options, registry, report, echo) -> None:
+def run_serial(todo, workers, options, report, echo) -> None:
     for index, spec in todo:
-        report(index, _outcome(spec, execute_locked(spec, None, registry)))
+        report(index, _outcome(spec, execute_locked(spec, None)))
 
 
 # --------------------------------------------------------------------------- process
@@ -175,11 +167,11 @@ def _process_context(method: str | None):
     if method == "forkserver":
         # Takes effect when the (per-process) fork server starts; a server started earlier
         # without it still works, its workers just import torch themselves.
-        context.set_forkserver_preload(["plasticollapse.studies.base"])
+        context.set_forkserver_preload(["plasticollapse.runs.execute"])
     return context
 
 
-def run_process(todo, workers, options, registry, report, echo) -> None:
+def run_process(todo, workers, options, report, echo) -> None:
     cores = available_cores()
     n_workers = min(workers or cores, cores, len(todo))
     if workers and workers > cores:
@@ -198,11 +190,11 @@ def run_process(todo, workers, options, registry, report, echo) -> None:
     queue = deque(todo)
     suspects: list[tuple[int, RunSpec]] = []
     while queue:
-        suspects += _pool_pass(queue, n_workers, threads, context, registry, report)
+        suspects += _pool_pass(queue, n_workers, threads, context, report)
     # A worker death breaks the whole pool and kills every run in flight with it; run each
     # of those again alone, so only the run that really kills its worker is marked failed.
     for item in suspects:
-        _pool_pass(deque([item]), 1, threads, context, registry, report)
+        _pool_pass(deque([item]), 1, threads, context, report)
 
 
 def _without_progress_bar(spec: RunSpec) -> RunSpec:
@@ -212,7 +204,7 @@ def _without_progress_bar(spec: RunSpec) -> RunSpec:
     return dataclasses.replace(spec, config={**spec.config, "progress": False})
 
 
-def _pool_pass(queue, n_workers, threads, context, registry, report) -> list:
+def _pool_pass(queue, n_workers, threads, context, report) -> list:
     """Run specs from ``queue`` in one pool until it empties or the pool breaks.
 
     Only ``n_workers`` runs are submitted at a time, so when a worker dies the runs caught
@@ -230,7 +222,7 @@ def _pool_pass(queue, n_workers, threads, context, registry, report) -> list:
     try:
         while queue and len(running) < n_workers:
             index, spec = queue.popleft()
-            future = pool.submit(execute_locked, spec, threads, registry)
+            future = pool.submit(execute_locked, spec, threads)
             running[future] = (index, spec, time.perf_counter())
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -246,7 +238,7 @@ def _pool_pass(queue, n_workers, threads, context, registry, report) -> list:
             while queue and len(running) < n_workers and not broken:
                 index, spec = queue.popleft()
                 try:
-                    future = pool.submit(execute_locked, spec, threads, registry)
+                    future = pool.submit(execute_locked, spec, threads)
                 except BrokenProcessPool:
                     queue.appendleft((index, spec))
                     break
@@ -282,7 +274,7 @@ def import_extra(module: str, extra: str):
         ) from e
 
 
-def run_ray(todo, workers, options, registry, report, echo) -> None:
+def run_ray(todo, workers, options, report, echo) -> None:
     ray = import_extra("ray", "ray")
     started_here = False
     if not ray.is_initialized():
@@ -307,7 +299,7 @@ def run_ray(todo, workers, options, registry, report, echo) -> None:
         while queue or in_flight:
             while queue and len(in_flight) < limit:
                 index, spec = queue.popleft()
-                ref = task.remote(spec, threads, registry)
+                ref = task.remote(spec, threads)
                 in_flight[ref] = (index, spec, time.perf_counter())
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             index, spec, t0 = in_flight.pop(ready[0])
@@ -337,18 +329,22 @@ class SlurmRun:
     job (maybe on another node) does not find it held.
     """
 
-    def __call__(self, spec, threads, registry):
-        return execute_locked(spec, threads, registry)
+    def __call__(self, spec, threads, registry=None):
+        # ``registry``: what jobs submitted before specs carried their study target passed
+        # (a requeued job calls with its old arguments); the target now says it
+        if not spec.study and registry and spec.experiment in registry:
+            spec = dataclasses.replace(spec, study=registry[spec.experiment])
+        return execute_locked(spec, threads)
 
-    def checkpoint(self, spec, threads, registry):
+    def checkpoint(self, spec, threads, registry=None):
         from submitit.helpers import DelayedSubmission
 
         if _HELD is not None:
             _HELD.release()
-        return DelayedSubmission(self, spec, threads, registry)
+        return DelayedSubmission(self, spec, threads)
 
 
-def run_slurm(todo, workers, options, registry, report, echo) -> None:
+def run_slurm(todo, workers, options, report, echo) -> None:
     submitit = import_extra("submitit", "slurm")
     specs = [spec for _, spec in todo]
     out = Path(
@@ -368,7 +364,7 @@ def run_slurm(todo, workers, options, registry, report, echo) -> None:
         slurm_array_parallelism=int(workers or options.get("array_parallelism") or 64),
     )
     n = len(specs)
-    jobs = executor.map_array(SlurmRun(), specs, [cpus] * n, [registry] * n)
+    jobs = executor.map_array(SlurmRun(), specs, [cpus] * n)
     echo(f"sweep: submitted {n} jobs ({executor.cluster}); logs in {logs}")
     pending = {job: item for job, item in zip(jobs, todo, strict=True)}
     submitted = time.perf_counter()

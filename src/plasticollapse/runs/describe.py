@@ -295,8 +295,9 @@ def plan_table(specs: Sequence) -> str:
     from collections import Counter
 
     from plasticollapse.runs.lock import RunLock
+    from plasticollapse.runs.naming import value_text
+    from plasticollapse.runs.spec import run_status
     from plasticollapse.runs.sweep import complete_note
-    from plasticollapse.studies.base import run_status, value_text
 
     keys = [
         k

@@ -41,7 +41,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from plasticollapse.runs.loggers import JsonlLogger, Logger, open_loggers
+# jsonable is defined with the JSONL logger that needs it; importable from here as before.
+from plasticollapse.runs.loggers import JsonlLogger, Logger, jsonable, open_loggers
 from plasticollapse.runs.provenance import environment_info
 
 CONFIG = "config.json"
@@ -67,23 +68,6 @@ def check_finite(step: int | float, limit: float | None = None, **values: float)
         v = float(value)
         if not math.isfinite(v) or (limit is not None and abs(v) > limit):
             raise DivergenceError(step, name, v)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON types: tensors/numpy scalars -> float/int, NaN and inf -> null."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    torch = sys.modules.get("torch")  # a tensor implies torch is loaded: no import here
-    if torch is not None and isinstance(value, torch.Tensor):
-        value = value.item() if value.numel() == 1 else value.tolist()
-        return jsonable(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def current_umask() -> int:
@@ -209,6 +193,7 @@ class RunFolder:
         run_id: str,
         step_key: str | None = None,
         identity: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        keys: dict[str, Any] | None = None,
     ) -> RunFolder:
         """Create the folder (or reopen it), refusing to mix two different runs in one.
 
@@ -216,7 +201,11 @@ class RunFolder:
         ``step_key`` is the row key they use as the step (the row's index without one).
         ``identity`` maps a config dict to what its run computes (the study's
         :func:`~plasticollapse.runs.identity.run_identity`); the stored and the new config must
-        agree on it (without it: on every non-execution field both know).
+        agree on it (without it: on every non-execution field both know). ``keys`` (the
+        study's ``step_key`` and ``setting_keys``) go into config.json beside the config, so
+        that the tidy table reads a folder's rows without asking the study; a folder of an
+        older run gets them when it resumes. They are not part of the config: the folder's
+        name and identity do not change.
         """
         folder = cls(path, step_key=step_key)
         folder.path.mkdir(parents=True, exist_ok=True)
@@ -229,9 +218,10 @@ class RunFolder:
                     f"{folder.path} already holds a different run (its config.json differs); "
                     "choose another --out, or delete that folder to start over"
                 )
-            _record_execution(folder.config_path, stored, config, device)
+            _record_execution(folder.config_path, stored, config, device, keys or {})
         else:
             record = {"experiment": experiment, "run_id": run_id, "config": config}
+            record.update(keys or {})
             record.update(environment_info(device))
             atomic_write_text(folder.config_path, json.dumps(jsonable(record), indent=2) + "\n")
         folder.loggers += open_loggers(config.get("loggers", ()), folder.path, run_id, config)
@@ -410,11 +400,12 @@ def _say(line: str) -> None:
 
 
 def _record_execution(
-    path: Path, record: dict[str, Any], config: dict[str, Any], device: str
+    path: Path, record: dict[str, Any], config: dict[str, Any], device: str, keys: dict[str, Any]
 ) -> None:
     """A resumed run's config.json takes the execution fields (threads, device, ...) it now
     runs with, and the device it now computes on, so that it records how the run last
-    executed."""
+    executed; and the study's step and setting keys, when a folder written before they were
+    recorded lacks them."""
     from plasticollapse.runs.config import EXECUTION_FIELDS
     from plasticollapse.runs.runtime import device_used
 
@@ -424,6 +415,7 @@ def _record_execution(
         if k in EXECUTION_FIELDS and record["config"].get(k) != v
     }
     used = {k: v for k, v in device_used(device).items() if record.get(k) != v}
+    used.update({k: v for k, v in jsonable(keys).items() if k not in record})
     if changed or used:
         record["config"].update(changed)
         record.update(used)

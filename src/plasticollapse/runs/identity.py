@@ -28,20 +28,39 @@ def run_identity(config: Any) -> dict[str, Any]:
     ``added_later`` is left out while it holds its default. ``plain`` is left out of
     ``remedies`` (``--remedies plain`` is the run without remedies).
     """
-    applied = getattr(config, "applied_remedies", None)
-    applied = set(applied()) if callable(applied) else None
     data = to_dict(config)
     out = {}
+    for f in _computing_fields(config):
+        if f.metadata.get("added_later") and _same_json(data[f.name], f.default):
+            continue
+        out[f.name] = data[f.name]
+    return identity_fields(out)
+
+
+def setting_fields(config: Any) -> list[str]:
+    """The fields that may label a run's setting in tables and figures: those of
+    :func:`run_identity`, with a field marked ``added_later`` kept at its default too (its
+    default is a value a reader should see beside another run's). A remedy's parameters
+    are among them only when the run applies that remedy, so a plain run is not labelled
+    with Continual Backprop's maturity. Run folders record them (config.json's
+    ``setting_fields``)."""
+    return [f.name for f in _computing_fields(config)]
+
+
+def _computing_fields(config: Any) -> list[dataclasses.Field]:
+    """The config's fields that say what its run computes: no execution field, and a
+    remedy's parameter only when the run applies the remedy (``config.applied_remedies()``)."""
+    applied = getattr(config, "applied_remedies", None)
+    applied = set(applied()) if callable(applied) else None
+    fields = []
     for f in dataclasses.fields(config):
         if f.name in EXECUTION_FIELDS:
             continue
         remedy = f.metadata.get("remedy")
         if remedy is not None and applied is not None and remedy not in applied:
             continue
-        if f.metadata.get("added_later") and _same_json(data[f.name], f.default):
-            continue
-        out[f.name] = data[f.name]
-    return identity_fields(out)
+        fields.append(f)
+    return fields
 
 
 def config_hash(config: Any, length: int = 8) -> str:

@@ -32,8 +32,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -74,6 +76,23 @@ class Logger(Protocol):
     def close(self) -> None: ...
 
 
+def jsonable(value: Any) -> Any:
+    """Plain JSON types: tensors/numpy scalars -> float/int, NaN and inf -> null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    torch = sys.modules.get("torch")  # a tensor implies torch is loaded: no import here
+    if torch is not None and isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else value.tolist()
+        return jsonable(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 class JsonlLogger:
     """One JSON object per line, appended and fsync'ed before ``log`` returns.
 
@@ -85,8 +104,6 @@ class JsonlLogger:
         self.path = Path(path)
 
     def log(self, row: Mapping[str, Any], step: int) -> None:
-        from plasticollapse.runs.folder import jsonable  # folder imports this module
-
         line = json.dumps(jsonable(row), allow_nan=False)
         with self.path.open("a") as f:
             f.write(line + "\n")

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from plasticollapse.runs.config import ConfigError
+from plasticollapse.runs.spec import RunSpec, load_study, run_status
 
-if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load torch
+if TYPE_CHECKING:  # pragma: no cover - typing only
     from collections.abc import Callable
-
-    from plasticollapse.studies.base import RunSpec
 
 #: Backends whose runs execute on this machine (their devices and data are this machine's).
 LOCAL_BACKENDS = ("serial", "process")
@@ -111,8 +110,6 @@ def cpu_notice(specs: list[RunSpec], backend: str) -> str:
     A run trains on the CPU when its device is ``cpu``, or ``auto`` on a machine where torch
     sees no GPU. Ray and SLURM workers may have GPUs this machine has not: no notice.
     """
-    from plasticollapse.studies.base import run_status
-
     if backend not in LOCAL_BACKENDS:
         return ""
     todo = [spec for spec in specs if run_status(spec) != "complete"]
@@ -152,10 +149,8 @@ def on_cpu(spec: RunSpec) -> bool:
 def cpu_hours(spec: RunSpec) -> tuple[float, float] | None:
     """The study's ``estimated_cpu_hours(config)`` for the run, or None when it has none (or
     cannot be loaded here: the run itself then fails, with its traceback in its folder)."""
-    from plasticollapse.studies import get_study
-
     try:
-        estimate = getattr(get_study(spec.experiment), "estimated_cpu_hours", None)
+        estimate = getattr(load_study(spec.study), "estimated_cpu_hours", None)
         return estimate(spec.config) if estimate is not None else None
     except (ImportError, ValueError, TypeError, KeyError):
         return None

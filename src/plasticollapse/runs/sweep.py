@@ -1,4 +1,4 @@
-"""Sweeps: run many :class:`~plasticollapse.studies.base.RunSpec` s, resumably, on any backend.
+"""Sweeps: run many :class:`~plasticollapse.runs.spec.RunSpec` s, resumably, on any backend.
 
 ``run_sweep(specs, backend=...)`` first classifies every run by its folder (complete runs are
 skipped without launching anything; partial ones resume from their checkpoint), then runs the
@@ -53,50 +53,46 @@ milliseconds: the process-backend test with a dying worker takes 3 s instead of 
 ``options["start_method"] = "spawn"`` is the fallback, and the default where forkserver does
 not exist (Windows).
 
-This module imports neither torch nor the experiments at import time, so that a spawned
-worker sets its thread environment variables before torch is loaded.
+Every spec names its study as ``"module:attribute"`` (``RunSpec.study``, filled in by
+:func:`plasticollapse.studies.base.plan`): a worker imports the study from it, so this floor
+never reads the study registry. This module imports neither torch nor the studies at import
+time, so that a spawned worker sets its thread environment variables before torch is loaded.
 """
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from plasticollapse.runs import backends
 
 # parse_seeds lives with the other config parsing; sweep re-exports it for older imports.
 from plasticollapse.runs.config import parse_seeds  # noqa: F401
 from plasticollapse.runs.lock import RunLock
-from plasticollapse.runs.preflight import cpu_notice, preflight, prepare_data
 
-if TYPE_CHECKING:  # pragma: no cover - typing only; the real import would load torch
-    from plasticollapse.studies.base import RunSpec
+# What happened to each run is its own module (the backends report it); importable from here.
+from plasticollapse.runs.outcomes import (  # noqa: F401
+    COMPLETE,
+    DIVERGED_SUFFIX,
+    ELSEWHERE,
+    STATUSES,
+    RunOutcome,
+    Status,
+    complete_note,
+    divergence,
+    summary_note,
+)
+from plasticollapse.runs.preflight import cpu_notice, preflight, prepare_data
+from plasticollapse.runs.spec import MissingTargetError, RunSpec, load_study, run_status
 
 BACKENDS = ("serial", "process", "ray", "slurm")
 
 
-class Status(str, enum.Enum):
-    """What happened to one run of a sweep (a str, so it prints and compares as its name)."""
-
-    DONE = "done"
-    RESUMED = "resumed"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    DIVERGED = "diverged"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-STATUSES = tuple(s.value for s in Status)
 #: backend -> (module it needs, the package extra that installs it)
 EXTRAS = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}
-#: The note of a run skipped because another process holds its lock.
-ELSEWHERE = "running elsewhere"
-#: The note of a run skipped because it is complete, and of one that is complete but diverged.
-COMPLETE, DIVERGED_SUFFIX = "complete", ", diverged"
 
 #: Exit statuses (``SweepResult.exit_code``): every run complete; a run failed (or the sweep
 #: was interrupted); every failure is a config error (as the command line's usage and
@@ -108,41 +104,6 @@ WAIT_POLL_S = 2.0
 
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass
-class RunOutcome:
-    """What happened to one run of a sweep."""
-
-    spec: RunSpec
-    status: Status
-    seconds: float = 0.0
-    error: str | None = None  # "ExceptionType: message" of a failed run
-    note: str = ""  # why it was skipped ("complete", "running elsewhere"), or where to look
-    error_type: str | None = None  # the exception's class name of a failed run
-    ended_diverged: bool = False  # its summary says it diverged (this time or before)
-
-    def __post_init__(self):
-        self.status = Status(self.status)
-
-    @property
-    def folder(self) -> str:
-        return self.spec.folder
-
-    @property
-    def elsewhere(self) -> bool:
-        """Skipped because another process holds the run's lock: not finished here."""
-        return self.status is Status.SKIPPED and self.note == ELSEWHERE
-
-    @property
-    def diverged(self) -> bool:
-        """The run ended diverged: now, or before (then it is skipped as complete)."""
-        return self.status is Status.DIVERGED or self.ended_diverged
-
-    @property
-    def config_error(self) -> bool:
-        """It failed on a :class:`~plasticollapse.runs.config.ConfigError`."""
-        return self.status is Status.FAILED and self.error_type == "ConfigError"
 
 
 @dataclass
@@ -245,11 +206,9 @@ class SweepResult:
 
 def _estimated_cost(spec: RunSpec) -> float:
     """The experiment's ``estimated_cost(config)`` (relative units), or 0 when it has none."""
-    from plasticollapse.studies import get_study
-
     try:
-        return float(get_study(spec.experiment).estimated_cost(spec.config))
-    except (ImportError, ValueError, TypeError):
+        return float(load_study(spec.study).estimated_cost(spec.config))
+    except (ImportError, ValueError, TypeError, AttributeError):
         return 0.0
 
 
@@ -288,7 +247,13 @@ def run_sweep(
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     options = dict(options or {})
-    from plasticollapse.runs import backends  # here: backends import this module
+    untargeted = [spec.folder for spec in specs if not spec.study]
+    if untargeted:
+        raise MissingTargetError(
+            f"{len(untargeted)} spec(s) name no study target ('module:attribute'), e.g. "
+            f"{untargeted[0]}: plan them with plasticollapse.studies.base.plan, or give "
+            "them one with plasticollapse.studies.base.with_target"
+        )
 
     echo = echo or _print
     if backend in EXTRAS:  # fail before anything runs, with the extra to install
@@ -296,9 +261,6 @@ def run_sweep(
     started = time.perf_counter()
     outcomes: dict[int, RunOutcome] = {}
     todo: list[tuple[int, RunSpec]] = []
-
-    from plasticollapse.studies import REGISTRY
-    from plasticollapse.studies.base import run_status
 
     preflight(specs, backend)
     partial = 0
@@ -342,7 +304,6 @@ def run_sweep(
             f"{outcome.seconds:>8.1f} s  {outcome.folder}  {extra}".rstrip()
         )
 
-    registry = {s.experiment: REGISTRY[s.experiment] for s in specs if s.experiment in REGISTRY}
     runner = {
         "serial": backends.run_serial,
         "process": backends.run_process,
@@ -351,7 +312,7 @@ def run_sweep(
     }
 
     def run(items: list[tuple[int, RunSpec]]) -> None:
-        runner[backend](items, workers, options, registry, report, echo)
+        runner[backend](items, workers, options, report, echo)
 
     interrupted = False
     try:
@@ -376,49 +337,9 @@ def run_sweep(
     return result
 
 
-def complete_note(spec: RunSpec) -> str:
-    """The note of a complete run: ``complete``, or ``complete, diverged``, followed by the
-    summary's own note if it has one (``complete; stopped at the safety cap of ...``)."""
-    note = COMPLETE + (DIVERGED_SUFFIX if divergence(spec) is not None else "")
-    return "; ".join(filter(None, (note, summary_note(spec))))
-
-
-def summary_note(spec: RunSpec) -> str:
-    """The ``note`` of the run's summary.json: what a run that ended without error still
-    wants said beside it (a threshold run stopped at its safety cap); "" when none."""
-    note = _read_summary(spec).get("note")
-    return note if isinstance(note, str) else ""
-
-
-def _read_summary(spec: RunSpec) -> dict[str, Any]:
-    """The run's summary.json, or {} when it has none (or an unreadable one)."""
-    import json
-
-    try:
-        summary = json.loads((Path(spec.folder) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
-
-
-def divergence(spec: RunSpec) -> str | None:
-    """``"loss = nan at step 3"`` for a run whose summary says it diverged, else None."""
-    summary = _read_summary(spec)
-    if summary.get("status") != "diverged":
-        return None
-    info = summary.get("diverged")
-    if not isinstance(info, dict):
-        info = {}
-    where = info.get("epoch", info.get("step"))
-    what = f"{info.get('metric')} = {info.get('value')}" if info.get("metric") else "diverged"
-    return what + (f" at step {where}" if where is not None else "")
-
-
 def _wait_for_elsewhere(specs, outcomes, run, report, echo, poll_s: float) -> None:
     """Until no run is "running elsewhere": collect those whose holder completed them, and
     run those whose lock went free or stale (they resume from their checkpoints)."""
-    from plasticollapse.studies.base import run_status
-
     waiting = sorted(i for i, o in outcomes.items() if o.elsewhere)
     if waiting:
         echo(f"sweep: waiting for {len(waiting)} run(s) running elsewhere (every {poll_s:g} s)")

@@ -1,9 +1,9 @@
 """The registry of studies: every experiment plasticollapse can run, plan, sweep and report.
 
 A study is one folder below ``plasticollapse/studies/`` (or any importable module) whose
-object satisfies :class:`~plasticollapse.studies.base.Experiment`. The registry maps its
-name to ``"module:attribute"``, so that sweep workers in other processes (a process pool,
-Ray, SLURM) can import it by name.
+object satisfies :class:`~plasticollapse.studies.protocol.Experiment`. The registry maps its
+name to ``"module:attribute"``; a planned run's spec carries that target, so that sweep
+workers in other processes (a process pool, Ray, SLURM) import the study from it.
 
 Adding a study is one line here, or, for a third-party package, one entry point::
 
@@ -21,7 +21,7 @@ import importlib
 from functools import cache
 from importlib.metadata import entry_points
 
-from plasticollapse.studies.base import Experiment
+from plasticollapse.studies.protocol import Experiment
 
 #: Built-in studies: name -> "module:attribute" of the object implementing Experiment.
 REGISTRY: dict[str, str] = {
@@ -36,7 +36,15 @@ REGISTRY: dict[str, str] = {
 #: The entry-point group through which other packages register studies.
 ENTRY_POINT_GROUP = "plasticollapse.studies"
 
-__all__ = ["ENTRY_POINT_GROUP", "REGISTRY", "Experiment", "get_study", "register", "study_names"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "REGISTRY",
+    "Experiment",
+    "get_study",
+    "register",
+    "study_names",
+    "study_target",
+]
 
 
 @cache
@@ -62,12 +70,19 @@ def register(name: str, target: str) -> None:
     _load.cache_clear()
 
 
-def get_study(name: str) -> Experiment:
-    """The study registered as ``name``; a ValueError listing the known names otherwise."""
+def study_target(name: str) -> str:
+    """The ``"module:attribute"`` registered as ``name`` (what a :class:`~plasticollapse.
+    runs.spec.RunSpec` carries, so workers import the study without this registry); a
+    ValueError listing the known names otherwise."""
     known = _known()
     if name not in known:
         raise ValueError(f"unknown study {name!r}; choose one of {', '.join(study_names())}")
-    return _load(known[name])
+    return known[name]
+
+
+def get_study(name: str) -> Experiment:
+    """The study registered as ``name``; a ValueError listing the known names otherwise."""
+    return _load(study_target(name))
 
 
 @cache

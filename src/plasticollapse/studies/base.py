@@ -1,17 +1,21 @@
-"""The seam every study plugs into: the :class:`Experiment` protocol, and how runs are
-planned and executed.
+"""The seam every study plugs into: how runs are planned and executed, and
+:class:`FolderStudy`.
 
 A study (``permuted``, ``warmstart``, a test's toy study, a third-party package's) is one
-object satisfying :class:`Experiment`, registered by name in :mod:`plasticollapse.studies`.
+object satisfying :class:`~plasticollapse.studies.protocol.Experiment` (importable from
+here too), registered by name in :mod:`plasticollapse.studies`.
 Everything else is generic:
 
 - :func:`plan` expands a config file and ``--field value`` overrides into :class:`RunSpec` s
   (plain and picklable: what sweep backends ship to workers);
 - :func:`execute` runs one spec: it skips a complete run, resumes a partial one, and records
-  a failure's traceback in the run folder before re-raising;
-- the tidy table (:mod:`plasticollapse.analysis`) reads run folders using ``step_key`` and
-  ``setting_keys``; the report (:mod:`plasticollapse.report`) asks each study present for
-  its :class:`ReportSection`.
+  a failure's traceback in the run folder before re-raising
+  (:func:`plasticollapse.runs.execute.execute`, which finds the study from the spec's
+  ``"module:attribute"`` target, so that the runs floor needs no registry);
+- run folders record the study's ``step_key`` and ``setting_keys``, with which the tidy
+  table (:mod:`plasticollapse.analysis`) reads them; the report command
+  (:mod:`plasticollapse.studies.report_command`) asks each study present for its
+  :class:`ReportSection`.
 
 Data flows one way: config -> study.run -> run folder -> analysis -> report.
 """
@@ -20,13 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
+from plasticollapse.report.section import ReportSection, StudyResults
 from plasticollapse.runs.config import (
     EXECUTION_FIELDS,
     ConfigError,
@@ -35,51 +37,35 @@ from plasticollapse.runs.config import (
     parse_study,
     to_dict,
 )
+from plasticollapse.runs.execute import execute as execute_with_target
 from plasticollapse.runs.folder import RunFolder
-from plasticollapse.runs.identity import config_hash, legacy_config_hash, run_identity
+from plasticollapse.runs.identity import config_hash, legacy_config_hash
 
-if TYPE_CHECKING:
-    import pandas as pd
-    from torch import nn
+# Defined elsewhere (the runs protocol, the report's plain data, the study protocol) and
+# re-exported for the studies and users that import them from here.
+from plasticollapse.runs.naming import setting_text, value_text
+from plasticollapse.runs.spec import RunSpec, run_status
+from plasticollapse.studies.protocol import Callback, Experiment
 
-#: ``callback(step, model, row)``: may add keys to ``row`` in place or return a dict of them.
-Callback = Callable[[int, "nn.Module", dict[str, Any]], "Mapping[str, Any] | None"]
-
-
-@runtime_checkable
-class Experiment(Protocol):
-    """What a study provides. Attributes:
-
-    - ``name``: its registry name and CLI subcommand (``"permuted"``);
-    - ``title``: one line for ``--help`` and the report's heading;
-    - ``Config``: a frozen dataclass of one run's settings, with ``seed``, ``out``,
-      ``device`` and ``threads`` fields; every field documented with
-      :func:`plasticollapse.runs.config.field` (help, choices);
-    - ``step_key``: the metrics.jsonl key that orders a run's rows (``"task"``, ``"epoch"``);
-    - ``setting_keys``: config fields that always label a run's setting in tables and
-      figures, even when a study holds one value of them (``("first_task_epochs",)``).
-    """
-
-    name: str
-    title: str
-    Config: type
-    step_key: str
-    setting_keys: tuple[str, ...]
-
-    def run_label(self, config: Any) -> str:
-        """A short readable label of the run's setting (``"fte5"``, ``"shrink_perturb"``)."""
-
-    def estimated_cost(self, config: Mapping[str, Any]) -> float:
-        """Relative cost of a run (any unit): sweeps start the most expensive first."""
-
-    def run(self, config: Any, folder: Any, callbacks: Iterable[Callback] = ()) -> dict:
-        """Train and measure, resuming from ``folder``; append rows; return the summary."""
-
-    def summarise(self, specs: Sequence[RunSpec]) -> str:
-        """A short text table of the runs, printed after a sweep."""
-
-    def report(self, results: StudyResults) -> ReportSection:
-        """The study's analyses, figures and comparison with its paper's numbers."""
+__all__ = [
+    "Callback",
+    "Experiment",
+    "FolderStudy",
+    "MAX_NAME",
+    "ReportSection",
+    "RunSpec",
+    "StudyResults",
+    "execute",
+    "named_axes",
+    "plan",
+    "plan_from_file",
+    "run_id",
+    "run_status",
+    "same_run_elsewhere",
+    "setting_text",
+    "value_text",
+    "with_target",
+]
 
 
 class FolderStudy:
@@ -129,59 +115,6 @@ class FolderStudy:
         return self._part("report").report(results)
 
 
-@dataclass
-class StudyResults:
-    """One study's runs, as the report hands them to :meth:`Experiment.report`.
-
-    ``table`` is the tidy long table of :func:`plasticollapse.analysis.load_results`
-    restricted to the study (columns ``run_id, experiment, <settings>, seed, step, metric,
-    value``); ``runs`` has one row per run (``run_id``, ``folder``, ``label``, settings,
-    ``seed``, ``status`` and the summary's scalars); ``settings`` names the setting columns;
-    ``summaries`` holds the summary.json scalars in long form (the table's columns without
-    ``step``; :func:`plasticollapse.analysis.load_summaries`). Figures and files go into
-    ``out``.
-    """
-
-    study: str
-    table: pd.DataFrame
-    runs: pd.DataFrame
-    settings: list[str]
-    out: Path
-    bootstrap: int = 1000
-    seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict)
-    summaries: pd.DataFrame | None = None
-
-
-@dataclass
-class ReportSection:
-    """What a study contributes to a report: plain data, rendered by :mod:`plasticollapse.report`.
-
-    ``tables`` and ``figures`` are ``(caption, DataFrame)`` and ``(caption, path)`` pairs;
-    ``files`` are CSVs the study wrote (listed in the report); ``notes`` are paragraphs.
-    """
-
-    title: str
-    protocol: str = ""
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
-    figures: list[tuple[str, Path]] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a worker needs to execute one run: picklable and JSON-ready."""
-
-    experiment: str
-    config: dict[str, Any]
-    folder: str
-
-    @property
-    def run_id(self) -> str:
-        return Path(self.folder).name
-
-
 #: Longest run-folder name (file systems allow 255 bytes); longer axis parts are cut.
 MAX_NAME = 200
 
@@ -196,29 +129,6 @@ def run_id(experiment: Experiment, config: Any, axes: Sequence[str] = ()) -> str
     tail = f"seed{config.seed}_{config_hash(config)}"
     values = values[: max(0, MAX_NAME - len(label) - len(tail) - 2)]
     return "_".join(part for part in (label, values, tail) if part)
-
-
-def value_text(value: Any) -> str:
-    """A setting's value as names and tables show it: ``0.01``, ``64-64``, ``true``, ``none``."""
-    if isinstance(value, bool) or value is None:
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (tuple, list)):
-        return "-".join(map(value_text, value)) or "none"
-    return str(value)
-
-
-def setting_text(name: str, value: Any) -> str:
-    """``lr0.01``, ``hidden64-64``, ``dataset-digits``, ``augment-true``: a field's value as
-    a run name shows it (characters other than letters, digits, ``.``, ``+`` and ``-``
-    become ``-``)."""
-    numeric = all(
-        isinstance(v, (int, float)) and not isinstance(v, bool)
-        for v in (value if isinstance(value, (tuple, list)) else [value])
-    )
-    shown = re.sub(r"[^A-Za-z0-9.+-]", "-", value_text(value))
-    return f"{name}{shown}" if numeric and shown else f"{name}-{shown}"
 
 
 def named_axes(experiment: Experiment, study: Study) -> list[str]:
@@ -252,9 +162,10 @@ def plan(experiment_name: str, study: Study) -> list[RunSpec]:
     wandb) stops the study before its first run rather than inside a worker.
     """
     from plasticollapse.runs.loggers import check_loggers
-    from plasticollapse.studies import get_study
+    from plasticollapse.studies import get_study, study_target
 
     experiment = get_study(experiment_name)
+    target = study_target(experiment_name)
     axes = named_axes(experiment, study)
     existing: dict[Path, dict[str, list[Path]]] = {}
     specs = []
@@ -263,7 +174,7 @@ def plan(experiment_name: str, study: Study) -> list[RunSpec]:
         folder = Path(config.out) / run_id(experiment, config, axes)
         if not folder.exists():
             folder = same_run_elsewhere(experiment_name, config, existing) or folder
-        specs.append(RunSpec(experiment_name, to_dict(config), str(folder)))
+        specs.append(RunSpec(experiment_name, to_dict(config), str(folder), target))
     folders = [s.folder for s in specs]
     if len(set(folders)) != len(folders):
         raise ConfigError("two runs of the study map to one folder; give each value once")
@@ -338,57 +249,17 @@ def plan_from_file(experiment_name: str, config_file: str | None, argv: list[str
     return plan(experiment_name, study)
 
 
-def run_status(spec: RunSpec) -> str:
-    """``complete``, ``partial`` (has a checkpoint or rows) or ``new``."""
-    folder = RunFolder(spec.folder)
-    if folder.is_complete:
-        return "complete"
-    if folder.checkpoint_path.exists() or folder.metrics_path.exists():
-        return "partial"
-    return "new"
+def with_target(spec: RunSpec) -> RunSpec:
+    """``spec`` with its study's ``"module:attribute"`` from the registry, when it has none
+    (a spec made by hand, or a JSON or pickle of one written before specs carried it)."""
+    if spec.study:
+        return spec
+    from plasticollapse.studies import study_target
+
+    return dataclasses.replace(spec, study=study_target(spec.experiment))
 
 
 def execute(spec: RunSpec, threads: int | None = None) -> str:
-    """Run one spec to completion. Returns ``skipped`` (it was complete), ``resumed``,
-    ``done``, or ``diverged`` (it ended with summary status ``diverged``).
-
-    ``threads`` is the thread count for a run whose config leaves ``threads`` at 0 (sweep
-    backends use it to keep workers x threads within the machine's cores); a config that
-    sets ``threads`` gets exactly that. The count used is what config.json records.
-    """
-    import torch
-
-    from plasticollapse.studies import get_study
-
-    experiment = get_study(spec.experiment)
-    config: Any = from_dict(experiment.Config, spec.config)  # the study's own Config
-    status = run_status(spec)
-    if status == "complete":
-        return "skipped"
-    n_threads = config.threads if config.threads > 0 else threads
-    if n_threads and n_threads > 0:
-        torch.set_num_threads(n_threads)
-        os.environ["NUMBA_NUM_THREADS"] = str(n_threads)
-    used = torch.get_num_threads()
-    if config.threads != used:
-        config = dataclasses.replace(config, threads=used)
-    folder = RunFolder.open(
-        spec.folder,
-        spec.experiment,
-        {**spec.config, "threads": used},
-        device=str(config.device),
-        run_id=spec.run_id,
-        step_key=experiment.step_key,
-        identity=lambda data: run_identity(from_dict(experiment.Config, data)),
-    )
-    try:
-        summary = experiment.run(config, folder)
-    except BaseException as exc:
-        folder.write_error(exc)
-        raise
-    finally:
-        folder.close()
-    folder.write_summary(summary)
-    if summary.get("status") == "diverged":
-        return "diverged"
-    return "resumed" if status == "partial" else "done"
+    """:func:`plasticollapse.runs.execute.execute` of the spec, its study target looked up
+    in the registry when the spec has none (:func:`with_target`)."""
+    return execute_with_target(with_target(spec), threads)
