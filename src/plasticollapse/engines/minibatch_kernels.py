@@ -73,6 +73,7 @@ import numpy as np
 from numba import njit
 
 from plasticollapse.engines.fast_kernels import DOT_MATH, STEP_MATH
+from plasticollapse.engines.minibatch_cbp_kernels import batch_cbp_step, cbp_scratch
 
 #: The most negative float32: ``torch.finfo(torch.float32).min``, the masked logits' value.
 MASKED = np.float32(np.finfo(np.float32).min)
@@ -402,17 +403,28 @@ def first_backward(w1t, b1, a1t, ab1, delta, colptr, crow, cval, nb, g, nlr, dec
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def train_batches(
-    w1t, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, batch, present,
-    lr, head_lr, decay, pull, a1t, ab1, aws, abs_,
+    w1t, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, start, batch, present,
+    lr, head_lr, head_frozen, decay, pull, a1t, ab1, aws, abs_,
+    cbp, util_code, cbp_decay, rate, maturity, utils, means, powers, ages, accs, replaced,
+    bounds, inv, has_perm, buffer, cursor, need,
 ):  # fmt: skip  # pragma: no cover - compiled; covered through MiniBatchEngine in tests
-    """The prequential pass over ``order`` in mini-batches of ``batch`` (the last one may be
-    smaller, as the reference's slicing gives): each batch is scored with the pre-update
-    weights, then trained on (module docstring). Returns ``(correct, loss_sum)`` with
-    ``loss_sum`` = sum over batches of the batch's float32 mean loss times its size.
+    """The prequential pass over ``order[start:]`` in mini-batches of ``batch`` (the last one
+    may be smaller, as the reference's slicing gives): each batch is scored with the
+    pre-update weights, then trained on (module docstring), then, with ``cbp``, put through
+    Continual Backprop's generate-and-test
+    (:func:`~plasticollapse.engines.minibatch_cbp_kernels.batch_cbp_step`).
 
     ``w1t``: W_1 transposed (in x h1); ``ws``/``bs`` the deeper layers (classifier last);
     inputs as CSR rows (``sparse``) or dense rows ``xd``; ``present``: the classes the head
-    scores; anchors ``a1t``, ``ab1``, ``aws``, ``abs_`` (zeros without a pull).
+    scores; ``head_lr`` 0 and ``head_frozen`` for a fixed classifier; anchors ``a1t``,
+    ``ab1``, ``aws``, ``abs_`` (zeros without a pull). CBP: the
+    remedy's state (placeholders when off), ``inv``/``has_perm`` the pass's inverse column
+    permutation, and its uniform stream ``buffer[cursor:]``, of which a step takes at most
+    ``need`` numbers.
+
+    Returns ``(correct, loss_sum, stop, cursor)``: ``loss_sum`` = sum over batches of the
+    batch's float32 mean loss times its size; the pass stopped before ``order[stop]``
+    (``len(order)`` when done; earlier when fewer than ``need`` numbers were left).
     """
     n_dense = len(ws)
     n_in, h1 = w1t.shape
@@ -428,6 +440,7 @@ def train_batches(
     colptr = np.zeros(n_in + 1, np.int64)
     crow = np.zeros(batch * n_in, np.int32)
     cval = np.zeros(batch * n_in, np.float32)
+    mags, taken, chosen, nsel = cbp_scratch(n_dense, width)
     nlr = np.float32(-lr)
     nlr_head = np.float32(-head_lr)
     f_decay = np.float32(decay)
@@ -435,8 +448,10 @@ def train_batches(
     correct = 0
     loss_sum = 0.0
     n = order.shape[0]
-    lo = 0
+    lo = start
     while lo < n:
+        if cbp and buffer.shape[0] - cursor < need:
+            break
         hi = min(lo + batch, n)
         nb = hi - lo
         first_forward(w1t, b1, acts, sparse, indptr, indices, values, xd, order, lo, nb)
@@ -449,5 +464,11 @@ def train_batches(
         )
         batch_columns(sparse, indptr, indices, values, xd, order, lo, hi, colptr, crow, cval)
         first_backward(w1t, b1, a1t, ab1, delta, colptr, crow, cval, nb, g, nlr, f_decay, f_pull)
+        if cbp:
+            cursor = batch_cbp_step(
+                w1t, b1, ws, bs, acts, nb, inv, has_perm, head_frozen, mags, taken, chosen,
+                nsel, utils, means, powers, ages, accs, replaced, bounds, util_code, cbp_decay,
+                rate, maturity, buffer, cursor,
+            )  # fmt: skip
         lo = hi
-    return correct, loss_sum
+    return correct, loss_sum, lo, cursor
