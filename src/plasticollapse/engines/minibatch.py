@@ -39,6 +39,7 @@ from torch import nn
 
 from plasticollapse.engines import fast, fast_plan, minibatch_kernels
 from plasticollapse.engines.stats import OnlineStats, add_counts, recent_samples
+from plasticollapse.metrics.threads import one_thread
 
 if TYPE_CHECKING:
     from plasticollapse.remedies.base import Remedy
@@ -251,23 +252,26 @@ class MiniBatchEngine:
         need = 0 if self.cbp is None else self.cbp.numbers_per_step_at_most()
         correct, loss_sum, t = 0, 0.0, 0
         try:
-            while t < len(order_np):
-                if self.cbp is not None:
-                    buffer, cursor = self.cbp.stream.window(need)
-                else:
-                    buffer, cursor = np.zeros(0, np.float32), 0
-                c, loss, t, cursor = minibatch_kernels.train_batches(
-                    first, biases[0], tuple(weights[1:]), tuple(biases[1:]), rows.sparse,
-                    rows.indptr, rows.indices, rows.values, rows.xd, y_np, order_np, t,
-                    self.batch_size, present, self.lr, head_lr, head_frozen, self.decay,
-                    self.pull, a1t, ab1, aws, abs_,
-                    self.cbp is not None, code, cbp_decay, rate, maturity, utils, means, powers,
-                    ages, accs, replaced, bounds, inv, perm is not None, buffer, cursor, need,
-                )  # fmt: skip
-                correct += c
-                loss_sum += loss
-                if self.cbp is not None:
-                    self.cbp.stream.advance(cursor)
+            # One BLAS thread: at these shapes (<= 4096 x 784 x 100) SciPy's OpenBLAS gains
+            # nothing from more, and its spinning workers cost (metrics/threads.py).
+            with one_thread():
+                while t < len(order_np):
+                    if self.cbp is not None:
+                        buffer, cursor = self.cbp.stream.window(need)
+                    else:
+                        buffer, cursor = np.zeros(0, np.float32), 0
+                    c, loss, t, cursor = minibatch_kernels.train_batches(
+                        first, biases[0], tuple(weights[1:]), tuple(biases[1:]), rows.sparse,
+                        rows.indptr, rows.indices, rows.values, rows.xd, y_np, order_np, t,
+                        self.batch_size, present, self.lr, head_lr, head_frozen, self.decay,
+                        self.pull, a1t, ab1, aws, abs_,
+                        self.cbp is not None, code, cbp_decay, rate, maturity, utils, means, powers,
+                        ages, accs, replaced, bounds, inv, perm is not None, buffer, cursor, need,
+                    )  # fmt: skip
+                    correct += c
+                    loss_sum += loss
+                    if self.cbp is not None:
+                        self.cbp.stream.advance(cursor)
             return correct, loss_sum
         finally:
             with torch.no_grad():

@@ -89,11 +89,12 @@ def _magnitudes(w1t, ws, l, mags, adaptable):
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def _batch_utilities(l, acts, nb, util, mean, power, age, mags, adaptable, decay):
     """Layer l's ages, bias corrections (``mags[2]``), means and utilities from the batch's
-    activations ``acts[l, :nb]`` (``mags[3]``, ``mags[4]``: scratch for the batch means)."""
+    activations ``acts[l]`` (nb x width; ``mags[3]``, ``mags[4]``: scratch for the batch means)."""
     d = np.float32(decay)
     omd = np.float32(1.0 - decay)
     width = util.shape[0]
     inv_nb = np.float32(1.0) / np.float32(nb)
+    h = acts[l]
     for u in range(width):
         age[u] += 1
         power[u] *= decay
@@ -101,7 +102,7 @@ def _batch_utilities(l, acts, nb, util, mean, power, age, mags, adaptable, decay
         mags[3, u] = np.float32(0.0)
     for b in range(nb):
         for u in range(width):
-            mags[3, u] += acts[l, b, u]
+            mags[3, u] += h[b, u]
     for u in range(width):
         mean[u] = mean[u] * d + omd * (mags[3, u] * inv_nb)
     if adaptable:
@@ -110,7 +111,7 @@ def _batch_utilities(l, acts, nb, util, mean, power, age, mags, adaptable, decay
             mags[3, u] = mean[u] / mags[2, u]  # the bias-corrected mean, m_i / c_i
         for b in range(nb):
             for u in range(width):
-                mags[4, u] += abs(acts[l, b, u] - mags[3, u])
+                mags[4, u] += abs(h[b, u] - mags[3, u])
         for u in range(width):
             new = mags[0, u] * (mags[4, u] * inv_nb) / mags[1, u]
             util[u] = util[u] * d + omd * new
@@ -155,7 +156,8 @@ def batch_cbp_step(
     utils, means, powers, ages, accs, replaced, bounds, util_code, decay, rate, maturity,
     buffer, cursor,
 ):  # fmt: skip  # pragma: no cover - compiled; covered through MiniBatchEngine in tests
-    """One generate-and-test step on the batch ``acts[l, :nb]`` (module docstring); returns
+    """One generate-and-test step on the batch's activations ``acts[l]`` (nb x units of hidden
+    layer l; module docstring); returns
     the new ``cursor`` into the uniform stream's ``buffer``.
 
     ``w1t``: W_1 transposed (in x h1), its rows permuted by the pass (``inv`` maps a row to
