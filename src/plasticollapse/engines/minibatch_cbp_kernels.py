@@ -24,7 +24,7 @@ utility, mean and age set to 0.
 
 Unlike the batch-1 engine, ``in_i`` of the first layer is summed afresh every step (a pass
 over W_1^T's 784 x 100 entries, ~3% of a batch-16 step's arithmetic) rather than tracked
-through the sparse update: simpler, and the batch's update touches most rows anyway.
+through the update: simpler, and the step's dense update rewrites every entry anyway.
 
 Numerics: float32 like the reference (whose means over the batch and over the weights are
 torch's float32 reductions, in another order: float32 rounding); d^age in float64.

@@ -52,9 +52,11 @@ Why dense, although the studies' inputs (pixels in [0, 1], not normalised) are ~
 Fashion-MNIST (~19% nonzero on MNIST): the first layer's forward and weight gradient over
 the nonzeros only (CSR rows, a CSC of the batch; the engine before this one) is half the
 FLOPs but ran at ~20 GFLOP/s in Numba's loops, against 58-95 GFLOP/s for one-thread SGEMM
-at these shapes; measured in one run (benchmarks/minibatch_speed.py, load ~4.5 on the
-shared 2-core machine): 85,000 -> 90,000 samples/s on random labels' 784-100-100-10 at
-batch 16, 57,000 -> 128,000 on class-incremental's 784-100-100-100-10 at batch 90.
+at these shapes; measured (benchmarks/minibatch_speed.py, thread CPU time, two runs three
+minutes apart at load ~4 on the shared 2-core machine): 85,000 -> 90,000 samples/s on
+random labels' 784-100-100-10 at batch 16, 57,000 -> 128,000 on class-incremental's
+784-100-100-100-10 at batch 90 (with Continual Backprop: 62,000 -> 81,000 and 58,000 ->
+121,000). The step's time is then mostly its SGEMMs (49-78% of the one-thread roof).
 
 Numerics: float32 throughout, like the model; the elementwise work (biases, ReLU, softmax,
 update) in the order of the formulas, the products summed in BLAS's order, as autograd's
@@ -183,7 +185,14 @@ def relu_mask(delta, acts):
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def sgd_update(w, g, a, nlr, decay, pull):
-    """``w <- w + nlr ((g + pull (w - a)) + decay w)`` entrywise (:func:`_decayed`)."""
+    """``w <- w + nlr ((g + pull (w - a)) + decay w)`` entrywise (:func:`_decayed`); plain
+    SGD (decay = pull = 0) as ``w + nlr g``: the same numbers for finite weights, without
+    reading the (zero) anchor."""
+    if decay == np.float32(0.0) and pull == np.float32(0.0):
+        for j in range(w.shape[0]):
+            for k in range(w.shape[1]):
+                w[j, k] += nlr * g[j, k]
+        return
     for j in range(w.shape[0]):
         for k in range(w.shape[1]):
             w[j, k] = _decayed(w[j, k], g[j, k], a[j, k], nlr, decay, pull)
