@@ -3,16 +3,23 @@ the projected cost of ``full/matrix``.
 
 Measures in one run, one thread (``torch.set_num_threads(1)``), on Fashion-MNIST (the
 synthetic MNIST-like stand-in when it is not found; Fashion-MNIST is ~50% nonzero, the
-slower case for the sparse first layer):
+slower case for the sparse first layer; the studies feed the pixels in [0, 1] unnormalised,
+so the zeros reach the engine):
 
-1. random_labels' full preset (``presets/full/random_labels.toml``: the MLP 784-100-100-10,
+1. the roof: one-thread SGEMM GFLOP/s of ``torch.mm`` at the step's shapes (B x 784 times
+   784 x 100 and the weight gradient's 100 x B times B x 784);
+2. random_labels' full preset (``presets/full/random_labels.toml``: the MLP 784-100-100-10,
    PyTorch init, batch 16, 1,200 images) and class_incremental's (784-100-100-100-10 with
    the head masked to the present classes, batch 90; a task of 12,000 images of 4
    classes): samples/s of the reference engine (autograd + ``torch.optim.SGD``) and of the
    compiled engine, plain and with each remedy whose per-step work differs (weight decay,
-   L2 Init, the fixed ETF head; Continual Backprop only in the reference engine at batch
-   > 1), best of ``--repeats`` in thread CPU time (wall time beside it), and their ratio;
-2. the projected CPU-hours of ``full/matrix`` (9 settings x 5 seeds per study)::
+   L2 Init, the fixed ETF head, Continual Backprop), best of ``--repeats`` in thread CPU
+   time (wall time beside it), and their ratio;
+3. the arithmetic (:func:`flops_per_sample`): each engine's GFLOP/s (both compute the
+   dense products: the compiled engine's are SGEMMs too) and the ceiling of the ratio if
+   the compiled engine ran at the SGEMM roof, ``ceiling = roof / flops / rate_reference``,
+   on the dense FLOPs and on those over the first layer's nonzero inputs only;
+4. the projected CPU-hours of ``full/matrix`` (9 settings x 5 seeds per study)::
 
        hours(study) = seeds * sum_settings samples_per_run(study) / rate(setting) / 3600
        samples_per_run(random_labels)     = tasks * epochs_per_task * subset_size
@@ -21,11 +28,10 @@ slower case for the sparse first layer):
                                                trains a fresh network on every task)
 
    ``rate(setting)``: the compiled engine's measured rate for its remedy (plain's for
-   Shrink & Perturb, ReDo and the resets, which act at task boundaries only), the
-   reference engine's with CBP for ``cbp``. Measuring after each task, the plasticity
-   probe and start-up are left out (a few percent of these runs). The three other studies
-   are taken at the costs their presets state (batch 1, already compiled: permuted 4.5,
-   label_permuted 3.75, bitflip_regression 1.2 CPU-hours).
+   Shrink & Perturb, ReDo and the resets, which act at task boundaries only). Measuring
+   after each task, the plasticity probe and start-up are left out (a few percent of these
+   runs). The three other studies are taken at the costs their presets state (batch 1,
+   already compiled: permuted 4.5, label_permuted 3.75, bitflip_regression 1.2 CPU-hours).
 
 Timings on a shared machine are inflated and noisy: ``uptime`` is printed with them.
 
@@ -63,7 +69,47 @@ from plasticollapse.studies.streams.model import MaskedLinear  # noqa: E402
 SETTINGS = ("plain", "shrink_perturb", "l2_init", "redo", "weight_decay", "cbp",
             "reset_head", "reset_all", "etf_head")  # fmt: skip
 AS_PLAIN = ("plain", "shrink_perturb", "redo", "reset_head", "reset_all")
+COMPILED = ("plain", "weight_decay", "l2_init", "etf_head", "cbp")
 OTHER_STUDIES_HOURS = {"permuted": 4.5, "label_permuted": 3.75, "bitflip_regression": 1.2}
+
+
+def flops_per_sample(widths, batch: int, density: float = 1.0) -> float:
+    """Floating-point operations per sample of one SGD step on an MLP of ``widths`` (n_in,
+    hidden..., n_cls), a multiply-add counted as 2::
+
+        forward          sum_l 2 n_{l-1} n_l
+        input gradients  sum_{l >= 2} 2 n_{l-1} n_l     (the first layer needs none)
+        weight gradients sum_l 2 n_{l-1} n_l
+        update           2 P / B                         (P parameters, once per batch)
+
+    with the first layer's forward and weight gradient scaled by ``density``, the fraction
+    of nonzero inputs, for an engine that visits only those (the softmax, ReLUs and
+    biases' sums are left out: < 1%)."""
+    products = [a * b for a, b in zip(widths[:-1], widths[1:], strict=False)]
+    first, deeper = products[0], sum(products[1:])
+    params = sum(products) + sum(widths[1:])
+    return 4 * density * first + 6 * deeper + 2 * params / batch
+
+
+def sgemm_roof(batch: int, repeats: int = 20) -> dict[str, float]:
+    """One-thread SGEMM GFLOP/s of ``torch.mm`` at a step's largest shapes (best of
+    ``repeats`` x 200 products, thread CPU time)."""
+    shapes = {
+        f"({batch}x784)(784x100)": (torch.rand(batch, 784), torch.rand(784, 100)),
+        f"(100x{batch})({batch}x784)": (torch.rand(100, batch), torch.rand(batch, 784)),
+        f"({batch}x100)(100x100)": (torch.rand(batch, 100), torch.rand(100, 100)),
+    }
+    out = {}
+    for name, (a, b) in shapes.items():
+        flops = 2 * a.shape[0] * a.shape[1] * b.shape[1] * 200
+        best = float("inf")
+        for _ in range(repeats):
+            c0 = time.thread_time()
+            for _ in range(200):
+                torch.mm(a, b)
+            best = min(best, time.thread_time() - c0)
+        out[name] = flops / best / 1e9
+    return out
 
 
 def preset(name: str) -> dict:
@@ -120,7 +166,7 @@ def measure(study, cfg, x, y, order, masked, repeats) -> dict[str, tuple[float, 
     out = {}
     for engine, names in (
         ("reference", ("plain", "cbp")),
-        ("compiled", ("plain", "weight_decay", "l2_init", "etf_head")),
+        ("compiled", COMPILED),
     ):
         for name in names:
 
@@ -139,7 +185,26 @@ def measure(study, cfg, x, y, order, masked, repeats) -> dict[str, tuple[float, 
             )
     ratio = out[("compiled", "plain")][0] / out[("reference", "plain")][0]
     print(f"  {study}: compiled / reference (plain, CPU time) = {ratio:.1f}x")
+    ratio = out[("compiled", "cbp")][0] / out[("reference", "cbp")][0]
+    print(f"  {study}: compiled / reference (cbp, CPU time) = {ratio:.1f}x")
     return out
+
+
+def arithmetic(study, cfg, rates, density: float, roof: float) -> None:
+    """Each engine's achieved GFLOP/s (plain; both compute the dense products) and the
+    ratio's ceilings: the compiled engine at the SGEMM roof on the dense products, and on
+    the first layer's nonzero inputs only (an engine that skipped the zeros at full speed)."""
+    widths = (784, *cfg["hidden"], 10)
+    dense = flops_per_sample(widths, cfg["batch_size"])
+    sparse = flops_per_sample(widths, cfg["batch_size"], density)
+    ref, comp = rates[("reference", "plain")][0], rates[("compiled", "plain")][0]
+    print(
+        f"  {study}: {dense / 1e3:.0f}k FLOP/sample ({sparse / 1e3:.0f}k over the nonzero "
+        f"inputs); reference {ref * dense / 1e9:.1f} GFLOP/s, compiled {comp * dense / 1e9:.1f}"
+        f" ({comp * dense / 1e9 / roof:.0%} of the {roof:.0f} GFLOP/s roof); ratio ceiling at "
+        f"the roof: {roof * 1e9 / dense / ref:.1f}x dense, {roof * 1e9 / sparse / ref:.1f}x "
+        "over the nonzeros"
+    )
 
 
 def projected_hours(study: str, cfg: dict, rates: dict) -> float:
@@ -153,11 +218,7 @@ def projected_hours(study: str, cfg: dict, rates: dict) -> float:
         per_run = cfg["epochs_per_task"] * images * (2 if cfg.get("retrained_baseline") else 1)
     seconds = 0.0
     for setting in SETTINGS:
-        if setting == "cbp":
-            r = rates[("reference", "cbp")][0]
-        else:
-            r = rates[("compiled", "plain" if setting in AS_PLAIN else setting)][0]
-        seconds += per_run / r
+        seconds += per_run / rates[("compiled", "plain" if setting in AS_PLAIN else setting)][0]
     hours = len(cfg["seeds"]) * seconds / 3600
     plain_ref = len(cfg["seeds"]) * len(SETTINGS) * per_run / rates[("reference", "plain")][0]
     print(
@@ -178,7 +239,11 @@ def main() -> None:
         print("Fashion-MNIST not found: the synthetic MNIST-like data (sparser: faster)")
         data = mnist_like(60_000, seed=0)
     x, y = data
-    print(f"inputs nonzero: {(x != 0).float().mean():.2f}")
+    density = float((x != 0).float().mean())
+    print(f"inputs nonzero: {density:.2f}")
+    roofs = {b: sgemm_roof(b) for b in (16, 90)}
+    for shapes in roofs.values():
+        print("  SGEMM, one thread: " + ", ".join(f"{k} {v:.0f}" for k, v in shapes.items()))
     g = torch.Generator().manual_seed(0)
     total = 0.0
     for study in ("random_labels", "class_incremental"):
@@ -194,6 +259,8 @@ def main() -> None:
         order = torch.randperm(len(xs), generator=g)
         print(f"{study}: hidden {cfg['hidden']}, batch {cfg['batch_size']}, {len(xs)} images")
         rates = measure(study, cfg, xs, ys, order, masked, args.repeats)
+        nonzero = float((xs != 0).float().mean())
+        arithmetic(study, cfg, rates, nonzero, max(roofs[cfg["batch_size"]].values()))
         total += projected_hours(study, copy.deepcopy(cfg), rates)
     total += sum(OTHER_STUDIES_HOURS.values())
     print(f"full/matrix projected: {total:.1f} CPU-hours (others at their presets' costs)")

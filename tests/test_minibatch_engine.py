@@ -61,9 +61,10 @@ def data(n: int, n_in: int = 20, n_cls: int = 5, masked: bool = False, seed: int
     return x, y
 
 
-def float64_step(model: MLP, x, y, lr, decay=0.0, pull=0.0, anchor=None):
+def float64_step(model: MLP, x, y, lr, decay=0.0, pull=0.0, anchor=None, hidden=None):
     """One SGD step on the batch (x, y) in float64 NumPy, written from the formulas of
-    engines/minibatch_kernels.py: returns (new parameters, correct, mean loss)."""
+    engines/minibatch_kernels.py: returns (new parameters, correct, mean loss); the hidden
+    layers' activations are appended to ``hidden`` if given."""
     params = [p.detach().double().numpy().copy() for p in model.parameters()]
     ws, bs = params[0::2], params[1::2]
     present = getattr(model.classifier, "present", torch.ones(ws[-1].shape[0], dtype=bool))
@@ -72,6 +73,8 @@ def float64_step(model: MLP, x, y, lr, decay=0.0, pull=0.0, anchor=None):
     for l, (w, b) in enumerate(zip(ws, bs, strict=True)):
         z = a[-1] @ w.T + b
         a.append(np.maximum(z, 0) if l < len(ws) - 1 else z)
+    if hidden is not None:
+        hidden.extend(a[1:-1])
     z = np.where(present, a[-1], np.finfo(np.float32).min)
     m = z.max(1, keepdims=True)
     logp = z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
@@ -187,6 +190,94 @@ def test_columns_train_on_permuted_inputs():
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-7)
 
 
+# --------------------------------------------------------------------------- Continual Backprop
+
+
+def float64_generate_and_test(params, hidden, state, cbp):
+    """Continual Backprop after the update (remedies/cbp.py's formulas) in float64 NumPy on
+    the new parameters ``params`` (weights out x in, in the model's column order) and the
+    batch's hidden activations; ``state`` (util, mean, power, age, accumulated lists) is
+    updated in place. Returns the units replaced per layer and the smallest gap between a
+    replaced unit's score and a kept eligible one's (the test's margin)."""
+    d, ws, bs = cbp.cbp_decay_rate, params[0::2], params[1::2]
+    chosen, margin = [], np.inf
+    for l, h in enumerate(hidden):
+        state["age"][l] += 1
+        state["power"][l] *= d
+        c = 1 - state["power"][l]
+        state["mean"][l] = d * state["mean"][l] + (1 - d) * h.mean(0)
+        out = np.abs(ws[l + 1]).mean(0)
+        if cbp.cbp_utility == "adaptable_contribution":
+            new = out * np.abs(h - state["mean"][l] / c).mean(0) / np.abs(ws[l]).mean(1)
+        else:
+            new = out * np.abs(h).mean(0)
+        state["util"][l] = d * state["util"][l] + (1 - d) * new
+        eligible = np.flatnonzero(state["age"][l] > cbp.cbp_maturity)
+        state["accumulated"][l] += cbp.cbp_replacement_rate * len(eligible)
+        count = int(state["accumulated"][l])
+        state["accumulated"][l] -= count
+        score = state["util"][l][eligible] / c[eligible]
+        ranked = np.argsort(score, kind="stable")
+        if 0 < count < len(eligible):
+            margin = min(margin, score[ranked[count]] - score[ranked[count - 1]])
+        units = eligible[ranked[:count]]
+        state["util"][l][units] = state["mean"][l][units] = 0
+        chosen.append(units)
+    for l, units in enumerate(chosen):
+        fan_in = ws[l].shape[1]
+        fresh = cbp.stream.take(len(units) * fan_in).reshape(len(units), fan_in)
+        ws[l][units] = cbp.bounds[l] * fresh  # float32 products, as both engines draw
+        bs[l][units] = 0
+        ws[l + 1][:, units] = 0
+        state["age"][l][units] = 0
+        state["power"][l][units] = 1
+    return chosen, margin
+
+
+@pytest.mark.parametrize("utility", ["contribution", "adaptable_contribution"])
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked"])
+def test_one_step_with_continual_backprop_matches_float64(masked, utility):
+    from plasticollapse.remedies import RemedyContext
+
+    model = tiny(3, masked)
+    x, y = data(16, masked=masked, seed=4)
+    columns = torch.randperm(20, generator=torch.Generator().manual_seed(5))
+    cbp = REMEDIES["cbp"](0.15, 0.9, 2, utility)  # 0.15 per eligible unit: 1-2 due a layer
+    cbp.bind(model, RemedyContext(seed=3, num_classes=5))
+    g = torch.Generator().manual_seed(6)
+    for l in range(2):  # a state mid-run: mature and young units, utilities that differ
+        cbp.age[l].copy_(torch.randint(0, 6, cbp.age[l].shape, generator=g))
+        cbp.power[l].copy_(0.9 ** cbp.age[l].double())
+        cbp.util[l].copy_(torch.rand(cbp.util[l].shape, generator=g))
+        cbp.mean[l].copy_(torch.rand(cbp.mean[l].shape, generator=g))
+        cbp.accumulated[l] = 0.5
+    state = {k: [t.double().numpy().copy() for t in getattr(cbp, k)] for k in
+             ("util", "mean", "power", "age")}  # fmt: skip
+    state["accumulated"] = cbp.accumulated.numpy().copy()
+    twin_stream = copy.deepcopy(cbp.stream)
+    hidden: list = []
+    want, correct, loss = float64_step(model, x[:, columns], y, lr=0.5, hidden=hidden)
+    twin = copy.copy(cbp)
+    twin.stream = twin_stream
+    chosen, margin = float64_generate_and_test(want, hidden, state, twin)
+    assert all(len(units) > 0 for units in chosen)  # a replacement in every layer
+    assert margin > 1e-4  # the choice is not a float32 near-tie
+
+    stats = MiniBatchEngine(model, 0.5, 16, [cbp]).train(x, y, torch.arange(16), columns)
+    assert stats.correct == correct and stats.loss == pytest.approx(loss, rel=1e-6)
+    assert stats.extra == {"cbp_units_replaced": sum(len(u) for u in chosen)}
+    for p, q in zip(model.parameters(), want, strict=True):
+        assert np.abs(q - p.detach().double().numpy()).max() / np.abs(q).max() < 1e-6
+    for l, units in enumerate(chosen):
+        assert cbp.age[l][units].eq(0).all() and cbp.util[l][units].eq(0).all()
+        for key in ("util", "mean", "power"):
+            got = getattr(cbp, key)[l].double().numpy()
+            assert np.abs(got - state[key][l]).max() <= 1e-6 * max(np.abs(state[key][l]).max(), 1)
+        assert np.array_equal(cbp.age[l].numpy(), state["age"][l])
+    assert np.allclose(cbp.accumulated.numpy(), state["accumulated"], rtol=0, atol=1e-12)
+    assert cbp.stream.consumed == twin_stream.consumed > 0
+
+
 # --------------------------------------------------------------------------- shadowing
 
 #: case -> (batch, masked head, remedies (name, args), steps)
@@ -195,6 +286,20 @@ SHADOW_CASES = {
     "b90 masked": (90, True, [], 500),
     "b16 weight_decay+l2_init": (16, False, [("weight_decay", (0.01,)), ("l2_init", (0.01,))], 800),
     "b8 masked etf_head": (8, True, [("etf_head", (1.0,))], 1000),
+    # replacement rates high enough for dozens of units replaced in each run
+    "b16 cbp": (16, False, [("cbp", (2e-3, 0.99, 50, "adaptable_contribution"))], 1000),
+    "b90 masked cbp(contribution)+weight_decay": (
+        90,
+        True,
+        [("cbp", (2e-3, 0.9, 20, "contribution")), ("weight_decay", (0.01,))],
+        500,
+    ),
+    "b8 masked etf_head+cbp": (
+        8,
+        True,
+        [("etf_head", (1.0,)), ("cbp", (2e-3, 0.99, 50, "adaptable_contribution"))],
+        1000,
+    ),
     "b16 shrink_perturb+redo every k": (
         16,
         False,
@@ -234,6 +339,8 @@ def test_thousands_of_steps_shadow_the_reference(case):
     )
     print(f"\n{case}: {run.summary()}")
     run.assert_agrees()
+    if "cbp" in case:
+        assert sum(s.candidate.extra["cbp_units_replaced"] for s in run.segments) > 20
     if "redo" in case:  # ReDo acted every 50 steps: twice in every segment
         assert all("redo_units_reset" in s.candidate.extra for s in run.segments)
     late = run.segments[-10:]
@@ -266,13 +373,15 @@ def test_make_engine_takes_it_for_batches_and_masked_heads_when_asked():
     # a masked head at batch 1: not the batch-1 engine, which computes a plain head
     assert isinstance(make_engine("fast", tiny(masked=True), 0.1, 1), MiniBatchEngine)
     assert isinstance(make_engine("auto", tiny(), 0.1, 1), FastEngine)  # batch 1 unchanged
+    # Continual Backprop at batch > 1: compiled when asked for, the reference under auto
+    cbp = REMEDIES["cbp"](5e-4, 0.99, 50, "adaptable_contribution")
+    assert isinstance(make_engine("fast", tiny(), 0.1, 16, [cbp]), MiniBatchEngine)
+    assert isinstance(make_engine("auto", tiny(), 0.1, 16, [cbp]), ReferenceEngine)
 
 
 def test_refusals_say_why():
-    cbp = REMEDIES["cbp"](5e-4, 0.99, 50, "adaptable_contribution")
-    with pytest.raises(ValueError, match="Continual Backprop at batch size 16 runs only in"):
-        make_engine("fast", tiny(), 0.1, 16, [cbp])
-    assert isinstance(make_engine("auto", tiny(), 0.1, 16, [cbp]), ReferenceEngine)
+    two = [REMEDIES["cbp"](5e-4, 0.99, 50, "contribution") for _ in range(2)]
+    assert "two generate-and-test remedies" in minibatch_supports(tiny(), 16, two)
     nc1 = REMEDIES["nc1_reg"](0.1, 1.0)
     assert "acts at every step" in minibatch_supports(tiny(), 16, [nc1])
     assert "LayerNorm" in minibatch_supports(MLP(20, (8,), 5, layer_norm=True), 16)

@@ -272,7 +272,6 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
         ({"test_samples": -1}, "test_samples must be >= 0"),
         ({"hidden": ()}, "hidden must hold one or more widths"),
         ({"init": "xavier"}, "init must be one of pytorch, kaiming"),
-        ({"engine": "fast", "remedies": ["cbp"]}, "Continual Backprop at batch size 16 runs"),
         ({"engine": "fast", "remedies": ["nc1_reg"]}, "'nc1_reg' acts at every step"),
         ({"subset_size": 0}, "subset_size must be an integer >= 1"),
     ],

@@ -31,7 +31,8 @@ from plasticollapse.training import RunFacts, check_engine, choose_engine, make_
 @pytest.mark.parametrize(
     ("study", "fields", "compiled"),
     [
-        ("random_labels", {"remedies": ("cbp",)}, False),  # batch 16: no compiled CBP
+        ("random_labels", {"remedies": ("cbp",)}, True),  # batch 16: the mini-batch engine
+        ("class_incremental", {"remedies": ("cbp",)}, True),  # batch 90, masked head
         ("random_labels", {"remedies": ("cbp",), "batch_size": 1}, True),
         ("random_labels", {"remedies": ("l2_init", "weight_decay"), "batch_size": 1}, True),
         ("random_labels", {"remedies": ("nc1_reg",)}, False),  # a loss term: autograd

@@ -21,8 +21,11 @@ What it runs (:func:`minibatch_supports` says why it cannot):
   pass (Shrink & Perturb / ReDo with ``*_every``: k counts mini-batches, as in the
   reference), and those acting at task boundaries (they change the model between passes).
 
-Not run: Continual Backprop at batch > 1 (the reference's ``after_step`` sees the batch's
-activations; no compiled form of that yet), the NC1 regulariser, layer norm, CReLU.
+- Continual Backprop after every mini-batch's update, on the batch's activations, as the
+  reference's ``after_step`` (:mod:`plasticollapse.engines.minibatch_cbp_kernels`), its
+  fresh weights drawn from the remedy's uniform stream, so both engines draw the same.
+
+Not run: the NC1 regulariser, layer norm, CReLU.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch import nn
 
 from plasticollapse.engines import fast, fast_plan, minibatch_kernels
 from plasticollapse.engines.stats import OnlineStats, add_counts, recent_samples
+from plasticollapse.metrics.threads import one_thread
 
 if TYPE_CHECKING:
     from plasticollapse.remedies.base import Remedy
@@ -83,17 +87,12 @@ def routes_here(model: nn.Module, batch_size: int) -> bool:
 
 
 def remedies_supported(remedies: Sequence[Remedy], batch_size: int) -> str | None:
-    """Why the compiled engines cannot run these remedies at this batch size (None: they
-    can): a remedy without a compiled per-step form, or Continual Backprop at batch > 1."""
+    """Why the compiled engines cannot run these remedies (None: they can): a remedy
+    without a compiled per-step form, or two that the merged step cannot hold (two
+    anchors, two generate-and-tests). Continual Backprop runs in both, at any batch size.
+    ``batch_size`` is kept for the callers' one signature."""
     merged = fast_plan.merge_terms(remedies)
-    if isinstance(merged, str):
-        return merged
-    if merged[3] is not None and batch_size > 1:
-        return (
-            f"Continual Backprop at batch size {batch_size} runs only in the reference "
-            "engine (no compiled generate-and-test for mini-batches)"
-        )
-    return None
+    return merged if isinstance(merged, str) else None
 
 
 class MiniBatchEngine:
@@ -109,7 +108,8 @@ class MiniBatchEngine:
             seen).
         lr: the SGD learning rate (no momentum: the presets' optimiser).
         batch_size: samples per step.
-        remedies: weight decay, L2 Init, a fixed head, interval and boundary remedies.
+        remedies: weight decay, L2 Init, a fixed head, Continual Backprop, interval and
+            boundary remedies.
     """
 
     name = "fast"
@@ -133,7 +133,7 @@ class MiniBatchEngine:
         self.remedies = list(remedies)
         terms = fast_plan.merge_terms(self.remedies)
         assert not isinstance(terms, str), terms  # minibatch_supports said why not above
-        self.decay, self.pull, self.anchor, _ = terms
+        self.decay, self.pull, self.anchor, self.cbp = terms
         self.dense_threshold = float(dense_threshold)
         self._rows_key: tuple | None = None
         self._rows: Any = None
@@ -176,14 +176,14 @@ class MiniBatchEngine:
                 raise ValueError("a label of the pass is not among the masked head's classes")
         perm = None if columns is None else fast._permutation(columns, n_in)
         rows = self._rows_of(x, n_in)
-        head_lr = self.lr if linears[-1].weight.requires_grad else 0.0
+        head_frozen = not linears[-1].weight.requires_grad  # the fixed ETF head
         params = [p for lin in linears for p in (lin.weight, lin.bias)]
         steps = -(-len(order_np) // self.batch_size)
         correct, loss_sum = 0, 0.0
         extra: dict[str, float] = {}
         for start, stop, due in fast_plan.segments(steps, self.remedies):
             lo, hi = start * self.batch_size, min(stop * self.batch_size, len(order_np))
-            c, loss = self._segment(params, perm, rows, y_np, order_np[lo:hi], present, head_lr)
+            c, loss = self._segment(params, perm, rows, y_np, order_np[lo:hi], present, head_frozen)
             correct += c
             loss_sum += loss
             if due:  # the model is current between segments
@@ -218,19 +218,61 @@ class MiniBatchEngine:
             tuple(arrays[3::2]),
         )
 
-    def _segment(self, params, perm, rows, y_np, order_np, present, head_lr) -> tuple[int, float]:
+    def _cbp_arguments(self, n_hidden: int) -> tuple:
+        """Continual Backprop's arguments of the kernel after ``cbp`` (the remedy's state as
+        NumPy views, updated in place), or placeholders of the same types when it is off
+        (so that the kernel compiles once per depth)."""
+        if self.cbp is None:
+            zeros = tuple(np.zeros(1, np.float32) for _ in range(n_hidden))
+            return (
+                0, 0.0, 0.0, 0, zeros, zeros, tuple(np.ones(1) for _ in range(n_hidden)),
+                tuple(np.zeros(1, np.int64) for _ in range(n_hidden)), np.zeros(n_hidden),
+                np.zeros(n_hidden, np.int64), np.zeros(n_hidden, np.float32),
+            )  # fmt: skip
+        state = self.cbp.compiled_state()
+        return tuple(
+            state[k]
+            for k in ("util_code", "decay", "rate", "maturity", "utils", "means", "powers",
+                      "ages", "accs", "replaced", "bounds")
+        )  # fmt: skip
+
+    def _segment(
+        self, params, perm, rows, y_np, order_np, present, head_frozen
+    ) -> tuple[int, float]:
+        head_lr = 0.0 if head_frozen else self.lr
         arrays = [fast._param_array(p) for p in params]
         weights = [a for a, _ in arrays[0::2]]
         biases = [a for a, _ in arrays[1::2]]
         first = fast.FastEngine._first_layer_in(weights[0], perm)
         a1t, ab1, aws, abs_ = self._anchors(first, weights, biases, perm)
+        inv = np.arange(len(first)) if perm is None else fast.inverse_permutation(perm)
+        code, cbp_decay, rate, maturity, utils, means, powers, ages, accs, replaced, bounds = (
+            self._cbp_arguments(len(biases) - 1)
+        )
+        need = 0 if self.cbp is None else self.cbp.numbers_per_step_at_most()
+        correct, loss_sum, t = 0, 0.0, 0
         try:
-            return minibatch_kernels.train_batches(
-                first, biases[0], tuple(weights[1:]), tuple(biases[1:]), rows.sparse,
-                rows.indptr, rows.indices, rows.values, rows.xd, y_np, order_np,
-                self.batch_size, present, self.lr, head_lr, self.decay, self.pull,
-                a1t, ab1, aws, abs_,
-            )  # fmt: skip
+            # One BLAS thread: at these shapes (<= 4096 x 784 x 100) SciPy's OpenBLAS gains
+            # nothing from more, and its spinning workers cost (metrics/threads.py).
+            with one_thread():
+                while t < len(order_np):
+                    if self.cbp is not None:
+                        buffer, cursor = self.cbp.stream.window(need)
+                    else:
+                        buffer, cursor = np.zeros(0, np.float32), 0
+                    c, loss, t, cursor = minibatch_kernels.train_batches(
+                        first, biases[0], tuple(weights[1:]), tuple(biases[1:]), rows.sparse,
+                        rows.indptr, rows.indices, rows.values, rows.xd, y_np, order_np, t,
+                        self.batch_size, present, self.lr, head_lr, head_frozen, self.decay,
+                        self.pull, a1t, ab1, aws, abs_,
+                        self.cbp is not None, code, cbp_decay, rate, maturity, utils, means, powers,
+                        ages, accs, replaced, bounds, inv, perm is not None, buffer, cursor, need,
+                    )  # fmt: skip
+                    correct += c
+                    loss_sum += loss
+                    if self.cbp is not None:
+                        self.cbp.stream.advance(cursor)
+            return correct, loss_sum
         finally:
             with torch.no_grad():
                 fast.FastEngine._first_layer_out(first, weights[0], perm)

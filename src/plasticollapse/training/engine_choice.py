@@ -86,7 +86,7 @@ def fast_reason(facts: RunFacts, model: nn.Module | None = None) -> str | None:
         reasons.append(f"the fast engine trains on the cross-entropy, not the {loss}")
     if facts.mlp_options:
         reasons.append(f"it runs the plain ReLU MLP, not {' or '.join(facts.mlp_options)}")
-    # the remedies' compiled forms (and Continual Backprop only at batch size 1)
+    # the remedies' compiled forms (Continual Backprop's at every batch size)
     reasons.append(minibatch.remedies_supported(facts.remedies, facts.batch_size) or "")
     if model is not None and not any(reasons):
         if minibatch_family(facts, model):
