@@ -49,9 +49,6 @@ KNOWN_EXCEPTIONS = {
     # Run folders written before config.json recorded the study's step and setting keys
     # (and setting fields) are read with the registry's (analysis/run_keys.py).
     ("plasticollapse.analysis.run_keys", "plasticollapse.studies"),
-    # The compiled mini-batch engine tells a masked head by its class, defined with the
-    # class-incremental stream (engines/ belongs to another change of issue 21).
-    ("plasticollapse.engines.minibatch", "plasticollapse.studies.streams.model"),
 }
 
 

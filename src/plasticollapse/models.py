@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -121,6 +122,33 @@ class MLP(nn.Module):
             if isinstance(module, nn.ReLU):
                 hidden.append(a)
         return self.classifier(a), hidden
+
+
+class MaskedLinear(nn.Linear):
+    """``nn.Linear`` whose outputs outside the present classes are set to the most
+    negative finite value of their dtype (finite, so collapse metrics can read them): the
+    head of class-incremental streams (:mod:`plasticollapse.studies.streams.model` says
+    why this is the source's sliced-logits computation).
+
+    ``present`` is a boolean buffer (saved in the state dict, so a checkpoint restores it);
+    all classes are present until :meth:`set_classes` says otherwise.
+    """
+
+    present: torch.Tensor  # the buffer registered in __init__ (typed for the checker)
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features)
+        self.register_buffer("present", torch.ones(out_features, dtype=torch.bool))
+
+    def set_classes(self, classes: torch.Tensor) -> None:
+        """Restrict the outputs to ``classes`` (class indices)."""
+        present = torch.zeros_like(self.present)
+        present[torch.as_tensor(classes, device=present.device)] = True
+        self.present.copy_(present)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(h, self.weight, self.bias)
+        return logits.masked_fill(~self.present, torch.finfo(logits.dtype).min)
 
 
 def simplex_etf(

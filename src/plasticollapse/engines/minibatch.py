@@ -12,7 +12,7 @@ the parameters as NumPy views of their memory, W_1 transposed and column-permute
 What it runs (:func:`minibatch_supports` says why it cannot):
 
 - a ReLU MLP that the batch-1 engine accepts, its classifier an ``nn.Linear`` or a
-  :class:`~plasticollapse.studies.streams.model.MaskedLinear` (class-incremental streams:
+  :class:`~plasticollapse.models.MaskedLinear` (class-incremental streams:
   the absent classes' logits excluded exactly as ``masked_fill(finfo.min)`` excludes them);
 - plain SGD, the mean cross-entropy of each mini-batch, scored before its update (the
   last partial batch is its own, smaller, mean, as the reference's slicing gives);
@@ -58,7 +58,7 @@ MAX_BATCH = 4096
 
 def _masked_head(model: nn.Module):
     """The classifier if it is a ``MaskedLinear`` (else None)."""
-    from plasticollapse.studies.streams.model import MaskedLinear
+    from plasticollapse.models import MaskedLinear
 
     head = getattr(model, "classifier", None)
     return head if type(head) is MaskedLinear else None

@@ -1,49 +1,23 @@
 """The streams' network: the package's ReLU MLP, initialised as the stream's source did, and
 for class-incremental streams a head restricted to the classes presented so far.
 
-Masking the head (:class:`MaskedLinear`) follows the loss-of-plasticity code's incremental
-CIFAR experiment (Dohare et al. 2024; shibhansh/loss-of-plasticity,
-lop/incremental_cifar/incremental_cifar_experiment.py): the network has all C outputs
-from the start, and its loss and prediction use only the columns of the classes seen so
-far (``net(x)[:, all_classes[:current_num_classes]]``). Setting the other logits to the
-most negative float is the same computation: their softmax probability is exactly 0, so
-the cross-entropy, its gradient and the argmax equal those of the sliced logits, and the
-rows of the absent classes receive no gradient.
+Masking the head (:class:`~plasticollapse.models.MaskedLinear`) follows the
+loss-of-plasticity code's incremental CIFAR experiment (Dohare et al. 2024;
+shibhansh/loss-of-plasticity, lop/incremental_cifar/incremental_cifar_experiment.py): the
+network has all C outputs from the start, and its loss and prediction use only the columns
+of the classes seen so far (``net(x)[:, all_classes[:current_num_classes]]``). Setting the
+other logits to the most negative float is the same computation: their softmax probability
+is exactly 0, so the cross-entropy, its gradient and the argmax equal those of the sliced
+logits, and the rows of the absent classes receive no gradient.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from plasticollapse.models import MLP
+from plasticollapse.models import MLP, MaskedLinear
 from plasticollapse.studies.streams.config import StreamConfig
-
-
-class MaskedLinear(nn.Linear):
-    """``nn.Linear`` whose outputs outside the present classes are set to the most
-    negative finite value of their dtype (finite, so collapse metrics can read them).
-
-    ``present`` is a boolean buffer (saved in the state dict, so a checkpoint restores it);
-    all classes are present until :meth:`set_classes` says otherwise.
-    """
-
-    present: torch.Tensor  # the buffer registered in __init__ (typed for the checker)
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__(in_features, out_features)
-        self.register_buffer("present", torch.ones(out_features, dtype=torch.bool))
-
-    def set_classes(self, classes: torch.Tensor) -> None:
-        """Restrict the outputs to ``classes`` (class indices)."""
-        present = torch.zeros_like(self.present)
-        present[torch.as_tensor(classes, device=present.device)] = True
-        self.present.copy_(present)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(h, self.weight, self.bias)
-        return logits.masked_fill(~self.present, torch.finfo(logits.dtype).min)
 
 
 def build_model(
