@@ -34,6 +34,20 @@ difference of the reference's own rounding noise (tests/test_fast_engine.py). Wi
 Continual Backprop, which writes fresh rows into W_1, the first layer is updated densely
 (:func:`first_layer_update_decayed`).
 
+What an anchor costs. The scaled first layer already spares the untouched weights, so
+what separates L2 Init from weight decay is reading the anchor: with w* != 0 the forward
+reads each nonzero input's fixed-point row beside its deviation row (three row reads and
+one write per nonzero input, against two and one without an anchor), and the deeper
+layers read their anchor at every weight. Any exact form needs theta_0 once per touched
+weight and step (the pull changes every weight by an amount that depends on theta_0), so
+on dense inputs L2 Init stays behind: section 8 of ``benchmarks/online_speed.py`` (one
+core, thread CPU, noisy under shared load) gives ~0.87x plain on MNIST-like inputs (19%
+nonzero) and ~0.55-0.71x on Fashion-MNIST (~50% nonzero; weight decay ~0.85-0.9x). Timed
+without the fixed-point rows (wrong numbers, to split the cost) it gained ~10% there;
+without the deeper anchors, no clear gain; the deviation and fixed-point rows
+interleaved in memory, and inactive rows left out of W^T delta, gained nothing
+measurable.
+
 Continual Backprop
 ------------------
 After each update, :func:`~plasticollapse.engines.fast_cbp_kernels.cbp_step` runs
