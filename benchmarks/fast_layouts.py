@@ -87,9 +87,13 @@ def gathered_first_layer_update(w1, b1, delta, sparse, indices, values, xd, s, l
 
 
 @njit(nogil=True, fastmath=STEP_MATH)
-def gathered_train_pass(w1, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, lr, head_lr):
+def gathered_train_pass(net, inputs, y, order, lr, head_lr):
     """:func:`plasticollapse.engines.fast_kernels.train_pass` with the gathering first
-    layer: same arguments, except that ``w1`` is W_1 in PyTorch's layout (out x in)."""
+    layer: same arguments, except that ``net.w1t`` is W_1 in PyTorch's layout (out x in)."""
+    w1, b1, ws, bs = net.w1t, net.b1, net.ws, net.bs
+    sparse, indptr, indices, values, xd = (
+        inputs.sparse, inputs.indptr, inputs.indices, inputs.values, inputs.xd
+    )  # fmt: skip
     nlr = np.float32(-lr)
     nlr_head = np.float32(-head_lr)
     acts, delta, dprev, active = fast_kernels.step_buffers(b1.shape[0], ws)

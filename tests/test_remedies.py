@@ -433,6 +433,47 @@ def test_auto_engine_keeps_the_fast_engine_unless_a_remedy_has_no_compiled_form(
     assert "nc1_reg" in err
 
 
+def test_remedies_import_no_engine():
+    """Compiled forms of remedies live with the engines and depend on the remedies, not
+    the reverse (docs/architecture.md): no module of remedies/ imports engines/, even
+    inside a function."""
+    import ast
+    from pathlib import Path
+
+    import plasticollapse.remedies as package
+
+    offenders = []
+    for path in sorted(Path(package.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            offenders += [f"{path.name}: {n}" for n in names if "plasticollapse.engines" in n]
+    assert offenders == []
+
+
+def test_the_fast_engine_runs_only_the_continual_backprop_it_compiles():
+    """The engine recognises Continual Backprop by its exact class (a subclass may compute
+    something else, and then runs in the reference engine), and runs one at most."""
+    from plasticollapse.engines.fast_plan import merge_terms
+
+    mlp = MLP(64, (16,), 10)
+
+    class Tweaked(ContinualBackprop):
+        pass
+
+    cbps = [cls(1e-4, 0.99, 100, "contribution") for cls in (ContinualBackprop, Tweaked)]
+    for remedy in cbps:
+        remedy.bind(mlp, RemedyContext(seed=0, num_classes=10))
+    assert merge_terms([cbps[0]]).generate_and_test is cbps[0]
+    assert "acts at every step (after_step)" in merge_terms([cbps[1]])
+    assert "two generate-and-test" in merge_terms([cbps[0], copy.copy(cbps[0])])
+    with pytest.raises(ValueError, match="after_step"):
+        FastEngine(mlp, 0.01, [cbps[1]])
+
+
 # --------------------------------------------------------------------------- in both studies
 
 # The studies' own tiny runs (digits, 200 samples, a 16-16 or 16 MLP), with ReDo's threshold

@@ -26,8 +26,10 @@ every parameter's autograd version counter is bumped, as an in-place torch op wo
 Remedies
 --------
 Given remedies (:mod:`plasticollapse.remedies`), the engine runs their per-step work in
-the compiled step, as each declares it (:meth:`~plasticollapse.remedies.base.Remedy.
-step_terms`: weight decay, L2 Init's pull to theta_0, Continual Backprop;
+the compiled step: weight decay and L2 Init's pull to theta_0 as each declares them
+(:meth:`~plasticollapse.remedies.base.Remedy.step_terms`), Continual Backprop through the
+engine's own compiled form of it (:mod:`plasticollapse.engines.fast_forms`, which also
+holds the grouped arguments of the compiled passes;
 :mod:`plasticollapse.engines.fast_remedy_kernels`), cuts a pass into segments for those
 acting every k steps (Shrink & Perturb or ReDo with ``*_every``; between segments the
 model is current and the remedy acts on it in PyTorch), and trains a frozen classifier
@@ -52,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from plasticollapse.engines import fast_kernels, fast_plan
+from plasticollapse.engines import fast_forms, fast_kernels, fast_plan
 from plasticollapse.engines.stats import OnlineStats, add_counts, recent_samples
 from plasticollapse.models import MLP
 
@@ -452,28 +454,15 @@ class FastEngine:
         weights = [a for a, _ in arrays[0::2]]
         biases = tuple(a for a, _ in arrays[1::2])
         first = self._first_layer_in(weights[0], perm)
+        net = fast_forms.Network(first, biases[0], tuple(weights[1:]), biases[1:])
+        inputs = fast_forms.inputs_of(rows)
         try:
             if self.plan.active:
+                sgd = fast_forms.Sgd(self.lr, head_lr, not params[-1].requires_grad)
                 return self.plan.run(
-                    first, biases[0], tuple(weights[1:]), biases[1:], rows, y_np, order_np,
-                    self.lr, head_lr, not params[-1].requires_grad, perm,
-                    self._first_layer_in, weights,
-                )  # fmt: skip
-            return self._train_pass(
-                first,
-                biases[0],
-                tuple(weights[1:]),
-                biases[1:],
-                rows.sparse,
-                rows.indptr,
-                rows.indices,
-                rows.values,
-                rows.xd,
-                y_np,
-                order_np,
-                self.lr,
-                head_lr,
-            )
+                    net, inputs, y_np, order_np, sgd, perm, self._first_layer_in, weights[0]
+                )
+            return self._train_pass(net, inputs, y_np, order_np, self.lr, head_lr)
         finally:
             # Write back whatever is not the parameter's own memory (W_1's copy, copies of
             # non-contiguous parameters), even if the pass was interrupted, so the model

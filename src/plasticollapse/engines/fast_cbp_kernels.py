@@ -37,10 +37,6 @@ from numba import njit
 
 from plasticollapse.engines.fast_kernels import DOT_MATH, STEP_MATH
 
-#: ``util_code`` values of :func:`cbp_step`.
-CONTRIBUTION = 0
-ADAPTABLE_CONTRIBUTION = 1
-
 
 @njit(cache=True, nogil=True)
 def row_abs_sums(w, out):
@@ -94,22 +90,25 @@ def cbp_utilities(i, acts, util, mean, power, age, mags, adaptable, decay):
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
-def cbp_step(
-    w1t, b1, ws, bs, acts, inv, has_perm, head_frozen, in_abs1, mags, taken, chosen, nsel,
-    utils, means, powers, ages, accs, replaced, bounds, util_code, decay, rate, maturity,
-    buffer, cursor,
-):  # fmt: skip
-    """One generate-and-test step (module docstring); returns the new ``cursor``.
+def cbp_step(net, acts, head_frozen, cbp, pass_, scratch, cursor):
+    """One generate-and-test step (module docstring) on the updated ``net``
+    (:class:`~plasticollapse.engines.fast_forms.Network`); returns the new ``cursor``
+    into ``pass_.buffer``.
 
-    ``acts[l]`` holds hidden layer l's activations of this step's forward pass; ``utils``,
-    ``means``, ``powers`` (d^age, float64), ``ages``, ``accs`` (float64) and ``replaced``
-    (counts) are the remedy's state, one entry per hidden layer. ``in_abs1`` holds
-    ``sum_k |W_1[i, k]|`` (kept up to date by the first layer's update). ``inv`` maps a
-    row of ``w1t`` to the model's input column (P^-1; unused unless ``has_perm``).
-    Scratch: ``mags`` (3 x width, float32), ``taken`` (width), ``chosen`` (layers x
-    width), ``nsel`` (layers).
+    ``acts[l]`` holds hidden layer l's activations of this step's forward pass; ``cbp``
+    (:class:`~plasticollapse.engines.fast_forms.CbpState`) the remedy's settings and
+    state, updated in place; ``pass_`` (:class:`~plasticollapse.engines.fast_forms.
+    CbpPass`) the row sums ``in_abs1 = sum_k |W_1[i, k]|`` (kept up to date by the first
+    layer's update), P^-1 and the uniform numbers. ``scratch``: ``(mags, taken, chosen,
+    nsel)``, arrays of 3 x width (float32), width, layers x width and layers.
     """
-    adaptable = util_code == ADAPTABLE_CONTRIBUTION
+    w1t, b1, ws, bs = net.w1t, net.b1, net.ws, net.bs
+    mags, taken, chosen, nsel = scratch
+    utils, means, powers, ages = cbp.utils, cbp.means, cbp.powers, cbp.ages
+    accs, replaced, bounds = cbp.accs, cbp.replaced, cbp.bounds
+    decay, rate, maturity = cbp.decay, cbp.rate, cbp.maturity
+    inv, has_perm, in_abs1, buffer = pass_.inv, pass_.has_perm, pass_.in_abs1, pass_.buffer
+    adaptable = cbp.adaptable
     n_hidden = len(ws)
     for i in range(n_hidden):
         util = utils[i]

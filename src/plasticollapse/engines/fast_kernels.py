@@ -385,18 +385,21 @@ def step_buffers(h1, ws):
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
-def train_pass(
-    w1t, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, lr, head_lr
-):  # pragma: no cover - compiled; covered through FastEngine in tests
+def train_pass(net, inputs, y, order, lr, head_lr):  # pragma: no cover - compiled
     """One prequential SGD pass over ``order``; returns ``(correct, loss_sum)``.
 
-    ``w1t``: the first layer's weight transposed (in x h1); ``b1``: its bias.
-    ``ws``/``bs``: the deeper layers' weights (out x in) and biases, the classifier last.
-    Inputs are CSR rows (``indptr``, ``indices``, ``values``) if ``sparse``, else the dense
-    rows ``xd``. All parameter arrays are updated in place. Each sample is scored and its
-    loss recorded before its update. ``head_lr`` is the classifier's learning rate (``lr``,
-    or 0 for a fixed head).
+    ``net`` (:class:`~plasticollapse.engines.fast_forms.Network`): ``w1t`` the first
+    layer's weight transposed (in x h1), ``b1`` its bias, ``ws``/``bs`` the deeper layers'
+    weights (out x in) and biases, the classifier last; all updated in place. ``inputs``
+    (:class:`~plasticollapse.engines.fast_forms.Inputs`): CSR rows (``indptr``,
+    ``indices``, ``values``) if ``sparse``, else the dense rows ``xd``. Each sample is
+    scored and its loss recorded before its update. ``head_lr`` is the classifier's
+    learning rate (``lr``, or 0 for a fixed head). Covered through FastEngine in tests.
     """
+    w1t, b1, ws, bs = net.w1t, net.b1, net.ws, net.bs
+    sparse, indptr, indices, values, xd = (
+        inputs.sparse, inputs.indptr, inputs.indices, inputs.values, inputs.xd
+    )  # fmt: skip
     nlr = np.float32(-lr)
     nlr_head = np.float32(-head_lr)
     acts, delta, dprev, active = step_buffers(b1.shape[0], ws)

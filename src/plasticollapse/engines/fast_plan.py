@@ -1,13 +1,17 @@
 """What the fast engine runs for its remedies, prepared for the compiled pass.
 
-:class:`RemedyPlan` merges the remedies' :class:`~plasticollapse.remedies.base.StepTerms`
-(the decays add up; at most one anchor and one generate-and-test) and, at every pass,
-turns them into the arguments of
-:func:`~plasticollapse.engines.fast_remedy_kernels.train_pass_remedied`: the anchors in
-the layout of the pass's weights (theta_0 of W_1 transposed and column-permuted like W_1
-itself), Continual Backprop's state as NumPy views of the remedy's tensors (the compiled
-step updates them in place), its uniform stream, and placeholders of the same types for
-what is off, so the kernel compiles once per network depth.
+:func:`merge_terms` merges the remedies' :class:`~plasticollapse.remedies.base.StepTerms`
+(the decays add up; at most one anchor) and finds Continual Backprop, whose compiled form
+is the engine's (:mod:`~plasticollapse.engines.fast_forms`). :class:`RemedyPlan` turns
+them, at every pass, into the grouped arguments of
+:func:`~plasticollapse.engines.fast_remedy_kernels.train_pass_remedied`: a
+:class:`~plasticollapse.engines.fast_forms.DecayPull` with the anchors in the layout of
+the pass's weights (theta_0 of W_1 transposed and column-permuted like W_1 itself), a
+:class:`~plasticollapse.engines.fast_forms.CbpState` of NumPy views of the remedy's
+tensors (the compiled step updates them in place) and a
+:class:`~plasticollapse.engines.fast_forms.CbpPass` with its uniform stream, and
+placeholders of the same types for what is off, so the kernel compiles once per network
+depth (twice with L2 Init, whose deeper anchors are arrays where they are otherwise None).
 
 Remedies acting every k steps (:meth:`~plasticollapse.remedies.base.Remedy.interval`) cut
 a pass into segments; :func:`segments` gives their boundaries.
@@ -16,22 +20,45 @@ a pass into segments; :func:`segments` gives their boundaries.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from plasticollapse.engines import fast_cbp_kernels as cbp_kernels
+from plasticollapse.engines import fast_forms as forms
 from plasticollapse.engines import fast_remedy_kernels as kernels
+from plasticollapse.remedies.cbp import ContinualBackprop
 
 if TYPE_CHECKING:
     from plasticollapse.remedies.base import Remedy
 
 
-def merge_terms(remedies: Sequence[Remedy]) -> tuple[float, float, tuple | None, Any] | str:
-    """``(decay, pull, anchor, generate_and_test)`` of the remedies together, or why the
-    fast engine cannot run them."""
+class MergedTerms(NamedTuple):
+    """The per-step work of a run's remedies together: their decays summed, at most one
+    pull to an anchor (``pull``, ``anchor``: one tensor per parameter) and at most one
+    Continual Backprop (``generate_and_test``, run by :mod:`~plasticollapse.engines.
+    fast_cbp_kernels`)."""
+
+    decay: float
+    pull: float
+    anchor: tuple | None
+    generate_and_test: ContinualBackprop | None
+
+
+def merge_terms(remedies: Sequence[Remedy]) -> MergedTerms | str:
+    """The :class:`MergedTerms` of the remedies, or why the fast engine cannot run them.
+
+    A remedy's decay and pull are its :meth:`~plasticollapse.remedies.base.Remedy.
+    step_terms`; Continual Backprop's generate-and-test has its compiled form here, in the
+    engine (:func:`~plasticollapse.engines.fast_forms.compiled_cbp`). Exact types: a
+    subclass may compute something else."""
     decay, pull, anchor, gnt = 0.0, 0.0, None, None
     for remedy in remedies:
+        if type(remedy) is ContinualBackprop:
+            if gnt is not None:
+                return "two generate-and-test remedies; the fast engine runs one"
+            gnt = remedy
+            continue
         terms = remedy.step_terms()
         if terms is None:
             hooks = ", ".join(remedy.per_step_hooks())
@@ -44,11 +71,7 @@ def merge_terms(remedies: Sequence[Remedy]) -> tuple[float, float, tuple | None,
             if anchor is not None:
                 return "two remedies pull towards anchors; the fast engine runs one"
             anchor, pull = terms.anchor, terms.pull
-        if terms.generate_and_test is not None:
-            if gnt is not None:
-                return "two generate-and-test remedies; the fast engine runs one"
-            gnt = terms.generate_and_test
-    return decay, pull, anchor, gnt
+    return MergedTerms(decay, pull, anchor, gnt)
 
 
 def segments(n: int, remedies: Sequence[Remedy]) -> list[tuple[int, int, list[Remedy]]]:
@@ -73,17 +96,9 @@ class RemedyPlan:
         if isinstance(merged, str):
             raise ValueError(f"the fast engine does not apply: {merged}")
         self.decay, self.pull, self.anchor, self.cbp = merged
-        self.n_hidden = len(linears) - 1
         widths = [lin.out_features for lin in linears[:-1]]
-        width = max(widths)
-        # Placeholders for the state of a generate-and-test that is off.
-        self._no_cbp = (
-            tuple(np.zeros(w, np.float32) for w in widths),
-            tuple(np.zeros(w, np.float32) for w in widths),
-            tuple(np.ones(w, np.float64) for w in widths),
-            tuple(np.zeros(w, np.int64) for w in widths),
-        )
-        self._in_abs1 = np.zeros(width, np.float64)
+        self._no_cbp = forms.no_cbp(widths)
+        self._in_abs1 = np.zeros(max(widths), np.float64)
         self._zeros: tuple | None = None
 
     @property
@@ -91,7 +106,7 @@ class RemedyPlan:
         """Whether the pass needs :func:`train_pass_remedied` (else the plain pass)."""
         return bool(self.decay or self.anchor is not None or self.cbp is not None)
 
-    def anchors(self, first, weights, biases, perm, transpose_in):
+    def anchors(self, first, biases, perm, transpose_in):
         """``(a1t, ab1, aws, abs_)``: theta_0 in the pass's layout (W_1 transposed and
         column-permuted like the pass's copy ``first``); without an anchor, zeros for the
         first layer (with pull 0, ``g + 0 (w - 0)`` is ``g`` exactly) and None for the
@@ -118,42 +133,31 @@ class RemedyPlan:
         fixed = np.float32(self.pull / (self.decay + self.pull)) * a1t
         return np.ascontiguousarray(np.concatenate([first - fixed, fixed])), fixed
 
-    def run(
-        self, first, b1, ws, bs, rows, y, order, lr, head_lr, head_frozen, perm, transpose_in,
-        weights,
-    ):  # fmt: skip
+    def run(self, net: forms.Network, inputs: forms.Inputs, y, order, sgd: forms.Sgd, perm,
+            transpose_in, w1) -> tuple[int, float]:  # fmt: skip
         """One segment of a pass with the remedies' per-step work: ``(correct, loss_sum)``.
-        ``head_lr``: the classifier's learning rate (0 when ``head_frozen``)."""
-        a1t, ab1, aws, abs_ = self.anchors(first, weights, (b1, *bs), perm, transpose_in)
+        ``net.w1t`` is the pass's copy of W_1 (transposed, column-permuted by ``perm``
+        through ``transpose_in``), ``w1`` the parameter's array (out x in)."""
+        first = net.w1t
+        a1t, ab1, aws, abs_ = self.anchors(first, (net.b1, *net.bs), perm, transpose_in)
         cbp = self.cbp
         scaled = bool(self.decay or self.pull) and cbp is None
         n_in = first.shape[0]
         scales = np.ones(n_in, np.float64)
-        w1 = first
         if scaled:
-            w1, fixed = self.scaled_first_layer(first, a1t)
+            w1t, fixed = self.scaled_first_layer(first, a1t)
+            net = net._replace(w1t=w1t)
+        terms = forms.DecayPull(
+            self.decay, self.pull, a1t, ab1, aws, abs_, scales, self.anchor is not None
+        )
         inv = np.arange(n_in) if perm is None else _inverse(perm)
         if cbp is not None:
-            state = cbp.compiled_state()
-            utils, means, powers, ages = (
-                state["utils"],
-                state["means"],
-                state["powers"],
-                state["ages"],
-            )
-            accs, replaced, bounds = state["accs"], state["replaced"], state["bounds"]
-            util_code, decay, rate, maturity = (
-                state["util_code"], state["decay"], state["rate"], state["maturity"]
-            )  # fmt: skip
+            state = forms.compiled_cbp(cbp)
             need = cbp.numbers_per_step_at_most()
-            if util_code == cbp_kernels.ADAPTABLE_CONTRIBUTION:
-                cbp_kernels.row_abs_sums(weights[0], self._in_abs1)
+            if state.adaptable:
+                cbp_kernels.row_abs_sums(w1, self._in_abs1)
         else:
-            utils, means, powers, ages = self._no_cbp
-            accs = np.zeros(self.n_hidden, np.float64)
-            replaced = np.zeros(self.n_hidden, np.int64)
-            bounds = np.zeros(self.n_hidden, np.float32)
-            util_code, decay, rate, maturity, need = 0, 0.0, 0.0, 0, 0
+            state, need = self._no_cbp, 0
         correct, loss_sum, t = 0, 0.0, 0
         try:
             while t < len(order):
@@ -161,21 +165,17 @@ class RemedyPlan:
                     buffer, cursor = cbp.stream.window(need)
                 else:
                     buffer, cursor = np.zeros(0, np.float32), 0
+                pass_ = forms.CbpPass(inv, perm is not None, self._in_abs1, buffer, need)
                 c, loss, t, cursor = kernels.train_pass_remedied(
-                    w1, b1, ws, bs, rows.sparse, rows.indptr, rows.indices, rows.values,
-                    rows.xd, y, order, t, lr, head_lr, head_frozen,
-                    self.decay, self.pull, a1t, ab1, aws, abs_, scales, self.anchor is not None,
-                    cbp is not None, util_code, decay, rate, maturity, utils, means, powers,
-                    ages, accs, replaced, bounds, inv, perm is not None, buffer, cursor, need,
-                    self._in_abs1,
-                )  # fmt: skip
+                    net, inputs, y, order, t, sgd, terms, state, pass_, cursor
+                )
                 correct += c
                 loss_sum += loss
                 if cbp is not None:
                     cbp.stream.advance(cursor)
         finally:
             if scaled:  # W_1 = w* + scale * deviation
-                deviation = scales[:, None] * w1[:n_in]
+                deviation = scales[:, None] * net.w1t[:n_in]
                 first[...] = deviation if fixed is None else fixed + deviation
         return correct, loss_sum
 

@@ -34,6 +34,20 @@ difference of the reference's own rounding noise (tests/test_fast_engine.py). Wi
 Continual Backprop, which writes fresh rows into W_1, the first layer is updated densely
 (:func:`first_layer_update_decayed`).
 
+What an anchor costs. The scaled first layer already spares the untouched weights, so
+what separates L2 Init from weight decay is reading the anchor: with w* != 0 the forward
+reads each nonzero input's fixed-point row beside its deviation row (three row reads and
+one write per nonzero input, against two and one without an anchor), and the deeper
+layers read their anchor at every weight. Any exact form needs theta_0 once per touched
+weight and step (the pull changes every weight by an amount that depends on theta_0), so
+on dense inputs L2 Init stays behind: section 8 of ``benchmarks/online_speed.py`` (one
+core, thread CPU, noisy under shared load) gives ~0.87x plain on MNIST-like inputs (19%
+nonzero) and ~0.55-0.71x on Fashion-MNIST (~50% nonzero; weight decay ~0.85-0.9x). Timed
+without the fixed-point rows (wrong numbers, to split the cost) it gained ~10% there;
+without the deeper anchors, no clear gain; the deviation and fixed-point rows
+interleaved in memory, and inactive rows left out of W^T delta, gained nothing
+measurable.
+
 Continual Backprop
 ------------------
 After each update, :func:`~plasticollapse.engines.fast_cbp_kernels.cbp_step` runs
@@ -47,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from plasticollapse.engines.fast_cbp_kernels import ADAPTABLE_CONTRIBUTION, cbp_step
+from plasticollapse.engines.fast_cbp_kernels import cbp_step
 from plasticollapse.engines.fast_kernels import (
     STEP_MATH,
     backward_layer,
@@ -241,50 +255,62 @@ def deeper_backward_update_decayed(
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def train_pass_remedied(
-    w1t, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, start, lr, head_lr,
-    head_frozen, decay, pull, a1t, ab1, aws, abs_, scales, anchored,
-    cbp, util_code, cbp_decay, rate, maturity, utils, means, powers, ages, accs, replaced,
-    bounds, inv, has_perm, buffer, cursor, need, in_abs1,
-):  # fmt: skip  # pragma: no cover - compiled; covered through FastEngine in tests
+    net, inputs, y, order, start, sgd, terms, cbp, pass_, cursor
+):  # pragma: no cover - compiled; covered through FastEngine in tests
     """The prequential pass of :func:`~plasticollapse.engines.fast_kernels.train_pass` over
     ``order[start:]`` with the remedies' per-step work (module docstring): decayed updates
-    when ``decay`` or ``pull``, generate-and-test after each update when ``cbp``.
+    when ``terms.decay`` or ``terms.pull``, generate-and-test after each update when
+    ``cbp.on``. The groups are those of :mod:`~plasticollapse.engines.fast_forms`:
+    ``net`` (:class:`Network`, trained in place), ``inputs`` (:class:`Inputs`), ``sgd``
+    (:class:`Sgd`), ``terms`` (:class:`DecayPull`), ``cbp`` (:class:`CbpState`) and
+    ``pass_`` (:class:`CbpPass`).
 
-    With decay and without ``cbp``, ``w1t`` is the scaled first layer: the deviations'
-    rows, then (``anchored``) the fixed point's, with the deviations' float64 ``scales``;
-    otherwise W_1 itself (``a1t``: its anchor). ``aws``/``abs_``: the deeper layers'
-    anchors, or None. ``head_lr`` is 0 for a fixed classifier (``head_frozen``: replaced
-    units' outgoing weights in it are not zeroed).
+    With decay and without ``cbp.on``, ``net.w1t`` is the scaled first layer: the
+    deviations' rows, then (``terms.anchored``) the fixed point's, with the deviations'
+    float64 ``terms.scales``; otherwise W_1 itself (``terms.a1t``: its anchor). A fixed
+    classifier (``sgd.head_frozen``) is not trained, and replaced units' outgoing weights
+    in it are not zeroed.
 
     Returns ``(correct, loss_sum, stop, cursor)``: the pass stopped before ``order[stop]``
-    (``len(order)`` when done; earlier when fewer than ``need`` numbers were left in
-    ``buffer`` after ``cursor``).
+    (``len(order)`` when done; earlier when fewer than ``pass_.need`` numbers were left in
+    ``pass_.buffer`` after ``cursor``).
     """
+    w1t, b1, ws, bs = net.w1t, net.b1, net.ws, net.bs
+    sparse, indptr, indices, values, xd = (
+        inputs.sparse, inputs.indptr, inputs.indices, inputs.values, inputs.xd
+    )  # fmt: skip
+    lr, decay, pull = sgd.lr, terms.decay, terms.pull
+    a1t, ab1, aws, abs_ = terms.a1t, terms.ab1, terms.aws, terms.abs_
+    scales, anchored, in_abs1 = terms.scales, terms.anchored, pass_.in_abs1
+    gnt = cbp.on
+    need = pass_.need
     nlr = np.float32(-lr)
-    nlr_head = np.float32(-head_lr)
+    nlr_head = np.float32(-sgd.head_lr)
     f_decay = np.float32(decay)
     f_pull = np.float32(pull)
     dense = decay != 0.0 or pull != 0.0
-    scaled = dense and not cbp
+    scaled = dense and not gnt
     rho = 1.0 - lr * (decay + pull)
-    track = cbp and util_code == ADAPTABLE_CONTRIBUTION
+    track = gnt and cbp.adaptable
     n_in = scales.shape[0]
     acts, delta, dprev, active = step_buffers(b1.shape[0], ws)
     idx = np.zeros(2 * n_in, np.int32)
     val = np.zeros(2 * n_in, np.float32)
     raw = np.zeros(n_in, np.float32)
     width = acts.shape[1]
-    mags = np.zeros((3, width), np.float32)
-    taken = np.zeros(width, np.bool_)
-    chosen = np.zeros((len(ws), width), np.int64)
-    nsel = np.zeros(len(ws), np.int64)
+    scratch = (
+        np.zeros((3, width), np.float32),  # mags
+        np.zeros(width, np.bool_),  # taken
+        np.zeros((len(ws), width), np.int64),  # chosen
+        np.zeros(len(ws), np.int64),  # nsel
+    )
     n_dense = len(ws)
     n_cls = ws[n_dense - 1].shape[0]
     correct = 0
     loss_sum = 0.0
     t = start
     while t < order.shape[0]:
-        if cbp and buffer.shape[0] - cursor < need:
+        if gnt and pass_.buffer.shape[0] - cursor < need:
             break
         s = order[t]
         lo = indptr[s] if sparse else 0
@@ -322,11 +348,7 @@ def train_pass_remedied(
             )
         else:
             first_layer_update(w1t, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr)
-        if cbp:
-            cursor = cbp_step(
-                w1t, b1, ws, bs, acts, inv, has_perm, head_frozen, in_abs1, mags, taken,
-                chosen, nsel, utils, means, powers, ages, accs, replaced, bounds, util_code,
-                cbp_decay, rate, maturity, buffer, cursor,
-            )  # fmt: skip
+        if gnt:
+            cursor = cbp_step(net, acts, sgd.head_frozen, cbp, pass_, scratch, cursor)
         t += 1
     return correct, loss_sum, t, cursor

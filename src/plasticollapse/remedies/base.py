@@ -33,8 +33,10 @@ would. A remedy that keeps state across steps saves it through
 Engines: the reference engine (autograd) calls every hook. The compiled fast engine has no
 autograd and no optimizer; it runs a remedy's per-step work only in the form the remedy
 declares with :meth:`Remedy.step_terms` (a decay folded into the SGD update, a pull
-towards theta_0, Continual Backprop's generate-and-test), and falls back to the reference
-engine for a remedy that declares none (the NC1 regulariser).
+towards theta_0) or in a compiled form the engine itself holds for it (Continual
+Backprop's generate-and-test: ``engines/fast_forms.py``, which reads the remedy's
+parameters and state; this package's remedies import no engine), and falls back to the
+reference engine for a remedy that has neither (the NC1 regulariser).
 
 This module imports no torch (configs are validated without it): tensors appear in
 annotations only.
@@ -53,13 +55,14 @@ if TYPE_CHECKING:
 
 #: Hooks a training loop calls at every step. An engine that cannot call them (the fast
 #: online engine) runs a remedy that overrides any of them only through its
-#: :meth:`Remedy.step_terms`.
+#: :meth:`Remedy.step_terms` or a compiled form of its own.
 PER_STEP_HOOKS = ("loss", "weight_decay", "after_step")
 
 
 @dataclasses.dataclass(frozen=True)
 class StepTerms:
-    """A remedy's per-step work in the form the compiled engine runs (all off by default).
+    """A remedy's per-step work in the form the compiled engines fold into their SGD
+    update (all off by default).
 
     The SGD update of every trainable parameter theta becomes::
 
@@ -68,15 +71,14 @@ class StepTerms:
     (g the cross-entropy's gradient), which is what ``torch.optim.SGD(weight_decay=decay)``
     does with a loss term ``pull / 2 * ||theta - anchor||^2``. ``anchor`` holds one tensor
     per parameter, in ``model.parameters()`` order (empty before the remedy is bound, which
-    still says that it has one). ``generate_and_test`` is a remedy whose
-    compiled step (utilities and replacement, after the update) the engine runs: Continual
-    Backprop (:class:`~plasticollapse.remedies.cbp.ContinualBackprop`).
+    still says that it has one). Work that is not of this form but has a compiled version
+    in an engine (Continual Backprop's generate-and-test) is recognised by the engine
+    itself, which reads the remedy's parameters and state.
     """
 
     decay: float = 0.0
     pull: float = 0.0
     anchor: tuple[Any, ...] | None = None
-    generate_and_test: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,9 +158,10 @@ class Remedy:
         """
 
     def step_terms(self) -> StepTerms | None:
-        """This remedy's per-step work as the compiled engine runs it, or None when it has
-        no such form (then only the reference engine runs the remedy). A remedy without
-        per-step hooks has none to do: an empty :class:`StepTerms`."""
+        """This remedy's per-step work as a decay and a pull that the compiled engines fold
+        into their update, or None when it has no such form (then only the reference
+        engine runs the remedy, unless an engine holds a compiled form of it). A remedy
+        without per-step hooks has none to do: an empty :class:`StepTerms`."""
         return None if self.per_step_hooks() else StepTerms()
 
     # ------------------------------------------------------------------ every k steps

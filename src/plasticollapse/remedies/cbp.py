@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from plasticollapse.remedies.base import Remedy, RemedyContext, StepTerms, require
+from plasticollapse.remedies.base import Remedy, RemedyContext, require
 
 #: Utility measures (``cbp_utility``), as ``util_type`` in the authors' code.
 UTILITIES = ("contribution", "adaptable_contribution")
@@ -178,31 +178,8 @@ class ContinualBackprop(Remedy):
         self.stream = UniformStream(self.context.seed, int(state["consumed"]))
 
     # ------------------------------------------------------------------ engines
-
-    def step_terms(self) -> StepTerms:
-        return StepTerms(generate_and_test=self)
-
-    def compiled_state(self) -> dict[str, Any]:
-        """The state as the compiled step takes it (NumPy views: updated in place)."""
-        from plasticollapse.engines.fast_cbp_kernels import (
-            ADAPTABLE_CONTRIBUTION,
-            CONTRIBUTION,
-        )
-
-        adaptable = self.cbp_utility == "adaptable_contribution"
-        return {
-            "utils": tuple(t.numpy() for t in self.util),
-            "means": tuple(t.numpy() for t in self.mean),
-            "powers": tuple(t.numpy() for t in self.power),
-            "ages": tuple(t.numpy() for t in self.age),
-            "accs": self.accumulated.numpy(),
-            "replaced": self.replaced.numpy(),
-            "bounds": self.bounds,
-            "util_code": ADAPTABLE_CONTRIBUTION if adaptable else CONTRIBUTION,
-            "decay": float(self.cbp_decay_rate),
-            "rate": float(self.cbp_replacement_rate),
-            "maturity": int(self.cbp_maturity),
-        }
+    # The fast engine's compiled form of this remedy is the engine's own
+    # (engines/fast_forms.py: compiled_cbp reads the tensors above; fast_cbp_kernels.py).
 
     def numbers_per_step_at_most(self) -> int:
         """Uniform numbers one step can consume: at most ``int(rate * H) + 1`` units per
