@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from plasticollapse.engines import fast, fast_plan, minibatch_kernels
+from plasticollapse.engines.fast_forms import CbpState, compiled_cbp, no_cbp
 from plasticollapse.engines.stats import OnlineStats, add_counts, recent_samples
 from plasticollapse.metrics.threads import one_thread
 
@@ -218,23 +219,11 @@ class MiniBatchEngine:
             tuple(arrays[3::2]),
         )
 
-    def _cbp_arguments(self, n_hidden: int) -> tuple:
-        """Continual Backprop's arguments of the kernel after ``cbp`` (the remedy's state as
-        NumPy views, updated in place), or placeholders of the same types when it is off
-        (so that the kernel compiles once per depth)."""
-        if self.cbp is None:
-            zeros = tuple(np.zeros(1, np.float32) for _ in range(n_hidden))
-            return (
-                0, 0.0, 0.0, 0, zeros, zeros, tuple(np.ones(1) for _ in range(n_hidden)),
-                tuple(np.zeros(1, np.int64) for _ in range(n_hidden)), np.zeros(n_hidden),
-                np.zeros(n_hidden, np.int64), np.zeros(n_hidden, np.float32),
-            )  # fmt: skip
-        state = self.cbp.compiled_state()
-        return tuple(
-            state[k]
-            for k in ("util_code", "decay", "rate", "maturity", "utils", "means", "powers",
-                      "ages", "accs", "replaced", "bounds")
-        )  # fmt: skip
+    def _cbp_state(self, widths: list[int]) -> CbpState:
+        """Continual Backprop's compiled form (the remedy's state as NumPy views, updated in
+        place), or a placeholder of the same types when it is off (so that the kernel
+        compiles once per depth); ``widths``: the hidden layers'."""
+        return no_cbp(widths) if self.cbp is None else compiled_cbp(self.cbp)
 
     def _segment(
         self, params, perm, rows, y_np, order_np, present, head_frozen
@@ -246,9 +235,7 @@ class MiniBatchEngine:
         first = fast.FastEngine._first_layer_in(weights[0], perm)
         a1t, ab1, aws, abs_ = self._anchors(first, weights, biases, perm)
         inv = np.arange(len(first)) if perm is None else fast.inverse_permutation(perm)
-        code, cbp_decay, rate, maturity, utils, means, powers, ages, accs, replaced, bounds = (
-            self._cbp_arguments(len(biases) - 1)
-        )
+        cbp = self._cbp_state([len(b) for b in biases[:-1]])
         need = 0 if self.cbp is None else self.cbp.numbers_per_step_at_most()
         correct, loss_sum, t = 0, 0.0, 0
         try:
@@ -264,9 +251,8 @@ class MiniBatchEngine:
                         first, biases[0], tuple(weights[1:]), tuple(biases[1:]), rows.sparse,
                         rows.indptr, rows.indices, rows.values, rows.xd, y_np, order_np, t,
                         self.batch_size, present, self.lr, head_lr, head_frozen, self.decay,
-                        self.pull, a1t, ab1, aws, abs_,
-                        self.cbp is not None, code, cbp_decay, rate, maturity, utils, means, powers,
-                        ages, accs, replaced, bounds, inv, perm is not None, buffer, cursor, need,
+                        self.pull, a1t, ab1, aws, abs_, cbp, inv, perm is not None, buffer,
+                        cursor, need,
                     )  # fmt: skip
                     correct += c
                     loss_sum += loss

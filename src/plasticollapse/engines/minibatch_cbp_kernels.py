@@ -35,7 +35,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from plasticollapse.engines.fast_cbp_kernels import ADAPTABLE_CONTRIBUTION
 from plasticollapse.engines.fast_kernels import STEP_MATH
 
 __all__ = ["batch_cbp_step", "cbp_scratch"]
@@ -153,8 +152,7 @@ def _lowest(l, util, age, mags, taken, chosen, accs, rate, maturity):
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def batch_cbp_step(
     w1t, b1, ws, bs, acts, nb, inv, has_perm, head_frozen, mags, taken, chosen, nsel,
-    utils, means, powers, ages, accs, replaced, bounds, util_code, decay, rate, maturity,
-    buffer, cursor,
+    cbp, buffer, cursor,
 ):  # fmt: skip  # pragma: no cover - compiled; covered through MiniBatchEngine in tests
     """One generate-and-test step on the batch's activations ``acts[l]`` (nb x units of hidden
     layer l; module docstring); returns
@@ -162,12 +160,15 @@ def batch_cbp_step(
 
     ``w1t``: W_1 transposed (in x h1), its rows permuted by the pass (``inv`` maps a row to
     the model's input column when ``has_perm``); ``ws``/``bs``: the deeper layers, the
-    classifier last (``head_frozen``: its weights are not zeroed). The remedy's state, one
-    entry per hidden layer: ``utils``, ``means``, ``powers`` (d^age, float64), ``ages``,
-    ``accs`` (float64), ``replaced`` (counts); ``bounds``: the Kaiming-uniform bounds.
+    classifier last (``head_frozen``: its weights are not zeroed). ``cbp``: the remedy's
+    :class:`~plasticollapse.engines.fast_forms.CbpState` (settings, and its state one entry
+    per hidden layer: ``utils``, ``means``, ``powers`` (d^age, float64), ``ages``, ``accs``
+    (float64), ``replaced`` (counts); ``bounds``: the Kaiming-uniform bounds).
     Scratch from :func:`cbp_scratch`.
     """
-    adaptable = util_code == ADAPTABLE_CONTRIBUTION
+    adaptable, decay, rate, maturity = cbp.adaptable, cbp.decay, cbp.rate, cbp.maturity
+    utils, means, powers, ages = cbp.utils, cbp.means, cbp.powers, cbp.ages
+    accs, replaced, bounds = cbp.accs, cbp.replaced, cbp.bounds
     n_hidden = len(ws)
     for l in range(n_hidden):
         _magnitudes(w1t, ws, l, mags, adaptable)

@@ -234,20 +234,20 @@ def backward_update(
 def train_batches(
     w1t, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, start, batch, present,
     lr, head_lr, head_frozen, decay, pull, a1t, ab1, aws, abs_,
-    cbp, util_code, cbp_decay, rate, maturity, utils, means, powers, ages, accs, replaced,
-    bounds, inv, has_perm, buffer, cursor, need,
+    cbp, inv, has_perm, buffer, cursor, need,
 ):  # fmt: skip  # pragma: no cover - compiled; covered through MiniBatchEngine in tests
     """The prequential pass over ``order[start:]`` in mini-batches of ``batch`` (the last one
     may be smaller, as the reference's slicing gives): each batch is scored with the
-    pre-update weights, then trained on (module docstring), then, with ``cbp``, put through
-    Continual Backprop's generate-and-test
+    pre-update weights, then trained on (module docstring), then, when ``cbp.on``, put
+    through Continual Backprop's generate-and-test
     (:func:`~plasticollapse.engines.minibatch_cbp_kernels.batch_cbp_step`).
 
     ``w1t``: W_1 transposed (in x h1); ``ws``/``bs`` the deeper layers (classifier last);
     inputs as CSR rows (``sparse``) or dense rows ``xd``; ``present``: the classes the head
     scores; ``head_lr`` 0 and ``head_frozen`` for a fixed classifier; anchors ``a1t``,
-    ``ab1``, ``aws``, ``abs_`` (zeros without a pull). CBP: the
-    remedy's state (placeholders when off), ``inv``/``has_perm`` the pass's inverse column
+    ``ab1``, ``aws``, ``abs_`` (zeros without a pull). ``cbp``: Continual Backprop's
+    :class:`~plasticollapse.engines.fast_forms.CbpState` (a placeholder when off),
+    ``inv``/``has_perm`` the pass's inverse column
     permutation, and its uniform stream ``buffer[cursor:]``, of which a step takes at most
     ``need`` numbers.
 
@@ -271,7 +271,7 @@ def train_batches(
     n = order.shape[0]
     lo = start
     while lo < n:
-        if cbp and buffer.shape[0] - cursor < need:
+        if cbp.on and buffer.shape[0] - cursor < need:
             break
         hi = min(lo + batch, n)
         nb = hi - lo
@@ -286,11 +286,10 @@ def train_batches(
             w1t, b1, ws, bs, a1t, ab1, aws, abs_, xb, acts, deltas, grads, nlr, nlr_head,
             f_decay, f_pull,
         )  # fmt: skip
-        if cbp:
+        if cbp.on:
             cursor = batch_cbp_step(
                 w1t, b1, ws, bs, acts, nb, inv, has_perm, head_frozen, mags, taken, chosen,
-                nsel, utils, means, powers, ages, accs, replaced, bounds, util_code, cbp_decay,
-                rate, maturity, buffer, cursor,
+                nsel, cbp, buffer, cursor,
             )  # fmt: skip
         lo = hi
     return correct, loss_sum, lo, cursor
