@@ -287,7 +287,8 @@ class Monitor:
             logger.log(row, step)
 
     def _measure_in_background(self, jobs, with_parameters: bool, log: bool) -> Future:
-        """Snapshot the model (and read batch iterables) here, measure on the worker."""
+        """Snapshot the model (and read batch iterables) here, measure on the worker. An
+        earlier measurement's error is raised first (and this call measures nothing)."""
         start = time.perf_counter()
         if torch.get_num_threads() != 1:
             raise RuntimeError(
@@ -298,8 +299,9 @@ class Monitor:
             )
         self._make_room()
         model = self.snapshot.take()
-        # a batch iterable is read here: a DataLoader draws from the global RNG, which
-        # both threads share, so it draws at the same moment as when measured in the loop
+        # a batch iterable is read here, under fork_rng as measure_model reads it: a
+        # DataLoader draws from the global RNG, which both threads share; on the worker,
+        # fork_rng's restore would rewind the draws the training thread made meanwhile
         tasks = [
             (name, *(_read_batches(d, self.options) if y is None else (d, y, {})))
             for name, d, y in jobs
