@@ -341,3 +341,24 @@ def test_background_mode_refuses_more_than_one_torch_thread():
             Monitor(digits_cnn(), 10, data={"train": (x, y)}, background=True).step()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_background_batches_are_measured_as_the_loop_measures_them(one_torch_thread):
+    (x, y), _ = digits(n_train=200)
+    model = digits_cnn()
+    uneven = [(x[:50], y[:50]), (x[50:80], y[50:80]), (x[80:], y[80:])]  # 50, 30, 120 rows
+    cases = [
+        (DataLoader(TensorDataset(x, y), batch_size=32), dict(batchnorm="batch")),
+        (DataLoader(TensorDataset(x, y), batch_size=32), dict(samples=70, batch_size=64)),
+        (uneven, dict(batch_size=64)),  # cut at 64 rows, not as given: equal up to rounding
+    ]
+    for batches, options in cases:
+        rows = [
+            Monitor(model, 10, background=background, **options).measure(batches)
+            for background in (False, True)
+        ]
+        in_loop, behind = rows[0], rows[1].result()
+        assert behind.keys() == in_loop.keys()
+        exact = batches is not uneven
+        for key, value in in_loop.items():
+            assert behind[key] == (value if exact else pytest.approx(value, rel=1e-5)), key
