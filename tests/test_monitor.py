@@ -215,3 +215,150 @@ def test_a_split_is_watched_for_unhooked_activations_at_its_first_measurement_on
         monitor.measure(x, y, split="val", log=False)  # a new split is watched once too
     want = measure_model(model, x, y, 10, layers="activations", warn_unseen=False)
     assert later["train_nc1"] == want["nc1"] != row["train_nc1"]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The background mode needs torch at one thread; put the caller's count back after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_background_rows_equal_the_loops_own_and_reach_the_loggers_in_step_order(
+    tmp_path, one_torch_thread
+):
+    (x, y), test = digits()
+    in_loop, behind = digits_cnn(), digits_cnn()  # the same weights, trained the same way
+    calls = []
+    behind[2].register_forward_hook(lambda *_: calls.append(1))  # the user's own hook
+    seen: dict[str, list] = {"loop": [], "background": []}
+    monitors = {}
+    for name, model in (("loop", in_loop), ("background", behind)):
+        shuffled = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)  # draws RNG
+        monitors[name] = Monitor(
+            model,
+            num_classes=10,
+            data={"train": shuffled, "test": test},
+            every=2,
+            batch_size=100,  # the loader's batches of 32 joined by 4, the tensors cut by 100
+            loggers=[lambda row, step, name=name: seen[name].append((row, step))],
+            background=name == "background",
+        )
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (in_loop, behind)]
+    rows, futures = [], []
+    for epoch in range(5):
+        torch.manual_seed(epoch)
+        train_epoch(in_loop, loader, optimizers[0])
+        rows.append(monitors["loop"].step())
+        torch.manual_seed(epoch)
+        train_epoch(behind, loader, optimizers[1])
+        trained_calls, rng = len(calls), torch.get_rng_state()
+        grads = [p.grad.clone() for p in behind.parameters()]
+        futures.append(monitors["background"].step())
+        assert torch.equal(torch.get_rng_state(), rng)  # the loop's randomness is untouched
+        assert all(torch.equal(p.grad, g) for p, g in zip(behind.parameters(), grads, strict=True))
+        assert behind.training and len(calls) == trained_calls  # the copy has no hook
+    monitors["background"].close()
+    assert all(
+        torch.equal(p, q) for p, q in zip(in_loop.parameters(), behind.parameters(), strict=True)
+    )
+    measured = [False, True, False, True, False]  # every=2
+    assert [f.result() != {} for f in futures] == [r != {} for r in rows] == measured
+    for row, future in zip(rows, futures, strict=True):
+        assert set(row) == set(future.result())
+        for key in row.keys() - {"measure_seconds"}:
+            assert future.result()[key] == row[key], key  # the same numbers, not just close
+    assert [step for _, step in seen["background"]] == [step for _, step in seen["loop"]]
+    assert [s for _, s in seen["background"]] == [2, 4]
+    assert seen["background"][1][0] == futures[3].result()
+    copy_of = monitors["background"].snapshot.copy
+    shared = {t.data_ptr() for t in behind.state_dict().values()}
+    assert not shared & {t.data_ptr() for t in copy_of.state_dict().values()}
+
+
+def test_background_close_logs_the_last_rows_and_waits_when_one_is_still_running(
+    tmp_path, one_torch_thread
+):
+    (x, y), test = digits(n_train=120, n_test=60)
+    model = digits_cnn()
+    seen = []
+    monitor = Monitor(
+        model,
+        10,
+        data={"train": (x, y), "test": test},
+        loggers=[lambda row, step: seen.append(step), tmp_path / "m.csv"],
+        background=True,
+    )
+    futures = [monitor.step() for _ in range(3)]  # no epoch between: each waits for the last
+    assert futures[0].done() and futures[1].done() and 0 <= monitor.waits <= 2
+    assert seen == [1, 2]  # the third step waited for the second, then logged both
+    assert monitor.measure(x, y, split="val", log=False).result()["val_nc1"] > 0
+    monitor.close()  # the rest: logged, in step order, and the worker stopped
+    assert seen == [1, 2, 3] and monitor._worker is None
+    with (tmp_path / "m.csv").open() as f:
+        assert [line["step"] for line in csv.DictReader(f)] == ["1", "2", "3"]
+    assert monitor.seconds > 0 and monitor.blocked_seconds > 0
+
+
+class FailsWhenMeasured(nn.Module):
+    """Trains; raises in eval mode, which only the measurement uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(64, 10)
+
+    def forward(self, x):
+        if not self.training:
+            raise RuntimeError("broken on the measuring thread")
+        return self.body(x.flatten(1))
+
+
+def test_an_error_while_measuring_in_the_background_is_raised_at_the_next_step(
+    one_torch_thread,
+):
+    (x, y), _ = digits(n_train=60)
+    monitor = Monitor(FailsWhenMeasured(), 10, data={"train": (x, y)}, background=True)
+    future = monitor.step()
+    with pytest.raises(RuntimeError, match="broken on the measuring thread"):
+        future.result()
+    with pytest.raises(RuntimeError, match="broken on the measuring thread"):
+        monitor.step()  # the loop hears of it without asking the future
+    monitor.step()
+    with pytest.raises(RuntimeError, match="broken on the measuring thread"):
+        monitor.close()
+    assert monitor._worker is None  # closed all the same
+
+
+def test_background_mode_refuses_more_than_one_torch_thread():
+    (x, y), _ = digits(n_train=60)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="torch.set_num_threads"):
+            Monitor(digits_cnn(), 10, data={"train": (x, y)}, background=True).step()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_background_batches_are_measured_as_the_loop_measures_them(one_torch_thread):
+    (x, y), _ = digits(n_train=200)
+    model = digits_cnn()
+    uneven = [(x[:50], y[:50]), (x[50:80], y[50:80]), (x[80:], y[80:])]  # 50, 30, 120 rows
+    cases = [
+        (DataLoader(TensorDataset(x, y), batch_size=32), dict(batchnorm="batch")),
+        (DataLoader(TensorDataset(x, y), batch_size=32), dict(samples=70, batch_size=64)),
+        (uneven, dict(batch_size=64)),  # cut at 64 rows, not as given: equal up to rounding
+    ]
+    for batches, options in cases:
+        rows = [
+            Monitor(model, 10, background=background, **options).measure(batches)
+            for background in (False, True)
+        ]
+        in_loop, behind = rows[0], rows[1].result()
+        assert behind.keys() == in_loop.keys()
+        exact = batches is not uneven
+        for key, value in in_loop.items():
+            assert behind[key] == (value if exact else pytest.approx(value, rel=1e-5)), key

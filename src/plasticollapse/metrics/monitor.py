@@ -25,22 +25,53 @@ Loggers get every row with its step: any callable ``f(row, step)``, an object wi
 ``log(row, step)`` (:class:`~plasticollapse.runs.loggers.TensorBoardLogger` and
 :class:`~plasticollapse.runs.loggers.WandbLogger` work without a run folder), or a path
 ending in ``.csv`` (:class:`CsvLogger`).
+
+Background mode, ``Monitor(..., background=True)``: a measurement takes a snapshot at once
+in your thread (a copy of the model's parameters, buffers and modes into the monitor's own
+copy, which shares no tensor and no hook with it, :mod:`~plasticollapse.metrics.snapshot`;
+``drift`` and ``grad_norm`` from the model itself, since ``.grad`` changes at the next
+backward; a DataLoader or other batch iterable read into tensors, since its iteration draws
+from the global RNG both threads share) and measures the snapshot on one worker thread
+while your loop goes on. ``step()`` and ``measure()`` return a ``concurrent.futures.Future``
+of the row they return otherwise (``.result()`` waits for it; ``{}`` at once on steps
+that do not measure): the row is the one measured synchronously from the same weights,
+the same numbers. Rows reach the loggers in step order, from your thread, at the next
+``step()``, ``measure()``, :meth:`Monitor.wait` or :meth:`Monitor.close` (``with`` closes
+too) after they finish. One measurement is in flight at most: when the next is due before
+the last finished, the monitor waits for it (:attr:`Monitor.waits`), so memory (one copy of
+the model, the read batches) and lag stay bounded. An error raised while measuring is
+raised again at the next ``step()``, ``measure()``, ``wait()`` or ``close()``.
+
+The mode needs ``torch.set_num_threads(1)`` in your process (else a RuntimeError says
+so; the monitor sets nothing): torch's thread count is process-wide, and the metrics set it
+to 1 while they run, which would change your loop's threads mid-epoch. Each thread then
+runs its own operations on one core: the mode helps when a core is free (a one-thread
+training loop on a machine with two or more cores) and gives nothing when training already
+uses every core. While a measurement runs, do not change the data handed to the monitor in
+place, nor call the library's metrics from your thread (their thread switches are
+process-wide): ``wait()`` first.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from plasticollapse.metrics.batches import labelled_batches
 from plasticollapse.metrics.layers import LayerSpec
 from plasticollapse.metrics.measure import measure_model
 from plasticollapse.metrics.plasticity import DORMANT_TAU, drift, grad_norm
+from plasticollapse.metrics.snapshot import ModelSnapshot
 
 
 class CsvLogger:
@@ -138,8 +169,14 @@ class Monitor:
     Activations applied as functions (``F.relu``), which no hook sees, are looked for and
     warned about at each split's first measurement only.
 
+    ``background=True`` measures on one worker thread while your loop goes on (see the
+    module's docstring): :meth:`step` and :meth:`measure` then return a
+    ``concurrent.futures.Future`` of the row instead of the row.
+
     :attr:`steps` counts :meth:`step` calls; :attr:`seconds` sums the wall time spent
-    measuring.
+    measuring (on the worker, in the background mode, where :attr:`blocked_seconds` is the
+    training thread's time in the monitor and :attr:`waits` / :attr:`wait_seconds` count
+    the measurements that had to wait for the one before).
     """
 
     def __init__(
@@ -156,6 +193,7 @@ class Monitor:
         tau: float = DORMANT_TAU,
         batch_size: int = 1024,
         samples: int | None = None,
+        background: bool = False,
     ):
         if int(every) < 1:
             raise ValueError(f"every must be >= 1 (measure every k-th step), got {every}")
@@ -177,12 +215,23 @@ class Monitor:
         self.warned: set[str] = set()  # splits already watched for unhooked activations
         self.steps = 0
         self.seconds = 0.0
+        self.background = bool(background)
+        self.snapshot = ModelSnapshot(model)  # the copy the worker measures (background)
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[Future, int, bool]] = deque()  # in step order
+        self.waits = 0  # measurements that had to wait for the previous one
+        self.wait_seconds = 0.0
+        self.blocked_seconds = 0.0  # the training thread's time in the background mode
 
-    def step(self) -> dict[str, float]:
+    def step(self):
         """Count one step; every ``every``-th, measure each data set of ``data`` (the row
-        :meth:`measure` returns, logged), else ``{}``."""
+        :meth:`measure` returns, logged), else ``{}``. In the background mode: a
+        ``Future`` of that row (or of ``{}``), and the rows finished meanwhile are logged."""
         self.steps += 1
         if self.steps % self.every:
+            if self.background:
+                self._log_finished()
+                return _done({})
             return {}
         return self.measure()
 
@@ -190,39 +239,128 @@ class Monitor:
         """Measure now. With ``data`` (tensor inputs with ``labels``, or batches): one data
         set, keys prefixed ``{split}_``. Without: every data set of ``data=`` given to the
         monitor, with ``drift``, ``grad_norm``, ``measure_seconds`` and ``step``.
-        ``log=False`` returns the row without handing it to the loggers."""
-        start = time.perf_counter()
-        if data is None:
-            if not self.data:
-                raise ValueError("nothing to measure: pass data, or Monitor(..., data={...})")
-            row = {}
-            for name, split_data in self.data.items():
-                row.update(self._measure_split(split_data, None, name))
-            row.update(self.parameter_metrics())
+        ``log=False`` returns the row without handing it to the loggers. In the background
+        mode: a ``Future`` of that row, measured on the worker thread."""
+        if data is None and not self.data:
+            raise ValueError("nothing to measure: pass data, or Monitor(..., data={...})")
+        if data is not None:
+            jobs = [(split, *self._first_rows(data, labels))]
         else:
-            row = self._measure_split(data, labels, split)
+            jobs = [(name, *self._first_rows(d, None)) for name, d in self.data.items()]
+        if self.background:
+            return self._measure_in_background(jobs, data is None, log)
+        start = time.perf_counter()
+        row = {}
+        for name, split_data, split_labels in jobs:
+            first = name not in self.warned
+            row.update(self._split_row(self.model, name, split_data, split_labels, first, {}))
+            self.warned.add(name)
+        if data is None:
+            row.update(self.parameter_metrics())
         seconds = time.perf_counter() - start
         self.seconds += seconds
         if data is None:
             row.update(measure_seconds=seconds, step=self.steps)
         if log:
-            for logger in self.loggers:
-                logger.log(row, self.steps)
+            self._log(row, self.steps)
         return row
 
-    def _measure_split(self, data, labels, split: str) -> dict[str, float]:
+    def _first_rows(self, data, labels):
+        """(data, labels) of one data set: a tensor pair split, cut to ``samples`` rows."""
         if labels is None and _is_tensor_pair(data):
             data, labels = data
         if self.samples is not None:
             data, labels = _first_rows(data, labels, self.samples)
-        # the first measurement of a split warns about activations no hook sees (F.relu);
-        # later ones skip that watch (it routes a batch's every torch call through Python)
-        first = split not in self.warned
+        return data, labels
+
+    def _split_row(self, model, split: str, data, labels, warn: bool, options) -> dict:
+        """measure_model's metrics, keys prefixed by the split. ``warn``: at a split's first
+        measurement only, watch for activations no hook sees (F.relu; the watch routes a
+        batch's every torch call through Python). ``options`` override the monitor's."""
         metrics = measure_model(
-            self.model, data, labels, self.num_classes, warn_unseen=first, **self.options
+            model, data, labels, self.num_classes, warn_unseen=warn, **{**self.options, **options}
         )
-        self.warned.add(split)
         return {f"{split}_{key}": value for key, value in metrics.items()}
+
+    def _log(self, row: Mapping[str, Any], step: int) -> None:
+        for logger in self.loggers:
+            logger.log(row, step)
+
+    def _measure_in_background(self, jobs, with_parameters: bool, log: bool) -> Future:
+        """Snapshot the model (and read batch iterables) here, measure on the worker. An
+        earlier measurement's error is raised first (and this call measures nothing)."""
+        start = time.perf_counter()
+        if torch.get_num_threads() != 1:
+            raise RuntimeError(
+                f"Monitor(background=True) needs torch.set_num_threads(1) in the training "
+                f"process (it has {torch.get_num_threads()}): torch's thread count is "
+                "process-wide and the metrics set it to 1 while they run, which would change "
+                "the training thread's threads (and its reductions' rounding) mid-epoch"
+            )
+        self._make_room()
+        model = self.snapshot.take()
+        # a batch iterable is read here, under fork_rng as measure_model reads it: a
+        # DataLoader draws from the global RNG, which both threads share; on the worker,
+        # fork_rng's restore would rewind the draws the training thread made meanwhile
+        tasks = [
+            (name, *(_read_batches(d, self.options) if y is None else (d, y, {})))
+            for name, d, y in jobs
+        ]
+        # the split's first-measurement flag is taken here too: the worker shares no state
+        warn = {name: name not in self.warned for name, _, _, _ in tasks}
+        self.warned.update(warn)
+        parameters = self.parameter_metrics() if with_parameters else None
+        step = self.steps
+        future = self._executor().submit(self._measure_copy, model, tasks, warn, parameters, step)
+        self._pending.append((future, step, log))
+        self.blocked_seconds += time.perf_counter() - start
+        return future
+
+    def _measure_copy(self, model, tasks, warn, parameters, step) -> dict[str, float]:
+        """On the worker thread: the snapshot's row, as :meth:`measure` makes it."""
+        start = time.perf_counter()
+        row = {}
+        for name, data, labels, options in tasks:
+            row.update(self._split_row(model, name, data, labels, warn[name], options))
+        seconds = time.perf_counter() - start
+        self.seconds += seconds  # only this thread adds to it in the background mode
+        if parameters is not None:
+            row.update(parameters)
+            row.update(measure_seconds=seconds, step=step)
+        return row
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="plasticollapse-monitor")
+        return self._worker
+
+    def _make_room(self) -> None:
+        """Wait for the measurement still running, if any (one in flight at most: one
+        snapshot's memory, a lag of one measurement), then log what finished."""
+        running = [future for future, _, _ in self._pending if not future.done()]
+        if running:
+            start = time.perf_counter()
+            wait_for(running)
+            self.waits += 1
+            self.wait_seconds += time.perf_counter() - start
+        self._log_finished()
+
+    def _log_finished(self, block: bool = False) -> None:
+        """Hand finished rows to the loggers in step order, stopping at the first
+        unfinished one (or waiting for it, ``block``); a measurement's error is raised here."""
+        while self._pending:
+            future, step, log = self._pending[0]
+            if not (block or future.done()):
+                return
+            self._pending.popleft()
+            row = future.result()
+            if log:
+                self._log(row, step)
+
+    def wait(self) -> None:
+        """Background mode: wait for every measurement made and log its row (re-raising a
+        measurement's error); at once otherwise."""
+        self._log_finished(block=True)
 
     def parameter_metrics(self) -> dict[str, float]:
         """``drift`` (||theta - theta_0||_2 from the parameters when the monitor was made) and
@@ -235,17 +373,50 @@ class Monitor:
         return out
 
     def close(self) -> None:
-        """Close every logger (flushes TensorBoard, finishes the W&B run)."""
-        for logger in self.loggers:
-            close = getattr(logger, "close", None)
-            if callable(close):
-                close()
+        """Wait for the background measurements and log them (:meth:`wait`), stop the
+        worker thread, close every logger (flushes TensorBoard, finishes the W&B run)."""
+        try:
+            self.wait()
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True)
+                self._worker = None
+            for logger in self.loggers:
+                close = getattr(logger, "close", None)
+                if callable(close):
+                    close()
 
     def __enter__(self) -> Monitor:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _read_batches(batches, options: Mapping[str, Any]):
+    """A batch iterable's rows as two tensors, and the batch size that cuts them into the
+    batches :func:`measure_model` would make of the iterable itself (in eval mode it joins
+    uniform batches of b rows k = ceil(batch_size / b) at a time; with ``batchnorm="batch"``
+    each stays as it is), so the worker measures the same batches. Unequal batches before
+    the last: cut at ``batch_size`` (the same metrics up to float rounding). Read under
+    ``fork_rng``, as :func:`measure_model` reads it, so the caller's RNG does not move."""
+    with torch.random.fork_rng(devices=[]):
+        held = [(x, y) for _, x, y in labelled_batches(batches, None, 1, by_index=False)]
+    sizes = [len(y) for _, y in held]
+    size = options["batch_size"]
+    if all(n == sizes[0] for n in sizes[:-1]) and sizes[-1] <= sizes[0]:
+        size = sizes[0]
+        if options["batchnorm"] == "eval":
+            size *= math.ceil(options["batch_size"] / sizes[0])
+    x = torch.cat([x for x, _ in held])
+    y = torch.cat([y for _, y in held])
+    return x, y, {"batch_size": size}
 
 
 def _first_rows(data, labels, samples: int):
