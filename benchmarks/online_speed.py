@@ -186,6 +186,7 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
     from plasticollapse.metrics.measure import measure_model
     from plasticollapse.runs.folder import RunFolder
     from plasticollapse.studies.permuted import run as permuted
+    from plasticollapse.training.loop import fresh_state
 
     x, y = _task_data(x, y)
     torch.manual_seed(0)
@@ -218,7 +219,7 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
         folder = RunFolder(tmp)
         for task in range(TASKS - 1):
             folder.append_metrics({**row, "task": task})
-        state = {**permuted.fresh_state(), "model": model.state_dict()}
+        state = {**fresh_state(), "model": model.state_dict()}
 
         def checkpoint():
             folder.append_metrics(row)

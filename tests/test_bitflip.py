@@ -337,6 +337,32 @@ def test_killed_after_a_period_resumes_to_the_uninterrupted_rows(tmp_path, remed
     assert execute(spec) == "skipped"
 
 
+def test_a_checkpoint_from_before_the_shared_online_loop_resumes(tmp_path):
+    """A period checkpoint of the study's own loop (task, loss_task0, seconds, the weights,
+    the optimizer's and the remedies' states; none of the shared loop's keys) resumes to the
+    uninterrupted rows: pl still counts from period 0's loss."""
+    remedies = ("l2_init",)
+    reference = spec_for(tmp_path / "whole", remedies=remedies)
+    execute(reference)
+    spec = spec_for(tmp_path / "killed", remedies=remedies)
+
+    def kill_at_task_2(task, model, row):
+        if task == 2:
+            raise KeyboardInterrupt
+
+    folder = RunFolder.open(spec.folder, "bitflip_regression", spec.config, "cpu", spec.run_id)
+    config = Config(**{**TINY, "remedies": remedies, "out": str(tmp_path / "killed")})
+    with pytest.raises(KeyboardInterrupt):
+        bitflip.run(config, folder, callbacks=[kill_at_task_2])
+    state = folder.load_checkpoint()
+    assert state is not None and "task_epoch" in state
+    old_keys = ("task", "loss_task0", "seconds", "model", "optimizer", "remedies")
+    folder.save_checkpoint({key: state[key] for key in old_keys})
+    assert execute(spec) == "resumed"
+    assert without_seconds(rows_of(spec)) == without_seconds(rows_of(reference))
+    assert rows_of(spec)[3]["pl"] != 0.0
+
+
 def test_divergence_stops_cleanly(tmp_path):
     spec = spec_for(tmp_path, lr=1e6)
     execute(spec)

@@ -27,7 +27,8 @@ from plasticollapse.studies.class_incremental.run import ClassIncrementalStream
 from plasticollapse.studies.label_permuted.config import Config as LabelPermutedConfig
 from plasticollapse.studies.label_permuted.run import LabelPermutedStream
 from plasticollapse.studies.random_labels.config import Config as RandomLabelsConfig
-from plasticollapse.studies.streams import loop, measure
+from plasticollapse.studies.streams import measure
+from plasticollapse.studies.streams import run as stream_run
 from plasticollapse.studies.streams.model import build_model
 from plasticollapse.studies.streams.stream import among, load_stream_data
 from plasticollapse.studies.streams.summary import summarise_study
@@ -149,7 +150,7 @@ def test_the_plasticity_probe_scores_the_network_at_the_switch(tmp_path):
 
     config = LabelPermutedConfig(**{**TINY["label_permuted"], **fields, "out": str(tmp_path)})
     folder = RunFolder.open(spec.folder, "label_permuted", spec.config, "cpu", spec.run_id)
-    loop.run_stream(config, folder, [keep], make_stream=LabelPermutedStream)
+    stream_run.run_stream(config, folder, [keep], make_stream=LabelPermutedStream)
     rows = rows_of(spec)
     stream = LabelPermutedStream(config, load_stream_data(config, torch.device("cpu")))
     task = stream.task(1)
@@ -172,20 +173,20 @@ def test_killed_inside_a_multi_epoch_task_resumes_from_the_epoch(tmp_path, monke
     whole = spec_for("random_labels", tmp_path / "whole")
     execute(whole)
     spec = spec_for("random_labels", tmp_path / "killed")
-    real_order = loop.epoch_order
-    monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 0.0)
+    real_order = stream_run.epoch_order
+    monkeypatch.setattr(stream_run, "CHECKPOINT_SECONDS", 0.0)
 
     def killed_in_epoch_2(seed, task, epoch):
         if (task.index, epoch) == (1, 2):
             raise KeyboardInterrupt
         return real_order(seed, task, epoch)
 
-    monkeypatch.setattr(loop, "epoch_order", killed_in_epoch_2)
+    monkeypatch.setattr(stream_run, "epoch_order", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         execute(spec)
     state = torch.load(RunFolder(spec.folder).checkpoint_path, weights_only=True)
     assert (state["task"], state["task_epoch"]) == (1, 2)
-    monkeypatch.setattr(loop, "epoch_order", real_order)
+    monkeypatch.setattr(stream_run, "epoch_order", real_order)
     assert execute(spec) == "resumed"
     assert without_seconds(rows_of(spec)) == without_seconds(rows_of(whole))
 
@@ -201,7 +202,7 @@ class SpyRemedy(Remedy):
 
 def test_remedies_act_at_each_switch_on_the_new_tasks_inputs(tmp_path, monkeypatch):
     SpyRemedy.calls = []
-    monkeypatch.setattr(loop, "build_remedies", lambda config: [SpyRemedy()])
+    monkeypatch.setattr(stream_run, "build_remedies", lambda config: [SpyRemedy()])
     spec = spec_for("class_incremental", tmp_path, **no_probes())
     execute(spec)
     assert [t for t, _, _ in SpyRemedy.calls] == [1, 2]

@@ -2,7 +2,10 @@
 
 - :mod:`.engine_choice`: the one function that decides which engine runs an online run,
   called by every study's config validation and by :func:`make_engine`, which builds it;
-- :mod:`.online`: the run state every online study's loop checkpoints.
+- :mod:`.loop`: :func:`~.loop.run_online`, the one online loop of every online study
+  (permuted, the classification streams, bit-flipping regression), with its one state
+  type; a study supplies its stream (tasks, passes, measurements, row keys, a stop rule)
+  and the loop calls the boundary hooks (``at_task_start``), the engine the per-step ones.
 
 The events at which remedies act, and the one check that a study has those a remedy needs,
 are one floor down, with the remedies (:mod:`plasticollapse.remedies.events`).

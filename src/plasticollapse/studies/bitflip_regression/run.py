@@ -17,7 +17,8 @@ objective of a step is ``MSE(f(x), y) + sum_r remedy_r.loss(model, f(x), h(x), y
 SGD weight decay ``sum_r remedy_r.weight_decay()``; the engine calls every remedy's per-step
 hooks (``after_step`` with the step's hidden activations: Continual Backprop, as the
 source's slowly-changing regression runs it) and every-k-step hooks; this module calls the
-boundary hooks. Remedies that need class labels are refused by the config.
+boundary hooks through the one online loop (:func:`plasticollapse.training.loop.run_online`).
+Remedies that need class labels are refused by the config.
 
 Each period appends one row::
 
@@ -49,7 +50,6 @@ training); callbacks ``f(task, model, row)`` may add keys to a row, as in the ot
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +60,7 @@ from torch import nn
 from plasticollapse.engines import Engine, OnlineStats
 from plasticollapse.remedies import RemedyContext, build_remedies
 from plasticollapse.remedies.base import Remedy
-from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
+from plasticollapse.runs.folder import RunFolder
 from plasticollapse.runs.runtime import (
     generator_for,
     resolve_device,
@@ -75,6 +75,7 @@ from plasticollapse.studies.bitflip_regression.stream import (
     task_inputs,
 )
 from plasticollapse.studies.bitflip_regression.summary import summarise_run
+from plasticollapse.training.loop import Learner, LoopRules, PlasticityLoss, restore, run_online
 
 if TYPE_CHECKING:
     from plasticollapse.engines.reference import ReferenceEngine
@@ -158,108 +159,101 @@ def learner_engine(config: Config, model: nn.Module, remedies: Sequence[Remedy])
     return engine
 
 
-class Learner:
-    """The network, its optimizer and remedies, and the stream it learns: one period at a time."""
+class BitflipStream:
+    """The flip periods as :func:`~plasticollapse.training.loop.run_online` trains them."""
 
-    def __init__(self, config: Config, device: torch.device):
-        from plasticollapse.models import MLP
-
-        self.config, self.device = config, device
+    def __init__(self, config: Config, model: MLP, device: torch.device):
+        self.config, self.model, self.device, self.tasks = config, model, device, config.tasks
         self.target = target_network(
             config.seed, config.inputs, config.target_hidden, config.outputs, config.beta
         )
-        seed_everything(config.seed)  # fixes the initialisation
-        self.model = MLP(config.inputs, config.hidden, config.outputs).to(device)
-        self.remedies = build_remedies(config)
-        context = RemedyContext(seed=config.seed, num_classes=config.outputs)
-        for remedy in self.remedies:  # before a checkpoint loads: L2 Init keeps theta_0
-            remedy.bind(self.model, context)
-        self.engine = learner_engine(config, self.model, self.remedies)
-        self.optimizer = self.engine.optimizer  # SGD with the remedies' weight decay
 
     def data(self, task: int, n: int, purpose: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = task_data(self.config, self.target, task, n, purpose)
         return x.to(self.device), y.to(self.device)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "remedies": [r.state_dict() for r in self.remedies],
-        }
+    def task(self, t: int) -> FlipPeriod:
+        return FlipPeriod(self, t)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "model" in state:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        for remedy, remedy_state in zip(self.remedies, state.get("remedies", ()), strict=False):
-            remedy.load_state_dict(remedy_state)
+    def record(self, stats: OnlineStats) -> tuple[int, int, float]:
+        return (stats.correct, stats.count, stats.loss_sum)
 
-    def period(self, task: int) -> dict[str, Any]:
-        """Train on period ``task`` and measure: its row, without ``pl`` and ``seconds``."""
+    def postfix(self, row: dict[str, Any]) -> dict[str, str]:
+        return {"task": str(row["task"]), "mse": f"{row['loss']:.3g}"}
+
+
+class FlipPeriod:
+    """Period t: ``flip_after`` fresh samples in one pass, one sample per step, in order;
+    remedies and probes see, and measurements use, its ``eval_samples`` evaluation inputs."""
+
+    columns = None
+    passes = 1
+
+    def __init__(self, stream: BitflipStream, index: int):
+        config = stream.config
+        self.stream, self.index = stream, index
+        self.x, self.y = stream.data(index, config.flip_after, "bits")
+        self.x_eval, self.y_eval = stream.data(index, config.eval_samples, "eval")
+
+    def order(self, epoch: int) -> torch.Tensor:
+        return torch.arange(len(self.x), device=self.x.device)
+
+    def remedy_inputs(self) -> torch.Tensor:
+        return self.x_eval
+
+    def started(self) -> dict[str, Any]:
         from plasticollapse.metrics.trainability import plasticity_score
 
-        config, model = self.config, self.model
-        x, y = self.data(task, config.flip_after, "bits")
-        x_eval, y_eval = self.data(task, config.eval_samples, "eval")
-        before: dict[str, Any] = {}
-        if task > 0:
-            for remedy in self.remedies:
-                before.update(remedy.at_task_start(model, self.optimizer, task, x_eval))
-        if config.probe_steps:
-            probe = plasticity_score(
-                model, x_eval, y_eval, config.probe_steps, config.lr, F.mse_loss
-            )
-            before.update(probe)
-        row: dict[str, Any] = {"task": task, "step": (task + 1) * config.flip_after}
-        stats = train_period(self.engine, x, y)
-        row["loss"] = stats.loss
-        check_finite(task, loss=row["loss"])
+        config = self.stream.config
+        if not config.probe_steps:
+            return {}
+        model = self.stream.model
+        return plasticity_score(
+            model, self.x_eval, self.y_eval, config.probe_steps, config.lr, F.mse_loss
+        )
+
+    def stop_after_pass(self) -> bool:
+        return False
+
+    def training_keys(self, records: list[tuple[int, int, float]], epoch: int) -> dict[str, Any]:
+        (_, count, loss_sum) = records[-1]
+        return {"step": (self.index + 1) * self.stream.config.flip_after, "loss": loss_sum / count}
+
+    def measured(self, row: dict[str, Any]) -> dict[str, Any]:
+        config, model, out = self.stream.config, self.stream.model, {}
         if config.retrained:
-            row["retrained_loss"] = retrained_loss(config, model, task, x, y)
-            row["retrained_gap"] = row["loss"] - row["retrained_loss"]
-        row.update(before)
-        row.update(stats.extra)
-        if is_measured(config, task):
-            row.update(measure(model, x_eval, y_eval))
+            out["retrained_loss"] = retrained_loss(config, model, self.index, self.x, self.y)
+            out["retrained_gap"] = row["loss"] - out["retrained_loss"]
+        if is_measured(config, self.index):
+            out.update(measure(model, self.x_eval, self.y_eval))
         if config.forgetting:
-            x0, y0 = self.data(0, config.eval_samples, "eval")
+            x0, y0 = self.stream.data(0, config.eval_samples, "eval")
             with torch.no_grad():
-                row["task0_eval_loss"] = float(F.mse_loss(model(x0), y0))
-        return row
+                out["task0_eval_loss"] = float(F.mse_loss(model(x0), y0))
+        return out
 
 
 def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
     """Train online over ``config.tasks`` flip periods, resuming from ``folder``'s checkpoint;
     append one row per period (keys in the module docstring); return the summary."""
+    from plasticollapse.models import MLP
+
     set_threads(config.threads)
-    learner = Learner(config, resolve_device(config.device))
-    state = folder.load_checkpoint() or {"task": 0, "loss_task0": None, "seconds": 0.0}
-    learner.load_state_dict(state)
-    callbacks = list(callbacks)
-    bar = None
-    if config.progress:
-        bar = progress_bar(total=config.tasks, initial=state["task"], desc=folder.path.name)
-    divergence: DivergenceError | None = None
-    try:
-        for task in range(state["task"], config.tasks):
-            start = time.perf_counter()
-            row = learner.period(task)
-            if task == 0:
-                state["loss_task0"] = row["loss"]
-            row["pl"] = row["loss"] - state["loss_task0"]
-            for callback in callbacks:
-                row.update(callback(task, learner.model, row) or {})
-            row["seconds"] = time.perf_counter() - start
-            folder.append_metrics(row)
-            state.update(task=task + 1, seconds=state["seconds"] + row["seconds"])
-            folder.save_checkpoint({**state, **learner.state_dict()})
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({"task": task, "mse": f"{row['loss']:.3g}"})
-    except DivergenceError as e:
-        divergence = e
-    finally:
-        if bar is not None:
-            bar.close()
-    return summarise_run(folder.read_metrics(), state["seconds"], divergence)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)  # fixes the initialisation
+    model = MLP(config.inputs, config.hidden, config.outputs).to(device)
+    remedies = build_remedies(config)
+    context = RemedyContext(seed=config.seed, num_classes=config.outputs)
+    for remedy in remedies:  # before a checkpoint loads: L2 Init keeps theta_0
+        remedy.bind(model, context)
+    state = restore(folder, model, remedies)
+    learner = Learner(model, remedies, learner_engine(config, model, remedies))
+    stream = BitflipStream(config, model, device)  # its target: its own generator
+    done = run_online(
+        stream, learner, state, folder, callbacks, rules=RULES, progress=config.progress
+    )
+    return summarise_run(done.rows, done.seconds, done.divergence)
+
+
+#: Plasticity loss as an error (``pl = loss_t - loss_0``), a checkpoint after every period.
+RULES = LoopRules(plasticity=PlasticityLoss("loss", higher_is_better=False))

@@ -12,7 +12,7 @@ The network's head keeps all C outputs and is masked to the present classes
 (:class:`~plasticollapse.studies.streams.model.MaskedLinear`), as the source slices its
 logits. Collapse is measured over the classes present (absent classes are left out of
 every formula, ``num_classes_present`` says how many). Training and measurement are the
-shared stream loop's (:mod:`plasticollapse.studies.streams.loop`).
+shared stream loop's (:mod:`plasticollapse.studies.streams.run`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from functools import partial
 import torch
 
 from plasticollapse.studies.class_incremental.config import Config
-from plasticollapse.studies.streams.loop import run_stream
+from plasticollapse.studies.streams.run import run_stream
 from plasticollapse.studies.streams.stream import StreamData, StreamTask, draw
 
 
@@ -57,5 +57,5 @@ class ClassIncrementalStream:
         return StreamTask(t, data.x, data.y, train, data.x_test, data.y_test, test, present)
 
 
-#: Train and measure the stream; rows: :mod:`plasticollapse.studies.streams.loop`.
+#: Train and measure the stream; rows: :mod:`plasticollapse.studies.streams.run`.
 run = partial(run_stream, make_stream=ClassIncrementalStream)

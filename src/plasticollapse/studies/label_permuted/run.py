@@ -9,7 +9,7 @@ Task t of a seed::
 
 so the inputs of every task come from one distribution and only the map from inputs to
 labels changes: a network must unlearn and relearn the output layer's assignment each task.
-Training and measurement are the shared stream loop's (:mod:`plasticollapse.studies.streams.loop`).
+Training and measurement are the shared stream loop's (:mod:`plasticollapse.studies.streams.run`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from functools import partial
 import torch
 
 from plasticollapse.studies.label_permuted.config import Config
-from plasticollapse.studies.streams.loop import run_stream
+from plasticollapse.studies.streams.run import run_stream
 from plasticollapse.studies.streams.stream import StreamData, StreamTask, check_size, draw
 
 
@@ -47,5 +47,5 @@ class LabelPermutedStream:
         return StreamTask(t, data.x, y, train, data.x_test, y_test, self.test, self.classes)
 
 
-#: Train and measure the stream; rows: :mod:`plasticollapse.studies.streams.loop`.
+#: Train and measure the stream; rows: :mod:`plasticollapse.studies.streams.run`.
 run = partial(run_stream, make_stream=LabelPermutedStream)

@@ -65,7 +65,6 @@ Example::
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -73,9 +72,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from plasticollapse.engines.stats import add_counts
+from plasticollapse.engines import OnlineStats
 from plasticollapse.remedies import RemedyContext, build_remedies
-from plasticollapse.runs.folder import DivergenceError, RunFolder, check_finite, progress_bar
+from plasticollapse.runs.folder import RunFolder
 from plasticollapse.runs.runtime import (
     check_classes,
     fixed_subset,
@@ -87,7 +86,7 @@ from plasticollapse.runs.runtime import (
 from plasticollapse.studies.base import Callback
 from plasticollapse.studies.permuted.config import Config, epochs_of_task, is_measured
 from plasticollapse.studies.permuted.summary import summarise_run, threshold_outcome
-from plasticollapse.training.online import TASK_START_SAMPLES, fresh_state
+from plasticollapse.training.loop import TASK_START_SAMPLES, Learner, restore, run_online
 
 if TYPE_CHECKING:
     from plasticollapse.models import MLP
@@ -218,6 +217,93 @@ def reading_unpermuted(model: MLP, columns: torch.Tensor) -> MLP:
     return twin
 
 
+class PermutedStream:
+    """The permuted stream as :func:`~plasticollapse.training.loop.run_online` trains it:
+    task t is (x, y) with the pixel permutation P_t as the engine's ``columns``."""
+
+    def __init__(
+        self,
+        config: Config,
+        model: MLP,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        num_classes: int,
+        first_task: int,
+    ):
+        self.config, self.model, self.x, self.y = config, model, x, y
+        self.num_classes, self.tasks = num_classes, config.tasks
+        n, dim = x.shape
+        measure_idx = fixed_subset(config.seed, "measure_samples", n, config.measure_samples)
+        self.x_measure = x if measure_idx is None else x[measure_idx.to(x.device)]
+        self.y_measure = y if measure_idx is None else y[measure_idx.to(x.device)]
+        check_classes(self.y_measure, num_classes, f"measure_samples = {config.measure_samples}")
+        self.first_task = first_task
+        self.perm = pixel_permutation(config.seed, first_task, dim, config.permutation)
+
+    def task(self, t: int) -> PermutedTask:
+        if t > self.first_task:  # tasks come in order: compose P_t from P_{t-1}
+            dim = self.x.shape[1]
+            self.perm = next_permutation(
+                self.perm, self.config.seed, t, dim, self.config.permutation
+            )
+        return PermutedTask(self, t, self.perm)
+
+    def record(self, stats: OnlineStats) -> tuple[float, float]:
+        return (stats.accuracy, stats.loss)
+
+    def postfix(self, row: dict[str, Any]) -> dict[str, str]:
+        postfix = {"task": str(row["task"]), "acc": f"{row['accuracy']:.3f}"}
+        if "nc1" in row:
+            postfix["nc1"] = f"{row['nc1']:.3g}"
+        return postfix
+
+
+class PermutedTask:
+    """Task t: every sample of x under P_t, ``epochs_of_task`` passes, measured on the
+    measurement subset; in the threshold variant task 0 stops once NC1 is below threshold."""
+
+    def __init__(self, stream: PermutedStream, index: int, perm: torch.Tensor):
+        config = stream.config
+        self.stream, self.index, self.perm = stream, index, perm
+        self.x, self.y = stream.x, stream.y
+        self.columns = perm.to(stream.x.device)  # one permutation for every sample of the task
+        self.passes = epochs_of_task(config, index)
+        self.threshold = config.nc1_threshold if index == 0 else None
+        self.metrics: dict[str, float] | None = None  # the threshold's last measurement
+
+    def order(self, epoch: int) -> torch.Tensor:
+        return epoch_order(self.stream.config, self.index, epoch, len(self.y)).to(self.x.device)
+
+    def remedy_inputs(self) -> torch.Tensor:
+        return permute_pixels(self.x[:TASK_START_SAMPLES], self.perm)
+
+    def started(self) -> dict[str, Any]:
+        return {}
+
+    def measure(self) -> dict[str, float]:
+        s = self.stream
+        return measure(s.model, s.x_measure, s.y_measure, s.num_classes, self.columns)
+
+    def stop_after_pass(self) -> bool:
+        """The threshold variant decides after each pass whether task 0 is done."""
+        if self.threshold is None:
+            return False
+        self.metrics = self.measure()
+        return self.metrics[self.stream.config.threshold_metric] < self.threshold
+
+    def training_keys(self, records: list[tuple[float, float]], epoch: int) -> dict[str, Any]:
+        return task_row(self.stream.config, records, epoch)
+
+    def measured(self, row: dict[str, Any]) -> dict[str, Any]:
+        config, out = self.stream.config, {}
+        if self.threshold is not None:
+            reached = self.metrics and self.metrics[config.threshold_metric] < self.threshold
+            out["nc1_threshold_reached"] = bool(reached)
+        if self.metrics is None and is_measured(config, self.index):
+            self.metrics = self.measure()
+        return {**out, **(self.metrics or {})}
+
+
 def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
     """Train online over ``config.tasks`` permuted tasks, resuming from ``folder``'s checkpoint.
 
@@ -243,150 +329,43 @@ def run(config: Config, folder: RunFolder, callbacks: Iterable[Callback] = ()) -
     set_threads(config.threads)
     device = resolve_device(config.device)
     x, y, num_classes = load_task_data(config, device)
-    n, dim = x.shape
     seed_everything(config.seed)  # fixes the initialisation
     model = MLP(
-        dim, config.hidden, num_classes, layer_norm=config.layer_norm, crelu=config.crelu
+        x.shape[1], config.hidden, num_classes, layer_norm=config.layer_norm, crelu=config.crelu
     ).to(device)
     remedies = build_remedies(config)
     for remedy in remedies:  # before the checkpoint: L2 Init's theta_0 is the initialisation
         remedy.bind(model, RemedyContext(seed=config.seed, num_classes=num_classes))
-    measure_idx = fixed_subset(config.seed, "measure_samples", n, config.measure_samples)
-    callbacks = list(callbacks)
-
-    state = folder.load_checkpoint() or fresh_state()
-    if "model" in state:
-        model.load_state_dict(state["model"])
-    for remedy, remedy_state in zip(remedies, state.get("remedies", ()), strict=False):
-        remedy.load_state_dict(remedy_state)
+    state = restore(folder, model, remedies)
     # Plain SGD keeps no state of its own, so a fresh engine after loading the weights
     # continues exactly where the checkpointed one stopped.
     engine = make_engine(config.engine, model, config.lr, config.batch_size, remedies)
-
-    def checkpoint() -> None:
-        folder.save_checkpoint(
-            {
-                **state,
-                "model": model.state_dict(),
-                "remedies": [r.state_dict() for r in remedies],
-            }
-        )
-
-    bar = (
-        progress_bar(total=config.tasks, initial=state["task"], desc=folder.path.name)
-        if config.progress
-        else None
-    )
-    first_task = state["task"]
-    perm = pixel_permutation(config.seed, first_task, dim, config.permutation)
     # The task's data x_t = x[:, P_t] is never built: engines take P_t as ``columns`` (the
     # fast engine applies it to its first layer's columns, so its CSR rows of x serve every
     # task; the reference engine gathers each batch's columns), and so does measure().
-    optimizer = getattr(engine, "optimizer", None)  # the fast engine has none
-    x_measure = x if measure_idx is None else x[measure_idx.to(device)]
-    y_measure = y if measure_idx is None else y[measure_idx.to(device)]
-    check_classes(y_measure, num_classes, f"measure_samples = {config.measure_samples}")
-    divergence: DivergenceError | None = None
-    try:
-        for task in range(first_task, config.tasks):
-            start = time.perf_counter()
-            if task > first_task:
-                perm = next_permutation(perm, config.seed, task, dim, config.permutation)
-            perm_d = perm.to(device)  # one permutation for every sample of the task
-            if task > 0 and state["task_epoch"] == 0:  # not yet started (a resume may be)
-                sample = permute_pixels(x[:TASK_START_SAMPLES], perm)
-                state["task_extra"] = {}
-                for remedy in remedies:
-                    state["task_extra"].update(remedy.at_task_start(model, optimizer, task, sample))
-            state["task_seconds"] += time.perf_counter() - start
-            max_epochs = epochs_of_task(config, task)
-            threshold = config.nc1_threshold if task == 0 else None
-            metrics: dict[str, float] | None = None
-
-            while state["task_epoch"] < max_epochs:
-                start = time.perf_counter()
-                order = epoch_order(config, task, state["task_epoch"], n).to(device)
-                stats = engine.train(x, y, order, columns=perm_d)
-                check_finite(state["epoch"] + 1, loss=stats.loss)
-                add_counts(state["task_extra"], [stats.extra])  # e.g. cbp_units_replaced
-                state["task_stats"].append((stats.accuracy, stats.loss))
-                state["task_epoch"] += 1
-                state["epoch"] += 1
-                # The threshold variant decides after each epoch whether task 0 is done.
-                reached = False
-                if threshold is not None:
-                    metrics = measure(model, x_measure, y_measure, num_classes, perm_d)
-                    reached = metrics[config.threshold_metric] < threshold
-                state["task_seconds"] += time.perf_counter() - start
-                if reached:
-                    break
-                if state["task_epoch"] < max_epochs:
-                    checkpoint()  # mid-task: a kill loses at most one epoch
-
-            start = time.perf_counter()
-            row = task_row(config, task, state)
-            row.update(state.get("task_extra", {}))
-            if threshold is not None:
-                row["nc1_threshold_reached"] = bool(
-                    metrics and metrics[config.threshold_metric] < threshold
-                )
-            if metrics is None and is_measured(config, task):
-                metrics = measure(model, x_measure, y_measure, num_classes, perm_d)
-            if metrics is not None:
-                row.update(metrics)
-            for callback in callbacks:
-                extra = callback(task, model, row)
-                if extra:
-                    row.update(extra)
-            state["task_seconds"] += time.perf_counter() - start
-            row["seconds"] = state["task_seconds"]
-            folder.append_metrics(row)
-
-            if task == 0:
-                state["accuracy_task0"] = row["accuracy"]
-            state.update(
-                task=task + 1,
-                task_epoch=0,
-                task_stats=[],
-                task_extra={},
-                seconds=state["seconds"] + state["task_seconds"],
-                task_seconds=0.0,
-            )
-            checkpoint()
-            if bar is not None:
-                bar.update(1)
-                postfix = {"task": task, "acc": f"{row['accuracy']:.3f}"}
-                if "nc1" in row:
-                    postfix["nc1"] = f"{row['nc1']:.3g}"
-                bar.set_postfix(postfix)
-    except DivergenceError as e:
-        divergence = e
-    finally:
-        if bar is not None:
-            bar.close()
-    rows = folder.read_metrics()
-    summary = summarise_run(rows, state["seconds"] + state["task_seconds"], divergence)
-    return {**summary, **threshold_outcome(config, rows)}
+    stream = PermutedStream(config, model, x, y, num_classes, state["task"])
+    # Checkpoints after every epoch of a multi-epoch task: a kill loses at most one epoch.
+    done = run_online(
+        stream, Learner(model, remedies, engine), state, folder, callbacks, progress=config.progress
+    )
+    summary = summarise_run(done.rows, done.seconds, done.divergence)
+    return {**summary, **threshold_outcome(config, done.rows)}
 
 
-def task_row(config: Config, task: int, state: dict[str, Any]) -> dict[str, Any]:
-    """The training side of a task's row: online accuracy and loss (of the last epoch, or
-    the mean over the task's epochs: ``config.task_accuracy``), the first and last epochs'
-    online accuracies, and pl."""
-    epochs = state["task_stats"]
+def task_row(config: Config, epochs: list[tuple[float, float]], epoch: int) -> dict[str, Any]:
+    """The training side of a task's row from its epochs' (accuracy, loss): online accuracy
+    and loss (of the last epoch, or the mean over the task's epochs: ``config.task_accuracy``)
+    and the first and last epochs' online accuracies; ``epoch`` counts the run's epochs."""
     if config.task_accuracy == "mean":
         accuracy = float(np.mean([a for a, _ in epochs]))
         loss = float(np.mean([lo for _, lo in epochs]))
     else:
         accuracy, loss = epochs[-1]
-    accuracy_task0 = accuracy if task == 0 else state["accuracy_task0"]
     return {
-        "task": task,
         "task_epochs": len(epochs),
-        "epoch": state["epoch"],
+        "epoch": epoch,
         "accuracy": accuracy,
         "accuracy_first_epoch": epochs[0][0],
         "accuracy_last_epoch": epochs[-1][0],
         "loss": loss,
-        "pl": accuracy_task0 - accuracy,
     }

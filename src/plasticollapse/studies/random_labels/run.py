@@ -8,7 +8,7 @@ Task t of a seed::
 
 Every task has the same inputs and labels independent of them: the network can only
 memorise, so its online accuracy measures how fast it can still fit (trainability).
-Training and measurement are the shared stream loop's (:mod:`plasticollapse.studies.streams.loop`).
+Training and measurement are the shared stream loop's (:mod:`plasticollapse.studies.streams.run`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from plasticollapse.runs.runtime import generator_for
 from plasticollapse.studies.random_labels.config import Config
-from plasticollapse.studies.streams.loop import run_stream
+from plasticollapse.studies.streams.run import run_stream
 from plasticollapse.studies.streams.stream import StreamData, StreamTask, check_size, draw
 
 
@@ -48,5 +48,5 @@ class RandomLabelStream:
         return StreamTask(t, self.x, y, self.train, self.data.x_test, y_test, self.test, classes)
 
 
-#: Train and measure the stream; rows: :mod:`plasticollapse.studies.streams.loop`.
+#: Train and measure the stream; rows: :mod:`plasticollapse.studies.streams.run`.
 run = partial(run_stream, make_stream=RandomLabelStream)

@@ -10,7 +10,7 @@ hand them to the shared parts:
 * :mod:`.stream`: :class:`~.stream.StreamTask`, the data loading, seeded draws;
 * :mod:`.model`: the MLP with its source's initialisation, and the masked head of
   class-incremental streams;
-* :mod:`.loop`: the one training loop (remedies at task switches, measurement,
+* :mod:`.run`: the streams' side of the one online loop (measurement,
   checkpoints, resume);
 * :mod:`.measure`: collapse on training and held-out data, per hidden layer, and the
   probes (plasticity score, retrained baseline, forgetting);

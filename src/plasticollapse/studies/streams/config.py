@@ -23,7 +23,7 @@ from plasticollapse.training.engine_choice import check_engine
 
 @dataclasses.dataclass(frozen=True)
 class StreamConfig(RemedyFields, LoggerFields):
-    """One online run over a stream of classification tasks (see :mod:`.loop`).
+    """One online run over a stream of classification tasks (see :mod:`.run`).
 
     Each task trains ``epochs_per_task`` prequential passes over its training samples
     (mini-batches of ``batch_size``, a fresh order per pass), then is measured on those

@@ -1,7 +1,7 @@
 """What a stream of classification tasks is: its data, and task t of it.
 
 A study defines its stream as a class with ``task(t) -> StreamTask`` (and the attributes of
-:class:`Stream`); :func:`plasticollapse.studies.streams.loop.run_stream` trains and measures
+:class:`Stream`); :func:`plasticollapse.studies.streams.run.run_stream` trains and measures
 any such stream. Every random draw of a stream comes from
 ``generator_for(seed, purpose, task)``, so a seed fixes the whole stream and a resumed run
 redraws exactly what an uninterrupted one would.
