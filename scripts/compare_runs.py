@@ -1,11 +1,17 @@
 """Compare the metrics.jsonl rows of two sets of run folders, wall-clock fields aside.
 
     python scripts/compare_runs.py BEFORE_DIR AFTER_DIR [--ignore seconds ...]
+    python scripts/compare_runs.py BEFORE_DIR AFTER_DIR --rtol 1e-4 --exact accuracy loss
     python scripts/compare_runs.py HOST_A_DIR HOST_B_DIR --statistics accuracy nc1 ...
 
 Runs are matched by (study, label, seed) read from each folder's config.json, so folder
 names (their config hash) may differ. Prints one line per run and exits 1 on any difference.
 Used to check that a refactoring moves no number (issue: one seam for studies and remedies).
+
+With ``--rtol``, two numbers count as equal when |a - b| <= rtol max(|a|, |b|) (NaN equals
+NaN), except the keys named by ``--exact``: for a change that measures in another summation
+order but trains the same (e.g. issue 19's one-sweep measuring, rtol 1e-4 with the training
+keys exact).
 
 Across CPU types rows are not identical (docs/reproducibility.md): with ``--statistics``,
 it also prints, for each setting and metric, the mean over a run's rows averaged over
@@ -43,6 +49,8 @@ def main() -> int:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--ignore", nargs="*", default=list(WALL_CLOCK))
+    parser.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of numbers")
+    parser.add_argument("--exact", nargs="*", default=[], help="keys compared exactly")
     parser.add_argument(
         "--statistics",
         nargs="+",
@@ -61,7 +69,8 @@ def main() -> int:
     for key in sorted(before):
         a = [{k: v for k, v in r.items() if k not in args.ignore} for r in before[key]]
         b = [{k: v for k, v in r.items() if k not in args.ignore} for r in after[key]]
-        same = a == b
+        identical = a == b
+        same = identical or rows_close(a, b, args.rtol, set(args.exact))
         bad += not same
         diff = (
             ""
@@ -74,14 +83,38 @@ def main() -> int:
             if len(a) == len(b)
             else f"{len(a)} vs {len(b)} rows"
         )
-        status = "identical" if same else "DIFFERENT"
+        status = "identical" if identical else "close" if same else "DIFFERENT"
         if not same and args.statistics:  # where each compared metric first differs
             diff = ", ".join(f"{m} from row {first_difference(a, b, m)}" for m in args.statistics)
         print(f"{status:<10} {key[0]}/{key[1]} ({len(a)} rows) {diff}")
-    print(f"{len(before) - bad} of {len(before)} runs identical (ignoring {args.ignore})")
+    within = f", numbers within rtol {args.rtol:g}" if args.rtol > 0 else ""
+    print(f"{len(before) - bad} of {len(before)} runs the same (ignoring {args.ignore}{within})")
     if args.statistics:
         return compare_statistics(before, after, args.statistics)
     return 1 if bad else 0
+
+
+def close(x, y, rtol: float) -> bool:
+    """x == y, or both numbers within rtol of the larger magnitude, or both NaN."""
+    if x == y:
+        return True
+    numbers = (int, float)
+    if not (isinstance(x, numbers) and isinstance(y, numbers)) or isinstance(x, bool):
+        return False
+    if np.isnan(x) and np.isnan(y):
+        return True
+    return abs(x - y) <= rtol * max(abs(x), abs(y))
+
+
+def rows_close(a: list[dict], b: list[dict], rtol: float, exact: set[str]) -> bool:
+    """Whether two runs' rows have the same keys and values equal within ``rtol`` (the
+    ``exact`` keys equal)."""
+    if rtol <= 0 or len(a) != len(b):
+        return False
+    return all(
+        set(x) == set(y) and all(close(x[k], y[k], 0.0 if k in exact else rtol) for k in x)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def first_difference(a: list[dict], b: list[dict], metric: str) -> int | None:

@@ -173,18 +173,28 @@ def measure(
     row are the online ones.
 
     With ``columns`` = P the data is ``x[:, P]``, never built: an MLP is measured as a
-    copy whose first layer reads the unpermuted pixels (:func:`reading_unpermuted`). For
-    the plain ReLU MLP on the CPU, the forward pass is
+    copy whose first layer reads the unpermuted pixels (:func:`reading_unpermuted`). The
+    plain ReLU MLP on the CPU is measured by
+    :func:`~plasticollapse.engines.fast_statistics.mlp_metrics` (the same keys and formulas
+    from one sweep of sufficient statistics, float32 grams summed in float64: equal to
+    ``measure_model``'s up to the rounding bound its docstring states); when that finds a
+    non-finite value, or for another model, ``measure_model`` runs, and for the plain MLP
+    there the forward pass is
     :func:`~plasticollapse.metrics.measure.mlp_forward` (no hooks), and on sparse inputs
     (MNIST) its first layer comes from the rows of ``x`` that the fast engine trained on,
     with W_1's columns permuted by P^-1
     (:func:`~plasticollapse.engines.fast_measure.first_layer_outputs`). Each computes the
     same activations up to float32 rounding (another summation order).
     """
-    from plasticollapse.engines import fast_measure
+    from plasticollapse.engines import fast_measure, fast_statistics
     from plasticollapse.metrics.measure import measure_model, mlp_forward
     from plasticollapse.models import MLP
 
+    renamed = {"accuracy": "eval_accuracy", "loss": "eval_loss"}
+    if fast_statistics.applies(model, x):
+        fused = fast_statistics.mlp_metrics(model, x, y, num_classes, columns)
+        if fused is not None:
+            return {renamed.get(k, k): float(v) for k, v in fused.items()}
     forward = None
     if fast_measure.applies(model, x):
         first_layer = fast_measure.first_layer_outputs(model, x, columns)
@@ -198,7 +208,6 @@ def measure(
     if forward is None and fast_measure.applies(model, x):
         forward = mlp_forward(model, x)
     metrics = measure_model(model, x, y, num_classes, hidden_layers=True, forward=forward)
-    renamed = {"accuracy": "eval_accuracy", "loss": "eval_loss"}
     return {renamed.get(k, k): float(v) for k, v in metrics.items()}
 
 
