@@ -38,7 +38,16 @@ import torch
 from torch import nn
 
 from plasticollapse.engines import fast, fast_plan, minibatch_kernels
-from plasticollapse.engines.fast_forms import CbpState, compiled_cbp, no_cbp
+from plasticollapse.engines.fast_forms import (
+    CbpPass,
+    CbpState,
+    DecayPull,
+    Network,
+    Sgd,
+    compiled_cbp,
+    inputs_of,
+    no_cbp,
+)
 from plasticollapse.engines.stats import OnlineStats, add_counts, recent_samples
 from plasticollapse.metrics.threads import one_thread
 
@@ -236,6 +245,12 @@ class MiniBatchEngine:
         a1t, ab1, aws, abs_ = self._anchors(first, weights, biases, perm)
         inv = np.arange(len(first)) if perm is None else fast.inverse_permutation(perm)
         cbp = self._cbp_state([len(b) for b in biases[:-1]])
+        net = Network(first, biases[0], tuple(weights[1:]), tuple(biases[1:]))
+        inputs = inputs_of(rows)
+        sgd = Sgd(float(self.lr), float(head_lr), bool(head_frozen))
+        no_scales = np.zeros(0, np.float64)  # the batch-1 engine's scaled first layer only
+        dp = DecayPull(float(self.decay), float(self.pull), a1t, ab1, aws, abs_, no_scales, False)
+        no_row_sums = np.zeros(0, np.float64)  # CbpPass.in_abs1: the batch-1 engine's only
         need = 0 if self.cbp is None else self.cbp.numbers_per_step_at_most()
         correct, loss_sum, t = 0, 0.0, 0
         try:
@@ -247,12 +262,10 @@ class MiniBatchEngine:
                         buffer, cursor = self.cbp.stream.window(need)
                     else:
                         buffer, cursor = np.zeros(0, np.float32), 0
+                    cbp_pass = CbpPass(inv, perm is not None, no_row_sums, buffer, need)
                     c, loss, t, cursor = minibatch_kernels.train_batches(
-                        first, biases[0], tuple(weights[1:]), tuple(biases[1:]), rows.sparse,
-                        rows.indptr, rows.indices, rows.values, rows.xd, y_np, order_np, t,
-                        self.batch_size, present, self.lr, head_lr, head_frozen, self.decay,
-                        self.pull, a1t, ab1, aws, abs_, cbp, inv, perm is not None, buffer,
-                        cursor, need,
+                        net, inputs, y_np, order_np, t, self.batch_size, present, sgd, dp,
+                        cbp, cbp_pass, cursor,
                     )  # fmt: skip
                     correct += c
                     loss_sum += loss

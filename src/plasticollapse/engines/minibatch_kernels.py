@@ -232,9 +232,7 @@ def backward_update(
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def train_batches(
-    w1t, b1, ws, bs, sparse, indptr, indices, values, xd, y, order, start, batch, present,
-    lr, head_lr, head_frozen, decay, pull, a1t, ab1, aws, abs_,
-    cbp, inv, has_perm, buffer, cursor, need,
+    net, inputs, y, order, start, batch, present, sgd, dp, cbp, cbp_pass, cursor,
 ):  # fmt: skip  # pragma: no cover - compiled; covered through MiniBatchEngine in tests
     """The prequential pass over ``order[start:]`` in mini-batches of ``batch`` (the last one
     may be smaller, as the reference's slicing gives): each batch is scored with the
@@ -242,19 +240,23 @@ def train_batches(
     through Continual Backprop's generate-and-test
     (:func:`~plasticollapse.engines.minibatch_cbp_kernels.batch_cbp_step`).
 
-    ``w1t``: W_1 transposed (in x h1); ``ws``/``bs`` the deeper layers (classifier last);
-    inputs as CSR rows (``sparse``) or dense rows ``xd``; ``present``: the classes the head
-    scores; ``head_lr`` 0 and ``head_frozen`` for a fixed classifier; anchors ``a1t``,
-    ``ab1``, ``aws``, ``abs_`` (zeros without a pull). ``cbp``: Continual Backprop's
-    :class:`~plasticollapse.engines.fast_forms.CbpState` (a placeholder when off),
-    ``inv``/``has_perm`` the pass's inverse column
-    permutation, and its uniform stream ``buffer[cursor:]``, of which a step takes at most
-    ``need`` numbers.
+    The groups are the fast engine's (:mod:`~plasticollapse.engines.fast_forms`):
+    ``net`` (:class:`Network`: ``w1t`` W_1 transposed, in x h1; ``ws``/``bs`` the deeper
+    layers, classifier last), ``inputs`` (CSR or dense rows), ``sgd`` (``head_lr`` 0 and
+    ``head_frozen`` for a fixed classifier), ``dp`` (:class:`DecayPull`: decay, pull and
+    the anchors, zeros without a pull; its scaled-layer fields unused here), ``cbp``
+    (:class:`CbpState`, a placeholder when off) and ``cbp_pass`` (:class:`CbpPass`: the
+    inverse column permutation and the uniform stream ``buffer[cursor:]``, of which a step
+    takes at most ``need`` numbers; ``in_abs1`` unused here). ``present``: the classes the
+    head scores.
 
     Returns ``(correct, loss_sum, stop, cursor)``: ``loss_sum`` = sum over batches of the
     batch's float32 mean loss times its size; the pass stopped before ``order[stop]``
     (``len(order)`` when done; earlier when fewer than ``need`` numbers were left).
     """
+    w1t, b1, ws, bs = net.w1t, net.b1, net.ws, net.bs
+    a1t, ab1, aws, abs_ = dp.a1t, dp.ab1, dp.aws, dp.abs_
+    inv, has_perm, buffer, need = cbp_pass.inv, cbp_pass.has_perm, cbp_pass.buffer, cbp_pass.need
     n_dense = len(ws)
     n_in, h1 = w1t.shape
     width = h1
@@ -262,10 +264,10 @@ def train_batches(
         width = max(width, ws[l].shape[0])
     xb, acts, deltas, grads = step_buffers(batch, n_in, ws, h1)
     mags, taken, chosen, nsel = cbp_scratch(n_dense, width)
-    nlr = np.float32(-lr)
-    nlr_head = np.float32(-head_lr)
-    f_decay = np.float32(decay)
-    f_pull = np.float32(pull)
+    nlr = np.float32(-sgd.lr)
+    nlr_head = np.float32(-sgd.head_lr)
+    f_decay = np.float32(dp.decay)
+    f_pull = np.float32(dp.pull)
     correct = 0
     loss_sum = 0.0
     n = order.shape[0]
@@ -277,7 +279,9 @@ def train_batches(
         nb = hi - lo
         if nb < xb.shape[0]:  # the pass's last, partial batch: buffers of its size
             xb, acts, deltas, grads = step_buffers(nb, n_in, ws, h1)
-        gather_inputs(xb, sparse, indptr, indices, values, xd, order, lo)
+        gather_inputs(
+            xb, inputs.sparse, inputs.indptr, inputs.indices, inputs.values, inputs.xd, order, lo
+        )
         forward(w1t, b1, ws, bs, xb, acts)
         c, loss = score_batch(acts[n_dense], present, y, order, lo, deltas[n_dense])
         correct += c
@@ -288,7 +292,7 @@ def train_batches(
         )  # fmt: skip
         if cbp.on:
             cursor = batch_cbp_step(
-                w1t, b1, ws, bs, acts, nb, inv, has_perm, head_frozen, mags, taken, chosen,
+                w1t, b1, ws, bs, acts, nb, inv, has_perm, sgd.head_frozen, mags, taken, chosen,
                 nsel, cbp, buffer, cursor,
             )  # fmt: skip
         lo = hi
