@@ -16,7 +16,6 @@ from plasticollapse import cli
 from plasticollapse.engines import ReferenceEngine
 from plasticollapse.models import MLP
 from plasticollapse.remedies import build_remedies
-from plasticollapse.report import main_report
 from plasticollapse.runs.config import ConfigError, Study
 from plasticollapse.runs.folder import RunFolder
 from plasticollapse.studies.base import execute, plan
@@ -24,6 +23,7 @@ from plasticollapse.studies.bitflip_regression import config as bitflip_config
 from plasticollapse.studies.bitflip_regression import run as bitflip
 from plasticollapse.studies.bitflip_regression import stream
 from plasticollapse.studies.bitflip_regression.config import Config
+from plasticollapse.studies.report_command import main_report
 
 TINY = {
     "flip_after": 40,

@@ -21,7 +21,7 @@ from test_analysis import make_runs  # tests/ is on sys.path under pytest's defa
 from plasticollapse import analysis, report
 from plasticollapse.report import plots
 from plasticollapse.report.format import DASH, fmt
-from plasticollapse.studies import get_study, study_names
+from plasticollapse.studies import get_study, report_command, study_names
 from plasticollapse.studies.base import StudyResults
 from plasticollapse.studies.permuted import report as permuted_report
 from plasticollapse.studies.warmstart import report as warmstart_report
@@ -35,7 +35,7 @@ def runs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def out(runs, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("report")
-    return report.main_report([runs], folder, window=20, stride=5, bootstrap=50, seed=0)
+    return report_command.main_report([runs], folder, window=20, stride=5, bootstrap=50, seed=0)
 
 
 def rows(folder: Path, metric: str, step_key: str) -> dict[float, float]:
@@ -232,7 +232,7 @@ def test_fmt_renders_missing_as_dash():
 
 
 def test_report_on_one_study_only(runs, tmp_path):
-    folder = report.main_report([runs / "permuted"], tmp_path / "r", bootstrap=0)
+    folder = report_command.main_report([runs / "permuted"], tmp_path / "r", bootstrap=0)
     md = (folder / "report.md").read_text()
     absent = ", ".join(n for n in study_names() if n != "permuted")
     assert f"Registered studies with no runs here: {absent}." in md
@@ -246,7 +246,7 @@ def test_report_on_one_study_only(runs, tmp_path):
 
 def test_report_without_runs_raises(tmp_path):
     with pytest.raises(ValueError, match="no run folders"):
-        report.main_report([tmp_path], tmp_path / "out")
+        report_command.main_report([tmp_path], tmp_path / "out")
 
 
 def test_main_plot_writes_a_file(runs, tmp_path):
@@ -298,7 +298,7 @@ def paper_like_runs(root: Path) -> Path:
 
 def test_a_difference_only_like_for_like(tmp_path):
     runs = paper_like_runs(tmp_path / "runs")
-    folder = report.main_report([runs], tmp_path / "r", bootstrap=0)
+    folder = report_command.main_report([runs], tmp_path / "r", bootstrap=0)
     table = markdown_table((folder / "report.md").read_text(), "quantity")
     curves = {
         m: np.array(
@@ -321,7 +321,7 @@ def test_a_difference_only_like_for_like(tmp_path):
         config = json.loads((f / "config.json").read_text())["config"]
         lines = [json.loads(line) for line in (f / "metrics.jsonl").open()]
         write_permuted(other / f.name, {**config, "dataset": "digits"}, lines)
-    folder = report.main_report([other], tmp_path / "r2", bootstrap=0)
+    folder = report_command.main_report([other], tmp_path / "r2", bootstrap=0)
     table = markdown_table((folder / "report.md").read_text(), "quantity")
     headline = table["r(mean NC1, mean accuracy) across tasks 0-139 (r of per-task means)"]
     assert headline[2] == fmt(r, "r")
@@ -381,7 +381,7 @@ def test_threshold_analysis_uses_the_threshold_runs_only(tmp_path):
 
     partial = [np.corrcoef(residual(np.array(nc1_0)), residual(pl[:, i]))[0, 1] for i in range(99)]
     assert np.allclose(frame["r_nc1_pl_given_epochs"], partial)
-    folder = report.main_report([runs], tmp_path / "r", bootstrap=0)
+    folder = report_command.main_report([runs], tmp_path / "r", bootstrap=0)
     table = markdown_table((folder / "report.md").read_text(), "quantity")
     row = next(v for k, v in table.items() if k.startswith("threshold") and "1-40" in k)
     assert row[2] == fmt(np.mean(gaussian_filter1d(np.abs(want), 4)[:40]), "r")
@@ -455,7 +455,7 @@ def test_titles_and_r_labels_say_what_was_run(runs, tmp_path, monkeypatch):
 
 
 def test_a_permuted_only_report_lists_only_what_it_wrote(runs, tmp_path):
-    folder = report.main_report([runs / "permuted"], tmp_path / "r", bootstrap=0)
+    folder = report_command.main_report([runs / "permuted"], tmp_path / "r", bootstrap=0)
     md = (folder / "report.md").read_text()
     listed = [
         name

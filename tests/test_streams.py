@@ -298,7 +298,7 @@ def test_pytorch_init_is_nn_linear_s_default_and_kaiming_the_paper_s():
 
 
 def test_summary_table_and_report_of_the_three_studies(tmp_path):
-    from plasticollapse.report import main_report
+    from plasticollapse.studies.report_command import main_report
 
     specs = [
         spec_for(study, tmp_path / "runs" / study, seed=seed) for study in TINY for seed in (0, 1)

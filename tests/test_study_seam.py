@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from plasticollapse import cli, load_results, studies
-from plasticollapse.report import main_report
 from plasticollapse.runs.sweep import run_sweep
 from plasticollapse.studies.base import RunSpec, execute, plan_from_file
+from plasticollapse.studies.report_command import main_report
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(studies.__file__).resolve().parents[1]

@@ -9,8 +9,8 @@
   :class:`ReportSection` (what it gives back), plain data.
 
 None of them knows a study. The ``plasticollapse report`` command, which loops over the
-studies present, is :mod:`plasticollapse.studies.report_command`; ``main_report`` and
-``study_sections`` are still importable from here, resolved when asked for.
+studies present, is :mod:`plasticollapse.studies.report_command` (``main_report``,
+``study_sections``), a floor above.
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ _EXPORTS = {
     "fmt": "plasticollapse.report.format",
     "ReportSection": "plasticollapse.report.section",
     "StudyResults": "plasticollapse.report.section",
-    # the command moved up to the studies' floor; these names keep older imports working
-    "main_report": "plasticollapse.studies.report_command",
-    "study_sections": "plasticollapse.studies.report_command",
 }
 
 __all__ = list(_EXPORTS)
