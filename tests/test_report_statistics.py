@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from test_report import PAPER_LIKE, study_results, write_permuted
 
-from plasticollapse import report
+from plasticollapse.studies import report_command
 from plasticollapse.studies.permuted import report as permuted_report
 from plasticollapse.studies.permuted import threshold
 
@@ -63,7 +63,7 @@ def test_the_ranking_does_not_put_a_trend_only_metric_first(tmp_path):
     assert "dead_fraction_layer3" not in set(ranking["metric"])
     assert "dead_fraction_layer3 (identical)" in head.loc["dead_fraction", "aliases"]
     # The report's table shows the headline with its interval and n, and no p-value.
-    folder = report.main_report([runs], tmp_path / "r", bootstrap=200)
+    folder = report_command.main_report([runs], tmp_path / "r", bootstrap=200)
     text = (folder / "report.md").read_text()
     rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
     shown = next(r for r in rows if len(r) > 4 and r[2].strip() == "effective_rank")
