@@ -54,11 +54,7 @@ from plasticollapse.metrics.measure import LAYER_KEYS
 from plasticollapse.metrics.plasticity import (
     DORMANT_TAU,
     SRANK_DELTA,
-    dormant_mask_from_scores,
-    effective_rank_from_sv,
-    singular_values_from_gram,
-    srank_from_sv,
-    stable_rank_from_sv,
+    unit_metrics_from_sums,
     weight_magnitude,
 )
 from plasticollapse.metrics.threads import on_one_thread
@@ -306,12 +302,4 @@ def _class_statistics(features, labels, predictions, sums, counts):
 def _unit_metrics(abs_sum, norm_sum, gram, n: int, tau: float) -> dict[str, float]:
     """UnitStatistics.compute's keys from the sums and the float64 gram."""
     total = torch.from_numpy(abs_sum)
-    sv = singular_values_from_gram(gram)
-    return {
-        "dormant_fraction": float(dormant_mask_from_scores(total / n, tau).double().mean()),
-        "dead_fraction": float((total == 0).double().mean()),
-        "effective_rank": effective_rank_from_sv(sv),
-        "srank": srank_from_sv(sv, SRANK_DELTA),
-        "stable_rank": stable_rank_from_sv(sv),
-        "feature_norm": float(norm_sum[0]) / n,
-    }
+    return unit_metrics_from_sums(total, float(norm_sum[0]), n, gram, tau, SRANK_DELTA)

@@ -249,17 +249,34 @@ class UnitStatistics:
         gram = self.rows_gram.gram() if self.rows_gram is not None else self.gram
         if gram is None:
             raise ValueError("no gram: with gram=False, set .gram before compute()")
-        sv = singular_values_from_gram(gram)
-        return {
-            "dormant_fraction": float(
-                dormant_mask_from_scores(self.abs_sum / self.count, self.tau).double().mean()
-            ),
-            "dead_fraction": float((self.abs_sum == 0).double().mean()),
-            "effective_rank": effective_rank_from_sv(sv),
-            "srank": srank_from_sv(sv, self.delta),
-            "stable_rank": stable_rank_from_sv(sv),
-            "feature_norm": float(self.norm_sum) / self.count,
-        }
+        return unit_metrics_from_sums(
+            self.abs_sum, float(self.norm_sum), self.count, gram, self.tau, self.delta
+        )
+
+
+def unit_metrics_from_sums(
+    abs_sum: torch.Tensor,
+    norm_sum: float,
+    count: int,
+    gram: torch.Tensor,
+    tau: float = DORMANT_TAU,
+    delta: float = SRANK_DELTA,
+) -> dict[str, float]:
+    """The unit metrics of ``count`` rows from their sufficient statistics: ``abs_sum`` =
+    sum_x |h_i(x)| per unit (float64), ``norm_sum`` = sum_x ||h(x)||_2 and the float64 gram
+    A^T A: ``dormant_fraction`` (ReDo's score s_i = mean|h_i| / mean_j mean|h_j| <= tau),
+    ``dead_fraction`` (sum_x |h_i(x)| = 0), ``effective_rank``, ``srank`` (delta),
+    ``stable_rank`` (from the gram's singular values) and ``feature_norm`` (mean ||h||_2).
+    What :meth:`UnitStatistics.compute` returns, for callers that keep the sums themselves."""
+    sv = singular_values_from_gram(gram)
+    return {
+        "dormant_fraction": float(dormant_mask_from_scores(abs_sum / count, tau).double().mean()),
+        "dead_fraction": float((abs_sum == 0).double().mean()),
+        "effective_rank": effective_rank_from_sv(sv),
+        "srank": srank_from_sv(sv, delta),
+        "stable_rank": stable_rank_from_sv(sv),
+        "feature_norm": norm_sum / count,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
