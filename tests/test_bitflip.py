@@ -316,8 +316,9 @@ def test_a_seed_fixes_the_rows_and_measure_every_skips_metrics(tmp_path):
     assert ["nrc1" in r for r in rows_of(c)] == [True, False, True, True]  # 0, 2 and the last
 
 
-@pytest.mark.parametrize("remedies", [(), ("shrink_perturb", "l2_init", "redo")])
-def test_killed_after_a_period_resumes_to_the_uninterrupted_rows(tmp_path, remedies):
+def uninterrupted_and_killed_at_period_2(tmp_path, remedies):
+    """(the uninterrupted run's spec, the killed run's spec, its folder): the second run
+    killed by a callback at period 2, after period 1's checkpoint."""
     reference = spec_for(tmp_path / "whole", remedies=remedies)
     execute(reference)
     spec = spec_for(tmp_path / "killed", remedies=remedies)
@@ -330,6 +331,12 @@ def test_killed_after_a_period_resumes_to_the_uninterrupted_rows(tmp_path, remed
     config = Config(**{**TINY, "remedies": remedies, "out": str(tmp_path / "killed")})
     with pytest.raises(KeyboardInterrupt):
         bitflip.run(config, folder, callbacks=[kill_at_task_2])
+    return reference, spec, folder
+
+
+@pytest.mark.parametrize("remedies", [(), ("shrink_perturb", "l2_init", "redo")])
+def test_killed_after_a_period_resumes_to_the_uninterrupted_rows(tmp_path, remedies):
+    reference, spec, folder = uninterrupted_and_killed_at_period_2(tmp_path, remedies)
     assert [r["task"] for r in rows_of(spec)] == [0, 1]
     folder.append_metrics({"task": 2, "loss": -1.0})  # written after the last checkpoint
     assert execute(spec) == "resumed"
@@ -341,19 +348,7 @@ def test_a_checkpoint_from_before_the_shared_online_loop_resumes(tmp_path):
     """A period checkpoint of the study's own loop (task, loss_task0, seconds, the weights,
     the optimizer's and the remedies' states; none of the shared loop's keys) resumes to the
     uninterrupted rows: pl still counts from period 0's loss."""
-    remedies = ("l2_init",)
-    reference = spec_for(tmp_path / "whole", remedies=remedies)
-    execute(reference)
-    spec = spec_for(tmp_path / "killed", remedies=remedies)
-
-    def kill_at_task_2(task, model, row):
-        if task == 2:
-            raise KeyboardInterrupt
-
-    folder = RunFolder.open(spec.folder, "bitflip_regression", spec.config, "cpu", spec.run_id)
-    config = Config(**{**TINY, "remedies": remedies, "out": str(tmp_path / "killed")})
-    with pytest.raises(KeyboardInterrupt):
-        bitflip.run(config, folder, callbacks=[kill_at_task_2])
+    reference, spec, folder = uninterrupted_and_killed_at_period_2(tmp_path, ("l2_init",))
     state = folder.load_checkpoint()
     assert state is not None and "task_epoch" in state
     old_keys = ("task", "loss_task0", "seconds", "model", "optimizer", "remedies")
