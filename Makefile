@@ -37,7 +37,8 @@ demo: install
 # The tests that run the compiled engine, once more under Numba's generic CPU target: a test
 # whose verdict hung on the host's code generation (AVX-512 or not) would fail on every
 # machine, not only on some (docs/reproducibility.md).
-ENGINE_TESTS := tests/test_fast_engine.py tests/test_minibatch_engine.py tests/test_cbp.py tests/test_remedies.py
+ENGINE_TESTS := tests/test_fast_engine.py tests/test_minibatch_engine.py tests/test_cbp.py tests/test_remedies.py \
+	tests/test_fast_statistics.py
 
 # CI runs `make test`: the habits that keep the code readable (ruff, mypy) run there too.
 test: setup lint typecheck
