@@ -253,6 +253,81 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
     return out
 
 
+def measure_pieces(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Where ``permuted.measure``'s time goes: each stage of
+    :func:`~plasticollapse.engines.fast_statistics.mlp_metrics` run alone over the task's
+    60k rows in its blocks, one thread, best of ``repeats`` (wall): the first layer (the
+    sparse rows or the dense product, as the measuring chooses), the deeper layers, the
+    two hidden layers' grams, the per-block unit, class and cross-entropy sums, and the
+    second sweep over the features (centring, the within-class scatter, NC4)."""
+    from plasticollapse.engines import fast
+    from plasticollapse.engines import fast_statistics as fs
+    from plasticollapse.engines.fast_measure import SPARSE_DENSITY, first_layer_rows
+
+    x, y = _task_data(x, y)
+    torch.manual_seed(0)
+    model = MLP(x.shape[1], HIDDEN, 10)
+    perm = torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(3))
+    n, block = len(x), fs.BLOCK
+    starts = range(0, n, block)
+    rows = fast.shared_rows(x, x.shape[1])
+    w1t = fs._first_weights(model, perm)
+    b1 = np.ascontiguousarray(model.hidden_linears[0].bias.detach().numpy())
+    deeper = [fs._transposed(layer) for layer in model.hidden_linears[1:]]
+    head_t, head_b = fs._transposed(model.classifier)
+    labels = np.ascontiguousarray(y.numpy(), dtype=np.int64)
+    acts = [np.empty((n, w), np.float32) for w in HIDDEN]
+    x_dense, w1 = x.reshape(n, -1).contiguous(), torch.from_numpy(w1t)
+
+    def first():
+        for s in starts:
+            if rows.density > SPARSE_DENSITY:
+                fs._dense_first_layer(x_dense[s : s + block], w1, b1, acts[0][s : s + block])
+            else:
+                first_layer_rows(
+                    w1t, b1, True, rows.indptr[s : s + block + 1], rows.indices,
+                    rows.values, rows.xd, acts[0][s : s + block],
+                )  # fmt: skip
+
+    def layers():
+        for s in starts:
+            for k, (wt, b) in enumerate(deeper):
+                fs._relu_layer(acts[k][s : s + block], wt, b, acts[k + 1][s : s + block])
+
+    def grams():
+        for a in acts[:-1]:
+            gram = np.zeros((a.shape[1], a.shape[1]))
+            for s in starts:
+                fs.add_block_gram(gram, a[s : s + block])
+
+    def sums():
+        sums_, counts = np.zeros((10, HIDDEN[-1])), np.zeros(10, np.int64)
+        predictions, logits = np.empty(n, np.int64), np.empty((block, 10), np.float32)
+        for s in starts:
+            for a in acts:
+                fs.unit_sums(a[s : s + block], np.zeros(a.shape[1]), np.zeros(1))
+            z = np.dot(acts[-1][s : s + block], head_t, out=logits[: len(labels[s : s + block])])
+            fs.cross_entropy_sums(z + head_b, labels[s : s + block], predictions[s : s + block])
+            fs.class_sums(acts[-1][s : s + block], labels[s : s + block], sums_, counts)
+        return predictions, sums_, counts
+
+    first()
+    layers()
+    predictions, class_sums, counts = sums()
+    out = {
+        "first layer": best_of(first, repeats)[0],
+        "deeper layers": best_of(layers, repeats)[0],
+        "grams": best_of(grams, repeats)[0],
+        "sums": best_of(sums, repeats)[0],
+        "second sweep": best_of(
+            lambda: fs._class_statistics(acts[-1], labels, predictions, class_sums, counts),
+            repeats,
+        )[0],
+    }
+    out["whole"] = best_of(lambda: fs.mlp_metrics(model, x, y, 10, columns=perm), repeats)[0]
+    return out
+
+
 def remedy_cases():
     """(label, remedies factory) of the remedies timed beside plain."""
     from plasticollapse.remedies.cbp import ContinualBackprop
@@ -468,6 +543,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{c['measure_before']:.3f}, {c['measure_before'] / c['measure']:.2f}x; on a built "
             f"x[:, P]: {c['measure_built']:.3f} + gather {c['gather']:.3f}); forward alone "
             f"{c['forward']:.3f}; row + checkpoint {c['checkpoint']:.3f}"
+        )
+        pieces = measure_pieces(x, y, args.repeats)
+        whole_measure = pieces.pop("whole")
+        print(
+            "    where the one sweep's time goes (wall): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in pieces.items())
+            + f"; sum {sum(pieces.values()):.3f} vs the whole sweep {whole_measure:.3f}"
         )
     fashion_name = "Fashion-MNIST (real)" if "Fashion-MNIST (real)" in results else None
     whole = whole_run(args.run_tasks)
