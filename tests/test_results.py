@@ -4,6 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numba
 import pytest
 import torch
 
@@ -28,6 +29,7 @@ def test_config_json_records_environment(tmp_path):
     assert record["config"]["lr"] == 0.1
     assert record["plasticollapse_version"] == plasticollapse.__version__
     assert record["torch_version"] == torch.__version__ and record["device"] == "cpu"
+    assert record["numba_cpu"] and record["numba_version"] == numba.__version__
     # The tests run from a git checkout: the record names its commit.
     head = git(Path(plasticollapse.__file__).parent, "rev-parse", "HEAD").strip()
     assert record["git"]["commit"] == head and isinstance(record["git"]["dirty"], bool)

@@ -1,6 +1,6 @@
 """What a run folder's config.json records of where a result came from: the package's
-version and commit (with a hash of uncommitted changes), torch's version, the device, the
-host and the time."""
+version and commit (with a hash of uncommitted changes), torch's and Numba's versions, the
+CPU Numba compiles for, the device, the host and the time."""
 
 from __future__ import annotations
 
@@ -29,10 +29,25 @@ def environment_info(device: str) -> dict[str, Any]:
         "plasticollapse_version": __version__,
         "git": git_info(Path(__file__)),
         "torch_version": torch.__version__,
+        **numba_target(),
         **device_used(device),
         "host": platform.node(),
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def numba_target() -> dict[str, str]:
+    """Numba's version and the CPU it compiles the engines for (``NUMBA_CPU_NAME``, else
+    the host's, as LLVM names it: ``znver3``, ``rocketlake``): rows are bit-identical only
+    between runs with the same one (docs/reproducibility.md)."""
+    import llvmlite.binding as llvm
+    import numba
+    from numba.core import config
+
+    return {
+        "numba_version": numba.__version__,
+        "numba_cpu": config.CPU_NAME or llvm.get_host_cpu_name(),
     }
 
 
