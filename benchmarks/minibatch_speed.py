@@ -19,7 +19,8 @@ so the zeros reach the engine):
    dense products: the compiled engine's are SGEMMs too) and the ceiling of the ratio if
    the compiled engine ran at the SGEMM roof, ``ceiling = roof / flops / rate_reference``,
    on the dense FLOPs and on those over the first layer's nonzero inputs only;
-4. the projected CPU-hours of ``full/matrix`` (9 settings x 5 seeds per study)::
+4. the projected CPU-hours of these two studies in ``full/matrix`` (9 settings x 5 seeds)
+   from the engine's training throughput alone::
 
        hours(study) = seeds * sum_settings samples_per_run(study) / rate(setting) / 3600
        samples_per_run(random_labels)     = tasks * epochs_per_task * subset_size
@@ -28,10 +29,9 @@ so the zeros reach the engine):
                                                trains a fresh network on every task)
 
    ``rate(setting)``: the compiled engine's measured rate for its remedy (plain's for
-   Shrink & Perturb, ReDo and the resets, which act at task boundaries only). Measuring
-   after each task, the plasticity probe and start-up are left out (a few percent of these
-   runs). The three other studies are taken at the costs their presets state (batch 1,
-   already compiled: permuted 4.5, label_permuted 3.75, bitflip_regression 1.2 CPU-hours).
+   Shrink & Perturb, ReDo and the resets, which act at task boundaries only). The whole
+   matrix, every study with its measuring, probes and start-up, end to end:
+   ``benchmarks/matrix_cost.py``.
 
 Timings on a shared machine are inflated and noisy: ``uptime`` is printed with them.
 
@@ -65,12 +65,11 @@ from plasticollapse.engines.reference import ReferenceEngine  # noqa: E402
 from plasticollapse.remedies import RemedyContext, build_remedies  # noqa: E402
 from plasticollapse.studies.streams.model import MaskedLinear  # noqa: E402
 
-#: The matrix's settings (presets/full/matrix.toml) and the studies' other costs.
+#: The matrix's settings (presets/full/matrix.toml).
 SETTINGS = ("plain", "shrink_perturb", "l2_init", "redo", "weight_decay", "cbp",
             "reset_head", "reset_all", "etf_head")  # fmt: skip
 AS_PLAIN = ("plain", "shrink_perturb", "redo", "reset_head", "reset_all")
 COMPILED = ("plain", "weight_decay", "l2_init", "etf_head", "cbp")
-OTHER_STUDIES_HOURS = {"permuted": 4.5, "label_permuted": 3.75, "bitflip_regression": 1.2}
 
 
 def flops_per_sample(widths, batch: int, density: float = 1.0) -> float:
@@ -262,8 +261,10 @@ def main() -> None:
         nonzero = float((xs != 0).float().mean())
         arithmetic(study, cfg, rates, nonzero, max(roofs[cfg["batch_size"]].values()))
         total += projected_hours(study, copy.deepcopy(cfg), rates)
-    total += sum(OTHER_STUDIES_HOURS.values())
-    print(f"full/matrix projected: {total:.1f} CPU-hours (others at their presets' costs)")
+    print(
+        f"full/matrix's two mini-batch studies: {total:.1f} CPU-hours of training "
+        "(the whole matrix end to end: benchmarks/matrix_cost.py)"
+    )
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
 

@@ -384,6 +384,15 @@ def test_the_shipped_matrix_presets_plan(capsys):
     assert len(load_matrix("quick/matrix").seeds) == 5
 
 
+def test_the_full_matrix_trains_every_study_in_a_compiled_engine():
+    """The full matrix's cost estimate (its preset's comment) assumes the compiled engines:
+    its mini-batch studies ask for ``fast`` (``auto`` keeps them on autograd)."""
+    cells = [c for c in matrix.plan_matrix(load_matrix("full/matrix")) if c.spec is not None]
+    for study in ("label_permuted", "random_labels", "class_incremental"):
+        assert {c.spec.config["engine"] for c in cells if c.study == study} == {"fast"}
+    assert {c.spec.config["batch_size"] for c in cells if c.study == "permuted"} == {1}
+
+
 def test_the_matrix_names_no_study():
     names = [*studies.study_names(), "toy", "rtoy"]
     for path in SRC.rglob("*.py"):

@@ -5,6 +5,7 @@ Runs are tiny digits runs (see stream_helpers.TINY): well under a second of trai
 """
 
 import copy
+import functools
 import math
 
 import pytest
@@ -18,6 +19,8 @@ import plasticollapse.training as training
 from plasticollapse.metrics.collapse import collapse_metrics
 from plasticollapse.metrics.measure import LAYER_COLLAPSE_KEYS, measure_model
 from plasticollapse.metrics.plasticity import capture_activations
+from plasticollapse.metrics.trainability import plasticity_score
+from plasticollapse.models import MLP, MaskedLinear
 from plasticollapse.remedies.base import Remedy
 from plasticollapse.runs.config import ConfigError, from_dict
 from plasticollapse.runs.folder import RunFolder
@@ -109,9 +112,10 @@ def no_probes(**fields):
     return {"plasticity_probe": False, "retrained_baseline": False, "forgetting": False, **fields}
 
 
-def test_the_probes_leave_training_and_measurement_unchanged(tmp_path):
-    probed = spec_for("label_permuted", tmp_path / "probed")
-    plain = spec_for("label_permuted", tmp_path / "plain", **no_probes())
+@pytest.mark.parametrize("engine", ["auto", "fast"])  # fast: the probe's steps compiled too
+def test_the_probes_leave_training_and_measurement_unchanged(tmp_path, engine):
+    probed = spec_for("label_permuted", tmp_path / "probed", engine=engine)
+    plain = spec_for("label_permuted", tmp_path / "plain", **no_probes(engine=engine))
     execute(probed), execute(plain)
     stripped = [
         {k: v for k, v in row.items() if k not in ("seconds", *PROBE_KEYS)}
@@ -164,6 +168,62 @@ def test_the_plasticity_probe_scores_the_network_at_the_switch(tmp_path):
     zero = spec_for("label_permuted", tmp_path / "zero", **{**fields, "probe_steps": 0})
     execute(zero)
     assert all(r["plasticity_score"] == 0.0 for r in rows_of(zero))
+
+
+def _probe_case(masked: bool):
+    """A package MLP (optionally with a masked head over 3 of 5 classes) and a probe batch."""
+    torch.manual_seed(1)
+    model = MLP(12, (16, 8), 5)
+    if masked:
+        head = MaskedLinear(8, 5)
+        head.load_state_dict(model.classifier.state_dict(), strict=False)
+        head.set_classes(torch.tensor([0, 2, 3]))
+        model.classifier = head
+    x = torch.rand(64, 12) * (torch.rand(64, 12) < 0.6)
+    y = (
+        torch.tensor([0, 2, 3])[torch.randint(0, 3, (64,))]
+        if masked
+        else torch.randint(0, 5, (64,))
+    )
+    return model, x, y
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_compiled_probe_takes_autograds_steps(masked):
+    """The probe's steps in the compiled mini-batch engine (engine fast) against autograd's:
+    10 full-batch steps, equal within float32 rounding; the probed network is not changed."""
+    from plasticollapse.training.full_batch import compiled_steps_apply, full_batch_steps
+
+    model, x, y = _probe_case(masked)
+    state = copy.deepcopy(model.state_dict())
+    assert compiled_steps_apply(model, len(x), masked)
+    train = functools.partial(full_batch_steps, masked_head=masked)
+    compiled = plasticity_score(model, x, y, steps=10, lr=0.5, train=train)
+    autograd = plasticity_score(model, x, y, steps=10, lr=0.5)
+    assert compiled["probe_loss_before"] == autograd["probe_loss_before"]
+    assert compiled["probe_loss_after"] < 0.97 * compiled["probe_loss_before"]  # it trained
+    assert compiled["probe_loss_after"] == pytest.approx(autograd["probe_loss_after"], rel=1e-5)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert not compiled_steps_apply(MLP(12, (16,), 5, layer_norm=True), len(x))
+
+
+@pytest.mark.parametrize(("engine", "compiled"), [("fast", True), ("auto", False)])
+def test_the_probe_runs_compiled_when_the_run_asks_for_the_fast_engine(
+    tmp_path, monkeypatch, engine, compiled
+):
+    from plasticollapse.training import full_batch
+
+    calls = []
+    real = full_batch.full_batch_steps
+    monkeypatch.setattr(
+        full_batch, "full_batch_steps", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    fields = no_probes(plasticity_probe=True, probe_steps=3, engine=engine)
+    spec = spec_for("label_permuted", tmp_path, **fields)
+    execute(spec)
+    rows = rows_of(spec)
+    assert len(calls) == (len(rows) if compiled else 0)
+    assert all(r["probe_loss_after"] < r["probe_loss_before"] for r in rows)
 
 
 # --------------------------------------------------------------------------- the loop

@@ -47,7 +47,7 @@ def numba_target() -> dict[str, str]:
 
     return {
         "numba_version": numba.__version__,
-        "numba_cpu": config.CPU_NAME or llvm.get_host_cpu_name(),
+        "numba_cpu": getattr(config, "CPU_NAME", None) or llvm.get_host_cpu_name(),
     }
 
 

@@ -20,6 +20,7 @@ Keys of a task's row (see :func:`measure_task` and the probes):
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -73,14 +74,24 @@ def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int =
     return correct / len(y)
 
 
-def plasticity_probe(model: nn.Module, task: StreamTask, config: StreamConfig) -> dict[str, float]:
+def plasticity_probe(
+    model: nn.Module, task: StreamTask, config: StreamConfig, masked_head: bool = False
+) -> dict[str, float]:
     """The plasticity score of the network on the new task's probe batch: a seeded choice
-    of ``probe_samples`` of its training samples (the same batch on a resume)."""
+    of ``probe_samples`` of its training samples (the same batch on a resume). With
+    ``engine = "fast"`` its steps run in the compiled mini-batch engine where it applies
+    (:mod:`plasticollapse.training.full_batch`), as the run's own training does."""
     from plasticollapse.metrics.trainability import plasticity_score
+    from plasticollapse.training.full_batch import compiled_steps_apply, full_batch_steps
 
     idx = among(task.train, config.probe_samples, config.seed, "probe", task.index)
     x, y = task.x[idx], task.y[idx]
-    return plasticity_score(model, x, y, steps=config.probe_steps, lr=config.effective_probe_lr)
+    train = None
+    if config.engine == "fast" and compiled_steps_apply(model, len(x), masked_head):
+        train = partial(full_batch_steps, masked_head=masked_head)
+    return plasticity_score(
+        model, x, y, steps=config.probe_steps, lr=config.effective_probe_lr, train=train
+    )
 
 
 def forgetting(model: nn.Module, task0: StreamTask) -> dict[str, float]:

@@ -114,7 +114,9 @@ class OnlineStreamTask:
         """The plasticity probe measures the network that will train on the task."""
         if not self.run.config.plasticity_probe:
             return {}
-        return measure.plasticity_probe(self.run.model, self.task, self.run.config)
+        run = self.run
+        masked = run.stream.masks_absent_classes
+        return measure.plasticity_probe(run.model, self.task, run.config, masked)
 
     def stop_after_pass(self) -> bool:
         return False
