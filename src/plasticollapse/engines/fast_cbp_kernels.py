@@ -130,46 +130,75 @@ def cbp_step(net, acts, head_frozen, cbp, pass_, scratch, cursor):
                 for u in range(width):
                     mags[1, u] = row_abs_sum(inw, u) / n_in
         cbp_utilities(i, acts, util, means[i], powers[i], age, mags, adaptable, decay)
-        eligible = 0
-        for u in range(width):
-            eligible += age[u] > maturity
-        if eligible == 0:
-            continue
-        accs[i] += rate * eligible
-        count = int(accs[i])
-        accs[i] -= count
-        count = min(count, eligible)
-        if count == 0:
-            continue
-        for u in range(width):
-            taken[u] = False
-        for q in range(count):
-            best = -1
-            best_score = np.float32(0.0)
-            for u in range(width):
-                if age[u] > maturity and not taken[u]:
-                    score = util[u] / mags[2, u]
-                    if best < 0 or score < best_score:
-                        best = u
-                        best_score = score
-            taken[best] = True
-            chosen[i, q] = best
+        count = lowest_utilities(i, util, age, mags, taken, chosen, accs, rate, maturity)
         for q in range(count):
             util[chosen[i, q]] = np.float32(0.0)
             means[i][chosen[i, q]] = np.float32(0.0)
         nsel[i] = count
-    for i in range(n_hidden):  # generate: all layers were tested on the same weights
+    cursor = replace_units(
+        w1t, b1, ws, bs, chosen, nsel, bounds, ages, powers, replaced, inv, has_perm,
+        head_frozen, buffer, cursor,
+    )  # fmt: skip
+    for q in range(nsel[0]):  # the fresh rows' sums (no other layer writes W_1)
+        u = chosen[0, q]
+        total = 0.0
+        for r in range(w1t.shape[0]):
+            total += abs(w1t[r, u])
+        in_abs1[u] = total
+    return cursor
+
+
+@njit(cache=True, nogil=True, fastmath=STEP_MATH)
+def lowest_utilities(l, util, age, mags, taken, chosen, accs, rate, maturity):
+    """The test of layer l: how many units are due (the carried-over rate: ``acc += rate *
+    eligible``, ``n = int(acc)``), and which (``chosen[l, :n]``, the eligible units of lowest
+    ``u_i / c_i`` first, ties to the lowest index; ``mags[2]`` holds c_i)."""
+    width = util.shape[0]
+    eligible = 0
+    for u in range(width):
+        eligible += age[u] > maturity
+    if eligible == 0:
+        return 0
+    accs[l] += rate * eligible
+    count = int(accs[l])
+    accs[l] -= count
+    count = min(count, eligible)
+    for u in range(width):
+        taken[u] = False
+    for q in range(count):
+        best = -1
+        best_score = np.float32(0.0)
+        for u in range(width):
+            if age[u] > maturity and not taken[u]:
+                score = util[u] / mags[2, u]
+                if best < 0 or score < best_score:
+                    best = u
+                    best_score = score
+        taken[best] = True
+        chosen[l, q] = best
+    return count
+
+
+@njit(cache=True, nogil=True, fastmath=STEP_MATH)
+def replace_units(
+    w1t, b1, ws, bs, chosen, nsel, bounds, ages, powers, replaced, inv, has_perm,
+    head_frozen, buffer, cursor,
+):  # fmt: skip  # pragma: no cover - compiled
+    """The generate step, after every layer was tested on the same weights: each chosen
+    unit ``chosen[l, :nsel[l]]`` gets fresh incoming weights ``bound_l * v`` (v from
+    ``buffer[cursor:]``, in the model's input order: ``inv`` maps W_1^T's rows when
+    ``has_perm``), a zero bias, zero outgoing weights (unless the head is fixed), age 0.
+    Layers in order (module docstring). Returns the new cursor."""
+    n_hidden = len(ws)
+    for i in range(n_hidden):
         bound = bounds[i]
         for q in range(nsel[i]):
             u = chosen[i, q]
             if i == 0:
                 n_in = w1t.shape[0]
-                total = 0.0
                 for r in range(n_in):
                     c = inv[r] if has_perm else r
                     w1t[r, u] = bound * buffer[cursor + c]
-                    total += abs(w1t[r, u])
-                in_abs1[u] = total
                 b1[u] = np.float32(0.0)
                 cursor += n_in
             else:

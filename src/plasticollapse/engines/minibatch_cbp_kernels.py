@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from plasticollapse.engines.fast_cbp_kernels import lowest_utilities, replace_units
 from plasticollapse.engines.fast_kernels import STEP_MATH
 
 __all__ = ["batch_cbp_step", "cbp_scratch"]
@@ -120,36 +121,6 @@ def _batch_utilities(l, acts, nb, util, mean, power, age, mags, adaptable, decay
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
-def _lowest(l, util, age, mags, taken, chosen, accs, rate, maturity):
-    """The test of layer l: how many units are due (the carried-over rate), and which
-    (``chosen[l, :count]``, lowest ``u_i / c_i`` first, ties to the lowest index)."""
-    width = util.shape[0]
-    eligible = 0
-    for u in range(width):
-        eligible += age[u] > maturity
-    if eligible == 0:
-        return 0
-    accs[l] += rate * eligible
-    count = int(accs[l])
-    accs[l] -= count
-    count = min(count, eligible)
-    for u in range(width):
-        taken[u] = False
-    for q in range(count):
-        best = -1
-        best_score = np.float32(0.0)
-        for u in range(width):
-            if age[u] > maturity and not taken[u]:
-                score = util[u] / mags[2, u]
-                if best < 0 or score < best_score:
-                    best = u
-                    best_score = score
-        taken[best] = True
-        chosen[l, q] = best
-    return count
-
-
-@njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def batch_cbp_step(
     w1t, b1, ws, bs, acts, nb, inv, has_perm, head_frozen, mags, taken, chosen, nsel,
     cbp, buffer, cursor,
@@ -175,33 +146,12 @@ def batch_cbp_step(
         _batch_utilities(
             l, acts, nb, utils[l], means[l], powers[l], ages[l], mags, adaptable, decay
         )
-        count = _lowest(l, utils[l], ages[l], mags, taken, chosen, accs, rate, maturity)
+        count = lowest_utilities(l, utils[l], ages[l], mags, taken, chosen, accs, rate, maturity)
         for q in range(count):
             utils[l][chosen[l, q]] = np.float32(0.0)
             means[l][chosen[l, q]] = np.float32(0.0)
         nsel[l] = count
-    for l in range(n_hidden):  # generate: every layer was tested on the same weights
-        bound = bounds[l]
-        for q in range(nsel[l]):
-            u = chosen[l, q]
-            if l == 0:
-                n_in = w1t.shape[0]
-                for r in range(n_in):
-                    c = inv[r] if has_perm else r
-                    w1t[r, u] = bound * buffer[cursor + c]
-                b1[u] = np.float32(0.0)
-                cursor += n_in
-            else:
-                inw = ws[l - 1]
-                for c in range(inw.shape[1]):
-                    inw[u, c] = bound * buffer[cursor + c]
-                bs[l - 1][u] = np.float32(0.0)
-                cursor += inw.shape[1]
-            if not (head_frozen and l == n_hidden - 1):
-                outw = ws[l]
-                for r in range(outw.shape[0]):
-                    outw[r, u] = np.float32(0.0)
-            ages[l][u] = 0
-            powers[l][u] = 1.0
-            replaced[l] += 1
-    return cursor
+    return replace_units(
+        w1t, b1, ws, bs, chosen, nsel, bounds, ages, powers, replaced, inv, has_perm,
+        head_frozen, buffer, cursor,
+    )  # fmt: skip
