@@ -36,7 +36,7 @@ Speed (benchmarks/online_speed.py, 60,000 images, MLP 784-100-100-100-10, one co
 float64 grams, tensor conversions and scatter-adds of the streaming accumulators cost more
 than the forward pass itself; here they are float32 BLAS products and short Numba loops per
 block, whose sums along a row vectorise (:data:`SUM_MATH`). On an AVX-512 Xeon, MNIST-like
-inputs: ~0.16 s a task, of which the sparse first layer ~0.07 s, the two deeper layers
+inputs: ~0.17 s a task, of which the sparse first layer ~0.07 s, the two deeper layers
 ~0.035 s, the three grams ~0.038 s (``benchmarks/online_speed.py`` prints this breakdown).
 A non-finite activation or logit returns None: the caller then measures
 through ``measure_model``, whose checks say what diverged.

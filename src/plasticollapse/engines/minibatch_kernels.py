@@ -192,14 +192,8 @@ def relu_mask(delta, acts):
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def sgd_update(w, g, a, nlr, decay, pull):
-    """``w <- w + nlr ((g + pull (w - a)) + decay w)`` entrywise (:func:`_decayed`); plain
-    SGD (decay = pull = 0) as ``w + nlr g``: the same numbers for finite weights, without
-    reading the (zero) anchor."""
-    if decay == np.float32(0.0) and pull == np.float32(0.0):
-        for j in range(w.shape[0]):
-            for k in range(w.shape[1]):
-                w[j, k] += nlr * g[j, k]
-        return
+    """``w <- w + nlr ((g + pull (w - a)) + decay w)`` entrywise (:func:`_decayed`; plain
+    SGD never comes here: :func:`weight_update` folds it into the gradient's product)."""
     for j in range(w.shape[0]):
         for k in range(w.shape[1]):
             w[j, k] = _decayed(w[j, k], g[j, k], a[j, k], nlr, decay, pull)
