@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -39,6 +41,38 @@ def test_one_thread_inside_and_restored_after_an_error(two_threads):
             pass
         assert pool_threads() == (1, [1] * len(blas_pools()))
         raise RuntimeError("inside")
+    assert pool_threads() == (2, [2] * len(blas_pools()))
+
+
+def test_a_block_on_another_thread_does_not_change_this_threads_blocks(two_threads):
+    # A background Monitor measures on its worker while the training thread opens a block
+    # of its own. The worker's block opens first and closes first: the training thread's
+    # block must still be on one thread, and its 2 threads come back when it closes. (With
+    # one counter for the process, the training thread's block counted as nested and set
+    # nothing, and the lost update left the counter negative for the rest of the process.)
+    opened, main_inside, worker_closed = (threading.Event() for _ in range(3))
+    seen = {}
+
+    def worker():
+        with one_thread():
+            seen["worker inside"] = pool_threads()
+            opened.set()
+            main_inside.wait(5)
+        worker_closed.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    opened.wait(5)
+    with one_thread():
+        main_inside.set()
+        worker_closed.wait(5)
+        seen["main after the worker closed"] = pool_threads()
+    thread.join(5)
+    assert seen["worker inside"][0] == 1  # torch's pool: per thread (OpenMP)
+    assert seen["main after the worker closed"] == (1, [1] * len(blas_pools()))
+    assert pool_threads() == (2, [2] * len(blas_pools()))
+    with one_thread():  # nothing left open on this thread: a new block sets 1 again
+        assert pool_threads() == (1, [1] * len(blas_pools()))
     assert pool_threads() == (2, [2] * len(blas_pools()))
 
 

@@ -23,13 +23,21 @@ caller who wants it can stream on a GPU, where none of this applies.
 
 Setting and restoring the pools costs ~50 us (threadpoolctl's library handles are looked
 up once; its ``threadpool_limits`` looks them up on every call, ~5 ms), and a nested use
-nothing, so ``measure_model`` switches once per batch. Not thread-safe: torch's thread
-count is global to the process, so do not measure from two Python threads at once.
+nothing, so ``measure_model`` switches once per batch.
+
+Threads. Each Python thread counts its own open blocks and saves and restores its own
+settings: torch's ``set_num_threads`` sets the calling thread's OpenMP team size (a worker
+thread's call leaves the main thread's at 2), and so, seen from threadpoolctl, does
+OpenBLAS's once the main thread has set it. A process-wide counter was wrong both ways:
+a ``Monitor(background=True)`` measuring on its worker made the training thread's own
+block a "nested" one that set nothing, and the unlocked counter, lost to that race, went
+negative and left every later block of the process at the caller's threads.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -38,7 +46,7 @@ import torch
 
 _F = TypeVar("_F", bound=Callable)
 _blas_pools: list | None = None  # threadpoolctl LibControllers of the BLAS libraries
-_depth = 0  # how many one_thread() blocks are open: inner ones have nothing to set
+_open = threading.local()  # .blocks: how many one_thread() blocks this thread has open
 
 
 def blas_pools() -> list:
@@ -55,32 +63,30 @@ def blas_pools() -> list:
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Inside: torch's intra-op pool and every BLAS pool on 1 thread. On exit each is put
-    back to the thread count it had; a nested use changes nothing (~1 us, against ~50 us
-    to set and restore the pools)."""
-    global _depth
-    if _depth:
-        _depth += 1
+    """Inside: torch's intra-op pool and every BLAS pool on 1 thread. On exit from a
+    thread's outermost block each is put back to the thread count it had; a nested block
+    changes nothing (~1 us, against ~50 us to set and restore the pools)."""
+    blocks = getattr(_open, "blocks", 0)
+    _open.blocks = blocks + 1
+    try:
+        if blocks:
+            yield
+            return
+        pools = blas_pools()
+        torch_threads = torch.get_num_threads()
+        blas_threads = [pool.get_num_threads() for pool in pools]
+        torch.set_num_threads(1)
+        for pool in pools:
+            pool.set_num_threads(1)
         try:
             yield
         finally:
-            _depth -= 1
-        return
-    pools = blas_pools()
-    torch_threads = torch.get_num_threads()
-    blas_threads = [pool.get_num_threads() for pool in pools]
-    torch.set_num_threads(1)
-    for pool in pools:
-        pool.set_num_threads(1)
-    _depth = 1
-    try:
-        yield
+            for pool, n in zip(pools, blas_threads, strict=True):
+                if n is not None:
+                    pool.set_num_threads(n)
+            torch.set_num_threads(torch_threads)
     finally:
-        _depth = 0
-        for pool, n in zip(pools, blas_threads, strict=True):
-            if n is not None:
-                pool.set_num_threads(n)
-        torch.set_num_threads(torch_threads)
+        _open.blocks = blocks
 
 
 def on_one_thread(fn: _F) -> _F:
