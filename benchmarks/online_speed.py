@@ -278,11 +278,14 @@ def measure_pieces(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict[str, 
     labels = np.ascontiguousarray(y.numpy(), dtype=np.int64)
     acts = [np.empty((n, w), np.float32) for w in HIDDEN]
     x_dense, w1 = x.reshape(n, -1).contiguous(), torch.from_numpy(w1t)
+    unit_buffers = [(np.zeros(w), np.zeros(1)) for w in HIDDEN]  # the layers' unit sums
 
     def first():
         for s in starts:
             if rows.density > SPARSE_DENSITY:
-                fs._dense_first_layer(x_dense[s : s + block], w1, b1, acts[0][s : s + block])
+                fs._dense_first_layer(
+                    x_dense[s : s + block], w1, b1, acts[0][s : s + block], *unit_buffers[0]
+                )
             else:
                 first_layer_rows(
                     w1t, b1, True, rows.indptr[s : s + block + 1], rows.indices,
@@ -292,7 +295,9 @@ def measure_pieces(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict[str, 
     def layers():
         for s in starts:
             for k, (wt, b) in enumerate(deeper):
-                fs._relu_layer(acts[k][s : s + block], wt, b, acts[k + 1][s : s + block])
+                fs._relu_layer(
+                    acts[k][s : s + block], wt, b, acts[k + 1][s : s + block], *unit_buffers[k + 1]
+                )
 
     def grams():
         for a in acts[:-1]:
@@ -304,8 +309,8 @@ def measure_pieces(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict[str, 
         sums_, counts = np.zeros((10, HIDDEN[-1])), np.zeros(10, np.int64)
         predictions, logits = np.empty(n, np.int64), np.empty((block, 10), np.float32)
         for s in starts:
-            for a in acts:
-                fs.unit_sums(a[s : s + block], np.zeros(a.shape[1]), np.zeros(1))
+            if rows.density <= SPARSE_DENSITY:  # else the dense first layer sums its block
+                fs.unit_sums(acts[0][s : s + block], *unit_buffers[0])
             z = np.dot(acts[-1][s : s + block], head_t, out=logits[: len(labels[s : s + block])])
             fs.cross_entropy_sums(z + head_b, labels[s : s + block], predictions[s : s + block])
             fs.class_sums(acts[-1][s : s + block], labels[s : s + block], sums_, counts)

@@ -37,7 +37,9 @@ float64 grams, tensor conversions and scatter-adds of the streaming accumulators
 than the forward pass itself; here they are float32 BLAS products and short Numba loops per
 block, whose sums along a row vectorise (:data:`SUM_MATH`). On an AVX-512 Xeon, MNIST-like
 inputs: ~0.17 s a task, of which the sparse first layer ~0.07 s, the two deeper layers
-~0.035 s, the three grams ~0.038 s (``benchmarks/online_speed.py`` prints this breakdown).
+~0.035 s, the three grams ~0.038 s (``benchmarks/online_speed.py`` prints this breakdown);
+on an AMD znver5, 0.138 s (best of 15) since the deeper layers' bias, ReLU and unit sums
+are one pass (:func:`bias_relu_unit_sums`; 0.147 s as three), with identical results.
 A non-finite activation or logit returns None: the caller then measures
 through ``measure_model``, whose checks say what diverged.
 """
@@ -88,6 +90,23 @@ def unit_sums(a, abs_sum, norm_sum):
         squares = 0.0
         for j in range(a.shape[1]):
             v = float(a[r, j])
+            abs_sum[j] += v
+            squares += v * v
+        norm_sum[0] += math.sqrt(squares)
+
+
+@njit(cache=True, nogil=True, fastmath=SUM_MATH)
+def bias_relu_unit_sums(z, b, abs_sum, norm_sum):
+    """z = relu(z + b) in place (float32, as ``out += b; np.maximum(out, 0, out)``: NaN
+    passes) and :func:`unit_sums` of the result, in the same pass over the block."""
+    zero = np.float32(0.0)
+    for r in range(z.shape[0]):
+        squares = 0.0
+        for j in range(z.shape[1]):
+            e = z[r, j] + b[j]
+            a = zero if e < zero else e
+            z[r, j] = a
+            v = float(a)
             abs_sum[j] += v
             squares += v * v
         norm_sum[0] += math.sqrt(squares)
@@ -197,20 +216,22 @@ def add_block_gram(gram: np.ndarray, a: np.ndarray) -> None:
     gram += np.dot(a.T, a)  # a.T @ a of one buffer: NumPy calls BLAS syrk
 
 
-def _relu_layer(a: np.ndarray, wt: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = relu(a W^T + b), float32."""
+def _relu_layer(
+    a: np.ndarray, wt: np.ndarray, b: np.ndarray, out: np.ndarray, abs_sum, norm_sum
+) -> None:
+    """out = relu(a W^T + b), float32, and its unit sums (:func:`bias_relu_unit_sums`)."""
     np.dot(a, wt, out=out)
-    out += b
-    return np.maximum(out, 0, out=out)
+    bias_relu_unit_sums(out, b, abs_sum, norm_sum)
 
 
-def _dense_first_layer(x: torch.Tensor, w1t: torch.Tensor, b1: np.ndarray, out: np.ndarray) -> None:
-    """out = relu(x W_1^T + b_1) for a block of dense inputs, through torch.mm (PyTorch's
-    BLAS: at 784 x 100 it ran ~1.2x NumPy's on one thread; the 100-wide layers as fast
-    either way)."""
+def _dense_first_layer(
+    x: torch.Tensor, w1t: torch.Tensor, b1: np.ndarray, out: np.ndarray, abs_sum, norm_sum
+) -> None:
+    """out = relu(x W_1^T + b_1) for a block of dense inputs through torch.mm (PyTorch's
+    BLAS: at 784 x 100 it ran ~1.2x NumPy's on one thread of an AVX-512 Xeon; ~0.8x on an
+    AMD znver5, where NumPy's OpenBLAS ran 0.099 s a task against 0.117), and its unit sums."""
     torch.mm(x, w1t, out=torch.from_numpy(out))
-    out += b1
-    np.maximum(out, 0, out=out)
+    bias_relu_unit_sums(out, b1, abs_sum, norm_sum)
 
 
 @torch.no_grad()
@@ -255,16 +276,17 @@ def mlp_metrics(
         outs = [b[:m] for b in blocks] + [features[start:stop]]
         if dense:
             assert x_dense is not None
-            _dense_first_layer(x_dense[start:stop], w1t_tensor, b1, outs[0])
+            _dense_first_layer(
+                x_dense[start:stop], w1t_tensor, b1, outs[0], abs_sums[0], norm_sums[0]
+            )
         else:
             indptr = rows.indptr[start : stop + 1]  # absolute offsets into indices, values
             first_layer_rows(w1t, b1, True, indptr, rows.indices, rows.values, rows.xd, outs[0])
+            unit_sums(outs[0], abs_sums[0], norm_sums[0])
         for k, (wt, b) in enumerate(deeper):
-            _relu_layer(outs[k], wt, b, outs[k + 1])
-        for k, a in enumerate(outs):
-            unit_sums(a, abs_sums[k], norm_sums[k])
-            if k < len(grams):
-                add_block_gram(grams[k], a)
+            _relu_layer(outs[k], wt, b, outs[k + 1], abs_sums[k + 1], norm_sums[k + 1])
+        for k, gram in enumerate(grams):
+            add_block_gram(gram, outs[k])
         z = np.dot(outs[-1], head_t, out=logits[:m])
         z += head_b
         block = cross_entropy_sums(z, labels[start:stop], predictions[start:stop])
