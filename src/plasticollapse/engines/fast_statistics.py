@@ -285,8 +285,8 @@ def mlp_metrics(
             unit_sums(outs[0], abs_sums[0], norm_sums[0])
         for k, (wt, b) in enumerate(deeper):
             _relu_layer(outs[k], wt, b, outs[k + 1], abs_sums[k + 1], norm_sums[k + 1])
-        for k, gram in enumerate(grams):
-            add_block_gram(gram, outs[k])
+        for k, layer_gram in enumerate(grams):
+            add_block_gram(layer_gram, outs[k])
         z = np.dot(outs[-1], head_t, out=logits[:m])
         z += head_b
         block = cross_entropy_sums(z, labels[start:stop], predictions[start:stop])
