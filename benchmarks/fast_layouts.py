@@ -87,7 +87,7 @@ def gathered_first_layer_update(w1, b1, delta, sparse, indices, values, xd, s, l
 
 
 @njit(nogil=True, fastmath=STEP_MATH)
-def gathered_train_pass(net, inputs, y, order, lr, head_lr):
+def gathered_train_pass(net, inputs, targets, order, lr, head_lr):
     """:func:`plasticollapse.engines.fast_kernels.train_pass` with the gathering first
     layer: same arguments, except that ``net.w1t`` is W_1 in PyTorch's layout (out x in)."""
     w1, b1, ws, bs = net.w1t, net.b1, net.ws, net.bs
@@ -107,9 +107,10 @@ def gathered_train_pass(net, inputs, y, order, lr, head_lr):
         hi = indptr[s + 1] if sparse else 0
         gathered_first_layer_forward(w1, b1, acts, sparse, indices, values, xd, s, lo, hi)
         fast_kernels.deeper_forward(ws, bs, acts)
-        pred, log_p = fast_kernels.score_and_output_delta(acts, n_dense, n_cls, y[s], delta)
+        yi = targets.labels[s]  # classifiers only
+        pred, log_p = fast_kernels.score_and_output_delta(acts, n_dense, n_cls, yi, delta)
         loss_sum -= log_p
-        if pred == y[s]:
+        if pred == yi:
             correct += 1
         fast_kernels.deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr, nlr_head)
         gathered_first_layer_update(w1, b1, delta, sparse, indices, values, xd, s, lo, hi, nlr)

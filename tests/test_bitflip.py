@@ -179,20 +179,31 @@ def test_flipping_bits_hold_for_a_period_and_change_between(mode):
 # --------------------------------------------------------------------------- training
 
 
-def manual_sgd(params, x, y, lr):
-    """Prequential SGD on the squared error of a one-hidden-layer ReLU net, by hand, float64."""
-    w1, b1, w2, b2 = (p.copy() for p in params)
+def manual_sgd(params, x, y, lr, margins=None):
+    """Prequential SGD on the squared error of a ReLU MLP, by hand, in float64.
+
+    ``params`` are (W_1, b_1, ..., W_L, b_L); the loss of a step is the mean over outputs of
+    (f - y)^2, scored before its update. ``margins``, if given, receives every hidden
+    pre-activation's smallest |z| of the pass: a float32 engine follows this trajectory
+    only while no |z| is within its rounding of 0 (no ReLU flips)."""
+    layers = [[p.copy() for p in params[i : i + 2]] for i in range(0, len(params), 2)]
     errors = []
     for xi, yi in zip(x, y, strict=True):
-        z = w1 @ xi + b1
-        h = np.maximum(z, 0)
-        f = w2 @ h + b2
+        acts, pre = [xi], []
+        for w, b in layers[:-1]:
+            pre.append(w @ acts[-1] + b)
+            acts.append(np.maximum(pre[-1], 0))
+        f = layers[-1][0] @ acts[-1] + layers[-1][1]
         errors.append(np.mean((f - yi) ** 2))
+        if margins is not None:
+            margins.append(min(float(np.abs(z).min()) for z in pre))
         g = 2 * (f - yi) / len(yi)  # dL/df of the mean over outputs
-        dz = (w2.T @ g) * (z > 0)
-        w2, b2 = w2 - lr * np.outer(g, h), b2 - lr * g
-        w1, b1 = w1 - lr * np.outer(dz, xi), b1 - lr * dz
-    return float(np.mean(errors)), (w1, b1, w2, b2)
+        for k in range(len(layers) - 1, -1, -1):
+            w, b = layers[k]
+            below = (w.T @ g) * (pre[k - 1] > 0) if k > 0 else None
+            layers[k] = [w - lr * np.outer(g, acts[k]), b - lr * g]
+            g = below
+    return float(np.mean(errors)), tuple(p for layer in layers for p in layer)
 
 
 def test_train_period_is_prequential_sgd_on_the_squared_error():
@@ -209,7 +220,52 @@ def test_train_period_is_prequential_sgd_on_the_squared_error():
         assert np.allclose(p.detach().numpy(), e, rtol=1e-12, atol=1e-14)
 
 
-def test_per_step_remedies_act_at_every_step():
+@pytest.mark.parametrize("hidden", [(4,), (6, 3)])
+def test_the_fast_engines_squared_error_is_prequential_sgd_too(hidden):
+    """``engine="fast"``: the compiled batch-1 pass on the squared error takes the float64
+    steps of :func:`manual_sgd` up to float32 rounding, over a horizon where no ReLU can
+    flip (every |z| stays far above the rounding: checked). Tolerance: 40 steps of float32
+    rounding (eps 6e-8) on weights of order 1 grow to ~1e-6; 2e-5 leaves room."""
+    torch.manual_seed(0)
+    model = MLP(5, hidden, 2)
+    x = torch.randint(0, 2, (40, 5)).float()
+    y = torch.randn(40, 2)
+    params = [p.detach().double().numpy().copy() for p in model.parameters()]
+    margins = []
+    expected_loss, expected = manual_sgd(
+        params, x.double().numpy(), y.double().numpy(), 0.05, margins
+    )
+    assert min(margins) > 1e-4  # well posed: no pre-activation near a flip
+    engine = bitflip.learner_engine(Config(engine="fast", lr=0.05), model, ())
+    assert type(engine).__name__ == "FastEngine"
+    stats = bitflip.train_period(engine, x, y)
+    assert stats.loss == pytest.approx(expected_loss, rel=1e-5)
+    assert stats.count == 40 and stats.correct == 0
+    for p, e in zip(model.parameters(), expected, strict=True):
+        assert np.allclose(p.detach().double().numpy(), e, rtol=0, atol=2e-5)
+    # the same steps on autograd stay as close (the two engines differ by rounding only)
+    torch.manual_seed(0)
+    twin = MLP(5, hidden, 2)
+    bitflip.train_period(bitflip.learner_engine(Config(lr=0.05), twin, ()), x, y)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=0, atol=2e-5)
+
+
+def test_the_fast_engine_refuses_class_labels_for_the_squared_error():
+    from plasticollapse.engines.fast import FastEngine
+
+    engine = FastEngine(MLP(3, (4,), 2), 0.1, loss="squared_error")
+    x = torch.rand(5, 3)
+    with pytest.raises(ValueError, match="must be floating point"):
+        engine.train(x, torch.zeros(5, dtype=torch.long), torch.arange(5))
+    with pytest.raises(ValueError, match=r"shape \(5, 2\)"):
+        engine.train(x, torch.zeros(5, 3), torch.arange(5))
+    with pytest.raises(ValueError, match="cross_entropy or squared_error"):
+        FastEngine(MLP(3, (4,), 2), 0.1, loss="hinge")
+
+
+@pytest.mark.parametrize("engine", ["auto", "fast"])
+def test_per_step_remedies_act_at_every_step(engine):
     """weight decay shrinks the weights against plain SGD; l2_init's term moves them less
     far from theta_0 than plain SGD does."""
     target = stream.target_network(0, 8, 20, 1, 0.7)
@@ -217,7 +273,7 @@ def test_per_step_remedies_act_at_every_step():
     y = target(x)
 
     def trained(**fields):
-        config = Config(inputs=8, flipping_bits=4, lr=0.05, **fields)
+        config = Config(inputs=8, flipping_bits=4, lr=0.05, engine=engine, **fields)
         torch.manual_seed(1)
         model = MLP(8, (16,), 1)
         start = copy.deepcopy(model)
@@ -236,6 +292,20 @@ def test_per_step_remedies_act_at_every_step():
     _, l2_drift = trained(remedies=("l2_init",), l2_init_lambda=0.5)
     assert decay_norm < 0.95 * plain_norm
     assert l2_drift < 0.9 * plain_drift
+
+
+def test_continual_backprop_replaces_units_under_both_engines(tmp_path):
+    """Under ``engine="fast"`` the compiled pass runs Continual Backprop's generate-and-test
+    step on the squared error: units are replaced, as many as on autograd (the count
+    follows the units' ages and the replacement rate, not the weights' rounding)."""
+    fields = {"remedies": ("cbp",), "cbp_maturity": 10, "cbp_replacement_rate": 0.05}
+    counts = {}
+    for engine in ("reference", "fast"):
+        spec = spec_for(tmp_path / engine, engine=engine, **fields)
+        assert execute(spec) == "done"
+        counts[engine] = [r["cbp_units_replaced"] for r in rows_of(spec)]
+    assert sum(counts["fast"]) > 0
+    assert counts["fast"] == counts["reference"]
 
 
 def test_task_start_remedies_see_each_new_periods_inputs(tmp_path, monkeypatch):

@@ -39,13 +39,14 @@ from plasticollapse.training import RunFacts, check_engine, choose_engine, make_
         ("class_incremental", {"batch_size": 1}, True),  # masked: the mini-batch engine
         ("label_permuted", {"remedies": ("cbp",)}, True),
         ("label_permuted", {"remedies": ("redo", "shrink_perturb")}, True),
-        ("bitflip_regression", {"remedies": ("cbp",)}, False),  # the squared error
+        ("bitflip_regression", {"remedies": ("cbp",)}, True),  # batch 1: squared error too
     ],
 )
 def test_the_config_check_and_the_engine_built_give_one_answer(study, fields, compiled):
     """``--engine fast`` is accepted by the config exactly where ``make_engine("fast")``
     builds a compiled engine, and ``auto`` takes the compiled batch-1 engine exactly where
-    that applies (the compiled mini-batch engine only when asked for). These were decided
+    that applies to a classifier (the compiled mini-batch engine and the batch-1 squared
+    error only when asked for: earlier runs keep their numbers). These were decided
     in five places, which disagreed: ``random_labels --remedies cbp --engine fast`` was
     refused ("remedies acting at every step") at batch 1, where the compiled engine runs
     Continual Backprop, while ``auto`` accepted the same run."""
@@ -61,7 +62,8 @@ def test_the_config_check_and_the_engine_built_give_one_answer(study, fields, co
     assert accepted == compiled
     assert (built_engine(config, study, "fast") is not None) == accepted
     batch_one = getattr(config, "batch_size", 1) == 1 and study != "class_incremental"
-    expected = "fast" if accepted and batch_one else "reference"
+    classifier = study != "bitflip_regression"
+    expected = "fast" if accepted and batch_one and classifier else "reference"
     assert built_engine(config, study, "auto") == expected
 
 
@@ -84,12 +86,21 @@ def built_engine(config, study: str, requested: str) -> str | None:
 
 
 def test_the_reasons_are_all_given():
-    facts = RunFacts(loss="squared_error", mlp_options=("crelu",), remedies=(NC1(0.05, 200),))
+    facts = RunFacts(
+        batch_size=16, loss="squared_error", mlp_options=("crelu",), remedies=(NC1(0.05, 200),)
+    )
     with pytest.raises(ConfigError) as info:
         choose_engine("fast", facts)
-    for words in ("squared error", "crelu", "nc1_reg"):
+    for words in (
+        "mini-batch engine trains on the cross-entropy, not the squared error",
+        "crelu",
+        "nc1_reg",
+    ):
         assert words in str(info.value)
     assert choose_engine("auto", facts) == "reference"
+    # at batch 1 the squared error is compiled, when asked for (auto keeps autograd's numbers)
+    assert choose_engine("fast", RunFacts(loss="squared_error")) == "fast"
+    assert choose_engine("auto", RunFacts(loss="squared_error")) == "reference"
     assert choose_engine("reference", RunFacts()) == "reference"
     assert choose_engine("auto", RunFacts()) == "fast"
     with pytest.raises(ConfigError, match="engine must be one of"):

@@ -145,6 +145,19 @@ def pass_arrays(
     return order_np, y_np, used
 
 
+def regression_array(y: torch.Tensor, n: int, n_out: int) -> np.ndarray:
+    """Regression targets ``y`` as the float32 (n x n_out) array a pass reads, checked
+    (the compiled loops do not bounds-check)."""
+    if not y.is_floating_point():
+        raise ValueError(f"squared-error targets must be floating point, got {y.dtype}")
+    values = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.float32)
+    if values.ndim == 1 and n_out == 1:
+        values = values.reshape(-1, 1)
+    if values.shape != (n, n_out):
+        raise ValueError(f"targets must have shape ({n}, {n_out}), got {tuple(y.shape)}")
+    return values
+
+
 def unsupported_reason(model: nn.Module, batch_size: int) -> str | None:
     """``None`` if :class:`FastEngine` reproduces the reference engine for this model and
     batch size; otherwise a short human-readable reason.
@@ -307,7 +320,9 @@ class FastEngine:
     Same contract as :class:`~plasticollapse.engines.reference.ReferenceEngine` with
     ``batch_size=1``: :meth:`train` makes one pass over ``x[order]``; each sample is scored
     (argmax of the logits) and its cross-entropy recorded *before* its SGD update, and the
-    model's parameters are updated in place.
+    model's parameters are updated in place. With ``loss="squared_error"`` the targets are
+    real-valued (N x outputs), the recorded loss is ``F.mse_loss``'s and no accuracy is
+    counted, as the reference engine does for bitflip regression.
 
     Args:
         model: a ReLU MLP that :func:`unsupported_reason` accepts.
@@ -315,6 +330,7 @@ class FastEngine:
         remedies: remedies whose per-step work has a compiled form (module docstring);
             :func:`fast_plan.merge_terms` says why others cannot run here.
         dense_threshold: inputs denser than this fraction are read densely, not as CSR.
+        loss: ``"cross_entropy"`` (class labels) or ``"squared_error"`` (real targets).
 
     During a pass the first layer's weight is a transposed copy (in x out), written back
     into the model at the end of every pass; the deeper ones are trained in place through
@@ -338,10 +354,14 @@ class FastEngine:
         remedies: Sequence[Remedy] = (),
         *,
         dense_threshold: float = DENSE_THRESHOLD,
+        loss: str = "cross_entropy",
     ):
         reason = unsupported_reason(model, 1)
         if reason is not None:
             raise ValueError(f"the fast engine does not apply: {reason}")
+        if loss not in ("cross_entropy", "squared_error"):
+            raise ValueError(f"loss must be cross_entropy or squared_error; got {loss!r}")
+        self.loss = loss
         self.model = model
         self.lr = float(lr)
         self.remedies = list(remedies)
@@ -416,10 +436,18 @@ class FastEngine:
         n_in = linears[0].in_features
         n_cls = linears[-1].out_features
 
-        checked = pass_arrays(x, y, order, n_cls)
-        if checked is None:
-            return OnlineStats(correct=0, count=0, loss_sum=0.0)
-        order_np, y_np, _ = checked
+        if self.loss == "squared_error":
+            checked = pass_arrays(x, torch.zeros(len(x), dtype=torch.long), order, 1)
+            if checked is None:
+                return OnlineStats(correct=0, count=0, loss_sum=0.0)
+            order_np = checked[0]
+            targets = fast_forms.regression_targets(regression_array(y, len(x), n_cls))
+        else:
+            checked = pass_arrays(x, y, order, n_cls)
+            if checked is None:
+                return OnlineStats(correct=0, count=0, loss_sum=0.0)
+            order_np = checked[0]
+            targets = fast_forms.class_targets(checked[1])
 
         perm = None if columns is None else _permutation(columns, n_in)
         rows = self._rows(x, n_in)
@@ -428,7 +456,9 @@ class FastEngine:
         correct, loss_sum = 0, 0.0
         extra: dict[str, float] = {}
         for start, stop, due in fast_plan.segments(len(order_np), self.remedies):
-            c, loss = self._train_segment(params, perm, rows, y_np, order_np[start:stop], head_lr)
+            c, loss = self._train_segment(
+                params, perm, rows, targets, order_np[start:stop], head_lr
+            )
             correct += c
             loss_sum += loss
             if due:  # the model is current between segments
@@ -445,7 +475,7 @@ class FastEngine:
             correct=int(correct), count=len(order_np), loss_sum=float(loss_sum), extra=extra
         )
 
-    def _train_segment(self, params, perm, rows, y_np, order_np, head_lr) -> tuple[int, float]:
+    def _train_segment(self, params, perm, rows, targets, order_np, head_lr) -> tuple[int, float]:
         """The compiled pass over ``order_np``, on the parameters' memory (module docstring),
         with the remedies' per-step work when there is any."""
         arrays = [_param_array(p) for p in params]
@@ -460,9 +490,9 @@ class FastEngine:
             if self.plan.active:
                 sgd = fast_forms.Sgd(self.lr, head_lr, not params[-1].requires_grad)
                 return self.plan.run(
-                    net, inputs, y_np, order_np, sgd, perm, self._first_layer_in, weights[0]
+                    net, inputs, targets, order_np, sgd, perm, self._first_layer_in, weights[0]
                 )
-            return self._train_pass(net, inputs, y_np, order_np, self.lr, head_lr)
+            return self._train_pass(net, inputs, targets, order_np, self.lr, head_lr)
         finally:
             # Write back whatever is not the parameter's own memory (W_1's copy, copies of
             # non-contiguous parameters), even if the pass was interrupted, so the model

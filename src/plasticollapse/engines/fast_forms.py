@@ -11,6 +11,7 @@ objects:
   views of the parameters);
 - :class:`Inputs`: a data tensor's rows (CSR or dense; :class:`~plasticollapse.engines.
   fast._SparseRows`);
+- :class:`Targets`: what the pass trains toward (class labels, or real-valued targets);
 - :class:`Sgd`: the learning rates;
 - :class:`DecayPull`: weight decay and L2 Init's pull to theta_0, in the pass's layout;
 - :class:`CbpState`: Continual Backprop's settings and state (:func:`compiled_cbp` from a
@@ -57,6 +58,27 @@ class Inputs(NamedTuple):
 def inputs_of(rows: Any) -> Inputs:
     """The :class:`Inputs` of a :class:`~plasticollapse.engines.fast._SparseRows`."""
     return Inputs(bool(rows.sparse), rows.indptr, rows.indices, rows.values, rows.xd)
+
+
+class Targets(NamedTuple):
+    """What a pass trains toward: the class ``labels`` (int64, N: the cross-entropy) or,
+    when ``squared``, the real-valued ``values`` (float32, N x outputs: the mean squared
+    error, bitflip regression's loss). The unused one is an empty array, so that one
+    compiled pass serves both."""
+
+    squared: bool
+    labels: np.ndarray
+    values: np.ndarray
+
+
+def class_targets(labels: np.ndarray) -> Targets:
+    """The :class:`Targets` of int64 class labels."""
+    return Targets(False, labels, np.zeros((0, 0), np.float32))
+
+
+def regression_targets(values: np.ndarray) -> Targets:
+    """The :class:`Targets` of float32 regression targets (N x outputs)."""
+    return Targets(True, np.zeros(0, np.int64), values)
 
 
 class Sgd(NamedTuple):

@@ -23,9 +23,13 @@ forward::
                          lse = log sum exp(z_L - m)      (max subtraction: no overflow)
     loss = lse + m - z_L[y]   (cross-entropy),  prediction = argmax z_L (first maximum)
 
+or, for real targets ``y`` (``Targets.squared``: bitflip regression, ``F.mse_loss``'s
+mean over the n outputs), ``loss = (1/n) sum_j (z_L[j] - y_j)^2`` and no prediction.
+
 backward (the gradient of the loss w.r.t. z_l is delta_l)::
 
-    delta_L     = p - onehot(y)
+    delta_L     = p - onehot(y)               (cross-entropy)
+    delta_L     = (2/n) (z_L - y)             (squared error, :func:`squared_error_delta`)
     delta_{l-1} = (W_l^T delta_l) * 1[z_{l-1} > 0]       (l = L..2; a_{l-1} > 0 iff z_{l-1} > 0)
 
 update (plain SGD)::
@@ -284,6 +288,32 @@ def deeper_forward_and_score(ws, bs, acts, n_cls, yi, delta):
     return 1 if pred == yi else 0, -log_p
 
 
+@njit(cache=True, nogil=True, fastmath=STEP_MATH)
+def squared_error_delta(outputs, row, n_out, target, delta):
+    """delta_L = (z_L - y) * (2 / n) into ``delta`` (n = ``n_out``) and the returned loss
+    mean_c (z_c - y_c)^2, as PyTorch's float32 ``F.mse_loss`` (mean reduction) and its
+    backward ``(z - y) * (2 / n)`` compute them for one sample."""
+    norm = np.float32(2.0 / n_out)
+    total = np.float32(0.0)
+    for c in range(n_out):
+        e = outputs[row, c] - target[c]
+        total += e * e
+        delta[c] = e * norm
+    return float(total / np.float32(n_out))
+
+
+@njit(cache=True, nogil=True, fastmath=STEP_MATH)
+def deeper_forward_and_loss(ws, bs, acts, targets, s, delta):
+    """:func:`deeper_forward`, then the loss of sample ``s`` against ``targets``
+    (:class:`~plasticollapse.engines.fast_forms.Targets`) and its output delta: returns
+    ``(1 if predicted right else 0, loss)``; a regression predicts nothing right (0)."""
+    n_out = ws[len(ws) - 1].shape[0]
+    if targets.squared:
+        deeper_forward(ws, bs, acts)
+        return 0, squared_error_delta(acts, len(ws), n_out, targets.values[s], delta)
+    return deeper_forward_and_score(ws, bs, acts, n_out, targets.labels[s], delta)
+
+
 @njit(cache=True, nogil=True)
 def backward_layer(ws, bs, l, nlr, nlr_head, dprev):
     """Deeper layer l's ``(W_l, b_l, -eta_l)`` for its backward step (the classifier's
@@ -385,7 +415,7 @@ def step_buffers(h1, ws):
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
-def train_pass(net, inputs, y, order, lr, head_lr):  # pragma: no cover - compiled
+def train_pass(net, inputs, targets, order, lr, head_lr):  # pragma: no cover - compiled
     """One prequential SGD pass over ``order``; returns ``(correct, loss_sum)``.
 
     ``net`` (:class:`~plasticollapse.engines.fast_forms.Network`): ``w1t`` the first
@@ -393,8 +423,11 @@ def train_pass(net, inputs, y, order, lr, head_lr):  # pragma: no cover - compil
     weights (out x in) and biases, the classifier last; all updated in place. ``inputs``
     (:class:`~plasticollapse.engines.fast_forms.Inputs`): CSR rows (``indptr``,
     ``indices``, ``values``) if ``sparse``, else the dense rows ``xd``. Each sample is
-    scored and its loss recorded before its update. ``head_lr`` is the classifier's
-    learning rate (``lr``, or 0 for a fixed head). Covered through FastEngine in tests.
+    scored and its loss recorded before its update. ``targets``
+    (:class:`~plasticollapse.engines.fast_forms.Targets`): class labels (the
+    cross-entropy) or regression targets (the squared error). ``head_lr`` is the
+    classifier's learning rate (``lr``, or 0 for a fixed head). Covered through FastEngine
+    in tests.
     """
     w1t, b1, ws, bs = net.w1t, net.b1, net.ws, net.bs
     sparse, indptr, indices, values, xd = (
@@ -403,8 +436,6 @@ def train_pass(net, inputs, y, order, lr, head_lr):  # pragma: no cover - compil
     nlr = np.float32(-lr)
     nlr_head = np.float32(-head_lr)
     acts, delta, dprev, active = step_buffers(b1.shape[0], ws)
-    n_dense = len(ws)
-    n_cls = ws[n_dense - 1].shape[0]
     correct = 0
     loss_sum = 0.0
     for t in range(order.shape[0]):
@@ -412,7 +443,7 @@ def train_pass(net, inputs, y, order, lr, head_lr):  # pragma: no cover - compil
         lo = indptr[s] if sparse else 0
         hi = indptr[s + 1] if sparse else 0
         first_layer_forward(w1t, b1, acts, sparse, indices, values, xd, s, lo, hi)
-        hit, loss = deeper_forward_and_score(ws, bs, acts, n_cls, y[s], delta)
+        hit, loss = deeper_forward_and_loss(ws, bs, acts, targets, s, delta)
         correct += hit
         loss_sum += loss
         deeper_backward_update(ws, bs, acts, delta, dprev, active, nlr, nlr_head)

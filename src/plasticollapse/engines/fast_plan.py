@@ -133,8 +133,8 @@ class RemedyPlan:
         fixed = np.float32(self.pull / (self.decay + self.pull)) * a1t
         return np.ascontiguousarray(np.concatenate([first - fixed, fixed])), fixed
 
-    def run(self, net: forms.Network, inputs: forms.Inputs, y, order, sgd: forms.Sgd, perm,
-            transpose_in, w1) -> tuple[int, float]:  # fmt: skip
+    def run(self, net: forms.Network, inputs: forms.Inputs, targets: forms.Targets, order,
+            sgd: forms.Sgd, perm, transpose_in, w1) -> tuple[int, float]:  # fmt: skip
         """One segment of a pass with the remedies' per-step work: ``(correct, loss_sum)``.
         ``net.w1t`` is the pass's copy of W_1 (transposed, column-permuted by ``perm``
         through ``transpose_in``), ``w1`` the parameter's array (out x in)."""
@@ -167,7 +167,7 @@ class RemedyPlan:
                     buffer, cursor = np.zeros(0, np.float32), 0
                 pass_ = forms.CbpPass(inv, perm is not None, self._in_abs1, buffer, need)
                 c, loss, t, cursor = kernels.train_pass_remedied(
-                    net, inputs, y, order, t, sgd, terms, state, pass_, cursor
+                    net, inputs, targets, order, t, sgd, terms, state, pass_, cursor
                 )
                 correct += c
                 loss_sum += loss

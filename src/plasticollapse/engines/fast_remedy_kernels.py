@@ -66,7 +66,7 @@ from plasticollapse.engines.fast_kernels import (
     STEP_MATH,
     backward_layer,
     deeper_backward_update,
-    deeper_forward_and_score,
+    deeper_forward_and_loss,
     first_layer_forward,
     first_layer_update,
     step_buffers,
@@ -255,13 +255,14 @@ def deeper_backward_update_decayed(
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)
 def train_pass_remedied(
-    net, inputs, y, order, start, sgd, terms, cbp, pass_, cursor
+    net, inputs, targets, order, start, sgd, terms, cbp, pass_, cursor
 ):  # pragma: no cover - compiled; covered through FastEngine in tests
     """The prequential pass of :func:`~plasticollapse.engines.fast_kernels.train_pass` over
     ``order[start:]`` with the remedies' per-step work (module docstring): decayed updates
     when ``terms.decay`` or ``terms.pull``, generate-and-test after each update when
     ``cbp.on``. The groups are those of :mod:`~plasticollapse.engines.fast_forms`:
-    ``net`` (:class:`Network`, trained in place), ``inputs`` (:class:`Inputs`), ``sgd``
+    ``net`` (:class:`Network`, trained in place), ``inputs`` (:class:`Inputs`),
+    ``targets`` (:class:`Targets`), ``sgd``
     (:class:`Sgd`), ``terms`` (:class:`DecayPull`), ``cbp`` (:class:`CbpState`) and
     ``pass_`` (:class:`CbpPass`).
 
@@ -304,8 +305,6 @@ def train_pass_remedied(
         np.zeros((len(ws), width), np.int64),  # chosen
         np.zeros(len(ws), np.int64),  # nsel
     )
-    n_dense = len(ws)
-    n_cls = ws[n_dense - 1].shape[0]
     correct = 0
     loss_sum = 0.0
     t = start
@@ -324,7 +323,7 @@ def train_pass_remedied(
             first_layer_forward(w1t, b1, acts, True, idx, val, xd, s, 0, n_read)
         else:
             first_layer_forward(w1t, b1, acts, sparse, indices, values, xd, s, lo, hi)
-        hit, loss = deeper_forward_and_score(ws, bs, acts, n_cls, y[s], delta)
+        hit, loss = deeper_forward_and_loss(ws, bs, acts, targets, s, delta)
         correct += hit
         loss_sum += loss
         if dense:

@@ -10,8 +10,10 @@ whose own checks, such as the device, come on top).
 - ``reference`` runs anything.
 - ``fast`` runs what :func:`fast_reason` allows, or raises a :class:`ConfigError` saying why
   not and what to use.
-- ``auto`` takes the compiled batch-1 engine when it can, else ``reference``; the compiled
-  mini-batch engine (:mod:`plasticollapse.engines.minibatch`) runs when ``fast`` asks for it.
+- ``auto`` takes the compiled batch-1 engine when it can for a classifier, else
+  ``reference``; the compiled mini-batch engine (:mod:`plasticollapse.engines.minibatch`)
+  and the batch-1 engine's squared error (bitflip regression) run when ``fast`` asks for
+  them, so that runs made before they existed keep their numbers under ``auto``.
 """
 
 from __future__ import annotations
@@ -81,9 +83,12 @@ def fast_reason(facts: RunFacts, model: nn.Module | None = None) -> str | None:
     from plasticollapse.engines import fast, minibatch
 
     reasons = []
-    if facts.loss != "cross_entropy":
+    if facts.loss != "cross_entropy" and minibatch_family(facts, model):
         loss = facts.loss.replace("_", " ")
-        reasons.append(f"the fast engine trains on the cross-entropy, not the {loss}")
+        reasons.append(
+            f"the compiled mini-batch engine trains on the cross-entropy, not the {loss} "
+            "(the batch-1 engine trains on both)"
+        )
     if facts.mlp_options:
         reasons.append(f"it runs the plain ReLU MLP, not {' or '.join(facts.mlp_options)}")
     # the remedies' compiled forms (Continual Backprop's at every batch size)
@@ -101,10 +106,11 @@ def fast_reason(facts: RunFacts, model: nn.Module | None = None) -> str | None:
 def choose_engine(requested: str, facts: RunFacts, model: nn.Module | None = None) -> str:
     """``"fast"`` or ``"reference"``: the engine that runs a run asking for ``requested``.
 
-    ``auto`` takes the compiled batch-1 engine wherever it applies, and the reference
-    engine otherwise; the compiled mini-batch engine (batch size > 1, masked heads) runs
-    only when asked for by ``fast``, so that runs made before it existed keep their numbers
-    when rerun or resumed (it sums in float32 in another order than autograd). Raises a
+    ``auto`` takes the compiled batch-1 engine wherever it applies to a classifier, and
+    the reference engine otherwise; the compiled mini-batch engine (batch size > 1, masked
+    heads) and the batch-1 engine's squared error run only when asked for by ``fast``, so
+    that runs made before they existed keep their numbers when rerun or resumed (they sum
+    in float32 in another order than autograd). Raises a
     :class:`ConfigError` for an unknown name, or for ``fast`` where it does not apply (the
     message gives every reason and says to use ``auto`` or ``reference``).
     """
@@ -112,7 +118,7 @@ def choose_engine(requested: str, facts: RunFacts, model: nn.Module | None = Non
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {requested!r}")
     if requested == "reference":
         return "reference"
-    if requested == "auto" and minibatch_family(facts, model):
+    if requested == "auto" and (minibatch_family(facts, model) or facts.loss != "cross_entropy"):
         return "reference"
     reason = fast_reason(facts, model)
     if reason is None:
@@ -148,7 +154,7 @@ def make_engine(
             return MiniBatchEngine(model, lr, batch_size, remedies)
         from plasticollapse.engines.fast import FastEngine
 
-        return FastEngine(model, lr, remedies)
+        return FastEngine(model, lr, remedies, loss=loss)
     from plasticollapse.engines.reference import ReferenceEngine
 
     return ReferenceEngine(model, lr, batch_size, remedies, loss=loss)

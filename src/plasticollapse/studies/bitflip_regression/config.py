@@ -55,7 +55,7 @@ class Config(RemedyFields, LoggerFields):
     """
 
     STUDY: ClassVar[str] = "bitflip_regression"
-    #: Trained on the squared error (the engine choice reads it: the reference engine).
+    #: Trained on the squared error (the engine choice reads it: auto keeps autograd).
     LOSS: ClassVar[str] = "squared_error"
 
     inputs: int = field(20, help="input bits m (the source: 20)")
@@ -86,7 +86,7 @@ class Config(RemedyFields, LoggerFields):
     device: str = field("cpu", help="cpu (a batch-1 net this small is fastest there), cuda")
     threads: int = field(1, help="torch threads (0: torch's default)")
     engine: Literal["auto", "fast", "reference"] = field(
-        "auto", help="reference: autograd (the compiled engine trains classifiers only)"
+        "auto", help="auto/reference: autograd; fast: the compiled batch-1 squared error"
     )
     progress: bool = field(True, help="show a progress bar")
     loggers: tuple[str, ...] = field((), help="loggers besides metrics.jsonl: tensorboard, wandb")

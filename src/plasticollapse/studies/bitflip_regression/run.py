@@ -11,8 +11,10 @@ re-written; the stream is :mod:`.stream`)::
             y = target(x); score (x, y) with the squared error, then one SGD step on it
         measure on eval_samples fresh inputs of period t; append one row
 
-Engine: the reference engine with the squared error (``loss="squared_error"``; the
-compiled engine trains classifiers only), one sample per step in the period's order: the
+Engine: the reference engine with the squared error (``loss="squared_error"``), or with
+``engine="fast"`` the compiled batch-1 engine's squared error (same steps, float32 rounding
+in another order; ``auto`` keeps autograd so that earlier runs keep their numbers), one
+sample per step in the period's order: the
 objective of a step is ``MSE(f(x), y) + sum_r remedy_r.loss(model, f(x), h(x), y)``, with
 SGD weight decay ``sum_r remedy_r.weight_decay()``; the engine calls every remedy's per-step
 hooks (``after_step`` with the step's hidden activations: Continual Backprop, as the
@@ -78,7 +80,6 @@ from plasticollapse.studies.bitflip_regression.summary import summarise_run
 from plasticollapse.training.loop import Learner, LoopRules, PlasticityLoss, restore, run_online
 
 if TYPE_CHECKING:
-    from plasticollapse.engines.reference import ReferenceEngine
     from plasticollapse.models import MLP
 
 #: Per-hidden-layer keys of a measured row (suffixed ``_layer{k}``).
@@ -148,15 +149,12 @@ def retrained_loss(
     return train_period(learner_engine(config, fresh, ()), x, y).loss
 
 
-def learner_engine(config: Config, model: nn.Module, remedies: Sequence[Remedy]) -> ReferenceEngine:
+def learner_engine(config: Config, model: nn.Module, remedies: Sequence[Remedy]) -> Engine:
     """The engine that trains ``model`` one sample per step on the squared error: the
-    reference engine (the engine choice gives the squared error no other)."""
-    from plasticollapse.engines.reference import ReferenceEngine
+    reference engine, or the compiled batch-1 engine under ``engine="fast"``."""
     from plasticollapse.training import make_engine
 
-    engine = make_engine(config.engine, model, config.lr, 1, remedies, loss="squared_error")
-    assert isinstance(engine, ReferenceEngine)
-    return engine
+    return make_engine(config.engine, model, config.lr, 1, remedies, loss="squared_error")
 
 
 class BitflipStream:
