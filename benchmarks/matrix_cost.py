@@ -14,7 +14,10 @@ samples of task t. Where every task is the same work (the batch-1 studies; rando
 400 epochs of 1,200 images) a run is ``T = S + k c`` at the preset's epochs, and two
 lengths k1 < k2 give ``c = (T(k2) - T(k1)) / (k2 - k1)``; class_incremental's tasks grow
 (2, 4, ... classes, 200 epochs each) and run at (1 task, e1), (2 tasks, e1) and (2 tasks,
-e2) epochs, which give b, a and S. Each setting first runs once untimed, so that Numba's
+e2) epochs, which give b, a and S. As in the matrix, the settings of a study write into
+one output folder, so the retrained baselines (which no remedy changes) are trained by
+the first setting measured and read by the others (studies/streams/shared_baseline.py).
+Each setting first runs once untimed, so that Numba's
 cache holds its kernels (a cold compile would count as start-up). The full run is then extrapolated
 to its preset's tasks and epochs, times its seeds.
 
@@ -81,35 +84,27 @@ def task_samples(study: str, config: dict, t: int) -> int:
     return (int(config["initial_classes"]) + t * int(config["classes_per_task"])) * PER_CLASS
 
 
-def batch1_cost(study: str, base: list[str], config: dict) -> tuple[float, float]:
+def batch1_cost(study: str, base: list[str], config: dict, scratch: str) -> tuple[float, float]:
     """(seconds of a full run, seconds per task) from two truncated lengths."""
     k1, k2 = LENGTHS[study]
-    scratch = tempfile.mkdtemp()
-    try:
-        timed_run(study, [*base, "--tasks", str(k1), "--out", f"{scratch}/warm"])  # compiles
-        t1 = timed_run(study, [*base, "--tasks", str(k1), "--out", f"{scratch}/a"])
-        t2 = timed_run(study, [*base, "--tasks", str(k2), "--out", f"{scratch}/b"])
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    timed_run(study, [*base, "--tasks", str(k1), "--out", f"{scratch}/warm"])  # compiles
+    t1 = timed_run(study, [*base, "--tasks", str(k1), "--out", f"{scratch}/a"])
+    t2 = timed_run(study, [*base, "--tasks", str(k2), "--out", f"{scratch}/b"])
     per_task = (t2 - t1) / (k2 - k1)
     startup = t1 - k1 * per_task
     return startup + int(config["tasks"]) * per_task, per_task
 
 
-def minibatch_cost(study: str, base: list[str], config: dict) -> tuple[float, float]:
+def minibatch_cost(study: str, base: list[str], config: dict, scratch: str) -> tuple[float, float]:
     """(seconds of a full run, seconds per trained sample b) from three truncated runs."""
     e1, e2 = EPOCHS
-    scratch = tempfile.mkdtemp()
-    try:
 
-        def run(tasks: int, epochs: int, name: str) -> float:
-            argv = ["--tasks", str(tasks), "--epochs_per_task", str(epochs)]
-            return timed_run(study, [*base, *argv, "--out", f"{scratch}/{name}"])
+    def run(tasks: int, epochs: int, name: str) -> float:
+        argv = ["--tasks", str(tasks), "--epochs_per_task", str(epochs)]
+        return timed_run(study, [*base, *argv, "--out", f"{scratch}/{name}"])
 
-        run(1, e1, "warm")  # compiles the kernels into Numba's cache
-        t11, t21, t22 = run(1, e1, "a"), run(2, e1, "b"), run(2, e2, "c")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    run(1, e1, "warm")  # compiles the kernels into Numba's cache
+    t11, t21, t22 = run(1, e1, "a"), run(2, e1, "b"), run(2, e2, "c")
     n0, n1 = task_samples(study, config, 0), task_samples(study, config, 1)
     b = (t22 - t21) / ((e2 - e1) * (n0 + n1))
     a = t21 - t11 - b * e1 * n1
@@ -139,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
             extra = ["--dataset", "fashion-mnist", "--download", "false"]
             print("permuted: MNIST is not on disk; Fashion-MNIST instead (denser: an upper bound)")
         study_seconds, applicable = 0.0, 0
+        # one scratch out per study, as the matrix has: the settings' runs of one length
+        # share their retrained baselines (the first setting trains them)
+        scratch = tempfile.mkdtemp()
         for setting in settings:
             cell = cells.get(setting)
             if cell is None or cell.spec is None:
@@ -150,14 +148,15 @@ def main(argv: list[str] | None = None) -> None:
                 *extra,
             ]  # fmt: skip
             if entry.name in LENGTHS:
-                seconds, per_task = batch1_cost(entry.name, base, config)
+                seconds, per_task = batch1_cost(entry.name, base, config, scratch)
                 detail = f"{per_task:.3f} s a task"
             else:
-                seconds, b = minibatch_cost(entry.name, base, config)
+                seconds, b = minibatch_cost(entry.name, base, config, scratch)
                 detail = f"{1 / b:,.0f} samples/s trained"
             study_seconds += seconds * len(matrix.seeds)
             applicable += 1
             print(f"  {entry.name:18s} {setting:15s} {seconds / 60:6.1f} min a run ({detail})")
+        shutil.rmtree(scratch, ignore_errors=True)
         hours = study_seconds / 3600
         total_hours += hours
         print(f"{entry.name}: {len(matrix.seeds)} seeds x {applicable} settings: {hours:.2f} h")

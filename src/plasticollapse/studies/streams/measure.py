@@ -102,7 +102,25 @@ def forgetting(model: nn.Module, task0: StreamTask) -> dict[str, float]:
     }
 
 
+#: The retrained baseline's keys of a task's row (besides ``retrained_gap``).
+RETRAINED_KEYS = ("retrained_accuracy", "retrained_test_accuracy")
+
+
 def retrained_baseline(
+    config: StreamConfig, stream: Stream, task: StreamTask, device: torch.device
+) -> dict[str, Any]:
+    """:func:`train_retrained_baseline`'s values, trained once for every run under
+    ``config.out`` that has the same one (the remedies do not change it): the first run
+    stores them, the others read them (:mod:`.shared_baseline`; rows are identical)."""
+    from plasticollapse.studies.streams.shared_baseline import SharedBaselines, baseline_identity
+
+    identity = baseline_identity(config, task.index, device)
+    return SharedBaselines(config.out).get_or_compute(
+        identity, RETRAINED_KEYS, lambda: train_retrained_baseline(config, stream, task, device)
+    )
+
+
+def train_retrained_baseline(
     config: StreamConfig, stream: Stream, task: StreamTask, device: torch.device
 ) -> dict[str, Any]:
     """A freshly initialised network trained on the task with the run's budget.
