@@ -5,7 +5,7 @@
 Reads, from this folder, matrix.csv (one row per study x remedy: means, seed-bootstrap
 intervals, paired differences from plain), correlations.csv (per study, collapse against
 performance across remedies, with the leave-one-remedy-out range), runs.csv (each run's
-final values) and run.json (the command, commit, machine and times of the run that made
+final values) and run.json (the command, commit, machine and times of the call that made
 them), and writes README.md and matrix_heatmap.png to OUT_DIR (default: this folder).
 Every number in the README is read from those files; tests/test_published_matrix.py
 renders again and fails when the committed README differs.
@@ -204,11 +204,10 @@ def render(out: Path, folder: Path = HERE) -> list[Path]:
     doc.h(2, "How it was run")
     doc.p(f"```\n{run['command']}\n```")
     doc.p(
-        f"Commit {run['commit']}; {run['machine']}, {run['cores']} cores, shared with other "
-        f"jobs (load average {run['load']} while it ran). Wall time until the files were "
-        f"read {duration(run['wall_s'])}, CPU time {duration(run['cpu_s'])} "
-        f"({run['runs_timed']} runs; on a machine this loaded a CPU second does less work "
-        f"than on an idle core: the preset's comment estimates the idle cost). {run['note']}"
+        f"Commit {run['commit']}; {run['machine']}, {run['cores']} cores (load average "
+        f"{run['load']} while it ran). Wall time until the files were written "
+        f"{duration(run['wall_s'])}; the {run['runs_timed']} runs' own times (one thread each) "
+        f"sum to {duration(run['runs_s'])}. {run['note']}"
     )
     doc.h(2, "What the data support, and what they do not")
     doc.p(
