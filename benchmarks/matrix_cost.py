@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -136,27 +135,26 @@ def main(argv: list[str] | None = None) -> None:
         study_seconds, applicable = 0.0, 0
         # one scratch out per study, as the matrix has: the settings' runs of one length
         # share their retrained baselines (the first setting trains them)
-        scratch = tempfile.mkdtemp()
-        for setting in settings:
-            cell = cells.get(setting)
-            if cell is None or cell.spec is None:
-                print(f"  {entry.name:18s} {setting:15s} not applicable")
-                continue
-            config = cell.spec.config
-            base = [
-                "--config", entry.preset, *study_argv(entry, setting, (cell.seed,), "unused"),
-                *extra,
-            ]  # fmt: skip
-            if entry.name in LENGTHS:
-                seconds, per_task = batch1_cost(entry.name, base, config, scratch)
-                detail = f"{per_task:.3f} s a task"
-            else:
-                seconds, b = minibatch_cost(entry.name, base, config, scratch)
-                detail = f"{1 / b:,.0f} samples/s trained"
-            study_seconds += seconds * len(matrix.seeds)
-            applicable += 1
-            print(f"  {entry.name:18s} {setting:15s} {seconds / 60:6.1f} min a run ({detail})")
-        shutil.rmtree(scratch, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as scratch:
+            for setting in settings:
+                cell = cells.get(setting)
+                if cell is None or cell.spec is None:
+                    print(f"  {entry.name:18s} {setting:15s} not applicable")
+                    continue
+                config = cell.spec.config
+                base = [
+                    "--config", entry.preset, *study_argv(entry, setting, (cell.seed,), "unused"),
+                    *extra,
+                ]  # fmt: skip
+                if entry.name in LENGTHS:
+                    seconds, per_task = batch1_cost(entry.name, base, config, scratch)
+                    detail = f"{per_task:.3f} s a task"
+                else:
+                    seconds, b = minibatch_cost(entry.name, base, config, scratch)
+                    detail = f"{1 / b:,.0f} samples/s trained"
+                study_seconds += seconds * len(matrix.seeds)
+                applicable += 1
+                print(f"  {entry.name:18s} {setting:15s} {seconds / 60:6.1f} min a run ({detail})")
         hours = study_seconds / 3600
         total_hours += hours
         print(f"{entry.name}: {len(matrix.seeds)} seeds x {applicable} settings: {hours:.2f} h")

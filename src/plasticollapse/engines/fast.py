@@ -120,13 +120,10 @@ def _model_linears(model: nn.Module) -> list[nn.Linear] | str:
     return f"{type(model).__name__} is not a models.MLP or an nn.Sequential of Linear/ReLU"
 
 
-def pass_arrays(
-    x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, n_cls: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """A pass's ``(order, y, y[order])`` as int64 NumPy arrays, checked (None: an empty
-    pass). The compiled loops do not bounds-check: indices are checked here, and negative
-    ones wrapped as ``x[order]`` would; labels must lie in ``[0, n_cls)``."""
-    n = int(x.shape[0])
+def checked_order(order: torch.Tensor, n: int) -> np.ndarray | None:
+    """A pass's ``order`` as an int64 NumPy array of indices into ``n`` samples, checked
+    (None: an empty pass). The compiled loops do not bounds-check: indices are checked
+    here, and negative ones wrapped as ``x[order]`` would."""
     order_np = np.ascontiguousarray(order.detach().cpu().numpy(), dtype=np.int64)
     if order_np.ndim != 1:
         raise ValueError(f"order must be 1-D, got shape {tuple(order.shape)}")
@@ -136,6 +133,19 @@ def pass_arrays(
         raise IndexError(f"order indexes outside x's {n} samples")
     if order_np.min() < 0:
         order_np = order_np % n
+    return order_np
+
+
+def pass_arrays(
+    x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, n_cls: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A pass's ``(order, y, y[order])`` as int64 NumPy arrays, checked (None: an empty
+    pass): the order by :func:`checked_order`, and the labels it reads must lie in
+    ``[0, n_cls)``."""
+    n = int(x.shape[0])
+    order_np = checked_order(order, n)
+    if order_np is None:
+        return None
     y_np = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.int64)
     if y_np.shape != (n,):
         raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
@@ -437,10 +447,9 @@ class FastEngine:
         n_cls = linears[-1].out_features
 
         if self.loss == "squared_error":
-            checked = pass_arrays(x, torch.zeros(len(x), dtype=torch.long), order, 1)
-            if checked is None:
+            order_np = checked_order(order, len(x))
+            if order_np is None:
                 return OnlineStats(correct=0, count=0, loss_sum=0.0)
-            order_np = checked[0]
             targets = fast_forms.regression_targets(regression_array(y, len(x), n_cls))
         else:
             checked = pass_arrays(x, y, order, n_cls)

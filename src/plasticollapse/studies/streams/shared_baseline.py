@@ -39,21 +39,26 @@ from typing import Any
 import torch
 
 from plasticollapse.remedies.fields import RemedyFields
+from plasticollapse.runs.config import EXECUTION_FIELDS
 from plasticollapse.runs.loggers import LoggerFields
 
 #: The folder under the runs' ``out`` that holds the shared files.
 FOLDER = Path("_shared") / "retrained_baseline"
-#: Fields that do not change the baseline's numbers, besides the remedies' and loggers'.
-NOT_DECIDING = frozenset(
+#: Fields that say only how a run is measured: they do not change the baseline's numbers.
+MEASURING_ONLY = frozenset(
     {
-        "out", "progress", "data_root", "download", "measure_every", "measure_samples",
-        "layer_collapse", "plasticity_probe", "probe_samples", "probe_steps", "probe_lr",
-        "retrained_baseline", "forgetting",
+        "measure_every", "measure_samples", "layer_collapse", "plasticity_probe",
+        "probe_samples", "probe_steps", "probe_lr", "retrained_baseline", "forgetting",
     }
 )  # fmt: skip
-_SKIPPED = NOT_DECIDING | {
-    f.name for f in (*dataclasses.fields(RemedyFields), *dataclasses.fields(LoggerFields))
-}
+#: Left out of the key: the measuring fields, the remedies and their parameters, and the
+#: execution fields but ``threads`` (torch's thread count can change its rounding); the
+#: device enters the key as resolved.
+_SKIPPED = (
+    MEASURING_ONLY
+    | (EXECUTION_FIELDS - {"threads"})
+    | {f.name for f in (*dataclasses.fields(RemedyFields), *dataclasses.fields(LoggerFields))}
+)
 
 
 @lru_cache(maxsize=1)
