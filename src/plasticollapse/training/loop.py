@@ -144,13 +144,12 @@ class LoopRules:
     """The variations of the loop, as data.
 
     ``checkpoint_seconds``: inside a task, checkpoint at the end of a pass once this many
-    seconds have passed since the last checkpoint (0: after every pass). ``engine_counts``:
-    add the counts the engine reports for a pass (``cbp_units_replaced``) to the row.
+    seconds have passed since the last checkpoint (0: after every pass). The counts the
+    engine reports for a pass (``cbp_units_replaced``) are summed into the task's row.
     """
 
     plasticity: PlasticityLoss = PlasticityLoss()
     checkpoint_seconds: float = 0.0
-    engine_counts: bool = True
 
 
 @dataclasses.dataclass
@@ -229,8 +228,7 @@ def run_online(
             start = time.perf_counter()
             stats = engine.train(task.x, task.y, task.order(state["task_epoch"]), task.columns)
             check_finite(state["epoch"] + 1, loss=stats.loss)
-            if rules.engine_counts:
-                add_counts(state["task_extra"], [stats.extra])  # e.g. cbp_units_replaced
+            add_counts(state["task_extra"], [stats.extra])  # e.g. cbp_units_replaced
             state["task_stats"].append(stream.record(stats))
             state["task_epoch"] += 1
             state["epoch"] += 1

@@ -21,8 +21,9 @@ Sec. 4.1); ``accuracy_first_epoch`` and ``accuracy_last_epoch`` are those of its
 last pass (equal to ``accuracy`` for one-pass tasks); ``loss`` is the mean online
 cross-entropy; ``pl = accuracy(task 0) - accuracy`` as in the paper. Other keys:
 ``task, task_epochs, epoch`` (cumulative passes), ``num_train, num_test, classes_seen``,
-the remedies' keys, ``seconds``, and those of :mod:`.measure`. (The engine's counts of a
-pass, ``cbp_units_replaced``, are not in a stream's rows, as before the shared loop.)
+the remedies' keys, ``seconds``, and those of :mod:`.measure`; with Continual Backprop,
+``cbp_units_replaced``: the units it replaced during the task (the engine's count), so that
+a reader sees whether the remedy acted at all at the run's rate.
 
 The run checkpoints after every task, and inside a task at the end of an epoch once
 :data:`CHECKPOINT_SECONDS` have passed since the last checkpoint, so a kill loses at most
@@ -193,7 +194,7 @@ def run_stream(
         config.engine, model, config.lr, config.batch_size, remedies, masked_head=masked
     )
     run = StreamRun(config, stream, model, device)
-    rules = LoopRules(checkpoint_seconds=CHECKPOINT_SECONDS, engine_counts=False)
+    rules = LoopRules(checkpoint_seconds=CHECKPOINT_SECONDS)
     learner = Learner(model, remedies, engine)
     done = run_online(run, learner, state, folder, callbacks, rules=rules, progress=config.progress)
     return summarise_run(done.rows, done.seconds, done.divergence)
