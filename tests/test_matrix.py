@@ -19,7 +19,13 @@ import pytest
 from plasticollapse import cli, matrix, studies
 from plasticollapse.matrix.config import MatrixConfig, StudyEntry, load_matrix
 from plasticollapse.matrix.figure import colour_value, heatmap_figure
-from plasticollapse.matrix.table import correlations, final_value, matrix_table, standardised
+from plasticollapse.matrix.table import (
+    correlations,
+    final_value,
+    matrix_table,
+    run_total,
+    standardised,
+)
 from plasticollapse.remedies.fields import RemedyFields
 from plasticollapse.runs.config import field
 
@@ -147,6 +153,7 @@ def test_the_table_holds_means_intervals_and_paired_differences(toys, tmp_path, 
 
     runs = pd.read_csv(folder / "runs.csv")
     assert len(runs) == 18 and set(runs[runs["study"] == "toy"]["status"]) == {"not_applicable"}
+    assert runs["cbp_units_replaced"].isna().all()  # no toy row counts replaced units
 
     # log10 nc1 = const + k log10 1.5 and accuracy = const - 0.1 k across remedies: r = -1.
     corr = pd.read_csv(folder / "correlations.csv")
@@ -459,3 +466,10 @@ def test_tiny_permuted_and_bitflip_matrix(tmp_path, capsys):
     md = (folder / "matrix.md").read_text()
     bitflip = md.split("### bitflip_regression")[1].split("###")[0]
     assert re.search(r"\| nc1_reg \| 0/2 \| (n/a \|  \| )+not applicable", bitflip)
+
+
+def test_a_run_total_sums_a_count_over_the_rows_that_hold_it():
+    rows = [{"task": 0, "cbp_units_replaced": 2}, {"task": 1}, {"cbp_units_replaced": 3}]
+    assert run_total(rows, "cbp_units_replaced") == 5
+    assert math.isnan(run_total([{"task": 0}], "cbp_units_replaced"))  # never counted
+    assert run_total([{"cbp_units_replaced": 0}], "cbp_units_replaced") == 0  # counted: none

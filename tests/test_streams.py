@@ -299,6 +299,24 @@ def test_auto_picks_the_fast_engine_only_where_it_applies(tmp_path, monkeypatch,
     assert built == [engine]
 
 
+@pytest.mark.parametrize("study", ["random_labels", "class_incremental"])
+def test_stream_rows_count_the_units_continual_backprop_replaced(tmp_path, study):
+    # How many units CBP replaces depends only on the units' ages and its rate accumulator,
+    # not on their utilities: the same count per task in both engines, however their
+    # trajectories part. Plain rows hold no count.
+    cbp = {"remedies": ("cbp",), "cbp_replacement_rate": 0.01, "cbp_maturity": 5}
+    counts = {}
+    for engine in ("reference", "fast"):
+        spec = spec_for(study, tmp_path / engine, **no_probes(engine=engine, **cbp))
+        assert execute(spec) == "done"
+        counts[engine] = [r["cbp_units_replaced"] for r in rows_of(spec)]
+    assert counts["reference"] == counts["fast"]
+    assert len(counts["fast"]) == TINY[study]["tasks"] and all(n > 0 for n in counts["fast"])
+    plain = spec_for(study, tmp_path / "plain", **no_probes(engine="fast"))
+    execute(plain)
+    assert all("cbp_units_replaced" not in r for r in rows_of(plain))
+
+
 def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
     real = training.make_engine
 

@@ -167,6 +167,27 @@ def flag_counts(table: pd.DataFrame, metrics: list[str]) -> tuple[int, int]:
     return int(len(known)), int(known.eq(True).sum())
 
 
+def replaced_text(runs: pd.DataFrame) -> str:
+    """Per study, the units Continual Backprop replaced in a run (runs.csv's
+    ``cbp_units_replaced``, the run's total): mean over seeds, [min, max], n."""
+    cbp = runs[(runs["remedy"] == "cbp") & runs["cbp_units_replaced"].notna()]
+    if cbp.empty:
+        return ""
+    parts = []
+    for study, rows in cbp.groupby("study", sort=False):
+        counts = rows["cbp_units_replaced"]
+        parts.append(
+            f"{study} {counts.mean():.0f} [{counts.min():.0f}, {counts.max():.0f}] n={len(counts)}"
+        )
+    return (
+        "Units Continual Backprop replaced in a run (mean over seeds [min, max], n seeds; "
+        "each study's preset sets its rate to replace the fraction of units per task that "
+        "it replaces at full size, from the source's rate where the source has one): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 # =========================================================================== the README
 
 
@@ -209,6 +230,8 @@ def render(out: Path, folder: Path = HERE) -> list[Path]:
         f"{duration(run['wall_s'])}; the {run['runs_timed']} runs' own times (one thread each) "
         f"sum to {duration(run['runs_s'])}. {run['note']}"
     )
+    if replaced := replaced_text(runs):
+        doc.p(replaced)
     doc.h(2, "What the data support, and what they do not")
     doc.p(
         f"Against {BASELINE}, paired by seed, in each study's outcome (a difference is "
@@ -234,8 +257,10 @@ def render(out: Path, folder: Path = HERE) -> list[Path]:
         "plasticity (a remedy moves both). (2) The studies run on scikit-learn digits and a "
         "small regression stream at reduced sizes; nothing here transfers to MNIST or "
         "Fashion-MNIST at the papers' sizes without running them (`full/matrix`). (3) "
-        "Remedies run at their default parameters, untuned per study: a remedy that is "
-        "worse than plain here may be mis-set, not useless. (4) With "
+        "Remedies run at their default parameters, untuned per study (Continual "
+        "Backprop's rate is taken from a study's source where it has one, never from these "
+        "outcomes): a remedy that is worse than plain here may be mis-set, not useless. "
+        "(4) With "
         f"{len(seeds)} seeds an interval that covers 0 is not evidence of no effect: it is "
         "an effect, if any, that these runs cannot tell from seed noise."
     )

@@ -65,9 +65,22 @@ def final_value(rows: Sequence[dict[str, Any]], metric: str, last: int = 1) -> f
     return float(np.mean(values[-last:])) if values else math.nan
 
 
+#: Counts a run's rows hold per task, given in runs.csv as the run's total: whether a remedy
+#: acted at all at its setting (Continual Backprop at a rate too low for a small network
+#: replaces no unit, and its row then equals plain's for want of action, not of effect).
+RUN_TOTALS = ("cbp_units_replaced",)
+
+
+def run_total(rows: Sequence[dict[str, Any]], key: str) -> float:
+    """The sum of ``key`` over the rows that hold it (NaN: none does)."""
+    values = [float(r[key]) for r in rows if finite(r.get(key))]
+    return float(sum(values)) if values else math.nan
+
+
 def run_values(cells: Sequence[Cell], metrics: Sequence[str], last: int = 1) -> pd.DataFrame:
-    """One row per cell: study, remedy, seed, status, folder, reason, and each metric's
-    final value (NaN unless the run is complete and measured it)."""
+    """One row per cell: study, remedy, seed, status, folder, reason, each metric's final
+    value (NaN unless the run is complete and measured it) and each of :data:`RUN_TOTALS`
+    summed over the run's rows (NaN where no row holds it)."""
     records = []
     for cell in cells:
         record: dict[str, Any] = {
@@ -84,10 +97,10 @@ def run_values(cells: Sequence[Cell], metrics: Sequence[str], last: int = 1) -> 
             rows = folder.read_metrics()
             record["status"] = (folder.read_summary() or {}).get("status", "complete")
         record.update({m: final_value(rows, m, last) for m in metrics})
+        record.update({key: run_total(rows, key) for key in RUN_TOTALS})
         records.append(record)
-    return pd.DataFrame(
-        records, columns=["study", "remedy", "seed", "status", "folder", "reason", *metrics]
-    )
+    columns = ["study", "remedy", "seed", "status", "folder", "reason", *metrics, *RUN_TOTALS]
+    return pd.DataFrame(records, columns=columns)
 
 
 # =========================================================================== scale
