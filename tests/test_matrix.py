@@ -18,7 +18,7 @@ import pytest
 
 from plasticollapse import cli, matrix, studies
 from plasticollapse.matrix.config import MatrixConfig, StudyEntry, load_matrix
-from plasticollapse.matrix.figure import colour_value, heatmap_figure
+from plasticollapse.matrix.figure import change_text, colour_value, heatmap_figure
 from plasticollapse.matrix.table import (
     correlations,
     final_value,
@@ -473,3 +473,10 @@ def test_a_run_total_sums_a_count_over_the_rows_that_hold_it():
     assert run_total(rows, "cbp_units_replaced") == 5
     assert math.isnan(run_total([{"task": 0}], "cbp_units_replaced"))  # never counted
     assert run_total([{"cbp_units_replaced": 0}], "cbp_units_replaced") == 0  # counted: none
+
+
+def test_a_difference_at_rounding_level_reads_as_none():
+    # Seed differences that cancel leave a float sum of ~1e-17, not a measured difference.
+    assert change_text(-2.2e-17, "accuracy") == "0" and change_text(1e-17, "nc1") == "x1"
+    assert change_text(-0.00067, "accuracy") == "-0.00067"
+    assert change_text(0.0821, "accuracy") == "+0.082"

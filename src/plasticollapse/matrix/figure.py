@@ -75,10 +75,18 @@ def _grid(table: pd.DataFrame, column: str, studies: list[str], remedies: list[s
     return pivot.reindex(index=remedies, columns=studies)
 
 
+#: A difference this small is the rounding of a float sum of differences that cancel (say
+#: the mean of -0.028, -0.0052, ... and +0.1228 over seeds), not a measured one: shown as 0.
+ROUNDING = 1e-12
+
+
 def change_text(diff: float, metric: str) -> str:
-    """A difference from the baseline: +0.091, or a factor x0.52 for a log metric."""
+    """A difference from the baseline: +0.091, or a factor x0.52 for a log metric; 0 (x1)
+    below :data:`ROUNDING`."""
     if not math.isfinite(diff):
         return ""
+    if abs(diff) < ROUNDING:
+        return "x1" if metric in LOG_METRICS else "0"
     if metric in LOG_METRICS:
         return f"x{10**diff:.3g}"
     return f"{diff:+.2g}" if abs(diff) < 0.01 else f"{diff:+.3f}"
