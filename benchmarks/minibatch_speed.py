@@ -132,13 +132,18 @@ def model_of(cfg: dict, masked_classes=None):
     return model
 
 
-def remedies_of(study: str, name: str, model) -> list:
-    """The remedy ``name`` as the study's config builds it (the matrix sets no parameters:
-    the config's defaults), bound to ``model``."""
+def remedies_of(study: str, name: str, model, cfg: dict) -> list:
+    """The remedy ``name`` as the study's config builds it from its full preset ``cfg``
+    (the remedies' parameters the preset sets, as Continual Backprop's in class_incremental;
+    the config's defaults for the rest), bound to ``model``."""
+    from plasticollapse.remedies.fields import REMEDY_FIELDS
     from plasticollapse.studies.class_incremental.config import Config as ClassIncremental
     from plasticollapse.studies.random_labels.config import Config as RandomLabels
 
-    config = (RandomLabels if study == "random_labels" else ClassIncremental)(remedies=(name,))
+    fields = {k: v for k, v in cfg.items() if k in REMEDY_FIELDS and k != "remedies"}
+    config = (RandomLabels if study == "random_labels" else ClassIncremental)(
+        remedies=(name,), **fields
+    )
     remedies = build_remedies(config)
     for remedy in remedies:
         remedy.bind(model, RemedyContext(seed=0, num_classes=10))
@@ -171,7 +176,7 @@ def measure(study, cfg, x, y, order, masked, repeats) -> dict[str, tuple[float, 
 
             def make(name=name, engine=engine):
                 model = model_of(cfg, classes)
-                rem = remedies_of(study, name, model)
+                rem = remedies_of(study, name, model, cfg)
                 if engine == "reference":
                     return ReferenceEngine(model, lr, batch, rem)
                 return MiniBatchEngine(model, lr, batch, rem)
