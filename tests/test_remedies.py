@@ -791,6 +791,18 @@ def test_the_legacy_hash_still_names_the_folders_from_before_remedies_became_obj
     }  # fmt: skip
 
 
+def test_the_legacy_hash_takes_an_unapplied_remedys_parameters_at_their_defaults():
+    # A preset that sets Continual Backprop's rate still finds the plain runs named before
+    # (they were made at the default); a run that applies CBP counts its rate.
+    from plasticollapse.runs.identity import legacy_config_hash
+
+    plain, plain_set = PermutedConfig(), PermutedConfig(cbp_replacement_rate=4.2e-5)
+    assert legacy_config_hash(plain_set) == legacy_config_hash(plain)
+    cbp = PermutedConfig(remedies=("cbp",))
+    cbp_set = PermutedConfig(remedies=("cbp",), cbp_replacement_rate=4.2e-5)
+    assert legacy_config_hash(cbp_set) != legacy_config_hash(cbp)
+
+
 @pytest.mark.parametrize("config_class", [PermutedConfig, WarmstartConfig])
 def test_every_config_field_has_a_help_line(config_class):
     for f in dataclasses.fields(config_class):

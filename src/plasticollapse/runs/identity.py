@@ -47,6 +47,17 @@ def setting_fields(config: Any) -> list[str]:
     return [f.name for f in _computing_fields(config)]
 
 
+def _remedy_fields_not_applied(config: Any) -> list[dataclasses.Field]:
+    """The parameters of remedies that the run does not apply (none for a config without
+    ``applied_remedies``)."""
+    computing = {f.name for f in _computing_fields(config)}
+    return [
+        f
+        for f in dataclasses.fields(config)
+        if f.metadata.get("remedy") is not None and f.name not in computing
+    ]
+
+
 def _computing_fields(config: Any) -> list[dataclasses.Field]:
     """The config's fields that say what its run computes: no execution field, and a
     remedy's parameter only when the run applies the remedy (``config.applied_remedies()``)."""
@@ -71,7 +82,15 @@ def config_hash(config: Any, length: int = 8) -> str:
 def legacy_config_hash(config: Any, length: int = 8) -> str:
     """The hash run folders were named by before :func:`run_identity` (every field but the
     execution fields; those a config class listed in ``LEGACY_IDENTITY_OMITS`` left out
-    while at their defaults). Used only to find such folders and rename them once."""
+    while at their defaults). Used only to find such folders and rename them once.
+
+    A parameter of a remedy the run does not apply is taken at its default: it does not
+    change what the run computes (:func:`run_identity`), and the folders of that time were
+    made with the defaults of the parameters that existed (a preset that sets one later,
+    as the quick presets set Continual Backprop's rate, still finds its plain runs)."""
+    unapplied = {f.name: f.default for f in _remedy_fields_not_applied(config)}
+    if unapplied:
+        config = dataclasses.replace(config, **unapplied)
     late: frozenset[str] = getattr(type(config), "LEGACY_IDENTITY_OMITS", frozenset())
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in late}
     data = {
