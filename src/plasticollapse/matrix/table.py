@@ -59,9 +59,14 @@ LOG_METRICS = ("nc1", "test_nc1")
 BOOTSTRAP_SEED = 0
 
 
+def finite_values(rows: Sequence[dict[str, Any]], key: str) -> list[float]:
+    """The finite values of ``key`` over ``rows``, in row order (rows without it skipped)."""
+    return [float(r[key]) for r in rows if finite(r.get(key))]
+
+
 def final_value(rows: Sequence[dict[str, Any]], metric: str, last: int = 1) -> float:
     """Mean of the last ``last`` finite values of ``metric`` over ``rows`` (NaN: none)."""
-    values = [float(r[metric]) for r in rows if finite(r.get(metric))]
+    values = finite_values(rows, metric)
     return float(np.mean(values[-last:])) if values else math.nan
 
 
@@ -73,7 +78,7 @@ RUN_TOTALS = ("cbp_units_replaced",)
 
 def run_total(rows: Sequence[dict[str, Any]], key: str) -> float:
     """The sum of ``key`` over the rows that hold it (NaN: none does)."""
-    values = [float(r[key]) for r in rows if finite(r.get(key))]
+    values = finite_values(rows, key)
     return float(sum(values)) if values else math.nan
 
 
