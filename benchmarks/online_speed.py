@@ -49,6 +49,14 @@ projected full study 34 min (training alone 25 min at 269,219 steps/s on 2 proce
 The <= 0.1 s, >= 30x and <= 30 min targets are not met: the forward pass alone (the sparse
 first layer ~0.07 s, the deeper layers' BLAS ~0.035 s) is above 0.1 s on one thread.
 
+Measured with ``--quick`` on a 2-core AMD EPYC (Zen 3, AVX2), 2026-12-03, after the
+sweep's rows were cut into fixed chunks that threads sweep side by side: measuring a task
+0.146 s wall on 2 threads (a run alone on the machine) against 0.319 s on one (MNIST-like;
+Fashion-MNIST 0.171 against 0.332); the whole 20-task Fashion-MNIST run 34.3x the
+autograd loop; the projected full study 61 min (training alone 48 min at 142,330 steps/s
+on 2 processes, a slow hour of that machine: 162,504 the day before). Still not met there:
+<= 0.1 s a task, <= 30 min.
+
 Usage: ``python benchmarks/online_speed.py [--quick] [--workers N]``
 """
 
@@ -189,6 +197,8 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
       ``hidden_layers=True`` on all 60k images, the task's permutation P applied through
       the first layer's columns, so x[:, P] is never built; the first layer from the
       engine's CSR rows; one sweep of sufficient statistics), in thread CPU time;
+      ``measure_cores``: the same on every core's thread (wall), as a run alone on the
+      machine measures (its torch threads at the default; a worker of a full sweep has one);
       ``measure_streamed``: the same metrics from ``measure_model``'s streaming
       accumulators (float64 grams) over the same first layer, the previous path;
       ``measure_before``: as before the sparse first layer, PyTorch's dense first layer
@@ -226,6 +236,14 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
         twin = permuted.reading_unpermuted(model, perm)
         return measure_model(twin, x, y, 10, hidden_layers=True)
 
+    def measure_on_every_core():  # the sweep's threads follow torch's count
+        before = torch.get_num_threads()
+        torch.set_num_threads(os.cpu_count() or 1)
+        try:
+            return permuted.measure(model, x, y, 10, perm)
+        finally:
+            torch.set_num_threads(before)
+
     permuted.measure(model, x, y, 10, perm)  # compiles the kernel, builds the rows
     out = {
         "measure": best_of(lambda: permuted.measure(model, x, y, 10, perm), repeats)[1],
@@ -235,6 +253,7 @@ def per_task_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict:
         "measure_built": best_of(
             lambda: measure_model(model, x_t, y, 10, hidden_layers=True), repeats
         )[0],
+        "measure_cores": best_of(measure_on_every_core, repeats)[0],
         "gather": best_of(lambda: permuted.permute_pixels(x, perm), repeats)[0],
         "forward": best_of(forward, repeats)[0],
     }
@@ -543,7 +562,9 @@ def main(argv: list[str] | None = None) -> None:
         task_costs[name] = c
         print(
             f"  {name}: measure {c['measure']:.3f} s CPU, {c['measure_wall']:.3f} s wall "
-            f"(target <= 0.1 s; streamed accumulators: {c['measure_streamed']:.3f}, "
+            f"(target <= 0.1 s; on {os.cpu_count()} threads {c['measure_cores']:.3f} s wall, "
+            f"{c['measure_wall'] / c['measure_cores']:.2f}x; streamed accumulators: "
+            f"{c['measure_streamed']:.3f}, "
             f"{c['measure_streamed'] / c['measure']:.2f}x; before the sparse first layer: "
             f"{c['measure_before']:.3f}, {c['measure_before'] / c['measure']:.2f}x; on a built "
             f"x[:, P]: {c['measure_built']:.3f} + gather {c['gather']:.3f}); forward alone "

@@ -96,3 +96,99 @@ def test_a_diverged_network_is_left_to_measure_model_which_says_so():
     assert fast_statistics.mlp_metrics(model, x, y, 10, perm) is None
     with pytest.raises(ValueError, match="NaN"):
         permuted.measure(model, x, y, 10, perm)
+
+
+@pytest.mark.parametrize("density", [0.2, 0.6], ids=["sparse", "dense"])
+def test_threads_sweep_the_chunks_to_the_same_metrics(density):
+    """Over 2 chunks and a partial third (2 CHUNK + 300 rows), the sweep on 1, 2 and 3
+    threads returns the same dict bit for bit (the chunks' sums are added in chunk order),
+    and that dict is the float64 reference's within the float32 tolerance of
+    test_one_sweep_equals_float64_measure_model: the chunks' sums are the whole set's."""
+    n = 2 * fast_statistics.CHUNK + 300
+    model, x, y, perm = _trained(48, (24, 16), n, density, seed=11)
+    results = [fast_statistics.mlp_metrics(model, x, y, 10, perm, threads=t) for t in (1, 2, 3)]
+    assert results[0] is not None
+    assert results[1] == results[0] and results[2] == results[0]
+    reference = permuted.reading_unpermuted(model, perm).double()
+    want = measure_model(reference, x.double(), y, 10, hidden_layers=True)
+    rtol = 2 * ((48 + 3) * 2.0**-24 + fast_statistics.GRAM_RTOL)
+    for key, value in want.items():
+        atol = 2 / n if key in COUNTED else 1e-9
+        assert results[0][key] == pytest.approx(value, rel=rtol, abs=atol, nan_ok=True), key
+
+
+def test_two_threads_sweep_two_chunks_side_by_side_and_keep_their_order():
+    """Each of the two chunks waits at a barrier for the other: the call returns only if
+    two threads ran them at once; the results come back in chunk order. On one thread the
+    chunks run in turn, in order."""
+    import threading
+
+    n = 2 * fast_statistics.CHUNK
+    barrier = threading.Barrier(2, timeout=10)
+
+    def meet(lo: int, hi: int) -> tuple[int, int]:
+        barrier.wait()
+        return lo, hi
+
+    chunks = [(0, fast_statistics.CHUNK), (fast_statistics.CHUNK, n)]
+    assert fast_statistics._map_chunks(meet, n, threads=2) == chunks
+    assert fast_statistics._map_chunks(lambda lo, hi: (lo, hi), n, threads=1) == chunks
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        fast_statistics.mlp_metrics(*_trained(48, (16,), 50, 0.2, seed=1)[:3], 10, threads=0)
+
+
+def test_the_sweep_takes_the_callers_torch_threads(monkeypatch):
+    """threads=None: as many sweeping threads as torch's count in the calling thread (a
+    run's ``threads`` setting), and one inside a one_thread block (a caller that pinned it)."""
+    from plasticollapse.metrics.threads import one_thread
+
+    model, x, y, perm = _trained(48, (16,), 300, 0.2, seed=2)
+    seen: list[int] = []
+    real = fast_statistics._map_chunks
+
+    def spy(fn, n, threads):
+        seen.append(threads)
+        return real(fn, n, threads)
+
+    monkeypatch.setattr(fast_statistics, "_map_chunks", spy)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        fast_statistics.mlp_metrics(model, x, y, 10, perm)
+        with one_thread():
+            fast_statistics.mlp_metrics(model, x, y, 10, perm)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [3, 3, 1, 1]  # the first sweep and the second, each call
+
+
+@pytest.mark.parametrize("density", [0.2, 0.6], ids=["sparse", "dense"])
+def test_layer_collapse_equals_float64_measure_model(density):
+    """With layer_collapse, every key of measure_model(hidden_layers=True,
+    layer_collapse=True) on the float64 twin, in its order: each hidden layer's NC keys and
+    NC4 against the network's prediction from the second sweep, and its unit metrics from
+    that sweep's uncentred gram; over two chunks and a partial third, the same on 1 and 2
+    threads. The last hidden layer's keys are the features' own."""
+    n = 2 * fast_statistics.CHUNK + 300
+    model, x, y, perm = _trained(48, (24, 16, 12), n, density, seed=13)
+    reference = permuted.reading_unpermuted(model, perm).double()
+    want = measure_model(reference, x.double(), y, 10, hidden_layers=True, layer_collapse=True)
+    got = fast_statistics.mlp_metrics(model, x, y, 10, perm, layer_collapse=True)
+    assert got is not None and list(got) == list(want)
+    assert fast_statistics.mlp_metrics(model, x, y, 10, perm, threads=2, layer_collapse=True) == got
+    rtol = 2 * ((48 + 4) * 2.0**-24 + fast_statistics.GRAM_RTOL)
+    for key, value in want.items():
+        atol = 2 / n if key.startswith(tuple(COUNTED)) else 1e-9
+        assert got[key] == pytest.approx(value, rel=rtol, abs=atol, nan_ok=True), key
+    assert got["nc1_layer3"] == got["nc1"] and got["nc4_agreement_layer3"] == got["nc4_agreement"]
+    assert got["nc1_layer1"] != got["nc1"]  # another layer's features, not the last's copied
+
+
+def test_a_masked_head_is_left_to_measure_model():
+    """A class-incremental stream's masked head changes the logits: not the sweep's."""
+    from plasticollapse.models import MaskedLinear
+
+    model, x, _, _ = _trained(48, (16,), 50, 0.2, seed=1)
+    assert fast_statistics.applies(model, x)
+    model.classifier = MaskedLinear(16, 10)
+    assert not fast_statistics.applies(model, x)

@@ -395,3 +395,27 @@ def test_summary_table_and_report_of_the_three_studies(tmp_path):
         assert (out / study / "values.csv").exists()
         assert f"{study}: " in markdown
     assert "held-out NC1, last task" in markdown and "retrained gap, mean" in markdown
+
+
+def test_a_plain_mlp_split_is_measured_through_the_one_sweep():
+    """A stream's plain MLP on the CPU is measured by the one sweep of sufficient
+    statistics (fast_statistics.mlp_metrics, with layer collapse): its dict exactly, the
+    same keys as measure_model's in the same order, and values within float32 rounding of
+    them; a masked head's network by measure_model exactly."""
+    from plasticollapse.engines import fast_statistics
+
+    torch.manual_seed(0)
+    x, y = torch.rand(600, 30), torch.randint(0, 6, (600,))
+    model = MLP(30, (20, 12), 6)
+    got = measure.measure_split(model, x, y, 6, layer_collapse=True)
+    swept = fast_statistics.mlp_metrics(model, x, y, 6, layer_collapse=True)
+    assert swept is not None and got == {k: float(v) for k, v in swept.items()}
+    want = measure_model(model, x, y, 6, hidden_layers=True, layer_collapse=True)
+    assert list(got) == list(want)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(float(value), rel=1e-4, abs=2 / 600), key
+    model.classifier = MaskedLinear(12, 6)
+    masked = measure.measure_split(model, x, y, 6, layer_collapse=True)
+    assert masked == {k: float(v) for k, v in measure_model(
+        model, x, y, 6, hidden_layers=True, layer_collapse=True
+    ).items()}  # fmt: skip

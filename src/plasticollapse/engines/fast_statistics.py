@@ -1,10 +1,13 @@
 """Every metric of ``measure_model(hidden_layers=True)`` for the plain ReLU MLP, in one sweep.
 
-:func:`mlp_metrics` is what :func:`plasticollapse.studies.permuted.run.measure` runs on the
-CPU for the package's plain :class:`~plasticollapse.models.MLP`: the same keys and formulas
-as :func:`~plasticollapse.metrics.measure.measure_model` with ``hidden_layers=True``, from
-one pass over the data in blocks of :data:`BLOCK` rows that keeps only the sufficient
-statistics of each layer (the features alone are kept, for NC4):
+:func:`mlp_metrics` is what :func:`plasticollapse.studies.permuted.run.measure` and the
+streams' :func:`~plasticollapse.studies.streams.measure.measure_split` run on the CPU for
+the package's plain :class:`~plasticollapse.models.MLP` (with an ``nn.Linear`` head): the
+same keys and formulas as :func:`~plasticollapse.metrics.measure.measure_model` with
+``hidden_layers=True`` (and ``layer_collapse``), from one pass over the data in blocks of
+:data:`BLOCK` rows that keeps only the sufficient statistics of each layer (the features
+alone are kept, for NC4; with ``layer_collapse`` every hidden layer's outputs, which then
+go through the second sweep as the features do):
 
 * per hidden layer k: sum_i a_i (= sum_i |a_i|, ReLU outputs), sum_i ||a_i||_2 and the
   uncentred gram sum_i a_i a_i^T (the last layer's comes from the class statistics);
@@ -40,6 +43,20 @@ inputs: ~0.17 s a task, of which the sparse first layer ~0.07 s, the two deeper 
 ~0.035 s, the three grams ~0.038 s (``benchmarks/online_speed.py`` prints this breakdown);
 on an AMD znver5, 0.138 s (best of 15) since the deeper layers' bias, ReLU and unit sums
 are one pass (:func:`bias_relu_unit_sums`; 0.147 s as three), with identical results.
+Chunks and threads. The rows are swept in fixed chunks of :data:`CHUNK` (4,096) rows, each
+summing its own blocks; the chunks' sums are then added in chunk order. So threads can
+sweep chunks side by side (the kernels and BLAS calls release the GIL; each thread's BLAS
+and torch pools on one thread) and the result is the same bit for bit on any number of
+threads (tests/test_fast_statistics.py). ``threads=None`` takes torch's thread count of the
+calling thread: a run alone on the machine (``threads = 0``, torch's default: the cores)
+measures on every core, a worker of a sweep that fills the cores on its one.
+Measured (``benchmarks/online_speed.py --quick``, a 2-core AMD EPYC, 2026-12-03): a task of
+60,000 MNIST-like images 0.146 s wall on 2 threads against 0.319 s on one (Fashion-MNIST
+0.171 against 0.332); on one thread the chunks cost nothing measurable (best of 7, before
+and after them in one session: 0.21-0.29 s either way, that machine's noise). The
+streams' 784-300-150-10 network (label_permuted) with ``layer_collapse``, one thread:
+0.060 s on 2,500 rows and 0.157 s on 10,000, against ``measure_model``'s 0.096 and 0.296.
+
 A non-finite activation or logit returns None: the caller then measures
 through ``measure_model``, whose checks say what diverged.
 """
@@ -47,7 +64,9 @@ through ``measure_model``, whose checks say what diverged.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, TypeGuard
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard, TypeVar
 
 import numpy as np
 import torch
@@ -56,7 +75,7 @@ from numba import njit
 from plasticollapse.engines import fast
 from plasticollapse.engines.fast_measure import SPARSE_DENSITY, first_layer_rows
 from plasticollapse.metrics.collapse_formulas import ClassStatistics, metrics_from_statistics
-from plasticollapse.metrics.measure import LAYER_KEYS
+from plasticollapse.metrics.measure import LAYER_COLLAPSE_KEYS, LAYER_KEYS
 from plasticollapse.metrics.plasticity import (
     DORMANT_TAU,
     SRANK_DELTA,
@@ -71,12 +90,18 @@ if TYPE_CHECKING:
 #: Rows per block: a block's activations stay in cache, and its float32 grams' rounding
 #: bound gamma_B (see the module docstring) stays ~1e-5.
 BLOCK = 256
+#: Rows per chunk of a sweep: each chunk sums its blocks, and the chunks' sums are added in
+#: chunk order, so that the metrics are the same on any number of threads (and, for at
+#: most CHUNK rows, the single sequential sum).
+CHUNK = 16 * BLOCK
 #: gamma_{B+2} = (B + 2) u / (1 - (B + 2) u), u = 2^-24: the bound of the module docstring.
 GRAM_RTOL = (BLOCK + 2) * 2.0**-24 / (1 - (BLOCK + 2) * 2.0**-24)
 #: The loops' float64 sums may be reassociated, so that they vectorise along a row (a row's
 #: squares, its dot products with the class means): rounding-level changes of float64 sums.
 #: No nnan/ninf: a non-finite activation still reaches the finiteness check.
 SUM_MATH = {"reassoc", "contract"}
+
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- kernels
@@ -185,11 +210,14 @@ def nearest_mean_hits(h, centred, offsets, present, predictions):
 def applies(model: torch.nn.Module, x: torch.Tensor) -> TypeGuard[MLP]:
     """Whether :func:`mlp_metrics` measures ``model`` on ``x``: the fast first layer's
     conditions (a plain ReLU MLP, float32, all on the CPU; see
-    :func:`~plasticollapse.engines.fast_measure.applies`)."""
+    :func:`~plasticollapse.engines.fast_measure.applies`) and a plain ``nn.Linear`` head
+    (a class-incremental stream's masked head changes the logits)."""
     from plasticollapse.engines import fast_measure
 
-    return fast_measure.applies(model, x) and all(
-        p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters()
+    return (
+        fast_measure.applies(model, x)
+        and type(model.classifier) is torch.nn.Linear
+        and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
     )
 
 
@@ -234,8 +262,6 @@ def _dense_first_layer(
     bias_relu_unit_sums(out, b1, abs_sum, norm_sum)
 
 
-@torch.no_grad()
-@on_one_thread  # its BLAS products are small: one thread (metrics/threads.py says why)
 def mlp_metrics(
     model: MLP,
     x: torch.Tensor,
@@ -243,61 +269,187 @@ def mlp_metrics(
     num_classes: int,
     columns: torch.Tensor | None = None,
     tau: float = DORMANT_TAU,
+    threads: int | None = None,
+    layer_collapse: bool = False,
 ) -> dict[str, float] | None:
-    """``measure_model(model, x[:, P], y, num_classes, hidden_layers=True)``'s dict (P =
-    ``columns``, never built) from one sweep of sufficient statistics (module docstring);
-    None when an activation or logit is not finite."""
+    """``measure_model(model, x[:, P], y, num_classes, hidden_layers=True,
+    layer_collapse=layer_collapse)``'s dict (P = ``columns``, never built) from one sweep of
+    sufficient statistics (module docstring); None when an activation or logit is not
+    finite. With ``layer_collapse`` every hidden layer's outputs are kept and go through the
+    second sweep as the features do (its class statistics, NC4 and uncentred gram).
+
+    ``threads`` sweep the chunks of :data:`CHUNK` rows side by side (None: torch's thread
+    count in the calling thread, which a run's ``threads`` setting fixes; 1 inside a
+    :func:`~plasticollapse.metrics.threads.one_thread` block). The result does not depend
+    on it: the chunks are fixed and their sums added in chunk order."""
+    count = torch.get_num_threads() if threads is None else int(threads)
+    if count < 1:
+        raise ValueError(f"threads must be >= 1 (or None: torch's count), got {threads}")
+    return _mlp_metrics(model, x, y, num_classes, columns, tau, count, layer_collapse)
+
+
+class _Layers(NamedTuple):
+    """What every chunk of the first sweep reads: the inputs (CSR rows, or dense rows for a
+    BLAS product), the layers' transposed weights and biases, the labels."""
+
+    rows: Any
+    x_dense: torch.Tensor | None
+    w1t: np.ndarray
+    w1t_tensor: torch.Tensor
+    b1: np.ndarray
+    deeper: list[tuple[np.ndarray, np.ndarray]]
+    head_t: np.ndarray
+    head_b: np.ndarray
+    labels: np.ndarray
+    widths: list[int]
+    num_classes: int
+
+
+class _ChunkSums(NamedTuple):
+    """One chunk's first-sweep sums: per hidden layer sum_i a_i and sum_i ||a_i|| (float64,
+    (w,) and (1,)); the grams of the layers below the features (none when every layer goes
+    through the second sweep); the class sums of the features (of every hidden layer, with
+    layer collapse) and the class counts; the cross-entropy sum and the correct count."""
+
+    abs_sums: list[np.ndarray]
+    norm_sums: list[np.ndarray]
+    grams: list[np.ndarray]
+    sums: list[np.ndarray]
+    counts: np.ndarray
+    loss: float
+    correct: int
+
+
+def _sweep_chunk(
+    layers: _Layers, kept: list[np.ndarray], predictions: np.ndarray, lo: int, hi: int
+) -> _ChunkSums:
+    """The first sweep over rows lo:hi in blocks of :data:`BLOCK`: the layers' outputs, their
+    sums and grams, the logits' cross-entropy and argmax. ``kept``: the outputs kept for the
+    second sweep (the features last; every hidden layer's with layer collapse), whose rows
+    lo:hi it writes, as those of ``predictions`` (each chunk its own rows)."""
+    widths, rows = layers.widths, layers.rows
+    n_blocks = len(widths) - len(kept)  # the layers whose outputs live one block at a time
+    blocks = [np.empty((BLOCK, w), np.float32) for w in widths[:n_blocks]]
+    logits = np.empty((BLOCK, layers.num_classes), np.float32)
+    abs_sums = [np.zeros(w) for w in widths]
+    norm_sums = [np.zeros(1) for _ in widths]
+    grams = [np.zeros((w, w)) for w in widths[:n_blocks]]  # the kept's come from pass 2
+    sums = [np.zeros((layers.num_classes, a.shape[1])) for a in kept]
+    counts = np.zeros(layers.num_classes, np.int64)
+    recounted = np.zeros_like(counts)  # the other layers' counts of the same labels, unread
+    loss, correct = 0.0, 0
+    for start in range(lo, hi, BLOCK):
+        stop = min(start + BLOCK, hi)
+        m = stop - start
+        outs = [b[:m] for b in blocks] + [a[start:stop] for a in kept]
+        if layers.x_dense is not None:
+            _dense_first_layer(
+                layers.x_dense[start:stop], layers.w1t_tensor, layers.b1, outs[0], abs_sums[0],
+                norm_sums[0],
+            )  # fmt: skip
+        else:
+            indptr = rows.indptr[start : stop + 1]  # absolute offsets into indices, values
+            first_layer_rows(
+                layers.w1t, layers.b1, True, indptr, rows.indices, rows.values, rows.xd, outs[0]
+            )
+            unit_sums(outs[0], abs_sums[0], norm_sums[0])
+        for k, (wt, b) in enumerate(layers.deeper):
+            _relu_layer(outs[k], wt, b, outs[k + 1], abs_sums[k + 1], norm_sums[k + 1])
+        for k, layer_gram in enumerate(grams):
+            add_block_gram(layer_gram, outs[k])
+        z = np.dot(outs[-1], layers.head_t, out=logits[:m])
+        z += layers.head_b
+        block = cross_entropy_sums(z, layers.labels[start:stop], predictions[start:stop])
+        loss += block[0]
+        correct += block[1]
+        for k, layer_sums in enumerate(sums):
+            counted = counts if k == 0 else recounted  # the labels are counted once
+            class_sums(outs[n_blocks + k], layers.labels[start:stop], layer_sums, counted)
+    return _ChunkSums(abs_sums, norm_sums, grams, sums, counts, loss, correct)
+
+
+def _one_torch_thread() -> None:
+    """A sweeping thread's torch pool on one thread: a new thread's own OpenMP team would
+    otherwise take every core (torch's count is per thread; measured: a worker's 4000^2
+    matmul ran on 2 threads with the main thread's count at 1)."""
+    torch.set_num_threads(1)
+
+
+def _map_chunks(fn: Callable[[int, int], _T], n: int, threads: int) -> list[_T]:
+    """``[fn(lo, hi) for each chunk of CHUNK rows of range(n)]``, in chunk order, run by up
+    to ``threads`` threads (the kernels release the GIL, so chunks run side by side)."""
+    chunks = [(lo, min(lo + CHUNK, n)) for lo in range(0, n, CHUNK)]
+    if threads == 1 or len(chunks) == 1:
+        return [fn(lo, hi) for lo, hi in chunks]
+    workers = min(threads, len(chunks))
+    with ThreadPoolExecutor(workers, initializer=_one_torch_thread) as pool:
+        return list(pool.map(lambda chunk: fn(*chunk), chunks))
+
+
+def _added(parts: list[np.ndarray]) -> np.ndarray:
+    """The sum of the chunks' arrays, added in chunk order (so the same for any threads)."""
+    total = np.zeros_like(parts[0])
+    for part in parts:
+        total += part
+    return total
+
+
+@torch.no_grad()
+@on_one_thread  # each thread's BLAS products are small: one BLAS thread (metrics/threads.py)
+def _mlp_metrics(
+    model: MLP,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    columns: torch.Tensor | None,
+    tau: float,
+    threads: int,
+    layer_collapse: bool,
+) -> dict[str, float] | None:
+    """:func:`mlp_metrics` on ``threads`` sweeping threads."""
     linears = model.hidden_linears
     n, n_in = len(x), linears[0].in_features
     widths = [layer.out_features for layer in linears]
     rows = fast.shared_rows(x, n_in)
     dense = rows.density > SPARSE_DENSITY  # a BLAS product beats the sparse rows
-    x_dense = x.detach().reshape(n, -1).to(torch.float32).contiguous() if dense else None
     w1t = _first_weights(model, columns)
-    w1t_tensor = torch.from_numpy(w1t)
-    b1 = np.ascontiguousarray(linears[0].bias.detach().numpy())
-    deeper = [_transposed(layer) for layer in linears[1:]]
     head_t, head_b = _transposed(model.classifier)
-    labels = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.int64)
-
-    features = np.empty((n, widths[-1]), np.float32)  # kept for NC4 and the second sweep
+    layers = _Layers(
+        rows=rows,
+        x_dense=x.detach().reshape(n, -1).to(torch.float32).contiguous() if dense else None,
+        w1t=w1t,
+        w1t_tensor=torch.from_numpy(w1t),
+        b1=np.ascontiguousarray(linears[0].bias.detach().numpy()),
+        deeper=[_transposed(layer) for layer in linears[1:]],
+        head_t=head_t,
+        head_b=head_b,
+        labels=np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.int64),
+        widths=widths,
+        num_classes=num_classes,
+    )
+    # The outputs kept for the second sweep: the features (NC4 needs the class means
+    # first), and with layer collapse every hidden layer's.
+    kept_widths = widths if layer_collapse else widths[-1:]
+    kept = [np.empty((n, w), np.float32) for w in kept_widths]
     predictions = np.empty(n, np.int64)
-    blocks = [np.empty((BLOCK, w), np.float32) for w in widths[:-1]]
-    logits = np.empty((BLOCK, num_classes), np.float32)
-    abs_sums = [np.zeros(w) for w in widths]
-    norm_sums = [np.zeros(1) for _ in widths]
-    grams = [np.zeros((w, w)) for w in widths[:-1]]  # the features' comes from pass 2
-    sums, counts = np.zeros((num_classes, widths[-1])), np.zeros(num_classes, np.int64)
-    loss, correct = 0.0, 0
-
-    for start in range(0, n, BLOCK):
-        stop = min(start + BLOCK, n)
-        m = stop - start
-        outs = [b[:m] for b in blocks] + [features[start:stop]]
-        if dense:
-            assert x_dense is not None
-            _dense_first_layer(
-                x_dense[start:stop], w1t_tensor, b1, outs[0], abs_sums[0], norm_sums[0]
-            )
-        else:
-            indptr = rows.indptr[start : stop + 1]  # absolute offsets into indices, values
-            first_layer_rows(w1t, b1, True, indptr, rows.indices, rows.values, rows.xd, outs[0])
-            unit_sums(outs[0], abs_sums[0], norm_sums[0])
-        for k, (wt, b) in enumerate(deeper):
-            _relu_layer(outs[k], wt, b, outs[k + 1], abs_sums[k + 1], norm_sums[k + 1])
-        for k, layer_gram in enumerate(grams):
-            add_block_gram(layer_gram, outs[k])
-        z = np.dot(outs[-1], head_t, out=logits[:m])
-        z += head_b
-        block = cross_entropy_sums(z, labels[start:stop], predictions[start:stop])
-        loss += block[0]
-        correct += block[1]
-        class_sums(outs[-1], labels[start:stop], sums, counts)
-    finite = [math.isfinite(loss), np.isfinite(sums).all(), *(np.isfinite(g).all() for g in grams)]
+    chunks = _map_chunks(lambda lo, hi: _sweep_chunk(layers, kept, predictions, lo, hi), n, threads)
+    abs_sums = [_added([c.abs_sums[k] for c in chunks]) for k in range(len(widths))]
+    norm_sums = [_added([c.norm_sums[k] for c in chunks]) for k in range(len(widths))]
+    grams = [_added([c.grams[k] for c in chunks]) for k in range(len(chunks[0].grams))]
+    sums = [_added([c.sums[k] for c in chunks]) for k in range(len(kept))]
+    counts = _added([c.counts for c in chunks])
+    loss = sum((c.loss for c in chunks), 0.0)
+    correct = sum(c.correct for c in chunks)
+    finite = [math.isfinite(loss), *(np.isfinite(a).all() for a in (*sums, *grams))]
     if not all(finite):
         return None
 
-    stats, features_gram, agreement = _class_statistics(features, labels, predictions, sums, counts)
+    # The second sweep, per kept layer: class statistics, NC4, the uncentred gram.
+    second = [
+        _class_statistics(a, layers.labels, predictions, layer_sums, counts, threads)
+        for a, layer_sums in zip(kept, sums, strict=True)
+    ]
+    stats, features_gram, agreement = second[-1]
     weight = model.classifier.weight.detach().to(torch.float64)
     out = metrics_from_statistics(stats, num_classes, weight)
     out["nc4_agreement"] = agreement
@@ -307,40 +459,61 @@ def mlp_metrics(
     last = len(widths) - 1
     out.update(_unit_metrics(abs_sums[last], norm_sums[last], features_gram, n, tau))
     out["weight_magnitude"] = weight_magnitude(model)
+    kept_grams = [torch.from_numpy(g) for g in grams] + [gram for _, gram, _ in second]
     for k in range(len(widths)):
-        gram = features_gram if k == last else torch.from_numpy(grams[k])
-        values = _unit_metrics(abs_sums[k], norm_sums[k], gram, n, tau)
+        values = _unit_metrics(abs_sums[k], norm_sums[k], kept_grams[k], n, tau)
         out.update({f"{key}_layer{k + 1}": values[key] for key in LAYER_KEYS})
+    if layer_collapse:
+        for k, (layer_stats, _, layer_agreement) in enumerate(second):
+            values = metrics_from_statistics(layer_stats, num_classes)
+            values["nc4_agreement"] = layer_agreement
+            out.update({f"{key}_layer{k + 1}": values[key] for key in LAYER_COLLAPSE_KEYS})
     return out
 
 
-def _class_statistics(features, labels, predictions, sums, counts):
+def _centred_chunk(features, labels, predictions, means, centred, offsets, present, lo, hi):
+    """The second sweep over rows lo:hi (:func:`_class_statistics`): the chunk's class sums
+    of d and ||d||^2, its scatter sum_i d_i d_i^T and its NC4 hits."""
+    d_sums, d_squares = np.zeros_like(means), np.zeros(len(means))
+    scatter = np.zeros((features.shape[1], features.shape[1]))
+    block = np.empty((BLOCK, features.shape[1]), np.float32)
+    hits = 0
+    for start in range(lo, hi, BLOCK):
+        stop = min(start + BLOCK, hi)
+        h, d = features[start:stop], block[: stop - start]
+        centred_rows(h, labels[start:stop], means, d, d_sums, d_squares)
+        add_block_gram(scatter, d)
+        hits += nearest_mean_hits(h, centred, offsets, present, predictions[start:stop])
+    return d_sums, d_squares, scatter, hits
+
+
+def _class_statistics(features, labels, predictions, sums, counts, threads: int = 1):
     """(ClassStatistics, the features' uncentred gram, NC4 agreement) from the kept
-    features and their class sums: the second sweep, over d_i = h_i - mu_{y_i}.
+    features and their class sums: the second sweep, over d_i = h_i - mu_{y_i}, in chunks
+    of :data:`CHUNK` rows on ``threads`` threads (added in chunk order).
 
     With t_c = sum_{y_i = c} d_i (rounding-small), m_c = t_c / n_c refines the means,
     var_c = (1/n_c) sum ||d_i||^2 - ||m_c||^2, N Sigma_W = sum_i d_i d_i^T - sum_c n_c m_c m_c^T,
     and sum_i h_i h_i^T = sum_i d_i d_i^T + sum_c (mu_c t_c^T + t_c mu_c^T + n_c mu_c mu_c^T)
     (CollapseAccumulator's shifted statistics with the shift s_c = mu_c)."""
-    n, dim = features.shape
+    n = features.shape[0]
     present = np.flatnonzero(counts)
     means = sums / np.maximum(counts, 1)[:, None]
-    d_sums, d_squares = np.zeros_like(sums), np.zeros(len(counts))
-    scatter = np.zeros((dim, dim))
-    block = np.empty((BLOCK, dim), np.float32)
     n_present = counts[present].astype(np.float64)
     global_mean = (n_present[:, None] * means[present]).sum(0) / n
     centred = means[present] - global_mean
     # nearest class mean: argmin_c ||mc_c||^2 + 2 mc_c.mu_G - 2 h.mc_c (nearest_and_linear's)
     offsets = np.ascontiguousarray((centred**2).sum(1) + 2 * (centred @ global_mean))
     centred = np.ascontiguousarray(centred)
-    hits = 0
-    for start in range(0, n, BLOCK):
-        stop = min(start + BLOCK, n)
-        h, d = features[start:stop], block[: stop - start]
-        centred_rows(h, labels[start:stop], means, d, d_sums, d_squares)
-        add_block_gram(scatter, d)
-        hits += nearest_mean_hits(h, centred, offsets, present, predictions[start:stop])
+    chunks = _map_chunks(
+        lambda lo, hi: _centred_chunk(
+            features, labels, predictions, means, centred, offsets, present, lo, hi
+        ),
+        n,
+        threads,
+    )
+    d_sums, d_squares, scatter = (_added([c[i] for c in chunks]) for i in range(3))
+    hits = sum(c[3] for c in chunks)
     t = d_sums[present]
     offset = t / n_present[:, None]
     scaled = offset * np.sqrt(n_present)[:, None]

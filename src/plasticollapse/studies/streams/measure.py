@@ -35,9 +35,20 @@ from plasticollapse.studies.streams.stream import Stream, StreamTask, among, epo
 def measure_split(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, layer_collapse: bool
 ) -> dict[str, float]:
-    """``measure_model`` of the network on (x, y) with every hidden layer's keys."""
+    """``measure_model`` of the network on (x, y) with every hidden layer's keys.
+
+    A plain MLP on the CPU is measured through the one sweep of sufficient statistics
+    (:func:`~plasticollapse.engines.fast_statistics.mlp_metrics`, as the Permuted study
+    measures): the same keys and formulas, float32 rounding apart (its module docstring);
+    anything else, or a network whose activations are not finite (whose error
+    ``measure_model`` then names), through ``measure_model``."""
+    from plasticollapse.engines import fast_statistics
     from plasticollapse.metrics.measure import measure_model
 
+    if fast_statistics.applies(model, x):
+        fused = fast_statistics.mlp_metrics(model, x, y, num_classes, layer_collapse=layer_collapse)
+        if fused is not None:
+            return {k: float(v) for k, v in fused.items()}
     metrics = measure_model(
         model, x, y, num_classes, hidden_layers=True, layer_collapse=layer_collapse
     )
