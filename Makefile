@@ -38,12 +38,12 @@ demo: install
 # whose verdict hung on the host's code generation (AVX-512 or not) would fail on every
 # machine, not only on some (docs/reproducibility.md).
 ENGINE_TESTS := tests/test_fast_engine.py tests/test_minibatch_engine.py tests/test_cbp.py tests/test_remedies.py \
-	tests/test_fast_statistics.py tests/test_blas.py
+	tests/test_fast_statistics.py tests/test_blas.py tests/test_full_batch.py
 
 # CI runs `make test`: the habits that keep the code readable (ruff, mypy) run there too.
 test: setup lint typecheck
 	$(PY) -m pytest
-	NUMBA_CPU_NAME=generic $(PY) -m pytest $(ENGINE_TESTS) -k "engine or cbp or fast or blas"
+	NUMBA_CPU_NAME=generic $(PY) -m pytest $(ENGINE_TESTS) -k "engine or cbp or fast or blas or full_batch"
 
 # Avalanche needs torchvision, and PyPI's torchvision for the CPU torch of .venv is a CUDA build
 # that fails to import beside it: the adapter's tests get an environment of their own, with a

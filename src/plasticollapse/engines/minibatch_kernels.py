@@ -230,6 +230,18 @@ def backward_update(
     1[a_{l-1} > 0]`` with the pre-update W_l, then ``G_l = delta_l^T a_{l-1}`` and the SGD
     update of W_l and b_l (``nlr`` = -eta; the classifier's ``nlr_head``, 0: frozen, not
     updated); last ``G_1^T = x^T delta_1`` into W_1^T's layout. One SGEMM per product."""
+    deeper_backward_update(ws, bs, aws, abs_, acts, deltas, grads, nlr, nlr_head, decay, pull, work)
+    weight_update(w1t, xb, deltas[0], grads[0], a1t, nlr, decay, pull, work)
+    bias_update(b1, deltas[0], ab1, nlr, decay, pull)
+
+
+@njit(cache=True, nogil=True)
+def deeper_backward_update(
+    ws, bs, aws, abs_, acts, deltas, grads, nlr, nlr_head, decay, pull, work
+):  # pragma: no cover - compiled
+    """:func:`backward_update` above the first layer: top down, ``delta_{l-1} = (delta_l
+    W_l) * 1[a_{l-1} > 0]`` with the pre-update W_l, then W_l's and b_l's SGD update; ends
+    with ``deltas[0]`` = dloss/dz_1 (the first layer's update is the caller's)."""
     zero, one = np.float32(0.0), np.float32(1.0)
     for l in range(len(ws) - 1, -1, -1):
         gemm(deltas[l + 1], False, ws[l], False, deltas[l], one, zero, work)
@@ -240,8 +252,6 @@ def backward_update(
                 ws[l], deltas[l + 1], acts[l], grads[l + 1], aws[l], nlr_l, decay, pull, work
             )
             bias_update(bs[l], deltas[l + 1], abs_[l], nlr_l, decay, pull)
-    weight_update(w1t, xb, deltas[0], grads[0], a1t, nlr, decay, pull, work)
-    bias_update(b1, deltas[0], ab1, nlr, decay, pull)
 
 
 @njit(cache=True, nogil=True, fastmath=STEP_MATH)

@@ -20,7 +20,6 @@ Keys of a task's row (see :func:`measure_task` and the probes):
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import torch
@@ -90,7 +89,7 @@ def plasticity_probe(
 ) -> dict[str, float]:
     """The plasticity score of the network on the new task's probe batch: a seeded choice
     of ``probe_samples`` of its training samples (the same batch on a resume). With
-    ``engine = "fast"`` its steps run in the compiled mini-batch engine where it applies
+    ``engine = "fast"`` its steps run compiled where the mini-batch engine applies
     (:mod:`plasticollapse.training.full_batch`), as the run's own training does."""
     from plasticollapse.metrics.trainability import plasticity_score
     from plasticollapse.training.full_batch import compiled_steps_apply, full_batch_steps
@@ -99,7 +98,7 @@ def plasticity_probe(
     x, y = task.x[idx], task.y[idx]
     train = None
     if config.engine == "fast" and compiled_steps_apply(model, len(x), masked_head):
-        train = partial(full_batch_steps, masked_head=masked_head)
+        train = full_batch_steps
     return plasticity_score(
         model, x, y, steps=config.probe_steps, lr=config.effective_probe_lr, train=train
     )
