@@ -108,3 +108,25 @@ def test_bad_batches_are_refused_with_the_reason():
         fixed_batch_steps(masked, x, torch.ones(48, dtype=torch.long), 1, 0.1)
     with pytest.raises(ValueError, match="do not apply"):
         fixed_batch_steps(MLP(20, (16,), 6, layer_norm=True), x, y, 1, 0.1)
+
+
+def test_full_batch_steps_take_the_kernel_below_twice_the_inputs(monkeypatch):
+    """training.full_batch picks the fixed-batch kernel for B < 2d samples (its B x B
+    product is then the smaller work) and the mini-batch engine's pass from B = 2d; both
+    take autograd's steps within float32 rounding."""
+    from plasticollapse.engines import fixed_batch
+    from plasticollapse.training import full_batch
+
+    calls: list[int] = []
+    real = fixed_batch.fixed_batch_steps
+    monkeypatch.setattr(
+        fixed_batch, "fixed_batch_steps", lambda m, x, *a: calls.append(len(x)) or real(m, x, *a)
+    )
+    for samples in (39, 40):
+        model, x, y = _case(4)
+        x, y = x[:samples], y[:samples]
+        reference = copy.deepcopy(model)
+        full_batch.full_batch_steps(model, x, y, 5, 0.2)
+        sgd_steps(reference, x, y, 5, 0.2)
+        assert _largest_relative_gap(model, reference) < 2e-6
+    assert calls == [39]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from plasticollapse.training.engine_choice import RunFacts, fast_reason
+from plasticollapse.training.engine_choice import RunFacts, fast_reason, make_engine
 
 
 def compiled_steps_apply(model: nn.Module, batch: int, masked_head: bool = False) -> bool:
@@ -25,10 +25,19 @@ def compiled_steps_apply(model: nn.Module, batch: int, masked_head: bool = False
 
 
 def full_batch_steps(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float
-) -> None:
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
+    masked_head: bool = False,
+) -> None:  # fmt: skip
     """``steps`` full-batch SGD steps (lr) of the cross-entropy on (x, y), in place, compiled
-    (check :func:`compiled_steps_apply` first; a masked head's classes are read from it)."""
+    (check :func:`compiled_steps_apply` first; a masked head's classes are read from it).
+
+    A batch of B < 2d samples of d inputs runs in the fixed-batch kernel (its B x B product
+    a step is then less work than the two B x d ones it replaces); a larger one as one pass
+    of the mini-batch engine over the batch repeated (``order = [0..B-1] * steps``)."""
     from plasticollapse.engines.fixed_batch import fixed_batch_steps
 
-    fixed_batch_steps(model, x, y, steps, lr)
+    if len(x) < 2 * x[0].numel():
+        fixed_batch_steps(model, x, y, steps, lr)
+        return
+    engine = make_engine("fast", model, lr, len(x), masked_head=masked_head)
+    engine.train(x, y, torch.arange(len(x)).repeat(steps))

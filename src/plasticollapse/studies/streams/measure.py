@@ -20,6 +20,7 @@ Keys of a task's row (see :func:`measure_task` and the probes):
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -98,7 +99,7 @@ def plasticity_probe(
     x, y = task.x[idx], task.y[idx]
     train = None
     if config.engine == "fast" and compiled_steps_apply(model, len(x), masked_head):
-        train = full_batch_steps
+        train = partial(full_batch_steps, masked_head=masked_head)
     return plasticity_score(
         model, x, y, steps=config.probe_steps, lr=config.effective_probe_lr, train=train
     )
