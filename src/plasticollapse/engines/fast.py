@@ -240,6 +240,17 @@ def _param_array(p: torch.Tensor) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(arr, dtype=np.float32).copy(), False
 
 
+def write_back(params: list[torch.Tensor], arrays: list[tuple[np.ndarray, bool]]) -> None:
+    """Copy each array of :func:`_param_array` that is not its parameter's own memory back
+    into the parameter, and tell autograd the parameters changed in place, as
+    ``optimizer.step()`` does. Call under ``torch.no_grad()``, also when a pass failed, so
+    the model is current whenever anyone reads it."""
+    for p, (arr, is_view) in zip(params, arrays, strict=True):
+        if not is_view:
+            p.copy_(torch.from_numpy(arr))
+    torch.autograd.graph.increment_version(params)
+
+
 class _SparseRows:
     """The inputs of one data tensor as CSR rows, or as dense rows when too dense."""
 
@@ -508,11 +519,7 @@ class FastEngine:
             # is current whenever anyone reads it.
             with torch.no_grad():
                 self._first_layer_out(first, weights[0], perm)
-                for p, (arr, is_view) in zip(params, arrays, strict=True):
-                    if not is_view:
-                        p.copy_(torch.from_numpy(arr))
-                # Tell autograd the parameters changed in place, as optimizer.step() does.
-                torch.autograd.graph.increment_version(params)
+                write_back(params, arrays)
 
 
 def warmup(hidden_layers: int = 3) -> float:

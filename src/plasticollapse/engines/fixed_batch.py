@@ -37,7 +37,7 @@ from torch import nn
 
 from plasticollapse.engines import fast
 from plasticollapse.engines.blas import gemm, gemm_work
-from plasticollapse.engines.minibatch import _masked_head
+from plasticollapse.engines.minibatch import present_classes
 from plasticollapse.engines.minibatch_kernels import (
     add_bias,
     bias_update,
@@ -108,12 +108,7 @@ def fixed_batch_steps(
     checked = fast.pass_arrays(x, y, torch.arange(len(x)), n_cls)
     assert checked is not None  # a non-empty batch
     _, labels, used = checked
-    present = np.ones(n_cls, np.bool_)
-    head = _masked_head(model)
-    if head is not None:
-        present = np.ascontiguousarray(head.present.detach().cpu().numpy(), np.bool_)
-        if not present[used].all():
-            raise ValueError("a label of the batch is not among the masked head's classes")
+    present = present_classes(model, used, n_cls)
     inputs = x.detach().cpu().reshape(len(x), -1).to(torch.float32).contiguous().numpy()
     if inputs.shape[1] != linears[0].in_features:
         raise ValueError(
@@ -133,7 +128,4 @@ def fixed_batch_steps(
             )  # fmt: skip
     finally:
         with torch.no_grad():
-            for p, (array, is_view) in zip(params, arrays, strict=True):
-                if not is_view:
-                    p.copy_(torch.from_numpy(array))
-            torch.autograd.graph.increment_version(params)
+            fast.write_back(params, arrays)

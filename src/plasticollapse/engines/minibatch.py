@@ -74,6 +74,18 @@ def _masked_head(model: nn.Module):
     return head if type(head) is MaskedLinear else None
 
 
+def present_classes(model: nn.Module, used: np.ndarray, n_cls: int) -> np.ndarray:
+    """The classes the head scores, as a boolean mask over the ``n_cls`` outputs: all of
+    them, or a masked head's present ones, which must hold every label ``used``."""
+    head = _masked_head(model)
+    if head is None:
+        return np.ones(n_cls, np.bool_)
+    present = np.ascontiguousarray(head.present.detach().cpu().numpy(), np.bool_)
+    if not present[used].all():
+        raise ValueError("a label of the pass is not among the masked head's classes")
+    return present
+
+
 def minibatch_supports(
     model: nn.Module, batch_size: int, remedies: Sequence[Remedy] = ()
 ) -> str | None:
@@ -178,12 +190,7 @@ class MiniBatchEngine:
         if checked is None:
             return OnlineStats(correct=0, count=0, loss_sum=0.0)
         order_np, y_np, used = checked
-        head = _masked_head(self.model)
-        present = np.ones(n_cls, np.bool_)
-        if head is not None:
-            present = np.ascontiguousarray(head.present.detach().cpu().numpy(), np.bool_)
-            if not present[used].all():
-                raise ValueError("a label of the pass is not among the masked head's classes")
+        present = present_classes(self.model, used, n_cls)
         perm = None if columns is None else fast._permutation(columns, n_in)
         rows = self._rows_of(x, n_in)
         head_frozen = not linears[-1].weight.requires_grad  # the fixed ETF head
@@ -275,7 +282,4 @@ class MiniBatchEngine:
         finally:
             with torch.no_grad():
                 fast.FastEngine._first_layer_out(first, weights[0], perm)
-                for p, (arr, is_view) in zip(params, arrays, strict=True):
-                    if not is_view:
-                        p.copy_(torch.from_numpy(arr))
-                torch.autograd.graph.increment_version(params)
+                fast.write_back(params, arrays)

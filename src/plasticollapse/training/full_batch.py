@@ -12,6 +12,8 @@ mini-batch engine over the batch repeated and 0.69 s on autograd.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -36,7 +38,7 @@ def full_batch_steps(
     of the mini-batch engine over the batch repeated (``order = [0..B-1] * steps``)."""
     from plasticollapse.engines.fixed_batch import fixed_batch_steps
 
-    if len(x) < 2 * x[0].numel():
+    if len(x) < 2 * math.prod(x.shape[1:]):
         fixed_batch_steps(model, x, y, steps, lr)
         return
     engine = make_engine("fast", model, lr, len(x), masked_head=masked_head)
